@@ -1,0 +1,119 @@
+// Building blocks shared by the architecture sources (private to models/).
+#pragma once
+
+#include <torch/nn.h>
+
+#include "../architectures.h"
+
+namespace ptm::arch {
+
+enum class Act { None, ReLU, ReLU6, Hardswish, Hardsigmoid, SiLU, Sigmoid };
+
+inline at::Tensor activate(Act a, at::Tensor x) {
+  switch (a) {
+    case Act::None: return x;
+    case Act::ReLU: return torch::relu(x);
+    case Act::ReLU6: return torch::hardtanh(x, 0.0, 6.0);
+    case Act::Hardswish: return torch::hardswish(x);
+    case Act::Hardsigmoid: return torch::hardsigmoid(x);
+    case Act::SiLU: return torch::silu(x);
+    case Act::Sigmoid: return torch::sigmoid(x);
+  }
+  return x;
+}
+
+struct Norm {
+  double eps = 1e-5;
+  double momentum = 0.1;
+};
+
+inline torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1,
+                              int64_t padding = 0, int64_t groups = 1, bool bias = false,
+                              int64_t dilation = 1) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k)
+                               .stride(stride)
+                               .padding(padding)
+                               .groups(groups)
+                               .bias(bias)
+                               .dilation(dilation));
+}
+
+inline torch::nn::BatchNorm2d batchnorm(int64_t c, Norm n = {}) {
+  return torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(c).eps(n.eps).momentum(n.momentum));
+}
+
+// torchvision.ops.Conv2dNormActivation: keys "0" (conv) and "1" (norm).
+class ConvNormActImpl : public torch::nn::Module {
+ public:
+  ConvNormActImpl(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t groups, Act act,
+                  Norm norm = {}, int64_t dilation = 1)
+      : act_(act) {
+    conv_ = register_module("0", conv(in, out, k, stride, (k - 1) / 2 * dilation, groups, false, dilation));
+    bn_ = register_module("1", batchnorm(out, norm));
+  }
+  at::Tensor forward(const at::Tensor& x) { return activate(act_, bn_(conv_(x))); }
+
+ private:
+  Act act_;
+  torch::nn::Conv2d conv_{nullptr};
+  torch::nn::BatchNorm2d bn_{nullptr};
+};
+TORCH_MODULE(ConvNormAct);
+
+// torchvision.ops.SqueezeExcitation (fc1, fc2 are 1x1 convolutions).
+class SqueezeExcitationImpl : public torch::nn::Module {
+ public:
+  SqueezeExcitationImpl(int64_t channels, int64_t squeeze, Act act, Act scale_act)
+      : act_(act), scale_act_(scale_act) {
+    fc1 = register_module("fc1", conv(channels, squeeze, 1, 1, 0, 1, true));
+    fc2 = register_module("fc2", conv(squeeze, channels, 1, 1, 0, 1, true));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    at::Tensor s = torch::adaptive_avg_pool2d(x, {1, 1});
+    s = activate(scale_act_, fc2(activate(act_, fc1(s))));
+    return x * s;
+  }
+  torch::nn::Conv2d fc1{nullptr}, fc2{nullptr};
+
+ private:
+  Act act_, scale_act_;
+};
+TORCH_MODULE(SqueezeExcitation);
+
+// torchvision's _make_divisible (from the TensorFlow MobileNet code).
+inline int64_t make_divisible(double v, int64_t divisor = 8) {
+  int64_t nv = std::max<int64_t>(divisor, int64_t(v + divisor / 2.0) / divisor * divisor);
+  if (nv < 0.9 * v) nv += divisor;
+  return nv;
+}
+
+// A sequence of modules registered under "0", "1", ... run in order
+// (torch::nn::Sequential's key layout without its type-erased dispatch).
+template <typename Block>
+class Chain : public torch::nn::Module {
+ public:
+  void push_back(Block b) { blocks_.push_back(register_module(std::to_string(blocks_.size()), b)); }
+  at::Tensor forward(at::Tensor x) {
+    for (auto& b : blocks_) x = b->forward(x);
+    return x;
+  }
+  size_t size() const { return blocks_.size(); }
+
+ private:
+  std::vector<Block> blocks_;
+};
+template <typename Block>
+using ChainPtr = std::shared_ptr<Chain<Block>>;
+
+// Factories per family (arch/*.cpp).
+ClassifierModulePtr make_resnet(const std::string& name, int64_t num_classes);
+ClassifierModulePtr make_vgg(const std::string& name, int64_t num_classes);
+ClassifierModulePtr make_alexnet(int64_t num_classes);
+ClassifierModulePtr make_squeezenet(const std::string& name, int64_t num_classes);
+ClassifierModulePtr make_densenet(const std::string& name, int64_t num_classes);
+ClassifierModulePtr make_mobilenet_v2(int64_t num_classes);
+ClassifierModulePtr make_mobilenet_v3(const std::string& name, int64_t num_classes);
+ClassifierModulePtr make_efficientnet(const std::string& name, int64_t num_classes);
+ClassifierModulePtr make_shufflenet_v2(const std::string& name, int64_t num_classes);
+
+}  // namespace ptm::arch

@@ -1,0 +1,262 @@
+// torchvision.models.{mobilenetv2, mobilenetv3, efficientnet (v1)}: inverted
+// residual networks built from Conv2dNormActivation blocks.
+#include <cmath>
+
+#include "common.h"
+
+#include "../error.h"
+
+namespace ptm::arch {
+namespace {
+
+using Block = std::shared_ptr<torch::nn::Module>;
+
+// A Sequential of heterogeneous blocks, each with forward(Tensor).
+class Blocks : public torch::nn::Module {
+ public:
+  template <typename M>
+  void add(std::shared_ptr<M> m) {
+    register_module(std::to_string(fns_.size()), m);
+    fns_.push_back([m](const at::Tensor& x) { return m->forward(x); });
+  }
+  at::Tensor forward(at::Tensor x) {
+    for (auto& f : fns_) x = f(x);
+    return x;
+  }
+
+ private:
+  std::vector<std::function<at::Tensor(const at::Tensor&)>> fns_;
+};
+
+std::shared_ptr<ConvNormActImpl> cna(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t groups,
+                                     Act act, Norm norm = {}, int64_t dilation = 1) {
+  return std::make_shared<ConvNormActImpl>(in, out, k, stride, groups, act, norm, dilation);
+}
+
+// ---- MobileNetV2
+
+class InvertedResidualV2 : public torch::nn::Module {
+ public:
+  InvertedResidualV2(int64_t inp, int64_t oup, int64_t stride, int64_t expand) {
+    const int64_t hidden = int64_t(std::round(double(inp) * expand));
+    use_res_ = stride == 1 && inp == oup;
+    auto c = std::make_shared<Blocks>();
+    if (expand != 1) c->add(cna(inp, hidden, 1, 1, 1, Act::ReLU6));
+    c->add(cna(hidden, hidden, 3, stride, hidden, Act::ReLU6));
+    c->add(conv(hidden, oup, 1).ptr());
+    c->add(batchnorm(oup).ptr());
+    conv_ = register_module("conv", c);
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    at::Tensor y = conv_->forward(x);
+    return use_res_ ? x + y : y;
+  }
+
+ private:
+  std::shared_ptr<Blocks> conv_;
+  bool use_res_;
+};
+
+class MobileNetV2 : public ClassifierModuleImpl {
+ public:
+  explicit MobileNetV2(int64_t n) {
+    const int64_t settings[][4] = {{1, 16, 1, 1}, {6, 24, 2, 2}, {6, 32, 3, 2}, {6, 64, 4, 2},
+                                   {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
+    features = std::make_shared<Blocks>();
+    int64_t in = make_divisible(32);
+    const int64_t last = make_divisible(1280);
+    features->add(cna(3, in, 3, 2, 1, Act::ReLU6));
+    for (const auto& s : settings) {
+      const int64_t out = make_divisible(double(s[1]));
+      for (int64_t i = 0; i < s[2]; ++i) {
+        features->add(std::make_shared<InvertedResidualV2>(in, out, i == 0 ? s[3] : 1, s[0]));
+        in = out;
+      }
+    }
+    features->add(cna(in, last, 1, 1, 1, Act::ReLU6));
+    register_module("features", features);
+    auto c = std::make_shared<Blocks>();
+    fc_ = torch::nn::Linear(last, n);
+    register_module("classifier", c);
+    c->register_module("1", fc_);
+  }
+  at::Tensor embed(const at::Tensor& x) override {
+    return torch::adaptive_avg_pool2d(features->forward(x), {1, 1}).flatten(1);
+  }
+  at::Tensor logits(const at::Tensor& f) override { return fc_(f); }
+  std::shared_ptr<Blocks> features;
+
+ private:
+  torch::nn::Linear fc_{nullptr};
+};
+
+// ---- MobileNetV3
+
+struct V3Config {
+  int64_t in, k, exp, out;
+  bool se;
+  bool hs;
+  int64_t stride;
+};
+
+class InvertedResidualV3 : public torch::nn::Module {
+ public:
+  explicit InvertedResidualV3(const V3Config& c) {
+    const Norm bn{0.001, 0.01};
+    const Act act = c.hs ? Act::Hardswish : Act::ReLU;
+    use_res_ = c.stride == 1 && c.in == c.out;
+    auto b = std::make_shared<Blocks>();
+    if (c.exp != c.in) b->add(cna(c.in, c.exp, 1, 1, 1, act, bn));
+    b->add(cna(c.exp, c.exp, c.k, c.stride, c.exp, act, bn));
+    if (c.se)
+      b->add(std::make_shared<SqueezeExcitationImpl>(c.exp, make_divisible(double(c.exp / 4)), Act::ReLU,
+                                                     Act::Hardsigmoid));
+    b->add(cna(c.exp, c.out, 1, 1, 1, Act::None, bn));
+    block_ = register_module("block", b);
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    at::Tensor y = block_->forward(x);
+    return use_res_ ? y + x : y;
+  }
+
+ private:
+  std::shared_ptr<Blocks> block_;
+  bool use_res_;
+};
+
+class MobileNetV3 : public ClassifierModuleImpl {
+ public:
+  MobileNetV3(const std::vector<V3Config>& cfg, int64_t last_channel, int64_t n) {
+    const Norm bn{0.001, 0.01};
+    features = std::make_shared<Blocks>();
+    features->add(cna(3, cfg.front().in, 3, 2, 1, Act::Hardswish, bn));
+    for (const auto& c : cfg) features->add(std::make_shared<InvertedResidualV3>(c));
+    const int64_t last_in = cfg.back().out, last_out = 6 * last_in;
+    features->add(cna(last_in, last_out, 1, 1, 1, Act::Hardswish, bn));
+    register_module("features", features);
+    auto c = std::make_shared<Blocks>();
+    fc0_ = c->register_module("0", torch::nn::Linear(last_out, last_channel));
+    fc3_ = c->register_module("3", torch::nn::Linear(last_channel, n));
+    register_module("classifier", c);
+  }
+  at::Tensor embed(const at::Tensor& x) override {
+    at::Tensor f = torch::adaptive_avg_pool2d(features->forward(x), {1, 1}).flatten(1);
+    return torch::hardswish(fc0_(f));
+  }
+  at::Tensor logits(const at::Tensor& f) override { return fc3_(f); }
+  std::shared_ptr<Blocks> features;
+
+ private:
+  torch::nn::Linear fc0_{nullptr}, fc3_{nullptr};
+};
+
+// ---- EfficientNet (v1)
+
+struct MBConfig {
+  int64_t expand, k, stride, in, out, layers;
+};
+
+class MBConv : public torch::nn::Module {
+ public:
+  MBConv(const MBConfig& c, Norm bn) {
+    use_res_ = c.stride == 1 && c.in == c.out;
+    const int64_t expanded = make_divisible(double(c.in * c.expand));
+    auto b = std::make_shared<Blocks>();
+    if (expanded != c.in) b->add(cna(c.in, expanded, 1, 1, 1, Act::SiLU, bn));
+    b->add(cna(expanded, expanded, c.k, c.stride, expanded, Act::SiLU, bn));
+    b->add(std::make_shared<SqueezeExcitationImpl>(expanded, std::max<int64_t>(1, c.in / 4), Act::SiLU,
+                                                   Act::Sigmoid));
+    b->add(cna(expanded, c.out, 1, 1, 1, Act::None, bn));
+    block_ = register_module("block", b);
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    at::Tensor y = block_->forward(x);
+    return use_res_ ? y + x : y;  // stochastic depth is the identity in eval
+  }
+
+ private:
+  std::shared_ptr<Blocks> block_;
+  bool use_res_;
+};
+
+class EfficientNet : public ClassifierModuleImpl {
+ public:
+  EfficientNet(double width, double depth, Norm bn, int64_t n) {
+    const MBConfig base[] = {{1, 3, 1, 32, 16, 1},  {6, 3, 2, 16, 24, 2},   {6, 5, 2, 24, 40, 2},
+                             {6, 3, 2, 40, 80, 3},  {6, 5, 1, 80, 112, 3},  {6, 5, 2, 112, 192, 4},
+                             {6, 3, 1, 192, 320, 1}};
+    auto ch = [&](int64_t c) { return make_divisible(double(c) * width); };
+    features = std::make_shared<Blocks>();
+    features->add(cna(3, ch(base[0].in), 3, 2, 1, Act::SiLU, bn));
+    int64_t last = 0;
+    for (const auto& s : base) {
+      auto stage = std::make_shared<Blocks>();
+      const int64_t layers = int64_t(std::ceil(double(s.layers) * depth));
+      for (int64_t i = 0; i < layers; ++i) {
+        MBConfig c = s;
+        c.in = i == 0 ? ch(s.in) : ch(s.out);
+        c.out = ch(s.out);
+        c.stride = i == 0 ? s.stride : 1;
+        stage->add(std::make_shared<MBConv>(c, bn));
+      }
+      features->add(stage);
+      last = ch(s.out);
+    }
+    features->add(cna(last, 4 * last, 1, 1, 1, Act::SiLU, bn));
+    register_module("features", features);
+    auto c = std::make_shared<Blocks>();
+    fc_ = c->register_module("1", torch::nn::Linear(4 * last, n));
+    register_module("classifier", c);
+  }
+  at::Tensor embed(const at::Tensor& x) override {
+    return torch::adaptive_avg_pool2d(features->forward(x), {1, 1}).flatten(1);
+  }
+  at::Tensor logits(const at::Tensor& f) override { return fc_(f); }
+  std::shared_ptr<Blocks> features;
+
+ private:
+  torch::nn::Linear fc_{nullptr};
+};
+
+}  // namespace
+
+ClassifierModulePtr make_mobilenet_v2(int64_t n) { return std::make_shared<MobileNetV2>(n); }
+
+ClassifierModulePtr make_mobilenet_v3(const std::string& name, int64_t n) {
+  const bool F = false, T = true;
+  if (name == "mobilenet_v3_large")
+    return std::make_shared<MobileNetV3>(
+        std::vector<V3Config>{{16, 3, 16, 16, F, F, 1},    {16, 3, 64, 24, F, F, 2},
+                              {24, 3, 72, 24, F, F, 1},    {24, 5, 72, 40, T, F, 2},
+                              {40, 5, 120, 40, T, F, 1},   {40, 5, 120, 40, T, F, 1},
+                              {40, 3, 240, 80, F, T, 2},   {80, 3, 200, 80, F, T, 1},
+                              {80, 3, 184, 80, F, T, 1},   {80, 3, 184, 80, F, T, 1},
+                              {80, 3, 480, 112, T, T, 1},  {112, 3, 672, 112, T, T, 1},
+                              {112, 5, 672, 160, T, T, 2}, {160, 5, 960, 160, T, T, 1},
+                              {160, 5, 960, 160, T, T, 1}},
+        1280, n);
+  if (name == "mobilenet_v3_small")
+    return std::make_shared<MobileNetV3>(
+        std::vector<V3Config>{{16, 3, 16, 16, T, F, 2},  {16, 3, 72, 24, F, F, 2},  {24, 3, 88, 24, F, F, 1},
+                              {24, 5, 96, 40, T, T, 2},  {40, 5, 240, 40, T, T, 1}, {40, 5, 240, 40, T, T, 1},
+                              {40, 5, 120, 48, T, T, 1}, {48, 5, 144, 48, T, T, 1}, {48, 5, 288, 96, T, T, 2},
+                              {96, 5, 576, 96, T, T, 1}, {96, 5, 576, 96, T, T, 1}},
+        1024, n);
+  throw ModelError("unknown mobilenet_v3 variant '" + name + "'");
+}
+
+ClassifierModulePtr make_efficientnet(const std::string& name, int64_t n) {
+  struct P {
+    double w, d;
+  };
+  const P params[] = {{1.0, 1.0}, {1.0, 1.1}, {1.1, 1.2}, {1.2, 1.4},
+                      {1.4, 1.8}, {1.6, 2.2}, {1.8, 2.6}, {2.0, 3.1}};
+  if (name.size() != 15 || name.compare(0, 14, "efficientnet_b") != 0 || name[14] < '0' || name[14] > '7')
+    throw ModelError("unknown efficientnet variant '" + name + "'");
+  const int b = name[14] - '0';
+  // b5-b7 use BatchNorm(eps=1e-3, momentum=0.01), b0-b4 PyTorch's default.
+  const Norm bn = b >= 5 ? Norm{0.001, 0.01} : Norm{};
+  return std::make_shared<EfficientNet>(params[b].w, params[b].d, bn, n);
+}
+
+}  // namespace ptm::arch

@@ -1,0 +1,28 @@
+// The built-in architectures: torch::nn modules whose attribute names are
+// torchvision's, so torchvision state-dict keys load unchanged. This header
+// pulls in torch::nn::Module; include it only where a module is needed.
+#pragma once
+
+#include <torch/nn/module.h>
+
+#include <memory>
+#include <string>
+
+namespace ptm {
+
+// Base of every built-in classifier. forward() = logits(embed(x)); `embed`
+// stops right before the classification head (what fine-tuning trains).
+class ClassifierModuleImpl : public torch::nn::Module {
+ public:
+  at::Tensor forward(const at::Tensor& x) { return logits(embed(x)); }
+  virtual at::Tensor embed(const at::Tensor& x) = 0;
+  virtual at::Tensor logits(const at::Tensor& features) = 0;
+};
+using ClassifierModulePtr = std::shared_ptr<ClassifierModuleImpl>;
+
+// Builds `name` (a torchvision name, e.g. "resnet50") with `num_classes`
+// outputs and torchvision's initialisation. Throws ModelError for an
+// unknown name, listing the known ones.
+ClassifierModulePtr create_architecture(const std::string& name, int64_t num_classes);
+
+}  // namespace ptm

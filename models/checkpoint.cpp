@@ -1,0 +1,477 @@
+#include "checkpoint.h"
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <map>
+#include <regex>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "bytes.h"
+#include "pickle.h"
+#include "zip.h"
+
+namespace ptm {
+
+using pickle::Ref;
+using pickle::Value;
+
+const char* format_name(FileFormat f) {
+  switch (f) {
+    case FileFormat::TorchZip: return "pytorch-zip";
+    case FileFormat::TorchLegacy: return "pytorch-legacy";
+    case FileFormat::SafeTensors: return "safetensors";
+    case FileFormat::TorchScript: return "torchscript";
+  }
+  return "?";
+}
+
+const at::Tensor* StateDict::find(const std::string& name) const {
+  for (const auto& e : entries)
+    if (e.name == name) return &e.tensor;
+  return nullptr;
+}
+
+int64_t StateDict::numel() const {
+  int64_t n = 0;
+  for (const auto& e : entries) n += e.tensor.numel();
+  return n;
+}
+
+namespace {
+
+// Pickle protocol 2 header of the legacy format's magic number
+// (0x1950a86a20f9469cfc6c as LONG1).
+const std::string kLegacyMagic("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", 14);
+
+
+// ---------------------------------------------------------------- unwrap
+
+bool is_tensor_dict(const Value& v) {
+  if (!v.is(Value::Kind::Dict) || v.dict.empty()) return false;
+  size_t tensors = 0;
+  for (const auto& [k, val] : v.dict) {
+    if (!k->is(Value::Kind::Str)) return false;
+    if (val->is(Value::Kind::Tensor)) ++tensors;
+  }
+  return tensors * 2 > v.dict.size();
+}
+
+const Value* dict_get(const Value& d, const std::string& key) {
+  for (const auto& [k, val] : d.dict)
+    if (k->is(Value::Kind::Str) && k->s == key) return val.get();
+  return nullptr;
+}
+
+const char* const kWrapperKeys[] = {"state_dict", "model_state_dict", "model", "net",
+                                    "network", "state_dict_ema", "model_ema", "ema",
+                                    "module", "weights", "params"};
+
+std::string describe_keys(const Value& d) {
+  std::string s;
+  size_t k = 0;
+  for (const auto& [key, val] : d.dict) {
+    if (k++ == 12) {
+      s += ", ...";
+      break;
+    }
+    if (!s.empty()) s += ", ";
+    s += key->is(Value::Kind::Str) ? "'" + key->s + "'" : std::string("<") + key->kind_name() + ">";
+    s += std::string(" (") + val->kind_name() + ")";
+  }
+  return s;
+}
+
+const Value& unwrap(const Value& root, const ReadOptions& opt, Checkpoint& ck) {
+  const Value* cur = &root;
+  for (int level = 0; level < 4; ++level) {
+    if (!cur->is(Value::Kind::Dict))
+      throw ModelError("'" + ck.path + "' holds a " + cur->kind_name() +
+                       ", not a state dict (a dict of tensors)");
+    if (is_tensor_dict(*cur) && (opt.wrapper_key.empty() || level > 0)) return *cur;
+    const Value* next = nullptr;
+    std::string used;
+    if (!opt.wrapper_key.empty() && level == 0) {
+      next = dict_get(*cur, opt.wrapper_key);
+      if (!next)
+        throw ModelError("'" + ck.path + "' has no entry '" + opt.wrapper_key +
+                         "'; its top level holds " + describe_keys(*cur));
+      used = opt.wrapper_key;
+    } else {
+      for (const char* k : kWrapperKeys) {
+        const Value* v = dict_get(*cur, k);
+        if (v && v->is(Value::Kind::Dict) && !v->dict.empty()) {
+          next = v;
+          used = k;
+          break;
+        }
+      }
+    }
+    if (!next)
+      throw ModelError("'" + ck.path + "' holds no state dict: its top level has " +
+                       describe_keys(*cur));
+    ck.wrapper_key += (ck.wrapper_key.empty() ? "" : ".") + used;
+    cur = next;
+  }
+  throw ModelError("'" + ck.path + "': state dict nested too deeply");
+}
+
+void strip_prefixes(StateDict& sd, std::vector<std::string>& notes) {
+  for (const char* prefix : {"module.", "_orig_mod.", "module."}) {
+    const std::string p(prefix);
+    bool all = !sd.entries.empty();
+    for (const auto& e : sd.entries)
+      if (e.name.rfind(p, 0) != 0) all = false;
+    if (!all) continue;
+    for (auto& e : sd.entries) e.name.erase(0, p.size());
+    notes.push_back("stripped prefix '" + p + "' from every key");
+  }
+}
+
+// Key spellings of older torchvision releases, rewritten to today's, as data:
+// (pattern, replacement). torchvision's own DenseNet loader applies the
+// first one to its published weights.
+struct KeyRule {
+  const char* pattern;
+  const char* replacement;
+  const char* note;
+};
+const KeyRule kKeyRules[] = {
+    {R"(^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$)",
+     "$1$2", "renamed DenseNet keys from torchvision's published layout ('norm.1' -> 'norm1')"},
+};
+
+void normalize_keys(StateDict& sd, std::vector<std::string>& notes) {
+  strip_prefixes(sd, notes);
+  for (const auto& rule : kKeyRules) {
+    const std::regex re(rule.pattern);
+    size_t changed = 0;
+    for (auto& e : sd.entries) {
+      if (e.name.find("denselayer") == std::string::npos) continue;
+      std::string renamed = std::regex_replace(e.name, re, rule.replacement);
+      if (renamed != e.name) {
+        e.name = std::move(renamed);
+        ++changed;
+      }
+    }
+    if (changed) notes.push_back(std::string(rule.note) + " (" + std::to_string(changed) + " keys)");
+  }
+}
+
+void collect(const Value& dict, Checkpoint& ck) {
+  // Values are shared through the memo; materialising mutates in place.
+  std::unordered_set<std::string> seen;
+  for (const auto& [k, v] : dict.dict) {
+    if (!k->is(Value::Kind::Str)) continue;
+    if (!v->is(Value::Kind::Tensor)) {
+      ck.notes.push_back("ignored non-tensor entry '" + k->s + "' (" + v->kind_name() + ")");
+      continue;
+    }
+    if (!seen.insert(k->s).second)
+      throw ModelError("'" + ck.path + "': key '" + k->s + "' appears twice");
+    ck.state.entries.push_back({k->s, pickle::materialize(*v)});
+  }
+  normalize_keys(ck.state, ck.notes);
+}
+
+void check_dtype(const std::string& path, const std::string& key, at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: case at::kDouble: case at::kHalf: case at::kBFloat16:
+    case at::kLong: case at::kInt: case at::kShort: case at::kChar: case at::kByte: case at::kBool:
+      return;
+    default:
+      throw ModelError("'" + path + "': tensor '" + key + "' has unsupported dtype " +
+                       std::string(c10::toString(t)));
+  }
+}
+
+// ------------------------------------------------------------ zip format
+
+at::Tensor bytes_tensor(const Bytes& file, const uint8_t* p, uint64_t n) {
+  Bytes keep = file;
+  return at::from_blob(const_cast<uint8_t*>(p), {int64_t(n)},
+                       [keep](void*) mutable { keep.data.reset(); },
+                       at::TensorOptions().dtype(at::kByte));
+}
+
+struct StorageId {
+  at::ScalarType dtype;
+  std::string key;
+  int64_t numel;
+};
+
+StorageId parse_pid(const Value& pid, bool legacy, const std::string& what) {
+  if (!pid.is(Value::Kind::Tuple) || pid.items.size() < 5)
+    throw ModelError(what + ": malformed persistent id");
+  if (pickle::as_str(*pid.items[0], "persistent id tag") != "storage")
+    throw ModelError(what + ": unknown persistent id '" + pid.items[0]->s + "'");
+  const Value& type = *pid.items[1];
+  if (!type.is(Value::Kind::Global) || type.storage_dtype == at::ScalarType::Undefined)
+    throw ModelError(what + ": persistent id does not name a storage type");
+  StorageId id;
+  id.dtype = type.storage_dtype;
+  const Value& key = *pid.items[2];
+  id.key = key.is(Value::Kind::Int) ? std::to_string(key.i) : pickle::as_str(key, "storage key");
+  id.numel = pickle::as_int(*pid.items[4], "storage size");
+  if (id.numel < 0) throw ModelError(what + ": negative storage size");
+  if (legacy && pid.items.size() > 5 && !pid.items[5]->is(Value::Kind::None))
+    throw ModelError(what + ": storage views (torch < 0.4 files) are not supported");
+  return id;
+}
+
+void read_zip(Checkpoint& ck, Bytes file, const ReadOptions& opt) {
+  ZipArchive zip(file, ck.path);
+  const ZipEntry* pkl = nullptr;
+  for (const auto& e : zip.entries()) {
+    auto slash = e.name.find('/');
+    if (slash != std::string::npos && e.name.compare(slash + 1, std::string::npos, "data.pkl") == 0) {
+      pkl = &e;
+      break;
+    }
+  }
+  if (!pkl) throw ModelError("'" + ck.path + "' is a zip archive without data.pkl: not a PyTorch file");
+  const std::string prefix = pkl->name.substr(0, pkl->name.find('/') + 1);
+  if (const ZipEntry* bo = zip.find(prefix + "byteorder")) {
+    std::string order(reinterpret_cast<const char*>(zip.data(*bo, true)), bo->size);
+    if (order != "little")
+      throw ModelError("'" + ck.path + "' was written on a big-endian machine; not supported");
+  }
+  std::unordered_map<std::string, Ref> storages;
+  const std::string what = "'" + ck.path + "'";
+  auto persistent = [&](const Value& pid) -> Ref {
+    StorageId id = parse_pid(pid, false, what);
+    auto it = storages.find(id.key);
+    if (it != storages.end()) return it->second;
+    const ZipEntry* rec = zip.find(prefix + "data/" + id.key);
+    if (!rec) throw ModelError(what + ": tensor data record '" + id.key + "' is missing");
+    uint64_t need;
+    if (mul_overflows(uint64_t(id.numel), c10::elementSize(id.dtype), &need) || rec->size < need)
+      throw ModelError(what + ": tensor data record '" + id.key + "' holds " +
+                       std::to_string(rec->size) + " bytes, fewer than its " +
+                       std::to_string(id.numel) + " elements need");
+    auto st = std::make_shared<pickle::Storage>();
+    st->dtype = id.dtype;
+    st->numel = id.numel;
+    st->bytes = bytes_tensor(file, zip.data(*rec, opt.verify_checksums), need);
+    Ref r = std::make_shared<Value>();
+    r->kind = Value::Kind::Storage;
+    r->storage = st;
+    storages.emplace(id.key, r);
+    return r;
+  };
+  Ref root = pickle::load(zip.data(*pkl, true), pkl->size, persistent, what);
+  collect(unwrap(*root, opt, ck), ck);
+}
+
+// --------------------------------------------------------- legacy format
+
+void read_legacy(Checkpoint& ck, Bytes file, const ReadOptions& opt) {
+  const std::string what = "'" + ck.path + "'";
+  const uint8_t* p = file.begin();
+  size_t pos = 0;
+  auto next = [&](const pickle::PersistentLoad& pl) {
+    size_t used = 0;
+    Ref r = pickle::load(p + pos, file.size - pos, pl, what, &used);
+    pos += used;
+    return r;
+  };
+  next(nullptr);  // magic number, checked by sniff_format
+  Ref proto = next(nullptr);
+  if (!proto->is(Value::Kind::Int) || proto->i != 1001)
+    throw ModelError(what + ": unsupported legacy protocol version");
+  Ref sys = next(nullptr);
+  if (sys->is(Value::Kind::Dict)) {
+    const Value* le = dict_get(*sys, "little_endian");
+    if (le && le->is(Value::Kind::Bool) && !le->b)
+      throw ModelError(what + " was written on a big-endian machine; not supported");
+  }
+  // Storage data follows the pickles: tensors are validated against the
+  // declared sizes now and materialised once the bytes are read.
+  std::unordered_map<std::string, Ref> storages;
+  auto persistent = [&](const Value& pid) -> Ref {
+    StorageId id = parse_pid(pid, true, what);
+    auto it = storages.find(id.key);
+    if (it != storages.end()) {
+      if (it->second->storage->dtype != id.dtype)
+        throw ModelError(what + ": storage '" + id.key + "' is used with two dtypes");
+      return it->second;
+    }
+    Ref r = std::make_shared<Value>();
+    r->kind = Value::Kind::Storage;
+    r->storage = std::make_shared<pickle::Storage>();
+    r->storage->dtype = id.dtype;
+    r->storage->numel = id.numel;
+    storages.emplace(id.key, r);
+    return r;
+  };
+  Ref root = next(persistent);
+  Ref keys = next(nullptr);
+  if (!keys->is(Value::Kind::List)) throw ModelError(what + ": storage key list missing");
+  Cursor c(p, file.size, what);
+  c.seek(pos);
+  for (const Ref& k : keys->items) {
+    const std::string& key = pickle::as_str(*k, "storage key");
+    auto it = storages.find(key);
+    if (it == storages.end()) throw ModelError(what + ": data for unknown storage '" + key + "'");
+    pickle::Storage& st = *it->second->storage;
+    if (st.bytes.defined()) throw ModelError(what + ": storage '" + key + "' stored twice");
+    const int64_t numel = c.i64();
+    if (numel != st.numel)
+      throw ModelError(what + ": storage '" + key + "' holds " + std::to_string(numel) +
+                       " elements, its record says " + std::to_string(st.numel));
+    uint64_t n;
+    if (numel < 0 || mul_overflows(uint64_t(numel), c10::elementSize(st.dtype), &n))
+      throw ModelError(what + ": storage '" + key + "' size overflows");
+    st.bytes = bytes_tensor(file, c.take(n), n);
+  }
+  for (const auto& [key, v] : storages)
+    if (!v->storage->bytes.defined()) throw ModelError(what + ": data of storage '" + key + "' is missing");
+  (void)opt;
+  collect(unwrap(*root, opt, ck), ck);
+}
+
+// ---------------------------------------------------------- safetensors
+
+at::ScalarType safetensors_dtype(const std::string& s, const std::string& what) {
+  static const std::map<std::string, at::ScalarType> m = {
+      {"F64", at::kDouble}, {"F32", at::kFloat}, {"F16", at::kHalf}, {"BF16", at::kBFloat16},
+      {"I64", at::kLong},   {"I32", at::kInt},   {"I16", at::kShort}, {"I8", at::kChar},
+      {"U8", at::kByte},    {"BOOL", at::kBool}};
+  auto it = m.find(s);
+  if (it == m.end()) throw ModelError(what + ": unsupported safetensors dtype '" + s + "'");
+  return it->second;
+}
+
+void read_safetensors(Checkpoint& ck, Bytes file) {
+  const std::string what = "'" + ck.path + "' (safetensors)";
+  Cursor c(file.begin(), file.size, what);
+  const uint64_t n = c.u64();
+  constexpr uint64_t kMaxHeader = 100u * 1000 * 1000;
+  if (n > kMaxHeader) c.fail("header length " + std::to_string(n) + " exceeds the 100 MB limit");
+  if (n > c.remaining()) c.fail("header length " + std::to_string(n) + " exceeds the file size");
+  const char* h = reinterpret_cast<const char*>(c.take(n));
+  if (n == 0 || h[0] != '{') c.fail("header is not a JSON object");
+  nlohmann::json j = nlohmann::json::parse(h, h + n, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) c.fail("header is not valid JSON");
+  const uint64_t data_start = c.pos();
+  const uint64_t data_len = file.size - data_start;
+  struct Rec {
+    std::string name;
+    at::ScalarType dtype;
+    std::vector<int64_t> shape;
+    uint64_t begin, end;
+  };
+  std::vector<Rec> recs;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      if (!it.value().is_object()) c.fail("__metadata__ is not an object");
+      continue;
+    }
+    const auto& v = it.value();
+    if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets"))
+      c.fail("entry '" + it.key() + "' lacks dtype, shape or data_offsets");
+    if (!v["dtype"].is_string() || !v["shape"].is_array() || !v["data_offsets"].is_array() ||
+        v["data_offsets"].size() != 2)
+      c.fail("entry '" + it.key() + "' is malformed");
+    Rec r;
+    r.name = it.key();
+    r.dtype = safetensors_dtype(v["dtype"].get<std::string>(), what);
+    uint64_t bytes = c10::elementSize(r.dtype);
+    if (v["shape"].size() > 16) c.fail("entry '" + r.name + "' has more than 16 dimensions");
+    for (const auto& d : v["shape"]) {
+      if (!d.is_number_unsigned()) c.fail("entry '" + r.name + "' has a bad shape");
+      uint64_t dim = d.get<uint64_t>();
+      if (dim > uint64_t(INT64_MAX) || mul_overflows(bytes, dim, &bytes))
+        c.fail("entry '" + r.name + "': shape x dtype size overflows");
+      r.shape.push_back(int64_t(dim));
+    }
+    for (const auto& o : v["data_offsets"])
+      if (!o.is_number_unsigned()) c.fail("entry '" + r.name + "' has bad data_offsets");
+    r.begin = v["data_offsets"][0].get<uint64_t>();
+    r.end = v["data_offsets"][1].get<uint64_t>();
+    if (r.end < r.begin || r.end - r.begin != bytes)
+      c.fail("entry '" + r.name + "': data_offsets span " + std::to_string(r.end - r.begin) +
+             " bytes but shape and dtype need " + std::to_string(bytes));
+    recs.push_back(std::move(r));
+  }
+  // Offsets must tile the data buffer exactly: contiguous from 0, no holes,
+  // no overlap, ending at the end of the file.
+  std::vector<const Rec*> sorted;
+  for (const auto& r : recs) sorted.push_back(&r);
+  std::sort(sorted.begin(), sorted.end(), [](const Rec* a, const Rec* b) {
+    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+  });
+  uint64_t expect = 0;
+  for (const Rec* r : sorted) {
+    if (r->begin != expect)
+      c.fail("entry '" + r->name + "' starts at " + std::to_string(r->begin) + ", expected " +
+             std::to_string(expect) + " (offsets must be contiguous)");
+    expect = r->end;
+  }
+  if (expect != data_len)
+    c.fail("tensors cover " + std::to_string(expect) + " bytes but the data section holds " +
+           std::to_string(data_len));
+  // Header order is JSON-object order; keep the file's order of offsets.
+  for (const Rec* r : sorted) {
+    at::Tensor bytes = bytes_tensor(file, file.begin() + data_start + r->begin, r->end - r->begin);
+    at::Tensor t = at::from_blob(
+        bytes.data_ptr(), r->shape, [bytes](void*) mutable { bytes.reset(); },
+        at::TensorOptions().dtype(r->dtype));
+    ck.state.entries.push_back({r->name, t});
+  }
+  normalize_keys(ck.state, ck.notes);
+}
+
+}  // namespace
+
+namespace {
+
+FileFormat sniff(const Bytes& file, const std::string& path) {
+  if (file.size == 0) throw ModelError("'" + path + "' is empty");
+  const std::string head(file.view(0, std::min<size_t>(file.size, 16)));
+  if (looks_like_zip(head)) {
+    ZipArchive zip(file, path);
+    for (const auto& e : zip.entries()) {
+      auto slash = e.name.find('/');
+      if (slash == std::string::npos) continue;
+      std::string rest = e.name.substr(slash + 1);
+      if (rest.rfind("code/", 0) == 0 || rest == "constants.pkl") return FileFormat::TorchScript;
+    }
+    return FileFormat::TorchZip;
+  }
+  if (head.rfind(kLegacyMagic, 0) == 0) return FileFormat::TorchLegacy;
+  // safetensors: a little-endian u64 header length, then the JSON header.
+  if (head.size() >= 9 && head[8] == '{') return FileFormat::SafeTensors;
+  if (uint8_t(head[0]) == 0x80)
+    throw ModelError("'" + path + "' is a pickle stream but not a PyTorch checkpoint");
+  if (head.rfind("PK", 0) == 0)
+    throw ModelError("'" + path + "' is a damaged zip archive");
+  throw ModelError("'" + path + "' is not a PyTorch (.pth/.pt), TorchScript or safetensors file");
+}
+
+}  // namespace
+
+FileFormat sniff_format(const std::string& path) { return sniff(read_file(path), path); }
+
+Checkpoint read_checkpoint(const std::string& path, const ReadOptions& options) {
+  Checkpoint ck;
+  ck.path = path;
+  Bytes file = read_file(path);
+  ck.format = sniff(file, path);
+  switch (ck.format) {
+    case FileFormat::TorchZip: read_zip(ck, file, options); break;
+    case FileFormat::TorchLegacy: read_legacy(ck, file, options); break;
+    case FileFormat::SafeTensors: read_safetensors(ck, file); break;
+    case FileFormat::TorchScript:
+      file = Bytes();
+      ck.state = read_torchscript_state(path);
+      break;
+  }
+  if (ck.state.entries.empty()) throw ModelError("'" + path + "' holds no tensors");
+  for (const auto& e : ck.state.entries) check_dtype(path, e.name, e.tensor.scalar_type());
+  return ck;
+}
+
+}  // namespace ptm

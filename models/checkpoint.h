@@ -1,0 +1,63 @@
+// Reading model files into a flat, ordered state dict.
+//
+// The format is chosen from the file's content, never its name:
+//   - PyTorch zip (`torch.save`, torch >= 1.6), read with our restricted
+//     unpickler (see pickle.h);
+//   - PyTorch legacy (pre-1.6 / `_use_new_zipfile_serialization=False`);
+//   - safetensors, with the format's published safety rules;
+//   - TorchScript archives, through torch::jit::load. TorchScript runs code
+//     from the file: load only TorchScript files you trust.
+// Training-checkpoint wrappers ({'state_dict': ...}, {'model': ...}, EMA
+// weights, ...) are unwrapped and DataParallel / torch.compile prefixes
+// (`module.`, `_orig_mod.`) stripped; what was done is recorded in `notes`.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "error.h"
+
+namespace ptm {
+
+enum class FileFormat { TorchZip, TorchLegacy, SafeTensors, TorchScript };
+const char* format_name(FileFormat f);
+
+struct NamedTensor {
+  std::string name;
+  at::Tensor tensor;
+};
+
+struct StateDict {
+  std::vector<NamedTensor> entries;
+
+  const at::Tensor* find(const std::string& name) const;
+  size_t size() const { return entries.size(); }
+  int64_t numel() const;
+};
+
+struct ReadOptions {
+  // Verify zip CRCs of every record (detects bit rot inside tensor data).
+  bool verify_checksums = true;
+  // Pick this wrapper key instead of the default order
+  // (state_dict, model_state_dict, model, net, state_dict_ema, ema, ...).
+  std::string wrapper_key;
+};
+
+struct Checkpoint {
+  std::string path;
+  FileFormat format = FileFormat::TorchZip;
+  StateDict state;
+  std::string wrapper_key;          // where the state dict was found ("" = top level)
+  std::vector<std::string> notes;   // unwrapping / prefix stripping done
+};
+
+// Throws ModelError naming the file and what is wrong with it.
+FileFormat sniff_format(const std::string& path);
+Checkpoint read_checkpoint(const std::string& path, const ReadOptions& options = {});
+
+// Parameters and buffers of a TorchScript archive (torchscript.cpp).
+StateDict read_torchscript_state(const std::string& path);
+
+}  // namespace ptm

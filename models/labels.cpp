@@ -1,0 +1,27 @@
+#include "labels.h"
+
+#include "bytes.h"
+
+namespace ptm {
+
+std::vector<std::string> read_labels_file(const std::string& path) {
+  Bytes b = read_file(path, uint64_t(64) << 20);
+  std::string_view text = b.view(0, b.size);
+  if (text.find('\0') != std::string_view::npos)
+    throw ModelError("'" + path + "' is not a text file of labels");
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    std::string_view line = text.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
+    pos = nl == std::string_view::npos ? text.size() : nl + 1;
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.remove_suffix(1);
+    while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
+    out.emplace_back(line);
+  }
+  while (!out.empty() && out.back().empty()) out.pop_back();
+  if (out.empty()) throw ModelError("'" + path + "' holds no labels");
+  return out;
+}
+
+}  // namespace ptm

@@ -1,0 +1,209 @@
+#include "loader.h"
+
+#include <torch/nn/module.h>
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+
+#include "error.h"
+#include "registry.h"
+
+namespace ptm {
+
+// Generated at build time from the architectures themselves (see
+// tools/gen-signatures.cpp): "name|key:d,d;key:d;...\n" per architecture,
+// built with 1000 classes.
+extern const char* const kArchitectureSignatures;
+
+namespace {
+
+struct KeySpec {
+  std::string key;
+  std::vector<int64_t> shape;
+};
+struct Signature {
+  const ArchInfo* info;
+  std::vector<KeySpec> keys;
+};
+
+const std::vector<Signature>& signatures() {
+  static const std::vector<Signature> sigs = [] {
+    std::vector<Signature> out;
+    std::istringstream in(kArchitectureSignatures);
+    std::string line;
+    while (std::getline(in, line)) {
+      auto bar = line.find('|');
+      Signature s;
+      s.info = find_architecture(line.substr(0, bar));
+      if (!s.info) continue;
+      std::istringstream ks(line.substr(bar + 1));
+      std::string item;
+      while (std::getline(ks, item, ';')) {
+        auto colon = item.find(':');
+        KeySpec k{item.substr(0, colon), {}};
+        std::istringstream ds(item.substr(colon + 1));
+        std::string d;
+        while (std::getline(ds, d, ',')) k.shape.push_back(std::stoll(d));
+        s.keys.push_back(std::move(k));
+      }
+      out.push_back(std::move(s));
+    }
+    return out;
+  }();
+  return sigs;
+}
+
+bool is_head_key(const std::string& key, const std::string& head) {
+  return key.size() > head.size() && key.compare(0, head.size(), head) == 0 && key[head.size()] == '.';
+}
+
+bool optional_key(const std::string& key) {
+  static const std::string nbt = "num_batches_tracked";
+  return key.size() >= nbt.size() && key.compare(key.size() - nbt.size(), nbt.size(), nbt) == 0;
+}
+
+std::vector<int64_t> shape_of(const at::Tensor& t) { return t.sizes().vec(); }
+
+Candidate compare(const Signature& sig, const std::unordered_map<std::string, const at::Tensor*>& sd) {
+  Candidate c;
+  c.name = sig.info->name;
+  const std::string& head = sig.info->head;
+  auto hw = sd.find(head + ".weight");
+  c.num_classes = hw != sd.end() && hw->second->dim() > 0 ? hw->second->size(0) : 0;
+  size_t present = 0;
+  for (const auto& k : sig.keys) {
+    auto it = sd.find(k.key);
+    if (it == sd.end()) {
+      if (!optional_key(k.key)) ++c.missing;
+      continue;
+    }
+    ++present;
+    std::vector<int64_t> want = k.shape;
+    if (is_head_key(k.key, head) && !want.empty()) want[0] = c.num_classes;
+    if (shape_of(*it->second) == want) ++c.matched;
+    else ++c.mismatched;
+  }
+  c.unexpected = sd.size() - present;
+  const double total = double(sig.keys.size() + c.unexpected);
+  c.score = total > 0 ? double(c.matched) / total : 0;
+  return c;
+}
+
+}  // namespace
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+std::vector<Candidate> rank_architectures(const StateDict& state) {
+  std::unordered_map<std::string, const at::Tensor*> sd;
+  for (const auto& e : state.entries) sd.emplace(e.name, &e.tensor);
+  std::vector<Candidate> out;
+  for (const auto& sig : signatures()) out.push_back(compare(sig, sd));
+  std::stable_sort(out.begin(), out.end(), [](const Candidate& a, const Candidate& b) {
+    if (a.exact() != b.exact()) return a.exact();
+    return a.score > b.score;
+  });
+  return out;
+}
+
+Candidate detect_architecture(const StateDict& sd) {
+  auto ranked = rank_architectures(sd);
+  if (!ranked.empty() && ranked[0].exact() && ranked[0].num_classes > 0) return ranked[0];
+  std::ostringstream msg;
+  msg << "the weights match no built-in architecture; closest:";
+  for (size_t i = 0; i < std::min<size_t>(3, ranked.size()); ++i) {
+    const Candidate& c = ranked[i];
+    msg << (i ? ";" : "") << " " << c.name << " (" << int(c.score * 100) << "% of keys match: "
+        << c.missing << " missing, " << c.unexpected << " unexpected, " << c.mismatched << " mis-shaped)";
+  }
+  msg << ". Pass the architecture explicitly to see the key report";
+  throw ModelError(msg.str());
+}
+
+std::string LoadReport::summary() const {
+  std::ostringstream s;
+  s << architecture << " (" << num_classes << " classes): " << loaded << " tensors loaded, "
+    << missing.size() << " missing, " << unexpected.size() << " unexpected, " << mismatched.size()
+    << " mis-shaped";
+  if (head_replaced) s << "; new classification head";
+  return s.str();
+}
+
+std::string LoadReport::details() const {
+  std::ostringstream s;
+  for (const auto& k : missing) s << "  missing:    " << k << "\n";
+  for (const auto& k : unexpected) s << "  unexpected: " << k << "\n";
+  for (const auto& m : mismatched)
+    s << "  mis-shaped: " << m.key << " expects " << shape_str(m.expected) << ", file has "
+      << shape_str(m.found) << "\n";
+  for (const auto& n : notes) s << "  note:       " << n << "\n";
+  return s.str();
+}
+
+LoadReport load_into(torch::nn::Module& module, const std::string& architecture, const StateDict& state,
+                     const LoadOptions& options) {
+  const ArchInfo* info = find_architecture(architecture);
+  const std::string head = info ? info->head : "";
+  LoadReport r;
+  r.architecture = architecture;
+  std::unordered_map<std::string, const at::Tensor*> sd;
+  for (const auto& e : state.entries) sd.emplace(e.name, &e.tensor);
+
+  std::vector<std::pair<std::string, at::Tensor>> targets;
+  for (const auto& p : module.named_parameters(true)) targets.emplace_back(p.key(), p.value());
+  for (const auto& b : module.named_buffers(true)) targets.emplace_back(b.key(), b.value());
+
+  // A head of another size is the transfer-learning case: keep it new.
+  int64_t file_classes = 0;
+  if (auto it = sd.find(head + ".weight"); it != sd.end() && it->second->dim() > 0)
+    file_classes = it->second->size(0);
+  for (const auto& [k, t] : targets)
+    if (k == head + ".weight") r.num_classes = t.size(0);
+  if (options.num_classes > 0 && file_classes > 0 && file_classes != options.num_classes) {
+    r.head_replaced = true;
+    r.notes.push_back("checkpoint has " + std::to_string(file_classes) + " classes, " +
+                      std::to_string(options.num_classes) + " requested: '" + head +
+                      "' is newly initialised and needs training");
+  }
+
+  size_t used = 0, skipped_nbt = 0;
+  at::NoGradGuard no_grad;
+  for (auto& [key, target] : targets) {
+    auto it = sd.find(key);
+    const bool in_head = is_head_key(key, head);
+    if (it == sd.end()) {
+      if (optional_key(key)) {
+        ++skipped_nbt;
+        continue;
+      }
+      if (!(r.head_replaced && in_head)) r.missing.push_back(key);
+      continue;
+    }
+    ++used;
+    if (r.head_replaced && in_head) continue;
+    const at::Tensor& src = *it->second;
+    if (src.sizes() != target.sizes()) {
+      r.mismatched.push_back({key, shape_of(target), shape_of(src)});
+      continue;
+    }
+    target.copy_(src);
+    ++r.loaded;
+  }
+  std::unordered_map<std::string, bool> known;
+  for (const auto& t : targets) known.emplace(t.first, true);
+  for (const auto& e : state.entries)
+    if (!known.count(e.name)) r.unexpected.push_back(e.name);
+  (void)used;
+  if (skipped_nbt) r.notes.push_back(std::to_string(skipped_nbt) + " BatchNorm num_batches_tracked counters absent (older checkpoint); left at 0");
+  if (options.strict && !r.clean())
+    throw ModelError("the weights do not fit " + r.summary() + ":\n" + r.details());
+  return r;
+}
+
+}  // namespace ptm

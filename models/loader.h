@@ -1,0 +1,63 @@
+// Matching a state dict to an architecture: detection from keys and shapes,
+// and loading with a report of missing, unexpected and mis-shaped keys.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "checkpoint.h"
+
+namespace torch::nn {
+class Module;
+}
+
+namespace ptm {
+
+struct ShapeMismatch {
+  std::string key;
+  std::vector<int64_t> expected, found;
+};
+
+struct LoadReport {
+  std::string architecture;
+  int64_t num_classes = 0;
+  size_t loaded = 0;
+  std::vector<std::string> missing, unexpected;
+  std::vector<ShapeMismatch> mismatched;
+  std::vector<std::string> notes;
+  bool head_replaced = false;
+
+  bool clean() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
+  std::string summary() const;  // one line
+  std::string details() const;  // one line per problem
+};
+
+struct Candidate {
+  std::string name;
+  int64_t num_classes = 0;
+  size_t matched = 0, missing = 0, unexpected = 0, mismatched = 0;
+  double score = 0;  // 1.0 = exact
+  bool exact() const { return missing == 0 && unexpected == 0 && mismatched == 0; }
+};
+
+// Ranks every built-in architecture against the state dict, best first.
+std::vector<Candidate> rank_architectures(const StateDict& sd);
+// The exact match, or ModelError listing the closest candidates.
+Candidate detect_architecture(const StateDict& sd);
+
+struct LoadOptions {
+  bool strict = true;
+  // When set and different from the checkpoint's, the classification head
+  // is left freshly initialised (torchvision's transfer-learning recipe).
+  int64_t num_classes = 0;
+};
+
+// Copies tensors into `module`'s parameters and buffers (converting dtype).
+// Strict: throws ModelError with the report when anything does not match.
+LoadReport load_into(torch::nn::Module& module, const std::string& architecture, const StateDict& sd,
+                     const LoadOptions& options);
+
+std::string shape_str(const std::vector<int64_t>& s);
+
+}  // namespace ptm

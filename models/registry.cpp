@@ -1,0 +1,49 @@
+#include "registry.h"
+
+namespace ptm {
+
+const std::vector<ArchInfo>& architectures() {
+  using I = Interpolation;
+  static const std::vector<ArchInfo> list = [] {
+    std::vector<ArchInfo> v;
+    auto add = [&](std::string name, std::string family, std::string head, int crop = 224,
+                   int resize = 256, I interp = I::Bilinear) {
+      v.push_back({std::move(name), std::move(family), std::move(head), crop, resize, interp});
+    };
+    for (const char* n : {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                          "resnext50_32x4d", "wide_resnet50_2"})
+      add(n, "resnet", "fc");
+    for (const char* n : {"vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"})
+      add(n, "vgg", "classifier.6");
+    add("alexnet", "alexnet", "classifier.6");
+    add("squeezenet1_0", "squeezenet", "classifier.1");
+    add("squeezenet1_1", "squeezenet", "classifier.1");
+    for (const char* n : {"densenet121", "densenet161", "densenet169", "densenet201"})
+      add(n, "densenet", "classifier");
+    add("mobilenet_v2", "mobilenet_v2", "classifier.1");
+    add("mobilenet_v3_small", "mobilenet_v3", "classifier.3");
+    add("mobilenet_v3_large", "mobilenet_v3", "classifier.3");
+    const int crops[] = {224, 240, 288, 300, 380, 456, 528, 600};
+    const int resizes[] = {256, 256, 288, 320, 384, 456, 528, 600};
+    for (int b = 0; b < 8; ++b)
+      add("efficientnet_b" + std::to_string(b), "efficientnet", "classifier.1", crops[b], resizes[b], I::Bicubic);
+    for (const char* n : {"shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"})
+      add(n, "shufflenet_v2", "fc");
+    return v;
+  }();
+  return list;
+}
+
+const ArchInfo* find_architecture(std::string_view name) {
+  for (const auto& a : architectures())
+    if (a.name == name) return &a;
+  return nullptr;
+}
+
+std::string architecture_names() {
+  std::string s;
+  for (const auto& a : architectures()) s += (s.empty() ? "" : ", ") + a.name;
+  return s;
+}
+
+}  // namespace ptm

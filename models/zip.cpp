@@ -1,0 +1,128 @@
+#include "zip.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+
+namespace ptm {
+
+namespace {
+constexpr uint32_t kEocdSig = 0x06054b50;
+constexpr uint32_t kZip64LocatorSig = 0x07064b50;
+constexpr uint32_t kZip64EocdSig = 0x06064b50;
+constexpr uint32_t kCentralSig = 0x02014b50;
+constexpr uint32_t kLocalSig = 0x04034b50;
+}  // namespace
+
+bool looks_like_zip(const std::string& head) { return head.rfind("PK\x03\x04", 0) == 0; }
+
+ZipArchive::ZipArchive(Bytes file, std::string path) : file_(std::move(file)), path_(std::move(path)) {
+  Cursor c(file_.begin(), file_.size, "'" + path_ + "' (zip)");
+  const uint8_t* base = file_.begin();
+  const size_t n = file_.size;
+  if (n < 22) c.fail("too short to be a zip archive");
+  // The end-of-central-directory record sits in the last 64 KiB + 22 bytes.
+  size_t lo = n > 65557 ? n - 65557 : 0;
+  size_t eocd = SIZE_MAX;
+  for (size_t p = n - 22 + 1; p-- > lo;) {
+    uint32_t sig;
+    std::memcpy(&sig, base + p, 4);
+    if (sig == kEocdSig) {
+      eocd = p;
+      break;
+    }
+  }
+  if (eocd == SIZE_MAX) c.fail("no end-of-central-directory record (truncated or not a zip)");
+  c.seek(eocd + 10);
+  uint64_t count = c.u16();
+  uint64_t cd_size = c.u32();
+  uint64_t cd_offset = c.u32();
+  if (count == 0xFFFF || cd_size == 0xFFFFFFFF || cd_offset == 0xFFFFFFFF) {
+    if (eocd < 20) c.fail("zip64 locator missing");
+    c.seek(eocd - 20);
+    if (c.u32() != kZip64LocatorSig) c.fail("zip64 locator missing");
+    c.u32();
+    uint64_t z64 = c.u64();
+    c.seek(z64);
+    if (c.u32() != kZip64EocdSig) c.fail("zip64 end record missing");
+    c.u64();
+    c.u16();
+    c.u16();
+    c.u32();
+    c.u32();
+    c.u64();
+    count = c.u64();
+    cd_size = c.u64();
+    cd_offset = c.u64();
+  }
+  uint64_t cd_end;
+  if (add_overflows(cd_offset, cd_size, &cd_end) || cd_end > n)
+    c.fail("central directory lies outside the file");
+  if (count > cd_size / 46) c.fail("central directory entry count is inconsistent");
+  entries_.reserve(count);
+  c.seek(cd_offset);
+  for (uint64_t k = 0; k < count; ++k) {
+    if (c.u32() != kCentralSig) c.fail("bad central directory entry " + std::to_string(k));
+    c.take(6);
+    ZipEntry e;
+    e.method = c.u16();
+    c.take(4);
+    e.crc32 = c.u32();
+    uint64_t csize = c.u32();
+    uint64_t usize = c.u32();
+    uint16_t name_len = c.u16(), extra_len = c.u16(), comment_len = c.u16();
+    c.take(8);
+    uint64_t local = c.u32();
+    e.name = c.str(name_len);
+    Cursor extra(c.take(extra_len), extra_len, "'" + path_ + "' (zip extra field)");
+    while (extra.remaining() >= 4) {
+      uint16_t id = extra.u16(), len = extra.u16();
+      Cursor f(extra.take(len), len, "'" + path_ + "' (zip64 field)");
+      if (id != 0x0001) continue;
+      if (usize == 0xFFFFFFFF) usize = f.u64();
+      if (csize == 0xFFFFFFFF) csize = f.u64();
+      if (local == 0xFFFFFFFF) local = f.u64();
+    }
+    c.take(comment_len);
+    e.size = usize;
+    if (e.method == 0) {
+      if (csize != usize) c.fail("entry '" + e.name + "' has inconsistent sizes");
+      Cursor lh(base, n, "'" + path_ + "' (zip entry '" + e.name + "')");
+      lh.seek(local);
+      if (lh.u32() != kLocalSig) lh.fail("bad local header");
+      lh.take(22);
+      uint16_t ln = lh.u16(), le = lh.u16();
+      lh.take(ln);
+      lh.take(le);
+      e.data_offset = lh.pos();
+      uint64_t end;
+      if (add_overflows(e.data_offset, usize, &end) || end > cd_offset)
+        lh.fail("declares " + std::to_string(usize) + " bytes but the file holds only " +
+                std::to_string(cd_offset > e.data_offset ? cd_offset - e.data_offset : 0));
+    }
+    entries_.push_back(std::move(e));
+  }
+}
+
+const ZipEntry* ZipArchive::find(const std::string& name) const {
+  for (const auto& e : entries_)
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+const uint8_t* ZipArchive::data(const ZipEntry& e, bool verify) const {
+  if (e.method != 0)
+    throw ModelError("'" + path_ + "': entry '" + e.name +
+                     "' is compressed; PyTorch archives store entries uncompressed");
+  const uint8_t* p = file_.begin() + e.data_offset;
+  if (verify) {
+    uLong crc = crc32_z(0L, Z_NULL, 0);
+    crc = crc32_z(crc, p, e.size);
+    if (uint32_t(crc) != e.crc32)
+      throw ModelError("'" + path_ + "': entry '" + e.name +
+                       "' fails its CRC check (the file is corrupt)");
+  }
+  return p;
+}
+
+}  // namespace ptm

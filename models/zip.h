@@ -1,0 +1,41 @@
+// A reader for the uncompressed ("stored") zip archives torch.save and
+// torch.jit.save write. It validates the central directory and every entry's
+// byte range against the file size before anything is used, so a corrupt or
+// hostile archive cannot make it allocate or read out of bounds.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bytes.h"
+
+namespace ptm {
+
+struct ZipEntry {
+  std::string name;
+  uint16_t method = 0;
+  uint32_t crc32 = 0;
+  uint64_t size = 0;         // uncompressed
+  uint64_t data_offset = 0;  // into the file, valid only for stored entries
+};
+
+class ZipArchive {
+ public:
+  ZipArchive(Bytes file, std::string path);
+
+  const std::vector<ZipEntry>& entries() const { return entries_; }
+  const ZipEntry* find(const std::string& name) const;
+  // The bytes of a stored entry, checked against its CRC when `verify`.
+  const uint8_t* data(const ZipEntry& e, bool verify) const;
+  const Bytes& file() const { return file_; }
+
+ private:
+  Bytes file_;
+  std::string path_;
+  std::vector<ZipEntry> entries_;
+};
+
+bool looks_like_zip(const std::string& head);
+
+}  // namespace ptm

@@ -1,0 +1,47 @@
+#!/bin/bash
+# ptm-inspect: the right facts for good files; one clear line and a non-zero
+# exit for bad ones, within bounded memory.
+set -u
+inspect=$1
+fx=$2
+fail=0
+check() {  # check NAME EXPECTED_EXIT PATTERN -- ARGS...
+  local name=$1 want=$2 pattern=$3
+  shift 4
+  local out rc
+  # 6 GiB of address space: far above a normal load, far below a blow-up.
+  out=$( (ulimit -v 6291456; "$inspect" "$@") 2>&1 )
+  rc=$?
+  if [ "$rc" -ne "$want" ] || ! grep -qE -- "$pattern" <<<"$out"; then
+    echo "FAIL $name: exit $rc (want $want), output:"
+    echo "$out" | head -20
+    fail=1
+  else
+    echo "ok   $name: $(grep -E -- "$pattern" <<<"$out" | head -1)"
+  fi
+}
+check detect 0 '^architecture: resnet18$' -- "$fx/wrapped_model.pth"
+check classes 0 '^classes: +10$' -- "$fx/resnet18_10.pth"
+check legacy 0 '^format: +pytorch-legacy$' -- "$fx/legacy.pth"
+check safetensors 0 '^format: +safetensors$' -- "$fx/model.safetensors"
+check fp16 0 'Half \(' -- "$fx/float16.pth"
+check torchscript 0 'TorchScript program' -- "$fx/model.torchscript.pt"
+check report 0 '0 missing, 0 unexpected, 0 mis-shaped' -- "$fx/wrapped_model.pth" --arch resnet18
+check report-bad 1 'mis-shaped: fc.weight expects \[1000, 2048\], file has \[1000, 512\]' -- "$fx/wrapped_model.pth" --arch resnet50
+check new-head 0 'new classification head' -- "$fx/wrapped_model.pth" --arch resnet18 --num-classes 3
+check unknown 1 'architecture: unknown; closest: resnet18' -- "$fx/unknown_layout.pth"
+for bad in evil_system.pth evil_eval.pth evil_legacy.pth whole_model.pth huge_entry.pth huge_header.safetensors \
+           overflow_shape.safetensors gap.safetensors not_a_model.txt empty.pth; do
+  out=$( (ulimit -v 6291456; "$inspect" "$fx/$bad") 2>&1 ); rc=$?
+  lines=$(printf '%s\n' "$out" | wc -l)
+  if [ "$rc" -ne 1 ] || [ "$lines" -ne 1 ] || ! grep -q '^ptm-inspect: ' <<<"$out"; then
+    echo "FAIL $bad: exit $rc, $lines lines: $out"; fail=1
+  else
+    echo "ok   $bad: $out"
+  fi
+done
+"$inspect" /nonexistent.pth >/dev/null 2>&1; [ $? -eq 1 ] || { echo "FAIL missing file"; fail=1; }
+"$inspect" "$fx" >/dev/null 2>&1; [ $? -eq 1 ] || { echo "FAIL directory"; fail=1; }
+"$inspect" >/dev/null 2>&1; [ $? -eq 2 ] || { echo "FAIL usage"; fail=1; }
+[ -e "$fx/CANARY" ] && { echo "FAIL: a pickled command ran"; fail=1; }
+exit $fail
