@@ -1,6 +1,7 @@
 #include "bytes.h"
 
 #include <cerrno>
+#include <cstdlib>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -59,8 +60,12 @@ Bytes read_file(const std::string& path, uint64_t max_size) {
   if (size > max_size)
     throw ModelError("'" + path + "' is " + std::to_string(size) +
                      " bytes, over the limit of " + std::to_string(max_size));
-  // Uninitialised storage: the read fills every byte.
-  std::shared_ptr<uint8_t> buf(new uint8_t[size ? size : 1], std::default_delete<uint8_t[]>());
+  // Uninitialised storage (the read fills every byte), 64-byte aligned so
+  // tensors PyTorch stored at aligned offsets can be used in place.
+  const size_t alloc = (size + 63) / 64 * 64 + 64;
+  void* raw = std::aligned_alloc(64, alloc);
+  if (!raw) throw ModelError("out of memory reading '" + path + "' (" + std::to_string(size) + " bytes)");
+  std::shared_ptr<uint8_t> buf(static_cast<uint8_t*>(raw), [](uint8_t* p) { std::free(p); });
   read_exact(f.fd, buf.get(), size, path);
   Bytes b;
   b.data = buf;

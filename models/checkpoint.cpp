@@ -34,6 +34,12 @@ const at::Tensor* StateDict::find(const std::string& name) const {
   return nullptr;
 }
 
+int64_t StateDict::nbytes() const {
+  int64_t n = 0;
+  for (const auto& e : entries) n += e.tensor.nbytes();
+  return n;
+}
+
 int64_t StateDict::numel() const {
   int64_t n = 0;
   for (const auto& e : entries) n += e.tensor.numel();
@@ -223,6 +229,7 @@ StorageId parse_pid(const Value& pid, bool legacy, const std::string& what) {
 
 void read_zip(Checkpoint& ck, Bytes file, const ReadOptions& opt) {
   ZipArchive zip(file, ck.path);
+  if (opt.verify_checksums) zip.verify_all();
   const ZipEntry* pkl = nullptr;
   for (const auto& e : zip.entries()) {
     auto slash = e.name.find('/');
@@ -254,7 +261,7 @@ void read_zip(Checkpoint& ck, Bytes file, const ReadOptions& opt) {
     auto st = std::make_shared<pickle::Storage>();
     st->dtype = id.dtype;
     st->numel = id.numel;
-    st->bytes = bytes_tensor(file, zip.data(*rec, opt.verify_checksums), need);
+    st->bytes = bytes_tensor(file, zip.data(*rec, false), need);
     Ref r = std::make_shared<Value>();
     r->kind = Value::Kind::Storage;
     r->storage = st;
@@ -459,6 +466,7 @@ Checkpoint read_checkpoint(const std::string& path, const ReadOptions& options) 
   Checkpoint ck;
   ck.path = path;
   Bytes file = read_file(path);
+  ck.file_bytes = file.size;
   ck.format = sniff(file, path);
   switch (ck.format) {
     case FileFormat::TorchZip: read_zip(ck, file, options); break;

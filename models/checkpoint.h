@@ -35,6 +35,7 @@ struct StateDict {
   const at::Tensor* find(const std::string& name) const;
   size_t size() const { return entries.size(); }
   int64_t numel() const;
+  int64_t nbytes() const;
 };
 
 struct ReadOptions {
@@ -51,6 +52,7 @@ struct Checkpoint {
   StateDict state;
   std::string wrapper_key;          // where the state dict was found ("" = top level)
   std::vector<std::string> notes;   // unwrapping / prefix stripping done
+  uint64_t file_bytes = 0;
 };
 
 // Throws ModelError naming the file and what is wrong with it.

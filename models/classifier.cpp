@@ -109,6 +109,7 @@ Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl
     LoadOptions lo;
     lo.strict = o.strict;
     lo.num_classes = o.num_classes;
+    lo.share_memory = ck.state.nbytes() * 4 >= int64_t(ck.file_bytes) * 3;
     info.report = load_into(*impl_->eager, arch, ck.state, lo);
     impl_->eager->eval();
     info.architecture = arch;
@@ -123,6 +124,8 @@ Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl
         impl_->use_script = true;
       } catch (const c10::Error& e) {
         info.notes.push_back("optimised graph unavailable, running eagerly: " + c10_message(e));
+      } catch (const std::exception& e) {
+        info.notes.push_back(std::string("optimised graph unavailable, running eagerly: ") + e.what());
       }
     }
   }
@@ -158,6 +161,8 @@ at::Tensor Classifier::forward(const at::Tensor& input) {
     return impl_->eager->forward(x);
   } catch (const c10::Error& e) {
     throw ModelError("inference failed: " + c10_message(e));
+  } catch (const std::exception& e) {
+    throw ModelError(std::string("inference failed: ") + e.what());
   }
 }
 

@@ -192,7 +192,11 @@ LoadReport load_into(torch::nn::Module& module, const std::string& architecture,
       r.mismatched.push_back({key, shape_of(target), shape_of(src)});
       continue;
     }
-    target.copy_(src);
+    const bool aligned = reinterpret_cast<uintptr_t>(src.data_ptr()) % 64 == 0;
+    if (options.share_memory && aligned && src.scalar_type() == target.scalar_type() && src.is_contiguous())
+      target.set_data(src);
+    else
+      target.copy_(src);
     ++r.loaded;
   }
   std::unordered_map<std::string, bool> known;

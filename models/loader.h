@@ -51,6 +51,10 @@ struct LoadOptions {
   // When set and different from the checkpoint's, the classification head
   // is left freshly initialised (torchvision's transfer-learning recipe).
   int64_t num_classes = 0;
+  // Let parameters share the checkpoint's memory instead of copying it
+  // when dtype and layout already fit (the read buffer then stays alive
+  // for as long as the model: use it when the file is mostly weights).
+  bool share_memory = false;
 };
 
 // Copies tensors into `module`'s parameters and buffers (converting dtype).

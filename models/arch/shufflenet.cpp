@@ -26,10 +26,9 @@ class ConvBNSeq : public torch::nn::Module {
   std::vector<std::function<at::Tensor(const at::Tensor&)>> steps_;
 };
 
-at::Tensor shuffle_channels(const at::Tensor& x, int64_t groups) {
-  const auto b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-  return x.view({b, groups, c / groups, h, w}).transpose(1, 2).contiguous().view({b, c, h, w});
-}
+// torchvision's channel_shuffle(x, groups), as the single ATen op so a
+// traced graph stays valid for every input shape.
+at::Tensor shuffle_channels(const at::Tensor& x, int64_t groups) { return torch::channel_shuffle(x, groups); }
 
 class InvertedResidual : public torch::nn::Module {
  public:
