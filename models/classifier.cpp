@@ -60,6 +60,10 @@ struct Classifier::Impl {
   ClassifierModulePtr eager;
   torch::jit::Module script;
   bool use_script = false;
+  // The optimised graph of a built-in model is traced at one image size
+  // (oneDNN's adaptive pooling, for one, needs divisible sizes): other
+  // sizes run the eager module. 0 = any size (TorchScript files).
+  int64_t script_size = 0;
 };
 
 Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl>()) {
@@ -122,6 +126,7 @@ Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl
       try {
         impl_->script = optimised(*impl_->eager, info.crop_size);
         impl_->use_script = true;
+        impl_->script_size = info.crop_size;
       } catch (const c10::Error& e) {
         info.notes.push_back("optimised graph unavailable, running eagerly: " + c10_message(e));
       } catch (const std::exception& e) {
@@ -157,7 +162,9 @@ at::Tensor Classifier::forward(const at::Tensor& input) {
   c10::InferenceMode guard;
   try {
     at::Tensor x = input.to(at::kFloat).contiguous();
-    if (impl_->use_script) return impl_->script.forward({x}).toTensor();
+    const int64_t s = impl_->script_size;
+    if (impl_->use_script && (s == 0 || (x.size(2) == s && x.size(3) == s)))
+      return impl_->script.forward({x}).toTensor();
     return impl_->eager->forward(x);
   } catch (const c10::Error& e) {
     throw ModelError("inference failed: " + c10_message(e));

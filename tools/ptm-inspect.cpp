@@ -61,12 +61,21 @@ int main(int argc, char** argv) {
     ro.wrapper_key = key;
     ptm::Checkpoint ck = ptm::read_checkpoint(file, ro);
     std::map<std::string, size_t> dtypes;
-    for (const auto& e : ck.state.entries) ++dtypes[std::string(c10::toString(e.tensor.scalar_type()))];
+    int64_t params = 0, buffers = 0;
+    auto ends_with = [](const std::string& s, const std::string& t) {
+      return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
+    };
+    for (const auto& e : ck.state.entries) {
+      ++dtypes[std::string(c10::toString(e.tensor.scalar_type()))];
+      const bool buffer = ends_with(e.name, "running_mean") || ends_with(e.name, "running_var") ||
+                          ends_with(e.name, "num_batches_tracked");
+      (buffer ? buffers : params) += e.tensor.numel();
+    }
     std::cout << "file:        " << file << "\n"
               << "format:      " << ptm::format_name(ck.format) << "\n";
     if (!ck.wrapper_key.empty()) std::cout << "weights in:  '" << ck.wrapper_key << "'\n";
     std::cout << "tensors:     " << ck.state.size() << "\n"
-              << "parameters:  " << ck.state.numel() << " elements\n"
+              << "parameters:  " << params << " (+ " << buffers << " in normalisation statistics)\n"
               << "dtypes:     ";
     for (const auto& [d, n] : dtypes) std::cout << " " << d << " (" << n << ")";
     std::cout << "\n";

@@ -52,7 +52,7 @@ class Parity : public ::testing::Test {
     for (const auto& n : clf.info().notes) EXPECT_EQ(n.find("unavailable"), std::string::npos) << n;
     expect_parity(clf.forward(x), want, arch + " optimised");
 
-    // The optimised graph is not specialised to the traced shape.
+    // Other image sizes (and batch sizes) are served too.
     at::Tensor other = x.narrow(2, 0, 192).narrow(3, 0, 160).contiguous();
     const double err = relative_error(clf.forward(other), model->forward(other));
     EXPECT_LE(err, kTolerance) << arch << " optimised vs eager on 2x3x192x160";
