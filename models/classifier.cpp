@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "architectures.h"
@@ -53,6 +55,34 @@ torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size) {
   return torch::jit::optimize_for_inference(m);
 }
 
+// LibTorch 1.13's optimised graphs repeat one warning on every call (oneDNN
+// outputs padded to a channel multiple get resized); PyTorch's Python
+// layer shows each warning once. Do the same, process-wide.
+class OnceWarningHandler : public c10::WarningHandler {
+ public:
+  void process(const c10::SourceLocation& loc, const std::string& msg, const bool verbatim) override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!seen_.insert(msg).second) return;
+    }
+    previous_->process(loc, msg + " (reported once)", verbatim);
+  }
+  c10::WarningHandler* previous_ = nullptr;
+
+ private:
+  std::mutex mutex_;
+  std::set<std::string> seen_;
+};
+
+void install_once_warning_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    static OnceWarningHandler handler;
+    handler.previous_ = c10::Warning::get_warning_handler();
+    c10::Warning::set_warning_handler(&handler);
+  });
+}
+
 }  // namespace
 
 struct Classifier::Impl {
@@ -71,6 +101,7 @@ Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl
   info.path = o.model;
   at::set_num_threads(o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency()));
   torch::jit::getProfilingMode() = false;
+  install_once_warning_handler();
 
   const FileFormat fmt = sniff_format(o.model);
   info.format = format_name(fmt);
