@@ -44,7 +44,22 @@ constexpr const char* kAllowedCalls[] = {
     "torch.device",
     "builtins.set",
     "builtins.frozenset",
+    "torch._utils._rebuild_from_type_v2",
 };
+
+// Classes that may appear as the target type of _rebuild_from_type_v2; they
+// are never instantiated.
+constexpr const char* kTensorTypes[] = {
+    "torch._tensor.Tensor",
+    "torch.Tensor",
+    "torch.nn.parameter.Parameter",
+};
+
+bool tensor_type(const std::string& name) {
+  for (const char* a : kTensorTypes)
+    if (name == a) return true;
+  return false;
+}
 
 bool allowed_call(const std::string& name) {
   for (const char* a : kAllowedCalls)
@@ -144,7 +159,7 @@ Ref Machine::global(const std::string& module, const std::string& name) {
         return g;
       }
   }
-  if (!allowed_call(full))
+  if (!allowed_call(full) && !tensor_type(full))
     fail("refusing to load global '" + full +
          "': only tensors and plain containers may be read from a checkpoint "
          "(nothing in the file is executed). If this file holds a whole pickled "
@@ -215,6 +230,17 @@ Ref Machine::call(const Value& fn, const Value& args) {
       fail("parameter record without a tensor");
     return args.items[0];  // requires_grad and hooks do not matter for weights
   }
+  if (name == "torch._utils._rebuild_from_type_v2") {
+    // (func, new_type, args, state): a tensor subclass wrapper around an
+    // allowed rebuild function; the type must be a plain tensor type.
+    if (args.items.size() < 3 || !args.items[1]->is(Value::Kind::Global) || !tensor_type(args.items[1]->s))
+      fail("_rebuild_from_type_v2 with an unsupported type");
+    const Value& inner = *args.items[0];
+    if (!inner.is(Value::Kind::Global) || inner.s == name || !allowed_call(inner.s))
+      fail("_rebuild_from_type_v2 with an unsupported function");
+    return call(inner, *args.items[2]);
+  }
+  if (tensor_type(name)) fail("refusing to construct '" + name + "'");
   if (name == "torch.Size") {
     if (args.items.size() != 1) fail("torch.Size takes one argument");
     return args.items[0];

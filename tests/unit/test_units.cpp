@@ -62,6 +62,18 @@ TEST(Pickle, ForbiddenGlobalsAreNamed) {
   EXPECT_NE(error_of(sg).find("'os.system'"), std::string::npos);
 }
 
+TEST(Pickle, RebuildFromTypeOnlyWrapsAllowedCalls) {
+  // _rebuild_from_type_v2(posix.system, Tensor, ('ls',), {}): the inner
+  // global is refused when it is read.
+  EXPECT_NE(error_of("\x80\x02" "ctorch._utils\n_rebuild_from_type_v2\n" "cposix\nsystem\n."), "");
+  // ...(collections.OrderedDict, builtins.dict, (), {}): not a tensor type.
+  std::string p = B("\x80\x02" "ctorch._utils\n_rebuild_from_type_v2\n(ccollections\nOrderedDict\n"
+                    "ccollections\nOrderedDict\n)}tR.");
+  EXPECT_NE(error_of(p).find("unsupported type"), std::string::npos) << error_of(p);
+  // A tensor type is a marker, never called.
+  EXPECT_NE(error_of("\x80\x02" "ctorch.nn.parameter\nParameter\n)R.").find("refusing to construct"), std::string::npos);
+}
+
 TEST(Pickle, MalformedStreamsFail) {
   EXPECT_NE(error_of(""), "");
   EXPECT_NE(error_of("\x80\x02"), "");                             // no STOP
