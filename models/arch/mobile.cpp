@@ -33,28 +33,41 @@ std::shared_ptr<ConvNormActImpl> cna(int64_t in, int64_t out, int64_t k, int64_t
   return std::make_shared<ConvNormActImpl>(in, out, k, stride, groups, act, norm, dilation);
 }
 
+// An inverted-residual block: its layers under `name`, plus the input
+// when stride and channels allow (shared by MobileNetV2/V3 and MBConv).
+class InvertedResidualBase : public torch::nn::Module {
+ public:
+  at::Tensor forward(const at::Tensor& x) {
+    at::Tensor y = body_->forward(x);
+    if (!residual_) return y;
+    return input_first_ ? x + y : y + x;  // torchvision's operand order, for bit-identical sums
+  }
+
+ protected:
+  void set_body(const std::string& name, std::shared_ptr<Blocks> body, bool residual, bool input_first = false) {
+    body_ = register_module(name, std::move(body));
+    residual_ = residual;
+    input_first_ = input_first;
+  }
+
+ private:
+  std::shared_ptr<Blocks> body_;
+  bool residual_ = false, input_first_ = false;
+};
+
 // ---- MobileNetV2
 
-class InvertedResidualV2 : public torch::nn::Module {
+class InvertedResidualV2 : public InvertedResidualBase {
  public:
   InvertedResidualV2(int64_t inp, int64_t oup, int64_t stride, int64_t expand) {
     const int64_t hidden = int64_t(std::round(double(inp) * expand));
-    use_res_ = stride == 1 && inp == oup;
     auto c = std::make_shared<Blocks>();
     if (expand != 1) c->add(cna(inp, hidden, 1, 1, 1, Act::ReLU6));
     c->add(cna(hidden, hidden, 3, stride, hidden, Act::ReLU6));
     c->add(conv(hidden, oup, 1).ptr());
     c->add(batchnorm(oup).ptr());
-    conv_ = register_module("conv", c);
+    set_body("conv", c, stride == 1 && inp == oup, true);
   }
-  at::Tensor forward(const at::Tensor& x) {
-    at::Tensor y = conv_->forward(x);
-    return use_res_ ? x + y : y;
-  }
-
- private:
-  std::shared_ptr<Blocks> conv_;
-  bool use_res_;
 };
 
 class MobileNetV2 : public ClassifierModuleImpl {
@@ -99,12 +112,11 @@ struct V3Config {
   int64_t stride;
 };
 
-class InvertedResidualV3 : public torch::nn::Module {
+class InvertedResidualV3 : public InvertedResidualBase {
  public:
   explicit InvertedResidualV3(const V3Config& c) {
     const Norm bn{0.001, 0.01};
     const Act act = c.hs ? Act::Hardswish : Act::ReLU;
-    use_res_ = c.stride == 1 && c.in == c.out;
     auto b = std::make_shared<Blocks>();
     if (c.exp != c.in) b->add(cna(c.in, c.exp, 1, 1, 1, act, bn));
     b->add(cna(c.exp, c.exp, c.k, c.stride, c.exp, act, bn));
@@ -112,16 +124,8 @@ class InvertedResidualV3 : public torch::nn::Module {
       b->add(std::make_shared<SqueezeExcitationImpl>(c.exp, make_divisible(double(c.exp / 4)), Act::ReLU,
                                                      Act::Hardsigmoid));
     b->add(cna(c.exp, c.out, 1, 1, 1, Act::None, bn));
-    block_ = register_module("block", b);
+    set_body("block", b, c.stride == 1 && c.in == c.out);
   }
-  at::Tensor forward(const at::Tensor& x) {
-    at::Tensor y = block_->forward(x);
-    return use_res_ ? y + x : y;
-  }
-
- private:
-  std::shared_ptr<Blocks> block_;
-  bool use_res_;
 };
 
 class MobileNetV3 : public ClassifierModuleImpl {
@@ -156,10 +160,11 @@ struct MBConfig {
   int64_t expand, k, stride, in, out, layers;
 };
 
-class MBConv : public torch::nn::Module {
+// Stochastic depth is the identity in eval, so MBConv is a plain
+// inverted residual here.
+class MBConv : public InvertedResidualBase {
  public:
   MBConv(const MBConfig& c, Norm bn) {
-    use_res_ = c.stride == 1 && c.in == c.out;
     const int64_t expanded = make_divisible(double(c.in * c.expand));
     auto b = std::make_shared<Blocks>();
     if (expanded != c.in) b->add(cna(c.in, expanded, 1, 1, 1, Act::SiLU, bn));
@@ -167,16 +172,8 @@ class MBConv : public torch::nn::Module {
     b->add(std::make_shared<SqueezeExcitationImpl>(expanded, std::max<int64_t>(1, c.in / 4), Act::SiLU,
                                                    Act::Sigmoid));
     b->add(cna(expanded, c.out, 1, 1, 1, Act::None, bn));
-    block_ = register_module("block", b);
+    set_body("block", b, c.stride == 1 && c.in == c.out);
   }
-  at::Tensor forward(const at::Tensor& x) {
-    at::Tensor y = block_->forward(x);
-    return use_res_ ? y + x : y;  // stochastic depth is the identity in eval
-  }
-
- private:
-  std::shared_ptr<Blocks> block_;
-  bool use_res_;
 };
 
 class EfficientNet : public ClassifierModuleImpl {
