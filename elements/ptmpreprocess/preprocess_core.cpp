@@ -1,0 +1,305 @@
+#include "preprocess_core.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+namespace ptm {
+
+namespace {
+
+// Pillow's fixed-point precision for 8-bit resampling (Resample.c).
+constexpr int kPrecisionBits = 32 - 8 - 2;
+constexpr int kMaxSide = 1 << 15;
+
+double bilinear(double x) {
+  x = std::fabs(x);
+  return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+double bicubic(double x) {
+  constexpr double a = -0.5;
+  x = std::fabs(x);
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+
+// One axis of a separable resample, as Pillow precomputes it: for each
+// output index the first input index, the tap count and fixed-point weights.
+struct Axis {
+  int ksize = 0;
+  std::vector<int> first, count;
+  std::vector<int32_t> weights;  // out_size x ksize
+};
+
+Axis make_axis(int in_size, int out_size, Filter f) {
+  const double support_unit = f == Filter::Bilinear ? 1.0 : 2.0;
+  const double scale = double(in_size) / out_size;
+  const double filterscale = std::max(scale, 1.0);
+  const double support = support_unit * filterscale;
+  Axis a;
+  a.ksize = int(std::ceil(support)) * 2 + 1;
+  a.first.resize(size_t(out_size));
+  a.count.resize(size_t(out_size));
+  a.weights.assign(size_t(out_size) * size_t(a.ksize), 0);
+  std::vector<double> k(size_t(a.ksize));
+  for (int xx = 0; xx < out_size; ++xx) {
+    const double center = (xx + 0.5) * scale;
+    const double ss = 1.0 / filterscale;
+    int xmin = int(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    int xmax = int(center + support + 0.5);
+    if (xmax > in_size) xmax = in_size;
+    xmax -= xmin;
+    double ww = 0.0;
+    for (int x = 0; x < xmax; ++x) {
+      const double w = f == Filter::Bilinear ? bilinear((x + xmin - center + 0.5) * ss)
+                                             : bicubic((x + xmin - center + 0.5) * ss);
+      k[size_t(x)] = w;
+      ww += w;
+    }
+    int32_t* dst = &a.weights[size_t(xx) * size_t(a.ksize)];
+    for (int x = 0; x < xmax; ++x) {
+      const double w = ww != 0.0 ? k[size_t(x)] / ww : k[size_t(x)];
+      dst[x] = int32_t(w < 0 ? -0.5 + w * (1 << kPrecisionBits) : 0.5 + w * (1 << kPrecisionBits));
+    }
+    a.first[size_t(xx)] = xmin;
+    a.count[size_t(xx)] = xmax;
+  }
+  return a;
+}
+
+inline uint8_t clip8(int32_t v) {
+  v >>= kPrecisionBits;
+  return uint8_t(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+struct PackedLayout {
+  int bpp, r, g, b;
+};
+
+bool packed_layout(PixelFormat f, PackedLayout* l) {
+  switch (f) {
+    case PixelFormat::RGB: *l = {3, 0, 1, 2}; return true;
+    case PixelFormat::BGR: *l = {3, 2, 1, 0}; return true;
+    case PixelFormat::RGBA: case PixelFormat::RGBx: *l = {4, 0, 1, 2}; return true;
+    case PixelFormat::BGRA: case PixelFormat::BGRx: *l = {4, 2, 1, 0}; return true;
+    case PixelFormat::ARGB: case PixelFormat::xRGB: *l = {4, 1, 2, 3}; return true;
+    case PixelFormat::ABGR: case PixelFormat::xBGR: *l = {4, 3, 2, 1}; return true;
+    default: return false;
+  }
+}
+
+struct YuvCoefficients {
+  float y_scale, y_offset, c_scale;
+  float rv, gu, gv, bu;
+};
+
+YuvCoefficients yuv_coefficients(YuvMatrix m, bool full_range) {
+  float kr = 0.299f, kb = 0.114f;
+  if (m == YuvMatrix::BT709) kr = 0.2126f, kb = 0.0722f;
+  if (m == YuvMatrix::BT2020) kr = 0.2627f, kb = 0.0593f;
+  const float kg = 1.f - kr - kb;
+  YuvCoefficients c;
+  c.y_scale = full_range ? 1.f : 255.f / 219.f;
+  c.y_offset = full_range ? 0.f : 16.f;
+  c.c_scale = full_range ? 1.f : 255.f / 224.f;
+  c.rv = 2.f * (1.f - kr);
+  c.bu = 2.f * (1.f - kb);
+  c.gu = 2.f * kb * (1.f - kb) / kg;
+  c.gv = 2.f * kr * (1.f - kr) / kg;
+  return c;
+}
+
+inline uint8_t to_u8(float v) { return uint8_t(v <= 0.f ? 0 : v >= 255.f ? 255 : int(v + 0.5f)); }
+
+// RGB triplets of row `y`, columns [x0, x1).
+void fetch_row(const FrameView& f, int y, int x0, int x1, uint8_t* rgb) {
+  PackedLayout l;
+  if (packed_layout(f.format, &l)) {
+    const uint8_t* row = f.planes[0] + size_t(y) * size_t(f.strides[0]);
+    for (int x = x0; x < x1; ++x, rgb += 3) {
+      const uint8_t* p = row + size_t(x) * size_t(l.bpp);
+      rgb[0] = p[l.r];
+      rgb[1] = p[l.g];
+      rgb[2] = p[l.b];
+    }
+    return;
+  }
+  if (f.format == PixelFormat::GRAY8) {
+    const uint8_t* row = f.planes[0] + size_t(y) * size_t(f.strides[0]);
+    for (int x = x0; x < x1; ++x, rgb += 3) rgb[0] = rgb[1] = rgb[2] = row[x];
+    return;
+  }
+  // 4:2:0 chroma sits between luma pairs: upsample with the 3/4-1/4
+  // triangle filter in both directions (libjpeg's "fancy" upsampling).
+  const YuvCoefficients c = yuv_coefficients(f.matrix, f.full_range);
+  const int cw = (f.width + 1) / 2, ch = (f.height + 1) / 2;
+  const int cy0 = y / 2, cy1 = std::clamp(y % 2 ? cy0 + 1 : cy0 - 1, 0, ch - 1);
+  const bool nv12 = f.format == PixelFormat::NV12;
+  auto chroma = [&](int plane, int cy, int cx) -> float {
+    const uint8_t* row = f.planes[nv12 ? 1 : plane] + size_t(cy) * size_t(f.strides[nv12 ? 1 : plane]);
+    return nv12 ? row[size_t(cx) * 2 + (plane == 2 ? 1 : 0)] : row[cx];
+  };
+  auto vblend = [&](int plane, int cx) { return 0.75f * chroma(plane, cy0, cx) + 0.25f * chroma(plane, cy1, cx); };
+  const uint8_t* yrow = f.planes[0] + size_t(y) * size_t(f.strides[0]);
+  for (int x = x0; x < x1; ++x, rgb += 3) {
+    const int cx0 = x / 2, cx1 = std::clamp(x % 2 ? cx0 + 1 : cx0 - 1, 0, cw - 1);
+    float u = 0.75f * vblend(1, cx0) + 0.25f * vblend(1, cx1);
+    float v = 0.75f * vblend(2, cx0) + 0.25f * vblend(2, cx1);
+    const float yy = (yrow[x] - c.y_offset) * c.y_scale;
+    u = (u - 128.f) * c.c_scale;
+    v = (v - 128.f) * c.c_scale;
+    rgb[0] = to_u8(yy + c.rv * v);
+    rgb[1] = to_u8(yy - c.gu * u - c.gv * v);
+    rgb[2] = to_u8(yy + c.bu * u);
+  }
+}
+
+void check_frame(const FrameView& f) {
+  if (f.width <= 0 || f.height <= 0 || f.width > kMaxSide || f.height > kMaxSide)
+    throw std::invalid_argument("frame size " + std::to_string(f.width) + "x" + std::to_string(f.height) +
+                                " is outside 1..32768");
+  auto need = [&](int plane, size_t row_bytes, int rows) {
+    if (!f.planes[plane]) throw std::invalid_argument("frame plane " + std::to_string(plane) + " is missing");
+    if (f.strides[plane] < 0 || size_t(f.strides[plane]) < row_bytes)
+      throw std::invalid_argument("frame plane " + std::to_string(plane) + " stride " +
+                                  std::to_string(f.strides[plane]) + " is shorter than a row (" +
+                                  std::to_string(row_bytes) + " bytes)");
+    (void)rows;
+  };
+  PackedLayout l;
+  const size_t w = size_t(f.width), cw = (w + 1) / 2;
+  if (packed_layout(f.format, &l)) need(0, w * size_t(l.bpp), f.height);
+  else if (f.format == PixelFormat::GRAY8) need(0, w, f.height);
+  else if (f.format == PixelFormat::I420) {
+    need(0, w, f.height);
+    need(1, cw, (f.height + 1) / 2);
+    need(2, cw, (f.height + 1) / 2);
+  } else if (f.format == PixelFormat::NV12) {
+    need(0, w, f.height);
+    need(1, cw * 2, (f.height + 1) / 2);
+  } else {
+    throw std::invalid_argument("unsupported pixel format");
+  }
+}
+
+}  // namespace
+
+std::string PreprocessConfig::validate() const {
+  if (crop_width < 1 || crop_height < 1 || crop_width > 8192 || crop_height > 8192)
+    return "the output size must be between 1 and 8192 pixels a side";
+  if (mode == ResizeMode::ShorterSide && (resize_size < 1 || resize_size > 16384))
+    return "the resize size must be between 1 and 16384";
+  for (float s : std) if (!(s > 0.f) || !std::isfinite(s)) return "every std value must be a positive number";
+  for (float m : mean) if (!std::isfinite(m)) return "every mean value must be a finite number";
+  return "";
+}
+
+Geometry compute_geometry(const PreprocessConfig& c, int w, int h) {
+  Geometry g;
+  switch (c.mode) {
+    case ResizeMode::ShorterSide: {
+      // torchvision: the shorter side becomes `size`, the longer one
+      // int(size * long / short); the crop offset is round((len - crop) / 2)
+      // with Python's round-half-to-even.
+      const bool wide = w > h;
+      const int s = std::min(w, h), l = std::max(w, h);
+      const int new_long = int(double(int64_t(c.resize_size) * l) / s);
+      g.resized_width = wide ? new_long : c.resize_size;
+      g.resized_height = wide ? c.resize_size : new_long;
+      g.crop_left = int(std::nearbyint((g.resized_width - c.crop_width) / 2.0));
+      g.crop_top = int(std::nearbyint((g.resized_height - c.crop_height) / 2.0));
+      break;
+    }
+    case ResizeMode::Stretch:
+      g.resized_width = c.crop_width;
+      g.resized_height = c.crop_height;
+      break;
+    case ResizeMode::Letterbox: {
+      const double s = std::min(double(c.crop_width) / w, double(c.crop_height) / h);
+      g.resized_width = std::clamp(int(std::lround(w * s)), 1, c.crop_width);
+      g.resized_height = std::clamp(int(std::lround(h * s)), 1, c.crop_height);
+      g.place_left = (c.crop_width - g.resized_width) / 2;
+      g.place_top = (c.crop_height - g.resized_height) / 2;
+      g.crop_left = -g.place_left;
+      g.crop_top = -g.place_top;
+      break;
+    }
+  }
+  return g;
+}
+
+Preprocessor::Preprocessor(PreprocessConfig config) : config_(config) {
+  const std::string err = config_.validate();
+  if (!err.empty()) throw std::invalid_argument(err);
+  // Exactly torchvision's float32 arithmetic: x / 255, then (x - mean) / std.
+  for (int c = 0; c < 3; ++c)
+    for (int v = 0; v < 256; ++v) lut_[size_t(c)][size_t(v)] = (float(v) / 255.f - config_.mean[size_t(c)]) / config_.std[size_t(c)];
+}
+
+void Preprocessor::run_u8(const FrameView& f, uint8_t* out) {
+  check_frame(f);
+  const PreprocessConfig& c = config_;
+  const Geometry g = compute_geometry(c, f.width, f.height);
+  const int cw = c.crop_width, ch = c.crop_height;
+  std::fill(out, out + size_t(cw) * size_t(ch) * 3, c.pad_value);
+  // The part of the resized image that lands in the output.
+  const int rx0 = std::max(0, g.crop_left), rx1 = std::min(g.resized_width, g.crop_left + cw);
+  const int ry0 = std::max(0, g.crop_top), ry1 = std::min(g.resized_height, g.crop_top + ch);
+  if (rx0 >= rx1 || ry0 >= ry1) return;
+  const Axis ax = make_axis(f.width, g.resized_width, c.filter);
+  const Axis ay = make_axis(f.height, g.resized_height, c.filter);
+  // Source columns and rows those output pixels read.
+  const int sx0 = ax.first[size_t(rx0)], sx1 = ax.first[size_t(rx1 - 1)] + ax.count[size_t(rx1 - 1)];
+  const int sy0 = ay.first[size_t(ry0)], sy1 = ay.first[size_t(ry1 - 1)] + ay.count[size_t(ry1 - 1)];
+  const int ow = rx1 - rx0;
+  rgb_row_.resize(size_t(sx1 - sx0) * 3);
+  hpass_.resize(size_t(sy1 - sy0) * size_t(ow) * 3);
+  // Horizontal pass (Pillow resamples horizontally first, rounding to 8 bits).
+  for (int y = sy0; y < sy1; ++y) {
+    fetch_row(f, y, sx0, sx1, rgb_row_.data());
+    uint8_t* dst = &hpass_[size_t(y - sy0) * size_t(ow) * 3];
+    for (int x = rx0; x < rx1; ++x, dst += 3) {
+      const int32_t* k = &ax.weights[size_t(x) * size_t(ax.ksize)];
+      const uint8_t* src = &rgb_row_[size_t(ax.first[size_t(x)] - sx0) * 3];
+      int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
+      for (int t = 0; t < ax.count[size_t(x)]; ++t, src += 3) {
+        s0 += src[0] * k[t];
+        s1 += src[1] * k[t];
+        s2 += src[2] * k[t];
+      }
+      dst[0] = clip8(s0);
+      dst[1] = clip8(s1);
+      dst[2] = clip8(s2);
+    }
+  }
+  // Vertical pass straight into the output window.
+  for (int y = ry0; y < ry1; ++y) {
+    const int32_t* k = &ay.weights[size_t(y) * size_t(ay.ksize)];
+    const int first = ay.first[size_t(y)] - sy0, n = ay.count[size_t(y)];
+    uint8_t* dst = out + (size_t(y - g.crop_top) * size_t(cw) + size_t(rx0 - g.crop_left)) * 3;
+    for (int i = 0; i < ow * 3; ++i) {
+      int32_t s = 1 << (kPrecisionBits - 1);
+      const uint8_t* src = &hpass_[size_t(first) * size_t(ow) * 3 + size_t(i)];
+      for (int t = 0; t < n; ++t, src += size_t(ow) * 3) s += *src * k[t];
+      dst[i] = clip8(s);
+    }
+  }
+}
+
+void Preprocessor::run(const FrameView& f, float* out) {
+  const size_t plane = size_t(config_.crop_width) * size_t(config_.crop_height);
+  u8_.resize(plane * 3);
+  run_u8(f, u8_.data());
+  for (int c = 0; c < 3; ++c) {
+    const int src_c = config_.bgr ? 2 - c : c;
+    const auto& lut = lut_[size_t(c)];  // mean and std are given in output order
+    float* dst = out + size_t(c) * plane;
+    const uint8_t* src = u8_.data() + src_c;
+    for (size_t i = 0; i < plane; ++i) dst[i] = lut[src[i * 3]];
+  }
+}
+
+}  // namespace ptm

@@ -1,0 +1,81 @@
+// The GStreamer-free preprocessing core: a video frame (plain planes) to a
+// model input tensor (NCHW float32), reproducing torchvision's
+// classification transform on PIL images: Resize(shorter side) with PIL's
+// antialiased bilinear/bicubic filters on 8-bit data, CenterCrop (with
+// Python's half-to-even rounding of the offsets), ToTensor, Normalize.
+//
+// The uint8 image is resampled first and only the pixels inside the crop are
+// computed, so a full frame is never converted to float.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ptm {
+
+enum class PixelFormat { RGB, BGR, RGBA, BGRA, RGBx, BGRx, xRGB, xBGR, ARGB, ABGR, GRAY8, I420, NV12 };
+
+// YUV matrices and ranges for I420/NV12 input.
+enum class YuvMatrix { BT601, BT709, BT2020 };
+
+struct FrameView {
+  PixelFormat format = PixelFormat::RGB;
+  int width = 0, height = 0;
+  const uint8_t* planes[3] = {nullptr, nullptr, nullptr};
+  int strides[3] = {0, 0, 0};
+  YuvMatrix matrix = YuvMatrix::BT601;
+  bool full_range = false;
+};
+
+enum class ResizeMode {
+  ShorterSide,  // Resize(resize_size) + CenterCrop(crop): torchvision's eval transform
+  Stretch,      // Resize((crop_h, crop_w)) ignoring the aspect ratio
+  Letterbox,    // fit inside the crop, keep aspect ratio, pad with `pad_value`
+};
+
+enum class Filter { Bilinear, Bicubic };
+
+struct PreprocessConfig {
+  ResizeMode mode = ResizeMode::ShorterSide;
+  Filter filter = Filter::Bilinear;
+  int resize_size = 256;  // ShorterSide: the shorter side before cropping
+  int crop_width = 224, crop_height = 224;
+  std::array<float, 3> mean{{0.485f, 0.456f, 0.406f}};
+  std::array<float, 3> std{{0.229f, 0.224f, 0.225f}};
+  bool bgr = false;       // channel order of the output tensor
+  uint8_t pad_value = 0;  // Letterbox padding and CenterCrop padding of small images
+
+  // Empty when valid, else what is wrong.
+  std::string validate() const;
+};
+
+// Geometry of one frame through the transform (exposed for tests and logs).
+struct Geometry {
+  int resized_width = 0, resized_height = 0;  // image after Resize
+  int crop_left = 0, crop_top = 0;            // of the crop in the resized image (may be negative: padding)
+  int place_left = 0, place_top = 0;          // Letterbox: where the resized image sits in the output
+};
+
+Geometry compute_geometry(const PreprocessConfig& c, int width, int height);
+
+class Preprocessor {
+ public:
+  explicit Preprocessor(PreprocessConfig config);  // throws std::invalid_argument
+  const PreprocessConfig& config() const { return config_; }
+
+  // Writes 3 x crop_height x crop_width floats (one image of an NCHW batch).
+  // Throws std::invalid_argument for a frame it cannot read.
+  void run(const FrameView& frame, float* out);
+
+  // The uint8 RGB (or BGR) crop before normalisation, HWC; for tests.
+  void run_u8(const FrameView& frame, uint8_t* out_hwc);
+
+ private:
+  PreprocessConfig config_;
+  std::array<std::array<float, 256>, 3> lut_{};
+  std::vector<uint8_t> rgb_row_, hpass_, u8_;
+};
+
+}  // namespace ptm
