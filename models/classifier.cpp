@@ -153,6 +153,7 @@ Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl
     const ArchInfo* a = find_architecture(arch);
     info.crop_size = a->crop_size;
     info.resize_size = a->resize_size;
+    info.bicubic = a->interpolation == Interpolation::Bicubic;
     if (o.optimize) {
       try {
         impl_->script = optimised(*impl_->eager, info.crop_size);

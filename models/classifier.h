@@ -34,7 +34,8 @@ struct ModelInfo {
   std::string architecture;  // "torchscript" for TorchScript files
   int64_t num_classes = 0;
   int64_t parameters = 0;
-  int crop_size = 224, resize_size = 256;
+  int crop_size = 224, resize_size = 256;  // torchvision's eval transform for it
+  bool bicubic = false;                     // ... and its interpolation
   std::vector<std::string> labels;
   LoadReport report;
   std::vector<std::string> notes;

@@ -1,9 +1,14 @@
-// The gstptm plugin: registration only. Elements register here as they land.
+// The gstptm plugin: registration only.
 #include <gst/gst.h>
 
+#include "../elements/ptminfer/gstptminfer.h"
+#include "../elements/ptmpreprocess/gstptmpreprocess.h"
+
 static gboolean plugin_init(GstPlugin* plugin) {
-  (void)plugin;
-  return TRUE;
+  gboolean ok = FALSE;
+  ok |= GST_ELEMENT_REGISTER(ptmpreprocess, plugin);
+  ok |= GST_ELEMENT_REGISTER(ptminfer, plugin);
+  return ok;
 }
 
 GST_PLUGIN_DEFINE(GST_VERSION_MAJOR, GST_VERSION_MINOR, ptm,

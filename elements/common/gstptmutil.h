@@ -1,0 +1,72 @@
+// Shared by the element adapters: GstVideoFrame -> FrameView, and the one
+// boundary where C++ exceptions become element errors.
+#pragma once
+
+#include <gst/gst.h>
+#include <gst/video/video.h>
+
+#include <exception>
+#include <string>
+
+#include "preprocess_core.h"
+
+namespace ptm {
+
+// The raw formats every ptm element accepts, for caps strings.
+#define PTM_VIDEO_FORMATS "{ RGB, BGR, RGBA, BGRA, RGBx, BGRx, xRGB, xBGR, ARGB, ABGR, GRAY8, I420, NV12 }"
+
+inline bool pixel_format_of(GstVideoFormat f, PixelFormat* out) {
+  switch (f) {
+    case GST_VIDEO_FORMAT_RGB: *out = PixelFormat::RGB; return true;
+    case GST_VIDEO_FORMAT_BGR: *out = PixelFormat::BGR; return true;
+    case GST_VIDEO_FORMAT_RGBA: *out = PixelFormat::RGBA; return true;
+    case GST_VIDEO_FORMAT_BGRA: *out = PixelFormat::BGRA; return true;
+    case GST_VIDEO_FORMAT_RGBx: *out = PixelFormat::RGBx; return true;
+    case GST_VIDEO_FORMAT_BGRx: *out = PixelFormat::BGRx; return true;
+    case GST_VIDEO_FORMAT_xRGB: *out = PixelFormat::xRGB; return true;
+    case GST_VIDEO_FORMAT_xBGR: *out = PixelFormat::xBGR; return true;
+    case GST_VIDEO_FORMAT_ARGB: *out = PixelFormat::ARGB; return true;
+    case GST_VIDEO_FORMAT_ABGR: *out = PixelFormat::ABGR; return true;
+    case GST_VIDEO_FORMAT_GRAY8: *out = PixelFormat::GRAY8; return true;
+    case GST_VIDEO_FORMAT_I420: *out = PixelFormat::I420; return true;
+    case GST_VIDEO_FORMAT_NV12: *out = PixelFormat::NV12; return true;
+    default: return false;
+  }
+}
+
+// A view of a mapped frame for the preprocessing core.
+inline FrameView frame_view(const GstVideoFrame& f) {
+  FrameView v;
+  pixel_format_of(GST_VIDEO_FRAME_FORMAT(&f), &v.format);
+  v.width = GST_VIDEO_FRAME_WIDTH(&f);
+  v.height = GST_VIDEO_FRAME_HEIGHT(&f);
+  for (guint p = 0; p < GST_VIDEO_FRAME_N_PLANES(&f) && p < 3; ++p) {
+    v.planes[p] = static_cast<const uint8_t*>(GST_VIDEO_FRAME_PLANE_DATA(&f, p));
+    v.strides[p] = GST_VIDEO_FRAME_PLANE_STRIDE(&f, p);
+  }
+  const GstVideoColorimetry& c = f.info.colorimetry;
+  v.matrix = c.matrix == GST_VIDEO_COLOR_MATRIX_BT709 ? YuvMatrix::BT709
+             : c.matrix == GST_VIDEO_COLOR_MATRIX_BT2020 ? YuvMatrix::BT2020
+                                                         : YuvMatrix::BT601;
+  v.full_range = c.range == GST_VIDEO_COLOR_RANGE_0_255;
+  return v;
+}
+
+// Runs `fn`; an exception becomes GST_ELEMENT_ERROR (domain/code given) with
+// `what` as the message and the exception text as the debug detail.
+template <typename F>
+bool guarded(GstElement* element, GQuark domain, gint code, const std::string& what, F&& fn) {
+  try {
+    fn();
+    return true;
+  } catch (const std::exception& e) {
+    gst_element_message_full(element, GST_MESSAGE_ERROR, domain, code, g_strdup((what + ": " + e.what()).c_str()),
+                             g_strdup(e.what()), __FILE__, GST_FUNCTION, __LINE__);
+  } catch (...) {
+    gst_element_message_full(element, GST_MESSAGE_ERROR, domain, code, g_strdup(what.c_str()),
+                             g_strdup("unknown exception"), __FILE__, GST_FUNCTION, __LINE__);
+  }
+  return false;
+}
+
+}  // namespace ptm

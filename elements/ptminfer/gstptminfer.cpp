@@ -1,0 +1,451 @@
+/**
+ * SECTION:element-ptminfer
+ * @title: ptminfer
+ *
+ * Classifies video frames with a PyTorch image classifier and attaches the
+ * top-k classes to each buffer as #GstPtmClassificationMeta. The model is a
+ * `.pth` state dict (zip or legacy), safetensors or a TorchScript file; for
+ * state dicts the torchvision architecture and class count are detected from
+ * the weights. Frames carrying a #GstPtmTensorMeta from an upstream
+ * ptmpreprocess are used as they are; other frames are preprocessed here
+ * with the model's torchvision eval transform.
+ *
+ * Results also go out as an element message "ptm-classification" per frame
+ * (fields: frame, pts, model, reused, inference-ns, class-ids, labels,
+ * scores, top-label, top-score) and, with #GstPtmInfer:results-file, as JSON
+ * lines.
+ *
+ * |[
+ * gst-launch-1.0 -m videotestsrc num-buffers=10 ! videoconvert ! ptminfer model=resnet18.pth ! fakesink
+ * ]|
+ */
+#include "gstptminfer.h"
+
+#include <gst/video/video.h>
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "gst/ptm/ptmmeta.h"
+#include "gstptmutil.h"
+#include "infer_core.h"
+
+GST_DEBUG_CATEGORY_STATIC(gst_ptm_infer_debug);
+#define GST_CAT_DEFAULT gst_ptm_infer_debug
+
+enum {
+  PROP_0,
+  PROP_MODEL,
+  PROP_ARCHITECTURE,
+  PROP_LABELS,
+  PROP_NUM_CLASSES,
+  PROP_DEVICE,
+  PROP_NUM_THREADS,
+  PROP_INTERVAL,
+  PROP_TOP_K,
+  PROP_THRESHOLD,
+  PROP_OUTPUT,
+  PROP_SMOOTHING,
+  PROP_HYSTERESIS,
+  PROP_RESULTS_FILE,
+  PROP_POST_MESSAGES,
+};
+
+typedef enum { PTM_DEVICE_AUTO, PTM_DEVICE_CPU, PTM_DEVICE_CUDA } GstPtmDevice;
+
+#define GST_TYPE_PTM_DEVICE (gst_ptm_device_get_type())
+static GType gst_ptm_device_get_type(void) {
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {PTM_DEVICE_AUTO, "CUDA when available, else CPU", "auto"},
+      {PTM_DEVICE_CPU, "CPU", "cpu"},
+      {PTM_DEVICE_CUDA, "CUDA GPU (fails at start without one)", "cuda"},
+      {0, nullptr, nullptr}};
+  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmDevice", values));
+  return type;
+}
+
+#define GST_TYPE_PTM_SCORE_OUTPUT (gst_ptm_score_output_get_type())
+static GType gst_ptm_score_output_get_type(void) {
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {int(ptm::ScoreOutput::Softmax), "Softmax probabilities (single-label models)", "softmax"},
+      {int(ptm::ScoreOutput::Sigmoid), "Per-class sigmoid probabilities (multi-label models)", "sigmoid"},
+      {int(ptm::ScoreOutput::Logits), "Raw logits", "logits"},
+      {0, nullptr, nullptr}};
+  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmScoreOutput", values));
+  return type;
+}
+
+namespace {
+
+struct Settings {
+  std::string model, architecture, labels, results_file;
+  int num_classes = 0;
+  GstPtmDevice device = PTM_DEVICE_AUTO;
+  int num_threads = 0;
+  guint interval = 1, top_k = 5, hysteresis = 0;
+  float threshold = 0.f;
+  ptm::ScoreOutput output = ptm::ScoreOutput::Softmax;
+  double smoothing = 0.0;
+  bool post_messages = true;
+};
+
+struct State {
+  std::unique_ptr<ptm::InferCore> core;
+  std::unique_ptr<ptm::ResultsFile> results;
+  GstVideoInfo info;
+  bool have_info = false;
+  bool warned_tensor = false;
+};
+
+}  // namespace
+
+struct Private {
+  std::mutex lock;  // guards settings
+  Settings settings;
+  std::optional<State> state;  // built in start(), dropped in stop()
+};
+
+struct _GstPtmInfer {
+  GstBaseTransform parent;
+  Private* priv;
+};
+
+G_DEFINE_TYPE(GstPtmInfer, gst_ptm_infer, GST_TYPE_BASE_TRANSFORM)
+GST_ELEMENT_REGISTER_DEFINE(ptminfer, "ptminfer", GST_RANK_NONE, GST_TYPE_PTM_INFER)
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
+    "sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(PTM_VIDEO_FORMATS)));
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
+    "src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(PTM_VIDEO_FORMATS)));
+
+static Settings settings_copy(GstPtmInfer* self) {
+  std::lock_guard<std::mutex> g(self->priv->lock);
+  return self->priv->settings;
+}
+
+static bool playing_or_paused(GstPtmInfer* self) {
+  GstState s = GST_STATE(self);
+  return s == GST_STATE_PLAYING || s == GST_STATE_PAUSED;
+}
+
+static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
+  auto* self = GST_PTM_INFER(object);
+  // Model-defining properties take effect at the next start.
+  if (playing_or_paused(self) && (id == PROP_MODEL || id == PROP_ARCHITECTURE || id == PROP_LABELS ||
+                                  id == PROP_NUM_CLASSES || id == PROP_DEVICE || id == PROP_NUM_THREADS ||
+                                  id == PROP_RESULTS_FILE)) {
+    GST_WARNING_OBJECT(self, "'%s' can only change in the NULL or READY state; ignored", pspec->name);
+    return;
+  }
+  std::lock_guard<std::mutex> g(self->priv->lock);
+  Settings& s = self->priv->settings;
+  auto str = [&](const GValue* v) { return std::string(g_value_get_string(v) ? g_value_get_string(v) : ""); };
+  switch (id) {
+    case PROP_MODEL: s.model = str(value); break;
+    case PROP_ARCHITECTURE: s.architecture = str(value); break;
+    case PROP_LABELS: s.labels = str(value); break;
+    case PROP_NUM_CLASSES: s.num_classes = g_value_get_int(value); break;
+    case PROP_DEVICE: s.device = GstPtmDevice(g_value_get_enum(value)); break;
+    case PROP_NUM_THREADS: s.num_threads = g_value_get_int(value); break;
+    case PROP_INTERVAL: s.interval = g_value_get_uint(value); break;
+    case PROP_TOP_K: s.top_k = g_value_get_uint(value); break;
+    case PROP_THRESHOLD: s.threshold = g_value_get_float(value); break;
+    case PROP_OUTPUT: s.output = ptm::ScoreOutput(g_value_get_enum(value)); break;
+    case PROP_SMOOTHING: s.smoothing = g_value_get_double(value); break;
+    case PROP_HYSTERESIS: s.hysteresis = g_value_get_uint(value); break;
+    case PROP_RESULTS_FILE: s.results_file = str(value); break;
+    case PROP_POST_MESSAGES: s.post_messages = g_value_get_boolean(value); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
+  }
+}
+
+static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value, GParamSpec* pspec) {
+  auto* self = GST_PTM_INFER(object);
+  std::lock_guard<std::mutex> g(self->priv->lock);
+  const Settings& s = self->priv->settings;
+  auto str = [&](const std::string& v) { g_value_set_string(value, v.empty() ? nullptr : v.c_str()); };
+  switch (id) {
+    case PROP_MODEL: str(s.model); break;
+    case PROP_ARCHITECTURE: str(s.architecture); break;
+    case PROP_LABELS: str(s.labels); break;
+    case PROP_NUM_CLASSES: g_value_set_int(value, s.num_classes); break;
+    case PROP_DEVICE: g_value_set_enum(value, s.device); break;
+    case PROP_NUM_THREADS: g_value_set_int(value, s.num_threads); break;
+    case PROP_INTERVAL: g_value_set_uint(value, s.interval); break;
+    case PROP_TOP_K: g_value_set_uint(value, s.top_k); break;
+    case PROP_THRESHOLD: g_value_set_float(value, s.threshold); break;
+    case PROP_OUTPUT: g_value_set_enum(value, int(s.output)); break;
+    case PROP_SMOOTHING: g_value_set_double(value, s.smoothing); break;
+    case PROP_HYSTERESIS: g_value_set_uint(value, s.hysteresis); break;
+    case PROP_RESULTS_FILE: str(s.results_file); break;
+    case PROP_POST_MESSAGES: g_value_set_boolean(value, s.post_messages); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
+  }
+}
+
+static ptm::InferSettings scoring_of(const Settings& s) {
+  ptm::InferSettings is;
+  is.top_k = int(s.top_k);
+  is.threshold = s.threshold;
+  is.output = s.output;
+  is.interval = int(s.interval);
+  is.smoothing = s.smoothing;
+  is.hysteresis = int(s.hysteresis);
+  return is;
+}
+
+static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
+  auto* self = GST_PTM_INFER(trans);
+  const Settings s = settings_copy(self);
+  if (s.model.empty()) {
+    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("No model set: set the 'model' property to a .pth, .pt or .safetensors file"),
+                      (nullptr));
+    return FALSE;
+  }
+  if (s.device == PTM_DEVICE_CUDA) {
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("device=cuda was requested but this build of ptm has no CUDA support or no GPU is present"),
+                      (nullptr));
+    return FALSE;
+  }
+  State st;
+  const bool ok = ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
+                               "Could not load model '" + s.model + "'", [&] {
+                                 ptm::InferSettings is;
+                                 is.model.model = s.model;
+                                 is.model.architecture = s.architecture;
+                                 is.model.labels = s.labels;
+                                 is.model.num_classes = s.num_classes;
+                                 is.model.threads = s.num_threads;
+                                 st.core = std::make_unique<ptm::InferCore>(is);
+                               });
+  if (!ok) return FALSE;
+  if (!s.results_file.empty() &&
+      !ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_WRITE,
+                    "Could not open results file '" + s.results_file + "'",
+                    [&] { st.results = std::make_unique<ptm::ResultsFile>(s.results_file); }))
+    return FALSE;
+  const ptm::ModelInfo& m = st.core->info();
+  GST_INFO_OBJECT(self, "loaded %s: %s, %" G_GINT64_FORMAT " classes, %s, input %dx%d", s.model.c_str(),
+                  m.architecture.c_str(), m.num_classes, m.format.c_str(), m.crop_size, m.crop_size);
+  for (const auto& n : m.notes) GST_INFO_OBJECT(self, "%s", n.c_str());
+  self->priv->state.emplace(std::move(st));
+  return TRUE;
+}
+
+static gboolean gst_ptm_infer_stop(GstBaseTransform* trans) {
+  GST_PTM_INFER(trans)->priv->state.reset();
+  return TRUE;
+}
+
+static gboolean gst_ptm_infer_set_caps(GstBaseTransform* trans, GstCaps* incaps, GstCaps*) {
+  auto* self = GST_PTM_INFER(trans);
+  if (!self->priv->state) return FALSE;
+  State& st = *self->priv->state;
+  if (!gst_video_info_from_caps(&st.info, incaps)) {
+    GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Unsupported caps"), ("%" GST_PTR_FORMAT, incaps));
+    return FALSE;
+  }
+  st.have_info = true;
+  return TRUE;
+}
+
+static gboolean gst_ptm_infer_sink_event(GstBaseTransform* trans, GstEvent* event) {
+  auto* self = GST_PTM_INFER(trans);
+  if (GST_EVENT_TYPE(event) == GST_EVENT_FLUSH_STOP && self->priv->state) self->priv->state->core->reset();
+  return GST_BASE_TRANSFORM_CLASS(gst_ptm_infer_parent_class)->sink_event(trans, event);
+}
+
+static void post_result(GstPtmInfer* self, GstBuffer* buf, const ptm::FrameResult& r, const std::string& model) {
+  GValue ids = G_VALUE_INIT, labels = G_VALUE_INIT, scores = G_VALUE_INIT;
+  gst_value_array_init(&ids, r.top.size());
+  gst_value_array_init(&labels, r.top.size());
+  gst_value_array_init(&scores, r.top.size());
+  for (size_t i = 0; i < r.top.size(); ++i) {
+    GValue v = G_VALUE_INIT;
+    g_value_init(&v, G_TYPE_INT);
+    g_value_set_int(&v, int(r.top[i].index));
+    gst_value_array_append_and_take_value(&ids, &v);
+    g_value_init(&v, G_TYPE_STRING);
+    g_value_set_string(&v, r.labels[i].c_str());
+    gst_value_array_append_and_take_value(&labels, &v);
+    g_value_init(&v, G_TYPE_FLOAT);
+    g_value_set_float(&v, r.top[i].score);
+    gst_value_array_append_and_take_value(&scores, &v);
+  }
+  GstStructure* s = gst_structure_new("ptm-classification", "frame", G_TYPE_UINT64, r.frame, "pts", G_TYPE_UINT64,
+                                      GST_BUFFER_PTS(buf), "model", G_TYPE_STRING, model.c_str(), "reused",
+                                      G_TYPE_BOOLEAN, r.reused, "inference-ns", G_TYPE_UINT64, r.inference_ns,
+                                      "top-label", G_TYPE_STRING, r.top.empty() ? "" : r.labels[0].c_str(),
+                                      "top-score", G_TYPE_DOUBLE, r.top.empty() ? 0.0 : double(r.top[0].score),
+                                      nullptr);
+  gst_structure_take_value(s, "class-ids", &ids);
+  gst_structure_take_value(s, "labels", &labels);
+  gst_structure_take_value(s, "scores", &scores);
+  gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), s));
+}
+
+static GstFlowReturn gst_ptm_infer_transform_ip(GstBaseTransform* trans, GstBuffer* buf) {
+  auto* self = GST_PTM_INFER(trans);
+  if (!self->priv->state || !self->priv->state->have_info) return GST_FLOW_NOT_NEGOTIATED;
+  State& st = *self->priv->state;
+  const Settings s = settings_copy(self);
+  GstVideoFrame frame;
+  if (!gst_video_frame_map(&frame, &st.info, buf, GST_MAP_READ)) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Could not map the video frame"), (nullptr));
+    return GST_FLOW_ERROR;
+  }
+  // A tensor from ptmpreprocess is used when it is what this model expects.
+  const float* tensor = nullptr;
+  if (const GstPtmTensorMeta* tm = gst_buffer_get_ptm_tensor_meta(buf)) {
+    const ptm::PreprocessConfig want = st.core->preprocess_config();
+    if (tm->channels == 3 && int(tm->width) == want.crop_width && int(tm->height) == want.crop_height && !tm->bgr) {
+      tensor = tm->data;
+    } else if (!st.warned_tensor) {
+      GST_WARNING_OBJECT(self, "tensor meta is %ux%ux%u but the model wants 3x%dx%d RGB: preprocessing here",
+                         tm->channels, tm->height, tm->width, want.crop_height, want.crop_width);
+      st.warned_tensor = true;
+    }
+  }
+  st.core->update_scoring(scoring_of(s));
+  ptm::FrameResult r;
+  const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
+                               [&] { r = st.core->process(ptm::frame_view(frame), tensor); });
+  gst_video_frame_unmap(&frame);
+  if (!ok) return GST_FLOW_ERROR;
+
+  std::vector<gint> ids;
+  std::vector<gfloat> scores;
+  std::vector<const gchar*> labels;
+  for (size_t i = 0; i < r.top.size(); ++i) {
+    ids.push_back(gint(r.top[i].index));
+    scores.push_back(r.top[i].score);
+    labels.push_back(r.labels[i].c_str());
+  }
+  const std::string& model = st.core->info().architecture;
+  gst_buffer_add_ptm_classification_meta(buf, guint(ids.size()), ids.data(), scores.data(), labels.data(),
+                                         model.c_str(), r.inference_ns, r.frame, r.reused);
+  if (s.post_messages) post_result(self, buf, r, model);
+  if (st.results &&
+      !ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_WRITE, "Could not write results",
+                    [&] {
+                      st.results->write(GST_BUFFER_PTS_IS_VALID(buf) ? int64_t(GST_BUFFER_PTS(buf)) : -1, r);
+                    }))
+    return GST_FLOW_ERROR;
+  return GST_FLOW_OK;
+}
+
+static void gst_ptm_infer_finalize(GObject* object) {
+  delete GST_PTM_INFER(object)->priv;
+  G_OBJECT_CLASS(gst_ptm_infer_parent_class)->finalize(object);
+}
+
+static void gst_ptm_infer_init(GstPtmInfer* self) {
+  self->priv = new Private();
+  gst_base_transform_set_in_place(GST_BASE_TRANSFORM(self), TRUE);
+}
+
+static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
+  GObjectClass* gobject_class = G_OBJECT_CLASS(klass);
+  GstElementClass* element_class = GST_ELEMENT_CLASS(klass);
+  GstBaseTransformClass* bt = GST_BASE_TRANSFORM_CLASS(klass);
+  gobject_class->set_property = gst_ptm_infer_set_property;
+  gobject_class->get_property = gst_ptm_infer_get_property;
+  gobject_class->finalize = gst_ptm_infer_finalize;
+
+  const auto ready = GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY);
+  const auto live = GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
+  /**
+   * GstPtmInfer:model:
+   *
+   * The model file: a `.pth`/`.pt` state dict or training checkpoint (zip or
+   * legacy format), a safetensors file, or a TorchScript export (TorchScript
+   * runs code from the file: trusted files only). Loaded at start.
+   */
+  g_object_class_install_property(
+      gobject_class, PROP_MODEL,
+      g_param_spec_string("model", "Model file",
+                          "Model file (.pth/.pt state dict or checkpoint, .safetensors, or TorchScript). "
+                          "Loaded when the element starts; changeable in NULL/READY",
+                          nullptr, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_ARCHITECTURE,
+      g_param_spec_string("architecture", "Architecture",
+                          "torchvision architecture name (e.g. resnet50); empty: detected from the weights",
+                          nullptr, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_LABELS,
+      g_param_spec_string("labels", "Labels file",
+                          "Text file with one label per line; empty: ImageNet names for 1000-class models, "
+                          "else 'class N'",
+                          nullptr, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_NUM_CLASSES,
+      g_param_spec_int("num-classes", "Number of classes",
+                       "Classes of the model; 0: as in the file. Another count keeps the backbone and starts "
+                       "a new, untrained head",
+                       0, 1 << 20, 0, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_DEVICE,
+      g_param_spec_enum("device", "Device", "Where the model runs", GST_TYPE_PTM_DEVICE, PTM_DEVICE_AUTO, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_NUM_THREADS,
+      g_param_spec_int("num-threads", "Threads", "CPU threads for inference; 0: every core", 0, 1024, 0, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_INTERVAL,
+      g_param_spec_uint("interval", "Interval",
+                        "Run the model on every Nth frame; frames in between carry the last result "
+                        "(marked reused)",
+                        1, G_MAXINT, 1, live));
+  g_object_class_install_property(
+      gobject_class, PROP_TOP_K,
+      g_param_spec_uint("top-k", "Top k", "Number of classes reported per frame", 1, 1000, 5, live));
+  g_object_class_install_property(
+      gobject_class, PROP_THRESHOLD,
+      g_param_spec_float("threshold", "Threshold", "Classes scoring below this are not reported", -G_MAXFLOAT,
+                         G_MAXFLOAT, 0.f, live));
+  g_object_class_install_property(
+      gobject_class, PROP_OUTPUT,
+      g_param_spec_enum("output", "Scores", "How logits become scores", GST_TYPE_PTM_SCORE_OUTPUT,
+                        int(ptm::ScoreOutput::Softmax), live));
+  g_object_class_install_property(
+      gobject_class, PROP_SMOOTHING,
+      g_param_spec_double("smoothing", "Smoothing",
+                          "Weight of past scores in an exponential moving average over inferred frames; "
+                          "0: off",
+                          0.0, 0.999, 0.0, live));
+  g_object_class_install_property(
+      gobject_class, PROP_HYSTERESIS,
+      g_param_spec_uint("hysteresis", "Hysteresis",
+                        "Inferred frames a new top class must lead before it is reported first; 0: off", 0,
+                        10000, 0, live));
+  g_object_class_install_property(
+      gobject_class, PROP_RESULTS_FILE,
+      g_param_spec_string("results-file", "Results file",
+                          "Write one JSON line per frame here (pts, frame, reused, inference_ms, results)",
+                          nullptr, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_POST_MESSAGES,
+      g_param_spec_boolean("post-messages", "Post messages",
+                           "Post a 'ptm-classification' element message per frame", TRUE, live));
+
+  gst_element_class_set_static_metadata(element_class, "PyTorch classifier", "Filter/Analyzer/Video",
+                                        "Classifies frames with a PyTorch image classifier (LibTorch)",
+                                        "ptm developers");
+  gst_element_class_add_static_pad_template(element_class, &sink_template);
+  gst_element_class_add_static_pad_template(element_class, &src_template);
+
+  bt->start = GST_DEBUG_FUNCPTR(gst_ptm_infer_start);
+  bt->stop = GST_DEBUG_FUNCPTR(gst_ptm_infer_stop);
+  bt->set_caps = GST_DEBUG_FUNCPTR(gst_ptm_infer_set_caps);
+  bt->sink_event = GST_DEBUG_FUNCPTR(gst_ptm_infer_sink_event);
+  bt->transform_ip = GST_DEBUG_FUNCPTR(gst_ptm_infer_transform_ip);
+  bt->passthrough_on_same_caps = FALSE;
+
+  gst_type_mark_as_plugin_api(GST_TYPE_PTM_DEVICE, GstPluginAPIFlags(0));
+  gst_type_mark_as_plugin_api(GST_TYPE_PTM_SCORE_OUTPUT, GstPluginAPIFlags(0));
+  GST_DEBUG_CATEGORY_INIT(gst_ptm_infer_debug, "ptminfer", 0, "PyTorch classifier");
+}

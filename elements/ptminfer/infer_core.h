@@ -1,0 +1,80 @@
+// ptminfer's GStreamer-free core: model + preprocessing + scoring, top-k,
+// thresholds, temporal smoothing and the interval logic, on plain frames.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/classifier.h"
+#include "preprocess_core.h"
+
+namespace ptm {
+
+enum class ScoreOutput { Softmax, Sigmoid, Logits };
+
+struct InferSettings {
+  ClassifierOptions model;
+  int top_k = 5;
+  float threshold = 0.f;           // drop results scoring below (after scoring)
+  ScoreOutput output = ScoreOutput::Softmax;
+  int interval = 1;                // run the model on every Nth frame
+  double smoothing = 0.0;          // EMA weight of the past scores, 0 = off
+  int hysteresis = 0;              // inferred frames a new top class must lead before it is reported
+};
+
+struct FrameResult {
+  std::vector<Prediction> top;     // best first
+  std::vector<std::string> labels; // of `top`
+  bool reused = false;             // carried over (interval)
+  uint64_t inference_ns = 0;
+  uint64_t frame = 0;
+};
+
+class InferCore {
+ public:
+  explicit InferCore(const InferSettings& s);  // loads the model; throws ModelError
+  const ModelInfo& info() const { return classifier_.info(); }
+  const InferSettings& settings() const { return settings_; }
+  // The preprocessing that reproduces torchvision's eval transform for this model.
+  PreprocessConfig preprocess_config() const;
+
+  // One frame: `tensor` (3 x crop x crop floats) when an upstream
+  // ptmpreprocess made one that fits, else the frame is preprocessed here.
+  FrameResult process(const FrameView& frame, const float* tensor);
+  void reset();  // new segment / flush: frame count and smoothing restart
+  // Changes top_k, threshold, output, interval, smoothing and hysteresis
+  // (the fields that may change while frames flow); the model stays.
+  void update_scoring(const InferSettings& s);
+
+ private:
+  FrameResult score(std::vector<float> logits, uint64_t ns);
+
+  InferSettings settings_;
+  Classifier classifier_;
+  Preprocessor preprocessor_;
+  std::vector<float> input_, smoothed_;
+  FrameResult last_;
+  uint64_t frame_ = 0;
+  bool have_last_ = false;
+  int64_t shown_ = -1;  // class reported first under hysteresis
+  int challenger_ = 0;  // consecutive wins of another class
+  int64_t challenger_class_ = -1;
+};
+
+// JSON lines: one object per frame {"pts":..,"frame":..,"reused":..,
+// "inference_ms":..,"results":[{"class":..,"label":..,"score":..}]}.
+class ResultsFile {
+ public:
+  explicit ResultsFile(const std::string& path);  // truncates; throws std::runtime_error
+  ~ResultsFile();
+  void write(int64_t pts_ns, const FrameResult& r);  // pts_ns < 0: none
+
+ private:
+  std::FILE* f_ = nullptr;
+  std::string path_;
+};
+
+}  // namespace ptm

@@ -1,0 +1,283 @@
+/**
+ * SECTION:element-ptmpreprocess
+ * @title: ptmpreprocess
+ *
+ * Turns each video frame into a model input tensor exactly as torchvision's
+ * classification transform does on a PIL image (Resize of the shorter side
+ * with antialiasing, CenterCrop, ToTensor, Normalize), and attaches it as
+ * #GstPtmTensorMeta. The video itself passes through untouched. Defaults are
+ * torchvision's ImageNet transform: resize 256, crop 224, bilinear, ImageNet
+ * mean and std, RGB.
+ *
+ * |[
+ * gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! videoconvert ! ptmpreprocess ! ptminfer model=m.pth ! fakesink
+ * ]|
+ */
+#include "gstptmpreprocess.h"
+
+#include <gst/video/video.h>
+
+#include <mutex>
+#include <optional>
+#include <sstream>
+
+#include "gst/ptm/ptmmeta.h"
+#include "gstptmutil.h"
+#include "preprocess_core.h"
+
+GST_DEBUG_CATEGORY_STATIC(gst_ptm_preprocess_debug);
+#define GST_CAT_DEFAULT gst_ptm_preprocess_debug
+
+enum { PROP_0, PROP_SIZE, PROP_RESIZE, PROP_MODE, PROP_INTERPOLATION, PROP_MEAN, PROP_STD, PROP_CHANNEL_ORDER };
+
+#define GST_TYPE_PTM_RESIZE_MODE (gst_ptm_resize_mode_get_type())
+static GType gst_ptm_resize_mode_get_type(void) {
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {int(ptm::ResizeMode::ShorterSide), "Resize the shorter side to 'resize', then centre-crop (torchvision eval)",
+       "shorter-side"},
+      {int(ptm::ResizeMode::Stretch), "Resize to the output size, ignoring the aspect ratio", "stretch"},
+      {int(ptm::ResizeMode::Letterbox), "Fit inside the output keeping the aspect ratio, pad the rest", "letterbox"},
+      {0, nullptr, nullptr}};
+  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmResizeMode", values));
+  return type;
+}
+
+#define GST_TYPE_PTM_INTERPOLATION (gst_ptm_interpolation_get_type())
+static GType gst_ptm_interpolation_get_type(void) {
+  static GType type = 0;
+  static const GEnumValue values[] = {{int(ptm::Filter::Bilinear), "Antialiased bilinear (PIL)", "bilinear"},
+                                      {int(ptm::Filter::Bicubic), "Antialiased bicubic (PIL)", "bicubic"},
+                                      {0, nullptr, nullptr}};
+  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmInterpolation", values));
+  return type;
+}
+
+#define GST_TYPE_PTM_CHANNEL_ORDER (gst_ptm_channel_order_get_type())
+static GType gst_ptm_channel_order_get_type(void) {
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {0, "R, G, B planes", "rgb"}, {1, "B, G, R planes", "bgr"}, {0, nullptr, nullptr}};
+  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmChannelOrder", values));
+  return type;
+}
+
+namespace {
+struct State {
+  std::optional<ptm::Preprocessor> pre;
+  GstVideoInfo info;
+  std::string description;
+};
+}  // namespace
+
+struct PreprocessPrivate {
+  std::mutex lock;
+  ptm::PreprocessConfig settings;
+  bool dirty = true;  // settings changed since the core was built
+  std::optional<State> state;
+};
+
+struct _GstPtmPreprocess {
+  GstBaseTransform parent;
+  PreprocessPrivate* priv;
+};
+
+G_DEFINE_TYPE(GstPtmPreprocess, gst_ptm_preprocess, GST_TYPE_BASE_TRANSFORM)
+GST_ELEMENT_REGISTER_DEFINE(ptmpreprocess, "ptmpreprocess", GST_RANK_NONE, GST_TYPE_PTM_PREPROCESS)
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
+    "sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(PTM_VIDEO_FORMATS)));
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
+    "src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(PTM_VIDEO_FORMATS)));
+
+static std::string triple_str(const std::array<float, 3>& v) {
+  std::ostringstream s;
+  s << v[0] << "," << v[1] << "," << v[2];
+  return s.str();
+}
+
+static bool parse_triple(const char* text, std::array<float, 3>* out) {
+  if (!text) return false;
+  std::array<float, 3> v{};
+  gchar** parts = g_strsplit(text, ",", -1);
+  bool ok = g_strv_length(parts) == 3;
+  for (int i = 0; ok && i < 3; ++i) {
+    gchar* end = nullptr;
+    v[size_t(i)] = float(g_ascii_strtod(g_strstrip(parts[i]), &end));
+    ok = end && *end == '\0' && end != parts[i];
+  }
+  g_strfreev(parts);
+  if (ok) *out = v;
+  return ok;
+}
+
+static void gst_ptm_preprocess_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
+  auto* self = GST_PTM_PREPROCESS(object);
+  std::lock_guard<std::mutex> g(self->priv->lock);
+  ptm::PreprocessConfig c = self->priv->settings;
+  switch (id) {
+    case PROP_SIZE: c.crop_width = c.crop_height = g_value_get_int(value); break;
+    case PROP_RESIZE: c.resize_size = g_value_get_int(value); break;
+    case PROP_MODE: c.mode = ptm::ResizeMode(g_value_get_enum(value)); break;
+    case PROP_INTERPOLATION: c.filter = ptm::Filter(g_value_get_enum(value)); break;
+    case PROP_MEAN:
+    case PROP_STD: {
+      std::array<float, 3>& dst = id == PROP_MEAN ? c.mean : c.std;
+      if (!parse_triple(g_value_get_string(value), &dst)) {
+        GST_WARNING_OBJECT(self, "'%s' wants three comma-separated numbers such as 0.485,0.456,0.406; ignored",
+                           pspec->name);
+        return;
+      }
+      break;
+    }
+    case PROP_CHANNEL_ORDER: c.bgr = g_value_get_enum(value) == 1; break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); return;
+  }
+  const std::string err = c.validate();
+  if (!err.empty()) {
+    GST_WARNING_OBJECT(self, "'%s' ignored: %s", pspec->name, err.c_str());
+    return;
+  }
+  self->priv->settings = c;
+  self->priv->dirty = true;
+}
+
+static void gst_ptm_preprocess_get_property(GObject* object, guint id, GValue* value, GParamSpec* pspec) {
+  auto* self = GST_PTM_PREPROCESS(object);
+  std::lock_guard<std::mutex> g(self->priv->lock);
+  const ptm::PreprocessConfig& c = self->priv->settings;
+  switch (id) {
+    case PROP_SIZE: g_value_set_int(value, c.crop_width); break;
+    case PROP_RESIZE: g_value_set_int(value, c.resize_size); break;
+    case PROP_MODE: g_value_set_enum(value, int(c.mode)); break;
+    case PROP_INTERPOLATION: g_value_set_enum(value, int(c.filter)); break;
+    case PROP_MEAN: g_value_set_string(value, triple_str(c.mean).c_str()); break;
+    case PROP_STD: g_value_set_string(value, triple_str(c.std).c_str()); break;
+    case PROP_CHANNEL_ORDER: g_value_set_enum(value, c.bgr ? 1 : 0); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
+  }
+}
+
+static gboolean gst_ptm_preprocess_start(GstBaseTransform* trans) {
+  auto* self = GST_PTM_PREPROCESS(trans);
+  self->priv->state.emplace();
+  std::lock_guard<std::mutex> g(self->priv->lock);
+  self->priv->dirty = true;
+  return TRUE;
+}
+
+static gboolean gst_ptm_preprocess_stop(GstBaseTransform* trans) {
+  GST_PTM_PREPROCESS(trans)->priv->state.reset();
+  return TRUE;
+}
+
+static gboolean gst_ptm_preprocess_set_caps(GstBaseTransform* trans, GstCaps* incaps, GstCaps*) {
+  auto* self = GST_PTM_PREPROCESS(trans);
+  if (!self->priv->state || !gst_video_info_from_caps(&self->priv->state->info, incaps)) {
+    GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Unsupported caps"), ("%" GST_PTR_FORMAT, incaps));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static GstFlowReturn gst_ptm_preprocess_transform_ip(GstBaseTransform* trans, GstBuffer* buf) {
+  auto* self = GST_PTM_PREPROCESS(trans);
+  if (!self->priv->state) return GST_FLOW_NOT_NEGOTIATED;
+  State& st = *self->priv->state;
+  {
+    std::lock_guard<std::mutex> g(self->priv->lock);
+    if (self->priv->dirty || !st.pre) {
+      const ptm::PreprocessConfig& c = self->priv->settings;
+      st.pre.emplace(c);
+      std::ostringstream d;
+      d << (c.mode == ptm::ResizeMode::ShorterSide ? "resize " + std::to_string(c.resize_size) + " + crop"
+            : c.mode == ptm::ResizeMode::Stretch   ? std::string("stretch")
+                                                   : std::string("letterbox"))
+        << " " << c.crop_width << "x" << c.crop_height << (c.filter == ptm::Filter::Bicubic ? " bicubic" : " bilinear");
+      st.description = d.str();
+      self->priv->dirty = false;
+    }
+  }
+  const ptm::PreprocessConfig& c = st.pre->config();
+  GstVideoFrame frame;
+  if (!gst_video_frame_map(&frame, &st.info, buf, GST_MAP_READ)) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Could not map the video frame"), (nullptr));
+    return GST_FLOW_ERROR;
+  }
+  const gsize n = gsize(3) * gsize(c.crop_width) * gsize(c.crop_height);
+  float* data = static_cast<float*>(g_malloc(n * sizeof(float)));
+  const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Preprocessing failed",
+                               [&] { st.pre->run(ptm::frame_view(frame), data); });
+  gst_video_frame_unmap(&frame);
+  if (!ok) {
+    g_free(data);
+    return GST_FLOW_ERROR;
+  }
+  GBytes* bytes = g_bytes_new_take(data, n * sizeof(float));
+  gst_buffer_add_ptm_tensor_meta(buf, bytes, 3, guint(c.crop_height), guint(c.crop_width), c.mean.data(),
+                                 c.std.data(), c.bgr, st.description.c_str());
+  g_bytes_unref(bytes);
+  return GST_FLOW_OK;
+}
+
+static void gst_ptm_preprocess_finalize(GObject* object) {
+  delete GST_PTM_PREPROCESS(object)->priv;
+  G_OBJECT_CLASS(gst_ptm_preprocess_parent_class)->finalize(object);
+}
+
+static void gst_ptm_preprocess_init(GstPtmPreprocess* self) {
+  self->priv = new PreprocessPrivate();
+  gst_base_transform_set_in_place(GST_BASE_TRANSFORM(self), TRUE);
+}
+
+static void gst_ptm_preprocess_class_init(GstPtmPreprocessClass* klass) {
+  GObjectClass* gobject_class = G_OBJECT_CLASS(klass);
+  GstElementClass* element_class = GST_ELEMENT_CLASS(klass);
+  GstBaseTransformClass* bt = GST_BASE_TRANSFORM_CLASS(klass);
+  gobject_class->set_property = gst_ptm_preprocess_set_property;
+  gobject_class->get_property = gst_ptm_preprocess_get_property;
+  gobject_class->finalize = gst_ptm_preprocess_finalize;
+  const auto live = GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
+  g_object_class_install_property(
+      gobject_class, PROP_SIZE,
+      g_param_spec_int("size", "Size", "Width and height of the tensor (torchvision's CenterCrop size)", 1, 8192,
+                       224, live));
+  g_object_class_install_property(
+      gobject_class, PROP_RESIZE,
+      g_param_spec_int("resize", "Resize", "Shorter side after resizing, before the crop (torchvision's Resize)", 1,
+                       16384, 256, live));
+  g_object_class_install_property(
+      gobject_class, PROP_MODE,
+      g_param_spec_enum("resize-mode", "Resize mode", "How the frame is fitted to the tensor",
+                        GST_TYPE_PTM_RESIZE_MODE, int(ptm::ResizeMode::ShorterSide), live));
+  g_object_class_install_property(
+      gobject_class, PROP_INTERPOLATION,
+      g_param_spec_enum("interpolation", "Interpolation", "Resampling filter", GST_TYPE_PTM_INTERPOLATION,
+                        int(ptm::Filter::Bilinear), live));
+  g_object_class_install_property(
+      gobject_class, PROP_MEAN,
+      g_param_spec_string("mean", "Mean", "Per-channel mean subtracted after scaling to 0..1, in tensor channel order",
+                          "0.485,0.456,0.406", live));
+  g_object_class_install_property(
+      gobject_class, PROP_STD,
+      g_param_spec_string("std", "Std", "Per-channel standard deviation, in tensor channel order",
+                          "0.229,0.224,0.225", live));
+  g_object_class_install_property(
+      gobject_class, PROP_CHANNEL_ORDER,
+      g_param_spec_enum("channel-order", "Channel order", "Channel order of the tensor", GST_TYPE_PTM_CHANNEL_ORDER,
+                        0, live));
+  gst_element_class_set_static_metadata(element_class, "PyTorch preprocessing", "Filter/Converter/Video",
+                                        "Attaches the model input tensor (torchvision transform) to each frame",
+                                        "ptm developers");
+  gst_element_class_add_static_pad_template(element_class, &sink_template);
+  gst_element_class_add_static_pad_template(element_class, &src_template);
+  bt->start = GST_DEBUG_FUNCPTR(gst_ptm_preprocess_start);
+  bt->stop = GST_DEBUG_FUNCPTR(gst_ptm_preprocess_stop);
+  bt->set_caps = GST_DEBUG_FUNCPTR(gst_ptm_preprocess_set_caps);
+  bt->transform_ip = GST_DEBUG_FUNCPTR(gst_ptm_preprocess_transform_ip);
+  bt->passthrough_on_same_caps = FALSE;
+  gst_type_mark_as_plugin_api(GST_TYPE_PTM_RESIZE_MODE, GstPluginAPIFlags(0));
+  gst_type_mark_as_plugin_api(GST_TYPE_PTM_INTERPOLATION, GstPluginAPIFlags(0));
+  gst_type_mark_as_plugin_api(GST_TYPE_PTM_CHANNEL_ORDER, GstPluginAPIFlags(0));
+  GST_DEBUG_CATEGORY_INIT(gst_ptm_preprocess_debug, "ptmpreprocess", 0, "PyTorch preprocessing");
+}
