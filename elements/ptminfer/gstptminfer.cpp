@@ -87,7 +87,7 @@ struct Settings {
   GstPtmDevice device = PTM_DEVICE_AUTO;
   int num_threads = 0;
   guint interval = 1, top_k = 5, hysteresis = 0;
-  float threshold = 0.f;
+  float threshold = -G_MAXFLOAT;
   ptm::ScoreOutput output = ptm::ScoreOutput::Softmax;
   double smoothing = 0.0;
   bool post_messages = true;
@@ -405,8 +405,10 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
       g_param_spec_uint("top-k", "Top k", "Number of classes reported per frame", 1, 1000, 5, live));
   g_object_class_install_property(
       gobject_class, PROP_THRESHOLD,
-      g_param_spec_float("threshold", "Threshold", "Classes scoring below this are not reported", -G_MAXFLOAT,
-                         G_MAXFLOAT, 0.f, live));
+      g_param_spec_float("threshold", "Threshold",
+                         "Classes scoring below this are not reported (e.g. 0.5 with sigmoid output); "
+                         "default: every top-k class",
+                         -G_MAXFLOAT, G_MAXFLOAT, -G_MAXFLOAT, live));
   g_object_class_install_property(
       gobject_class, PROP_OUTPUT,
       g_param_spec_enum("output", "Scores", "How logits become scores", GST_TYPE_PTM_SCORE_OUTPUT,

@@ -18,7 +18,7 @@ enum class ScoreOutput { Softmax, Sigmoid, Logits };
 struct InferSettings {
   ClassifierOptions model;
   int top_k = 5;
-  float threshold = 0.f;           // drop results scoring below (after scoring)
+  float threshold = -3.4e38f;      // drop results scoring below (after scoring); default: keep all
   ScoreOutput output = ScoreOutput::Softmax;
   int interval = 1;                // run the model on every Nth frame
   double smoothing = 0.0;          // EMA weight of the past scores, 0 = off
