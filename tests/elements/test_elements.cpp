@@ -15,6 +15,7 @@
 
 #include "../common/fixtures.h"
 #include "gst/ptm/ptmmeta.h"
+#include "gstptmutil.h"
 
 namespace ptm::test {
 namespace {
@@ -297,4 +298,64 @@ TEST(Preprocess, PropertiesValidateAndRoundTrip) {
 
 void register_dynamic_tests() { gst_init(nullptr, nullptr); }
 
+}  // namespace ptm::test
+
+namespace ptm::test {
+namespace {
+
+// Real photographs decoded by GStreamer into several raw formats give the
+// tensor torchvision makes from the same JPEG through PIL.
+TEST(Preprocess, PhotosDecodedByGStreamerMatchTorchvision) {
+  const auto& photos = manifest()["photos"];
+  ASSERT_GE(photos.size(), 4u) << "the opencv-doc photographs are missing (scripts/install-deps installs them)";
+  double worst_mean = 0, worst_max = 0;
+  for (const auto& p : photos) {
+    at::Tensor want = read_f32(p["reference"], {3, 224, 224});
+    const double range = (want.max() - want.min()).item<double>();
+    // The decoder's own output formats, and repackings of them.
+    const std::pair<const char*, const char*> formats[] = {
+        {"I420", "jpegdec ! video/x-raw,format=I420"},
+        {"NV12", "jpegdec ! videoconvert ! video/x-raw,format=NV12"},
+        {"RGB", "jpegdec ! videoconvert chroma-resampler=cubic ! video/x-raw,format=RGB"},
+        {"BGRx", "jpegdec ! videoconvert chroma-resampler=cubic ! video/x-raw,format=BGRx"},
+        {"RGBA", "jpegdec ! videoconvert chroma-resampler=cubic ! video/x-raw,format=RGBA"}};
+    for (const auto& [f, chain] : formats) {
+      const std::string desc =
+          "filesrc location=" + std::string(p["path"]) + " ! " + chain + " ! appsink name=out";
+      GstElement* pipe = gst_parse_launch(desc.c_str(), nullptr);
+      ASSERT_TRUE(pipe);
+      GstElement* sink = gst_bin_get_by_name(GST_BIN(pipe), "out");
+      gst_element_set_state(pipe, GST_STATE_PLAYING);
+      GstSample* s = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 10 * GST_SECOND);
+      ASSERT_TRUE(s) << desc;
+      GstVideoInfo info;
+      gst_video_info_from_caps(&info, gst_sample_get_caps(s));
+      GstVideoFrame frame;
+      ASSERT_TRUE(gst_video_frame_map(&frame, &info, gst_sample_get_buffer(s), GST_MAP_READ));
+      at::Tensor got = at::empty({3, 224, 224});
+      Preprocessor(PreprocessConfig{}).run(frame_view(frame), got.data_ptr<float>());
+      gst_video_frame_unmap(&frame);
+      gst_sample_unref(s);
+      gst_element_set_state(pipe, GST_STATE_NULL);
+      gst_object_unref(sink);
+      gst_object_unref(pipe);
+      const double mean = (got - want).abs().mean().item<double>() / range;
+      const double mx = (got - want).abs().max().item<double>();
+      worst_mean = std::max(worst_mean, mean);
+      worst_max = std::max(worst_max, mx);
+      // I420/NV12 are the decoder's own pixels, converted here: the
+      // documented tolerance. RGB formats come from videoconvert, whose 4:2:0
+      // chroma upsampling differs from libjpeg's (PIL's) more than ours does:
+      // measured 0.0114 on baboon.jpg against 0.0093 for our conversion of
+      // the same I420 frame, so those get 0.012.
+      const bool yuv = std::string(f) == "I420" || std::string(f) == "NV12";
+      EXPECT_LE(mean, yuv ? 0.01 : 0.012) << std::string(p["path"]) << " " << f;
+      std::printf("[ photos ] %-60s %-5s mean |diff| %.4f of the range, max %.3f\n", std::string(p["path"]).c_str(), f, mean, mx);
+    }
+  }
+  std::printf("[ photos ] %zu photographs x 5 formats: worst mean |diff| %.4f of the normalised range, "
+              "worst max |diff| %.3f\n", photos.size(), worst_mean, worst_max);
+}
+
+}  // namespace
 }  // namespace ptm::test
