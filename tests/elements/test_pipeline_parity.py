@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""End-to-end parity: a real video decoded by GStreamer goes through
+ptmpreprocess ! ptminfer; the same decoded frames go through the canonical
+Python loop (PIL + torchvision transforms + eval forward under no_grad).
+Every frame's full logit vector must match (max |diff| <= 1e-4 x
+max(1, max |logit|)) and the top-5 must be identical.
+
+Also runs the Python embedding example (pipelines/classify.py) and checks
+what it reads.
+
+    test_pipeline_parity.py FIXTURES_DIR REPO_DIR
+"""
+import json
+import os
+import sys
+
+import gi
+import numpy as np
+import torch
+import torchvision
+import torchvision.transforms as T
+from PIL import Image
+
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst  # noqa: E402
+
+VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+FRAMES = 6
+MODELS = ["resnet18", "mobilenet_v3_small", "efficientnet_b0"]
+TRANSFORMS = {  # torchvision's IMAGENET1K_V1 eval transforms
+    "resnet18": (256, 224, T.InterpolationMode.BILINEAR),
+    "mobilenet_v3_small": (256, 224, T.InterpolationMode.BILINEAR),
+    "efficientnet_b0": (256, 224, T.InterpolationMode.BICUBIC),
+}
+
+
+def pipeline_results(model_path, classes, resize, crop, interp, with_preprocess):
+    pre = ""
+    if with_preprocess:
+        pre = (f"ptmpreprocess resize={resize} size={crop} "
+               f"interpolation={'bicubic' if interp == T.InterpolationMode.BICUBIC else 'bilinear'} ! ")
+    desc = (f'filesrc location="{VIDEO}" ! decodebin ! videoconvert ! video/x-raw,format=RGB ! '
+            f"identity eos-after={FRAMES} ! {pre}"
+            f'ptminfer model="{model_path}" output=logits top-k={classes} ! appsink name=out sync=false')
+    p = Gst.parse_launch(desc)
+    sink = p.get_by_name("out")
+    bus = p.get_bus()
+    p.set_state(Gst.State.PLAYING)
+    frames, logits = [], {}
+    while True:
+        sample = sink.emit("try-pull-sample", 10 * Gst.SECOND)
+        if sample is None:
+            break
+        caps = sample.get_caps().get_structure(0)
+        w, h = caps.get_value("width"), caps.get_value("height")
+        buf = sample.get_buffer()
+        ok, info = buf.map(Gst.MapFlags.READ)
+        stride = (w * 3 + 3) // 4 * 4
+        img = Image.frombuffer("RGB", (w, h), bytes(info.data), "raw", "RGB", stride, 1).copy()
+        buf.unmap(info)
+        frames.append(img)
+    while True:
+        msg = bus.pop()
+        if msg is None:
+            break
+        if msg.type == Gst.MessageType.ERROR:
+            raise RuntimeError(msg.parse_error()[0].message)
+        s = msg.get_structure()
+        if msg.type == Gst.MessageType.ELEMENT and s.get_name() == "ptm-classification":
+            vec = np.zeros(classes, dtype=np.float64)
+            for i, v in zip(s.get_value("class-ids"), s.get_value("scores")):
+                vec[i] = v
+            logits[s.get_value("frame")] = vec
+    p.set_state(Gst.State.NULL)
+    return frames, logits
+
+
+def main():
+    fixtures, repo = sys.argv[1], sys.argv[2]
+    Gst.init(None)
+    torch.set_num_threads(os.cpu_count() or 1)
+    manifest = json.load(open(os.path.join(fixtures, "manifest.json")))
+    classes_of = {m["architecture"]: m["num_classes"] for m in manifest["models"]}
+    failures = 0
+    for name in MODELS:
+        path = os.path.join(fixtures, name + ".pth")
+        nc = classes_of[name]
+        resize, crop, interp = TRANSFORMS[name]
+        model = getattr(torchvision.models, name)(weights=None, num_classes=nc)
+        model.load_state_dict(torch.load(path))
+        model.eval()
+        tf = T.Compose([T.Resize(resize, interpolation=interp), T.CenterCrop(crop), T.ToTensor(),
+                        T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+        for with_pre in (True, False):
+            frames, logits = pipeline_results(path, nc, resize, crop, interp, with_pre)
+            if len(frames) != FRAMES or len(logits) != FRAMES:
+                print(f"FAIL {name}: {len(frames)} frames, {len(logits)} results, want {FRAMES}")
+                failures += 1
+                continue
+            worst = 0.0
+            for i, img in enumerate(frames):
+                with torch.no_grad():
+                    ref = model(tf(img).unsqueeze(0))[0].double().numpy()
+                got = logits[i]
+                err = np.abs(got - ref).max() / max(1.0, np.abs(ref).max())
+                worst = max(worst, err)
+                same_top5 = list(np.argsort(-got)[:5]) == list(np.argsort(-ref)[:5])
+                if err > 1e-4 or not same_top5:
+                    print(f"FAIL {name} frame {i}: rel. max diff {err:.2e}, top-5 same: {same_top5}")
+                    failures += 1
+            print(f"ok   {name:20s} {'ptmpreprocess ! ' if with_pre else '                '}ptminfer: "
+                  f"{FRAMES} frames of {os.path.basename(VIDEO)}, full logits rel. max diff {worst:.2e}, "
+                  f"top-5 identical")
+
+    # The Python embedding example reads the same results from the bus.
+    sys.path.insert(0, os.path.join(repo, "pipelines"))
+    import classify
+    res = classify.classify(os.path.join(fixtures, "resnet18.pth"), VIDEO, frames=5, top_k=3)
+    if len(res) != 5 or any(len(r["labels"]) != 3 or not r["labels"][0] for r in res):
+        print("FAIL classify.py example:", res)
+        failures += 1
+    else:
+        print(f"ok   pipelines/classify.py read {len(res)} frames, e.g. frame 0: {res[0]['labels'][0]}")
+    print(f"{3 * 2 + 1 - failures} passed, {failures} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
