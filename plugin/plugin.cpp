@@ -2,12 +2,14 @@
 #include <gst/gst.h>
 
 #include "../elements/ptminfer/gstptminfer.h"
+#include "../elements/ptmoverlay/gstptmoverlay.h"
 #include "../elements/ptmpreprocess/gstptmpreprocess.h"
 
 static gboolean plugin_init(GstPlugin* plugin) {
   gboolean ok = FALSE;
   ok |= GST_ELEMENT_REGISTER(ptmpreprocess, plugin);
   ok |= GST_ELEMENT_REGISTER(ptminfer, plugin);
+  ok |= GST_ELEMENT_REGISTER(ptmoverlay, plugin);
   return ok;
 }
 

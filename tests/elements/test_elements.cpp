@@ -359,3 +359,53 @@ TEST(Preprocess, PhotosDecodedByGStreamerMatchTorchvision) {
 
 }  // namespace
 }  // namespace ptm::test
+
+namespace ptm::test {
+namespace {
+
+// Frames of `desc` (ending in appsink name=out) as bytes.
+std::vector<std::vector<uint8_t>> frames_of(const std::string& desc) {
+  std::vector<std::vector<uint8_t>> out;
+  GstElement* pipe = gst_parse_launch(desc.c_str(), nullptr);
+  if (!pipe) return out;
+  GstElement* sink = gst_bin_get_by_name(GST_BIN(pipe), "out");
+  gst_element_set_state(pipe, GST_STATE_PLAYING);
+  while (GstSample* s = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 10 * GST_SECOND)) {
+    GstMapInfo m;
+    gst_buffer_map(gst_sample_get_buffer(s), &m, GST_MAP_READ);
+    out.emplace_back(m.data, m.data + m.size);
+    gst_buffer_unmap(gst_sample_get_buffer(s), &m);
+    gst_sample_unref(s);
+  }
+  gst_element_set_state(pipe, GST_STATE_NULL);
+  gst_object_unref(sink);
+  gst_object_unref(pipe);
+  return out;
+}
+
+TEST(Overlay, DrawsInItsCornerOnEveryFormat) {
+  for (const char* f : {"RGB", "BGRx", "RGBA", "xBGR", "I420", "NV12", "GRAY8"}) {
+    const std::string head = src(f, 320, 240, 2) + "ptminfer top-k=3 model=" + model() + " ! ";
+    auto plain = frames_of(head + "appsink name=out sync=false");
+    auto drawn = frames_of(head + "ptmoverlay position=top-left ! appsink name=out sync=false");
+    ASSERT_EQ(plain.size(), 2u) << f;
+    ASSERT_EQ(drawn.size(), 2u) << f;
+    ASSERT_EQ(plain[0].size(), drawn[0].size());
+    // The first rows changed, the last rows (and chroma of YUV) did not.
+    size_t top = 0, rest = 0;
+    const size_t y_plane = std::string(f) == "I420" || std::string(f) == "NV12" ? size_t(320) * 240 : plain[0].size();
+    const size_t stride = y_plane / 240;
+    for (size_t i = 0; i < stride * 40; ++i) top += plain[0][i] != drawn[0][i];
+    for (size_t i = stride * 200; i < plain[0].size(); ++i) rest += plain[0][i] != drawn[0][i];
+    EXPECT_GT(top, 200u) << f << ": nothing drawn";
+    EXPECT_EQ(rest, 0u) << f << ": pixels changed outside the overlay";
+  }
+  // Without results the frame passes unchanged.
+  auto a = frames_of(src("RGB", 64, 48, 1) + "appsink name=out sync=false");
+  auto b = frames_of(src("RGB", 64, 48, 1) + "ptmoverlay ! appsink name=out sync=false");
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a, b);
+}
+
+}  // namespace
+}  // namespace ptm::test

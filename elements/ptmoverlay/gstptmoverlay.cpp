@@ -1,0 +1,199 @@
+/**
+ * SECTION:element-ptmoverlay
+ * @title: ptmoverlay
+ *
+ * Draws the #GstPtmClassificationMeta of each frame (from ptminfer) onto
+ * the video in place: labels, scores and score bars, optionally the model's
+ * latency and the frame rate. Frames without results pass unchanged.
+ *
+ * |[
+ * gst-launch-1.0 v4l2src ! videoconvert ! ptminfer model=m.pth ! ptmoverlay show-timing=true ! videoconvert ! autovideosink
+ * ]|
+ */
+#include "gstptmoverlay.h"
+
+#include <mutex>
+
+#include "gst/ptm/ptmmeta.h"
+#include "gstptmutil.h"
+#include "overlay_core.h"
+
+GST_DEBUG_CATEGORY_STATIC(gst_ptm_overlay_debug);
+#define GST_CAT_DEFAULT gst_ptm_overlay_debug
+
+enum {
+  PROP_0,
+  PROP_POSITION,
+  PROP_FONT_SCALE,
+  PROP_TEXT_COLOR,
+  PROP_BAR_COLOR,
+  PROP_BOX_COLOR,
+  PROP_SHOW_SCORES,
+  PROP_SHOW_BARS,
+  PROP_SHOW_TIMING,
+  PROP_MAX_RESULTS,
+};
+
+#define GST_TYPE_PTM_CORNER (gst_ptm_corner_get_type())
+static GType gst_ptm_corner_get_type(void) {
+  static GType type = 0;
+  static const GEnumValue values[] = {{int(ptm::Corner::TopLeft), "Top left", "top-left"},
+                                      {int(ptm::Corner::TopRight), "Top right", "top-right"},
+                                      {int(ptm::Corner::BottomLeft), "Bottom left", "bottom-left"},
+                                      {int(ptm::Corner::BottomRight), "Bottom right", "bottom-right"},
+                                      {0, nullptr, nullptr}};
+  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmCorner", values));
+  return type;
+}
+
+struct OverlayPrivate {
+  std::mutex lock;
+  ptm::OverlayStyle style;
+  GstClockTime last_pts = GST_CLOCK_TIME_NONE;
+  double fps = -1;
+};
+
+struct _GstPtmOverlay {
+  GstVideoFilter parent;
+  OverlayPrivate* priv;
+};
+
+G_DEFINE_TYPE(GstPtmOverlay, gst_ptm_overlay, GST_TYPE_VIDEO_FILTER)
+GST_ELEMENT_REGISTER_DEFINE(ptmoverlay, "ptmoverlay", GST_RANK_NONE, GST_TYPE_PTM_OVERLAY)
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
+    "sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(PTM_VIDEO_FORMATS)));
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
+    "src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(PTM_VIDEO_FORMATS)));
+
+static void gst_ptm_overlay_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
+  auto* self = GST_PTM_OVERLAY(object);
+  std::lock_guard<std::mutex> g(self->priv->lock);
+  ptm::OverlayStyle& s = self->priv->style;
+  switch (id) {
+    case PROP_POSITION: s.corner = ptm::Corner(g_value_get_enum(value)); break;
+    case PROP_FONT_SCALE: s.font_scale = g_value_get_double(value); break;
+    case PROP_TEXT_COLOR: s.text_color = g_value_get_uint(value); break;
+    case PROP_BAR_COLOR: s.bar_color = g_value_get_uint(value); break;
+    case PROP_BOX_COLOR: s.box_color = g_value_get_uint(value); break;
+    case PROP_SHOW_SCORES: s.show_scores = g_value_get_boolean(value); break;
+    case PROP_SHOW_BARS: s.show_bars = g_value_get_boolean(value); break;
+    case PROP_SHOW_TIMING: s.show_timing = g_value_get_boolean(value); break;
+    case PROP_MAX_RESULTS: s.max_results = g_value_get_uint(value); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
+  }
+}
+
+static void gst_ptm_overlay_get_property(GObject* object, guint id, GValue* value, GParamSpec* pspec) {
+  auto* self = GST_PTM_OVERLAY(object);
+  std::lock_guard<std::mutex> g(self->priv->lock);
+  const ptm::OverlayStyle& s = self->priv->style;
+  switch (id) {
+    case PROP_POSITION: g_value_set_enum(value, int(s.corner)); break;
+    case PROP_FONT_SCALE: g_value_set_double(value, s.font_scale); break;
+    case PROP_TEXT_COLOR: g_value_set_uint(value, s.text_color); break;
+    case PROP_BAR_COLOR: g_value_set_uint(value, s.bar_color); break;
+    case PROP_BOX_COLOR: g_value_set_uint(value, s.box_color); break;
+    case PROP_SHOW_SCORES: g_value_set_boolean(value, s.show_scores); break;
+    case PROP_SHOW_BARS: g_value_set_boolean(value, s.show_bars); break;
+    case PROP_SHOW_TIMING: g_value_set_boolean(value, s.show_timing); break;
+    case PROP_MAX_RESULTS: g_value_set_uint(value, s.max_results); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
+  }
+}
+
+static GstFlowReturn gst_ptm_overlay_transform_frame_ip(GstVideoFilter* filter, GstVideoFrame* frame) {
+  auto* self = GST_PTM_OVERLAY(filter);
+  OverlayPrivate& p = *self->priv;
+  const GstClockTime pts = GST_BUFFER_PTS(frame->buffer);
+  if (GST_CLOCK_TIME_IS_VALID(pts) && GST_CLOCK_TIME_IS_VALID(p.last_pts) && pts > p.last_pts) {
+    const double fps = double(GST_SECOND) / double(pts - p.last_pts);
+    p.fps = p.fps < 0 ? fps : 0.9 * p.fps + 0.1 * fps;
+  }
+  p.last_pts = pts;
+  const auto* meta = gst_buffer_get_ptm_classification_meta(frame->buffer);
+  if (!meta) return GST_FLOW_OK;
+  ptm::OverlayStyle style;
+  {
+    std::lock_guard<std::mutex> g(p.lock);
+    style = p.style;
+  }
+  ptm::OverlayText text;
+  for (guint i = 0; i < meta->n_results; ++i) text.items.push_back({meta->labels[i], meta->scores[i]});
+  text.inference_ms = double(meta->inference_ns) / 1e6;
+  text.fps = p.fps;
+  text.model = meta->model ? meta->model : "";
+  ptm::MutableFrame mf;
+  ptm::FrameView v = ptm::frame_view(*frame);
+  mf.format = v.format;
+  mf.width = v.width;
+  mf.height = v.height;
+  for (int i = 0; i < 3; ++i) {
+    mf.planes[i] = const_cast<uint8_t*>(v.planes[i]);
+    mf.strides[i] = v.strides[i];
+  }
+  const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Drawing failed",
+                               [&] { ptm::draw_overlay(mf, text, style); });
+  return ok ? GST_FLOW_OK : GST_FLOW_ERROR;
+}
+
+static gboolean gst_ptm_overlay_start(GstBaseTransform* trans) {
+  auto* self = GST_PTM_OVERLAY(trans);
+  self->priv->last_pts = GST_CLOCK_TIME_NONE;
+  self->priv->fps = -1;
+  return TRUE;
+}
+
+static void gst_ptm_overlay_finalize(GObject* object) {
+  delete GST_PTM_OVERLAY(object)->priv;
+  G_OBJECT_CLASS(gst_ptm_overlay_parent_class)->finalize(object);
+}
+
+static void gst_ptm_overlay_init(GstPtmOverlay* self) { self->priv = new OverlayPrivate(); }
+
+static void gst_ptm_overlay_class_init(GstPtmOverlayClass* klass) {
+  GObjectClass* gobject_class = G_OBJECT_CLASS(klass);
+  GstElementClass* element_class = GST_ELEMENT_CLASS(klass);
+  gobject_class->set_property = gst_ptm_overlay_set_property;
+  gobject_class->get_property = gst_ptm_overlay_get_property;
+  gobject_class->finalize = gst_ptm_overlay_finalize;
+  const auto live = GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
+  g_object_class_install_property(gobject_class, PROP_POSITION,
+                                  g_param_spec_enum("position", "Position", "Corner of the frame for the results",
+                                                    GST_TYPE_PTM_CORNER, int(ptm::Corner::TopLeft), live));
+  g_object_class_install_property(gobject_class, PROP_FONT_SCALE,
+                                  g_param_spec_double("font-scale", "Font scale", "Text size (OpenCV font scale)",
+                                                      0.1, 10.0, 0.6, live));
+  g_object_class_install_property(gobject_class, PROP_TEXT_COLOR,
+                                  g_param_spec_uint("text-color", "Text colour", "Text colour, 0xAARRGGBB", 0,
+                                                    G_MAXUINT32, 0xFFFFFFFF, live));
+  g_object_class_install_property(gobject_class, PROP_BAR_COLOR,
+                                  g_param_spec_uint("bar-color", "Bar colour", "Score bar colour, 0xAARRGGBB", 0,
+                                                    G_MAXUINT32, 0xFF30C030, live));
+  g_object_class_install_property(gobject_class, PROP_BOX_COLOR,
+                                  g_param_spec_uint("box-color", "Box colour",
+                                                    "Background box colour, 0xAARRGGBB (alpha 0: no box)", 0,
+                                                    G_MAXUINT32, 0xA0000000, live));
+  g_object_class_install_property(gobject_class, PROP_SHOW_SCORES,
+                                  g_param_spec_boolean("show-scores", "Show scores", "Print scores as percentages",
+                                                       TRUE, live));
+  g_object_class_install_property(gobject_class, PROP_SHOW_BARS,
+                                  g_param_spec_boolean("show-bars", "Show bars", "Draw a score bar per class", TRUE,
+                                                       live));
+  g_object_class_install_property(gobject_class, PROP_SHOW_TIMING,
+                                  g_param_spec_boolean("show-timing", "Show timing",
+                                                       "Print the model, its latency and the frame rate", FALSE,
+                                                       live));
+  g_object_class_install_property(gobject_class, PROP_MAX_RESULTS,
+                                  g_param_spec_uint("max-results", "Max results",
+                                                    "Classes drawn per frame; 0: all in the metadata", 0, 1000, 0,
+                                                    live));
+  gst_element_class_set_static_metadata(element_class, "PyTorch classification overlay", "Filter/Effect/Video",
+                                        "Draws ptminfer's labels and scores on the video", "ptm developers");
+  gst_element_class_add_static_pad_template(element_class, &sink_template);
+  gst_element_class_add_static_pad_template(element_class, &src_template);
+  GST_BASE_TRANSFORM_CLASS(klass)->start = GST_DEBUG_FUNCPTR(gst_ptm_overlay_start);
+  GST_VIDEO_FILTER_CLASS(klass)->transform_frame_ip = GST_DEBUG_FUNCPTR(gst_ptm_overlay_transform_frame_ip);
+  gst_type_mark_as_plugin_api(GST_TYPE_PTM_CORNER, GstPluginAPIFlags(0));
+  GST_DEBUG_CATEGORY_INIT(gst_ptm_overlay_debug, "ptmoverlay", 0, "PyTorch classification overlay");
+}
