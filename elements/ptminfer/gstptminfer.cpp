@@ -259,6 +259,24 @@ static gboolean gst_ptm_infer_sink_event(GstBaseTransform* trans, GstEvent* even
   return GST_BASE_TRANSFORM_CLASS(gst_ptm_infer_parent_class)->sink_event(trans, event);
 }
 
+// Answers ptmpreprocess's "ptm-model-input" query with the model's
+// torchvision eval transform, so an unconfigured ptmpreprocess matches it.
+static gboolean gst_ptm_infer_query(GstBaseTransform* trans, GstPadDirection dir, GstQuery* query) {
+  auto* self = GST_PTM_INFER(trans);
+  if (dir == GST_PAD_SINK && GST_QUERY_TYPE(query) == GST_QUERY_CUSTOM) {
+    GstStructure* s = gst_query_writable_structure(query);
+    if (gst_structure_has_name(s, "ptm-model-input")) {
+      if (!self->priv->state) return FALSE;
+      const ptm::PreprocessConfig c = self->priv->state->core->preprocess_config();
+      gst_structure_set(s, "resize", G_TYPE_INT, c.resize_size, "size", G_TYPE_INT, c.crop_width, "bicubic",
+                        G_TYPE_BOOLEAN, c.filter == ptm::Filter::Bicubic, "model", G_TYPE_STRING,
+                        self->priv->state->core->info().architecture.c_str(), nullptr);
+      return TRUE;
+    }
+  }
+  return GST_BASE_TRANSFORM_CLASS(gst_ptm_infer_parent_class)->query(trans, dir, query);
+}
+
 static void post_result(GstPtmInfer* self, GstBuffer* buf, const ptm::FrameResult& r, const std::string& model) {
   GValue ids = G_VALUE_INIT, labels = G_VALUE_INIT, scores = G_VALUE_INIT;
   gst_value_array_init(&ids, r.top.size());
@@ -444,6 +462,7 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
   bt->stop = GST_DEBUG_FUNCPTR(gst_ptm_infer_stop);
   bt->set_caps = GST_DEBUG_FUNCPTR(gst_ptm_infer_set_caps);
   bt->sink_event = GST_DEBUG_FUNCPTR(gst_ptm_infer_sink_event);
+  bt->query = GST_DEBUG_FUNCPTR(gst_ptm_infer_query);
   bt->transform_ip = GST_DEBUG_FUNCPTR(gst_ptm_infer_transform_ip);
   bt->passthrough_on_same_caps = FALSE;
 

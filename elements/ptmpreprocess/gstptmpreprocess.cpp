@@ -73,6 +73,9 @@ struct State {
 struct PreprocessPrivate {
   std::mutex lock;
   ptm::PreprocessConfig settings;
+  // Properties the application set; the others follow a downstream
+  // ptminfer's model when one answers (else torchvision's ImageNet defaults).
+  bool set_size = false, set_resize = false, set_interpolation = false;
   bool dirty = true;  // settings changed since the core was built
   std::optional<State> state;
 };
@@ -140,6 +143,30 @@ static void gst_ptm_preprocess_set_property(GObject* object, guint id, const GVa
   }
   self->priv->settings = c;
   self->priv->dirty = true;
+  if (id == PROP_SIZE) self->priv->set_size = true;
+  if (id == PROP_RESIZE) self->priv->set_resize = true;
+  if (id == PROP_INTERPOLATION) self->priv->set_interpolation = true;
+}
+
+// Asks downstream (a ptminfer) for its model's input transform and adopts
+// what the application did not set.
+static void adopt_model_input(GstPtmPreprocess* self, ptm::PreprocessConfig& c) {
+  PreprocessPrivate& p = *self->priv;
+  if (p.set_size && p.set_resize && p.set_interpolation) return;
+  GstQuery* q = gst_query_new_custom(GST_QUERY_CUSTOM, gst_structure_new_empty("ptm-model-input"));
+  if (gst_pad_peer_query(GST_BASE_TRANSFORM_SRC_PAD(self), q)) {
+    const GstStructure* s = gst_query_get_structure(q);
+    gint size = 0, resize = 0;
+    gboolean bicubic = FALSE;
+    if (!p.set_size && gst_structure_get_int(s, "size", &size) && size > 0) c.crop_width = c.crop_height = size;
+    if (!p.set_resize && gst_structure_get_int(s, "resize", &resize) && resize > 0) c.resize_size = resize;
+    if (!p.set_interpolation && gst_structure_get_boolean(s, "bicubic", &bicubic))
+      c.filter = bicubic ? ptm::Filter::Bicubic : ptm::Filter::Bilinear;
+    GST_INFO_OBJECT(self, "following downstream model %s: resize %d, size %d, %s",
+                    gst_structure_get_string(s, "model"), c.resize_size, c.crop_width,
+                    c.filter == ptm::Filter::Bicubic ? "bicubic" : "bilinear");
+  }
+  gst_query_unref(q);
 }
 
 static void gst_ptm_preprocess_get_property(GObject* object, guint id, GValue* value, GParamSpec* pspec) {
@@ -184,10 +211,18 @@ static GstFlowReturn gst_ptm_preprocess_transform_ip(GstBaseTransform* trans, Gs
   auto* self = GST_PTM_PREPROCESS(trans);
   if (!self->priv->state) return GST_FLOW_NOT_NEGOTIATED;
   State& st = *self->priv->state;
+  bool rebuild;
+  ptm::PreprocessConfig wanted;
   {
     std::lock_guard<std::mutex> g(self->priv->lock);
-    if (self->priv->dirty || !st.pre) {
-      const ptm::PreprocessConfig& c = self->priv->settings;
+    rebuild = self->priv->dirty || !st.pre;
+    wanted = self->priv->settings;
+    self->priv->dirty = false;
+  }
+  if (rebuild) {
+    {
+      ptm::PreprocessConfig& c = wanted;
+      adopt_model_input(self, c);
       st.pre.emplace(c);
       std::ostringstream d;
       d << (c.mode == ptm::ResizeMode::ShorterSide ? "resize " + std::to_string(c.resize_size) + " + crop"
@@ -195,7 +230,6 @@ static GstFlowReturn gst_ptm_preprocess_transform_ip(GstBaseTransform* trans, Gs
                                                    : std::string("letterbox"))
         << " " << c.crop_width << "x" << c.crop_height << (c.filter == ptm::Filter::Bicubic ? " bicubic" : " bilinear");
       st.description = d.str();
-      self->priv->dirty = false;
     }
   }
   const ptm::PreprocessConfig& c = st.pre->config();

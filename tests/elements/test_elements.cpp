@@ -27,6 +27,8 @@ struct Result {
   bool reused = false;
   guint64 frame = 0;
   bool has_tensor = false;
+  guint tensor_size = 0;
+  std::string preprocessing;
 };
 
 struct Outcome {
@@ -49,7 +51,11 @@ Result result_of(GstBuffer* b) {
   }
   r.reused = m->reused;
   r.frame = m->frame_number;
-  r.has_tensor = gst_buffer_get_ptm_tensor_meta(b) != nullptr;
+  if (auto* t = gst_buffer_get_ptm_tensor_meta(b)) {
+    r.has_tensor = true;
+    r.tensor_size = t->width;
+    r.preprocessing = t->preprocessing;
+  }
   return r;
 }
 
@@ -177,6 +183,19 @@ TEST(Infer, SameResultsWithUpstreamPreprocess) {
     EXPECT_TRUE(b.results[size_t(i)].has_tensor);
     EXPECT_LE(max_rel_diff(a.results[size_t(i)], b.results[size_t(i)]), 1e-6);
   }
+}
+
+TEST(Infer, UnconfiguredPreprocessFollowsTheModel) {
+  // efficientnet_b1: torchvision resizes to 256 (bicubic) and crops 240.
+  const std::string m = fixture("efficientnet_b1.pth");
+  Outcome a, b;
+  run(src("RGB", 320, 240, 2, "ball") + "ptminfer output=logits top-k=20 model=" + m + kSink, a);
+  run(src("RGB", 320, 240, 2, "ball") + "ptmpreprocess ! ptminfer output=logits top-k=20 model=" + m + kSink, b);
+  ASSERT_EQ(a.results.size(), 2u) << a.error;
+  ASSERT_EQ(b.results.size(), 2u) << b.error;
+  EXPECT_EQ(b.results[0].tensor_size, 240u);
+  EXPECT_NE(b.results[0].preprocessing.find("bicubic"), std::string::npos) << b.results[0].preprocessing;
+  EXPECT_LE(max_rel_diff(a.results[1], b.results[1]), 1e-6);
 }
 
 TEST(Infer, IntervalReusesResults) {
