@@ -34,6 +34,17 @@ inline bool pixel_format_of(GstVideoFormat f, PixelFormat* out) {
   }
 }
 
+// The always sink and src pads every ptm element has: raw video in the
+// formats above, system memory.
+inline void add_video_pad_templates(GstElementClass* klass) {
+  static GstStaticPadTemplate sink = GST_STATIC_PAD_TEMPLATE(
+      "sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(PTM_VIDEO_FORMATS)));
+  static GstStaticPadTemplate src = GST_STATIC_PAD_TEMPLATE(
+      "src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(PTM_VIDEO_FORMATS)));
+  gst_element_class_add_static_pad_template(klass, &sink);
+  gst_element_class_add_static_pad_template(klass, &src);
+}
+
 // A view of a mapped frame for the preprocessing core.
 inline FrameView frame_view(const GstVideoFrame& f) {
   FrameView v;

@@ -117,11 +117,6 @@ struct _GstPtmInfer {
 G_DEFINE_TYPE(GstPtmInfer, gst_ptm_infer, GST_TYPE_BASE_TRANSFORM)
 GST_ELEMENT_REGISTER_DEFINE(ptminfer, "ptminfer", GST_RANK_NONE, GST_TYPE_PTM_INFER)
 
-static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
-    "sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(PTM_VIDEO_FORMATS)));
-static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
-    "src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(PTM_VIDEO_FORMATS)));
-
 static Settings settings_copy(GstPtmInfer* self) {
   std::lock_guard<std::mutex> g(self->priv->lock);
   return self->priv->settings;
@@ -455,8 +450,7 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
   gst_element_class_set_static_metadata(element_class, "PyTorch classifier", "Filter/Analyzer/Video",
                                         "Classifies frames with a PyTorch image classifier (LibTorch)",
                                         "ptm developers");
-  gst_element_class_add_static_pad_template(element_class, &sink_template);
-  gst_element_class_add_static_pad_template(element_class, &src_template);
+  ptm::add_video_pad_templates(element_class);
 
   bt->start = GST_DEBUG_FUNCPTR(gst_ptm_infer_start);
   bt->stop = GST_DEBUG_FUNCPTR(gst_ptm_infer_stop);

@@ -61,11 +61,6 @@ struct _GstPtmOverlay {
 G_DEFINE_TYPE(GstPtmOverlay, gst_ptm_overlay, GST_TYPE_VIDEO_FILTER)
 GST_ELEMENT_REGISTER_DEFINE(ptmoverlay, "ptmoverlay", GST_RANK_NONE, GST_TYPE_PTM_OVERLAY)
 
-static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
-    "sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(PTM_VIDEO_FORMATS)));
-static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
-    "src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(PTM_VIDEO_FORMATS)));
-
 static void gst_ptm_overlay_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
   auto* self = GST_PTM_OVERLAY(object);
   std::lock_guard<std::mutex> g(self->priv->lock);
@@ -190,8 +185,7 @@ static void gst_ptm_overlay_class_init(GstPtmOverlayClass* klass) {
                                                     live));
   gst_element_class_set_static_metadata(element_class, "PyTorch classification overlay", "Filter/Effect/Video",
                                         "Draws ptminfer's labels and scores on the video", "ptm developers");
-  gst_element_class_add_static_pad_template(element_class, &sink_template);
-  gst_element_class_add_static_pad_template(element_class, &src_template);
+  ptm::add_video_pad_templates(element_class);
   GST_BASE_TRANSFORM_CLASS(klass)->start = GST_DEBUG_FUNCPTR(gst_ptm_overlay_start);
   GST_VIDEO_FILTER_CLASS(klass)->transform_frame_ip = GST_DEBUG_FUNCPTR(gst_ptm_overlay_transform_frame_ip);
   gst_type_mark_as_plugin_api(GST_TYPE_PTM_CORNER, GstPluginAPIFlags(0));

@@ -88,11 +88,6 @@ struct _GstPtmPreprocess {
 G_DEFINE_TYPE(GstPtmPreprocess, gst_ptm_preprocess, GST_TYPE_BASE_TRANSFORM)
 GST_ELEMENT_REGISTER_DEFINE(ptmpreprocess, "ptmpreprocess", GST_RANK_NONE, GST_TYPE_PTM_PREPROCESS)
 
-static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE(
-    "sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(PTM_VIDEO_FORMATS)));
-static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE(
-    "src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS(GST_VIDEO_CAPS_MAKE(PTM_VIDEO_FORMATS)));
-
 static std::string triple_str(const std::array<float, 3>& v) {
   std::ostringstream s;
   s << v[0] << "," << v[1] << "," << v[2];
@@ -303,8 +298,7 @@ static void gst_ptm_preprocess_class_init(GstPtmPreprocessClass* klass) {
   gst_element_class_set_static_metadata(element_class, "PyTorch preprocessing", "Filter/Converter/Video",
                                         "Attaches the model input tensor (torchvision transform) to each frame",
                                         "ptm developers");
-  gst_element_class_add_static_pad_template(element_class, &sink_template);
-  gst_element_class_add_static_pad_template(element_class, &src_template);
+  ptm::add_video_pad_templates(element_class);
   bt->start = GST_DEBUG_FUNCPTR(gst_ptm_preprocess_start);
   bt->stop = GST_DEBUG_FUNCPTR(gst_ptm_preprocess_stop);
   bt->set_caps = GST_DEBUG_FUNCPTR(gst_ptm_preprocess_set_caps);
