@@ -23,6 +23,7 @@
 
 #include <gst/video/video.h>
 
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -51,6 +52,7 @@ enum {
   PROP_HYSTERESIS,
   PROP_RESULTS_FILE,
   PROP_POST_MESSAGES,
+  PROP_BATCH_SIZE,
 };
 
 typedef enum { PTM_DEVICE_AUTO, PTM_DEVICE_CPU, PTM_DEVICE_CUDA } GstPtmDevice;
@@ -91,14 +93,24 @@ struct Settings {
   ptm::ScoreOutput output = ptm::ScoreOutput::Softmax;
   double smoothing = 0.0;
   bool post_messages = true;
+  guint batch_size = 1;
 };
 
 struct State {
   std::unique_ptr<ptm::InferCore> core;
+  std::deque<GstBuffer*> pending;  // queued for the current batch, owned
+  std::deque<GstBuffer*> ready;    // classified, waiting to be pushed, owned
+  ~State() {
+    for (GstBuffer* b : pending) gst_buffer_unref(b);
+    for (GstBuffer* b : ready) gst_buffer_unref(b);
+  }
+  State() = default;
+  State(State&& o) noexcept = default;
   std::unique_ptr<ptm::ResultsFile> results;
-  GstVideoInfo info;
+  GstVideoInfo info{};
   bool have_info = false;
   bool warned_tensor = false;
+  size_t batch = 1;
 };
 
 }  // namespace
@@ -132,7 +144,7 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
   // Model-defining properties take effect at the next start.
   if (playing_or_paused(self) && (id == PROP_MODEL || id == PROP_ARCHITECTURE || id == PROP_LABELS ||
                                   id == PROP_NUM_CLASSES || id == PROP_DEVICE || id == PROP_NUM_THREADS ||
-                                  id == PROP_RESULTS_FILE)) {
+                                  id == PROP_RESULTS_FILE || id == PROP_BATCH_SIZE)) {
     GST_WARNING_OBJECT(self, "'%s' can only change in the NULL or READY state; ignored", pspec->name);
     return;
   }
@@ -154,6 +166,7 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
     case PROP_HYSTERESIS: s.hysteresis = g_value_get_uint(value); break;
     case PROP_RESULTS_FILE: s.results_file = str(value); break;
     case PROP_POST_MESSAGES: s.post_messages = g_value_get_boolean(value); break;
+    case PROP_BATCH_SIZE: s.batch_size = g_value_get_uint(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
@@ -178,6 +191,7 @@ static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value,
     case PROP_HYSTERESIS: g_value_set_uint(value, s.hysteresis); break;
     case PROP_RESULTS_FILE: str(s.results_file); break;
     case PROP_POST_MESSAGES: g_value_set_boolean(value, s.post_messages); break;
+    case PROP_BATCH_SIZE: g_value_set_uint(value, s.batch_size); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
@@ -223,6 +237,7 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
                     "Could not open results file '" + s.results_file + "'",
                     [&] { st.results = std::make_unique<ptm::ResultsFile>(s.results_file); }))
     return FALSE;
+  st.batch = std::max<guint>(1, s.batch_size);
   const ptm::ModelInfo& m = st.core->info();
   GST_INFO_OBJECT(self, "loaded %s: %s, %" G_GINT64_FORMAT " classes, %s, input %dx%d", s.model.c_str(),
                   m.architecture.c_str(), m.num_classes, m.format.c_str(), m.crop_size, m.crop_size);
@@ -248,9 +263,30 @@ static gboolean gst_ptm_infer_set_caps(GstBaseTransform* trans, GstCaps* incaps,
   return TRUE;
 }
 
+static GstFlowReturn drain(GstPtmInfer* self);
+
 static gboolean gst_ptm_infer_sink_event(GstBaseTransform* trans, GstEvent* event) {
   auto* self = GST_PTM_INFER(trans);
-  if (GST_EVENT_TYPE(event) == GST_EVENT_FLUSH_STOP && self->priv->state) self->priv->state->core->reset();
+  switch (GST_EVENT_TYPE(event)) {
+    case GST_EVENT_FLUSH_STOP:
+      if (self->priv->state) {
+        State& st = *self->priv->state;
+        for (GstBuffer* b : st.pending) gst_buffer_unref(b);
+        for (GstBuffer* b : st.ready) gst_buffer_unref(b);
+        st.pending.clear();
+        st.ready.clear();
+        st.core->reset();
+      }
+      break;
+    case GST_EVENT_EOS:
+    case GST_EVENT_CAPS:
+    case GST_EVENT_SEGMENT:
+      // Frames of a batch in progress go out before the stream changes.
+      drain(self);
+      break;
+    default:
+      break;
+  }
   return GST_BASE_TRANSFORM_CLASS(gst_ptm_infer_parent_class)->sink_event(trans, event);
 }
 
@@ -301,17 +337,15 @@ static void post_result(GstPtmInfer* self, GstBuffer* buf, const ptm::FrameResul
   gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), s));
 }
 
-static GstFlowReturn gst_ptm_infer_transform_ip(GstBaseTransform* trans, GstBuffer* buf) {
-  auto* self = GST_PTM_INFER(trans);
-  if (!self->priv->state || !self->priv->state->have_info) return GST_FLOW_NOT_NEGOTIATED;
-  State& st = *self->priv->state;
-  const Settings s = settings_copy(self);
+// Maps the frame and queues it in the core (preprocessed, or its tensor
+// meta copied when it fits the model).
+static bool queue_buffer(GstPtmInfer* self, State& st, GstBuffer* buf) {
+  st.core->update_scoring(scoring_of(settings_copy(self)));  // interval decides what is queued
   GstVideoFrame frame;
   if (!gst_video_frame_map(&frame, &st.info, buf, GST_MAP_READ)) {
     GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Could not map the video frame"), (nullptr));
-    return GST_FLOW_ERROR;
+    return false;
   }
-  // A tensor from ptmpreprocess is used when it is what this model expects.
   const float* tensor = nullptr;
   if (const GstPtmTensorMeta* tm = gst_buffer_get_ptm_tensor_meta(buf)) {
     const ptm::PreprocessConfig want = st.core->preprocess_config();
@@ -323,13 +357,14 @@ static GstFlowReturn gst_ptm_infer_transform_ip(GstBaseTransform* trans, GstBuff
       st.warned_tensor = true;
     }
   }
-  st.core->update_scoring(scoring_of(s));
-  ptm::FrameResult r;
-  const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
-                               [&] { r = st.core->process(ptm::frame_view(frame), tensor); });
+  const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Preprocessing failed",
+                               [&] { st.core->queue(ptm::frame_view(frame), tensor); });
   gst_video_frame_unmap(&frame);
-  if (!ok) return GST_FLOW_ERROR;
+  return ok;
+}
 
+// Attaches the result to the (writable) buffer, posts it, writes its JSON line.
+static bool publish(GstPtmInfer* self, State& st, const Settings& s, GstBuffer* buf, const ptm::FrameResult& r) {
   std::vector<gint> ids;
   std::vector<gfloat> scores;
   std::vector<const gchar*> labels;
@@ -342,13 +377,92 @@ static GstFlowReturn gst_ptm_infer_transform_ip(GstBaseTransform* trans, GstBuff
   gst_buffer_add_ptm_classification_meta(buf, guint(ids.size()), ids.data(), scores.data(), labels.data(),
                                          model.c_str(), r.inference_ns, r.frame, r.reused);
   if (s.post_messages) post_result(self, buf, r, model);
-  if (st.results &&
-      !ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_WRITE, "Could not write results",
-                    [&] {
-                      st.results->write(GST_BUFFER_PTS_IS_VALID(buf) ? int64_t(GST_BUFFER_PTS(buf)) : -1, r);
-                    }))
+  return !st.results ||
+         ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_WRITE, "Could not write results", [&] {
+           st.results->write(GST_BUFFER_PTS_IS_VALID(buf) ? int64_t(GST_BUFFER_PTS(buf)) : -1, r);
+         });
+}
+
+// Runs the model on the queued frames; their buffers move to `ready`.
+static bool classify_pending(GstPtmInfer* self, State& st) {
+  if (st.pending.empty()) return true;
+  const Settings s = settings_copy(self);
+  st.core->update_scoring(scoring_of(s));
+  std::vector<ptm::FrameResult> results;
+  if (!ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
+                    [&] { results = st.core->flush(); }))
+    return false;
+  for (size_t i = 0; i < st.pending.size(); ++i) {
+    GstBuffer* buf = gst_buffer_make_writable(st.pending[i]);
+    st.pending[i] = nullptr;
+    st.ready.push_back(buf);
+    if (!publish(self, st, s, buf, results[i])) {
+      for (size_t j = i + 1; j < st.pending.size(); ++j) gst_buffer_unref(st.pending[j]);
+      st.pending.clear();
+      return false;
+    }
+  }
+  st.pending.clear();
+  return true;
+}
+
+// Batch size 1: classify each buffer in place.
+static GstFlowReturn gst_ptm_infer_transform_ip(GstBaseTransform* trans, GstBuffer* buf) {
+  auto* self = GST_PTM_INFER(trans);
+  if (!self->priv->state || !self->priv->state->have_info) return GST_FLOW_NOT_NEGOTIATED;
+  State& st = *self->priv->state;
+  const Settings s = settings_copy(self);
+  if (!queue_buffer(self, st, buf)) return GST_FLOW_ERROR;
+  std::vector<ptm::FrameResult> r;
+  if (!ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
+                    [&] { r = st.core->flush(); }))
     return GST_FLOW_ERROR;
+  return publish(self, st, s, buf, r.front()) ? GST_FLOW_OK : GST_FLOW_ERROR;
+}
+
+// Batch size > 1: frames wait until `batch-size` of them are queued (or
+// EOS, a caps change or a drain query), then run as one batch.
+static GstFlowReturn gst_ptm_infer_submit_input_buffer(GstBaseTransform* trans, gboolean discont, GstBuffer* buf) {
+  auto* self = GST_PTM_INFER(trans);
+  if (!self->priv->state || self->priv->state->batch <= 1)
+    return GST_BASE_TRANSFORM_CLASS(gst_ptm_infer_parent_class)->submit_input_buffer(trans, discont, buf);
+  State& st = *self->priv->state;
+  if (!st.have_info) {
+    gst_buffer_unref(buf);
+    return GST_FLOW_NOT_NEGOTIATED;
+  }
+  st.pending.push_back(buf);
+  if (!queue_buffer(self, st, buf)) return GST_FLOW_ERROR;
+  if (st.pending.size() >= st.batch && !classify_pending(self, st)) return GST_FLOW_ERROR;
   return GST_FLOW_OK;
+}
+
+static GstFlowReturn gst_ptm_infer_generate_output(GstBaseTransform* trans, GstBuffer** out) {
+  auto* self = GST_PTM_INFER(trans);
+  if (!self->priv->state || self->priv->state->batch <= 1)
+    return GST_BASE_TRANSFORM_CLASS(gst_ptm_infer_parent_class)->generate_output(trans, out);
+  State& st = *self->priv->state;
+  *out = nullptr;
+  if (!st.ready.empty()) {
+    *out = st.ready.front();
+    st.ready.pop_front();
+  }
+  return GST_FLOW_OK;
+}
+
+// Classifies and pushes whatever is queued (EOS, new caps, drain).
+static GstFlowReturn drain(GstPtmInfer* self) {
+  if (!self->priv->state) return GST_FLOW_OK;
+  State& st = *self->priv->state;
+  if (!classify_pending(self, st)) return GST_FLOW_ERROR;
+  GstFlowReturn ret = GST_FLOW_OK;
+  while (!st.ready.empty()) {
+    GstBuffer* b = st.ready.front();
+    st.ready.pop_front();
+    if (ret == GST_FLOW_OK) ret = gst_pad_push(GST_BASE_TRANSFORM_SRC_PAD(self), b);
+    else gst_buffer_unref(b);
+  }
+  return ret;
 }
 
 static void gst_ptm_infer_finalize(GObject* object) {
@@ -443,6 +557,12 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
                           "Write one JSON line per frame here (pts, frame, reused, inference_ms, results)",
                           nullptr, ready));
   g_object_class_install_property(
+      gobject_class, PROP_BATCH_SIZE,
+      g_param_spec_uint("batch-size", "Batch size",
+                        "Frames classified together in one forward pass (batched in time: a frame waits until "
+                        "the batch is full, EOS or a caps change); results equal batch size 1",
+                        1, 256, 1, ready));
+  g_object_class_install_property(
       gobject_class, PROP_POST_MESSAGES,
       g_param_spec_boolean("post-messages", "Post messages",
                            "Post a 'ptm-classification' element message per frame", TRUE, live));
@@ -457,6 +577,8 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
   bt->set_caps = GST_DEBUG_FUNCPTR(gst_ptm_infer_set_caps);
   bt->sink_event = GST_DEBUG_FUNCPTR(gst_ptm_infer_sink_event);
   bt->query = GST_DEBUG_FUNCPTR(gst_ptm_infer_query);
+  bt->submit_input_buffer = GST_DEBUG_FUNCPTR(gst_ptm_infer_submit_input_buffer);
+  bt->generate_output = GST_DEBUG_FUNCPTR(gst_ptm_infer_generate_output);
   bt->transform_ip = GST_DEBUG_FUNCPTR(gst_ptm_infer_transform_ip);
   bt->passthrough_on_same_caps = FALSE;
 

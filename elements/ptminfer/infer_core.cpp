@@ -43,6 +43,7 @@ void InferCore::update_scoring(const InferSettings& s) {
 PreprocessConfig InferCore::preprocess_config() const { return preprocessor_.config(); }
 
 void InferCore::reset() {
+  drop_queued();
   frame_ = 0;
   have_last_ = false;
   smoothed_.clear();
@@ -52,28 +53,60 @@ void InferCore::reset() {
 }
 
 FrameResult InferCore::process(const FrameView& frame, const float* tensor) {
+  queue(frame, tensor);
+  return flush().front();
+}
+
+void InferCore::queue(const FrameView& frame, const float* tensor) {
   const uint64_t index = frame_++;
-  if (have_last_ && index % uint64_t(settings_.interval) != 0) {
-    FrameResult r = last_;
-    r.reused = true;
-    r.frame = index;
-    return r;
-  }
+  // Every interval-th frame is inferred, and the first one after a reset.
+  const bool first = !have_last_ && batched_ == 0;
+  const bool infer = first || index % uint64_t(settings_.interval) == 0;
+  pending_.push_back({index, infer});
+  if (!infer) return;
+  const size_t plane = size_t(3) * size_t(info().crop_size) * size_t(info().crop_size);
+  input_.resize((batched_ + 1) * plane);
+  float* dst = input_.data() + batched_ * plane;
+  if (tensor) std::copy(tensor, tensor + plane, dst);
+  else preprocessor_.run(frame, dst);
+  ++batched_;
+}
+
+void InferCore::drop_queued() {
+  pending_.clear();
+  batched_ = 0;
+}
+
+std::vector<FrameResult> InferCore::flush() {
+  std::vector<FrameResult> out;
+  if (pending_.empty()) return out;
   const int s = info().crop_size;
-  if (!tensor) {
-    input_.resize(size_t(3) * size_t(s) * size_t(s));
-    preprocessor_.run(frame, input_.data());
-    tensor = input_.data();
-  }
   std::vector<float> logits;
-  const auto t0 = std::chrono::steady_clock::now();
-  classifier_.forward(tensor, 1, s, s, logits);
-  const auto ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
-  FrameResult r = score(std::move(logits), ns);
-  r.frame = index;
-  last_ = r;
-  have_last_ = true;
-  return r;
+  uint64_t ns = 0;
+  if (batched_ > 0) {
+    const auto t0 = std::chrono::steady_clock::now();
+    classifier_.forward(input_.data(), int64_t(batched_), s, s, logits);
+    ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+  }
+  const size_t classes = batched_ ? logits.size() / batched_ : 0;
+  size_t k = 0;
+  for (const Pending& p : pending_) {
+    FrameResult r;
+    if (p.infer) {
+      r = score(std::vector<float>(logits.begin() + long(k * classes), logits.begin() + long((k + 1) * classes)),
+                ns / batched_);
+      ++k;
+      last_ = r;
+      have_last_ = true;
+    } else {
+      r = last_;
+      r.reused = true;
+    }
+    r.frame = p.frame;
+    out.push_back(std::move(r));
+  }
+  drop_queued();
+  return out;
 }
 
 FrameResult InferCore::score(std::vector<float> v, uint64_t ns) {

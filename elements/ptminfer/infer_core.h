@@ -44,6 +44,14 @@ class InferCore {
   // One frame: `tensor` (3 x crop x crop floats) when an upstream
   // ptmpreprocess made one that fits, else the frame is preprocessed here.
   FrameResult process(const FrameView& frame, const float* tensor);
+
+  // Batching in time: queue() takes frames (preprocessed at once, so the
+  // frame need not outlive the call); flush() runs the model once on every
+  // queued frame that needs inference and returns all results in order.
+  void queue(const FrameView& frame, const float* tensor);
+  std::vector<FrameResult> flush();
+  size_t queued() const { return pending_.size(); }
+  void drop_queued();
   void reset();  // new segment / flush: frame count and smoothing restart
   // Changes top_k, threshold, output, interval, smoothing and hysteresis
   // (the fields that may change while frames flow); the model stays.
@@ -52,10 +60,17 @@ class InferCore {
  private:
   FrameResult score(std::vector<float> logits, uint64_t ns);
 
+  struct Pending {
+    uint64_t frame;
+    bool infer;  // else the result of the latest inferred frame is reused
+  };
+
   InferSettings settings_;
   Classifier classifier_;
   Preprocessor preprocessor_;
-  std::vector<float> input_, smoothed_;
+  std::vector<float> input_, smoothed_;  // input_: the queued tensors, N x 3 x S x S
+  std::vector<Pending> pending_;
+  size_t batched_ = 0;  // tensors in input_
   FrameResult last_;
   uint64_t frame_ = 0;
   bool have_last_ = false;

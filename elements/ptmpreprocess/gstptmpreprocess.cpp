@@ -65,7 +65,7 @@ static GType gst_ptm_channel_order_get_type(void) {
 namespace {
 struct State {
   std::optional<ptm::Preprocessor> pre;
-  GstVideoInfo info;
+  GstVideoInfo info{};
   std::string description;
 };
 }  // namespace

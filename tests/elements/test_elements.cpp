@@ -3,6 +3,7 @@
 // live property changes, metadata on copies, bus messages and JSON lines,
 // state changes and errors.
 #include <gst/app/gstappsink.h>
+#include <gst/check/gstharness.h>
 #include <gst/gst.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -196,6 +197,45 @@ TEST(Infer, UnconfiguredPreprocessFollowsTheModel) {
   EXPECT_EQ(b.results[0].tensor_size, 240u);
   EXPECT_NE(b.results[0].preprocessing.find("bicubic"), std::string::npos) << b.results[0].preprocessing;
   EXPECT_LE(max_rel_diff(a.results[1], b.results[1]), 1e-6);
+}
+
+TEST(Infer, BatchesGiveBatchOneResultsAndDrainAtEos) {
+  Outcome one, four, mixed;
+  const std::string head = src("RGB", 160, 120, 10, "ball");
+  run(head + "ptminfer output=logits top-k=50 model=" + model() + kSink, one);
+  run(head + "ptminfer batch-size=4 output=logits top-k=50 model=" + model() + kSink, four);  // 10 = 4 + 4 + 2 at EOS
+  run(head + "ptminfer batch-size=4 interval=3 output=logits top-k=50 model=" + model() + kSink, mixed);
+  ASSERT_EQ(one.results.size(), 10u) << one.error;
+  ASSERT_EQ(four.results.size(), 10u) << four.error;
+  ASSERT_EQ(mixed.results.size(), 10u) << mixed.error;
+  for (size_t i = 0; i < 10; ++i) {
+    EXPECT_EQ(four.results[i].frame, i);
+    EXPECT_LE(max_rel_diff(four.results[i], one.results[i]), 1e-5) << i;
+    EXPECT_EQ(mixed.results[i].reused, i % 3 != 0) << i;
+    EXPECT_LE(max_rel_diff(mixed.results[i], one.results[i / 3 * 3]), 1e-5) << i;
+  }
+}
+
+TEST(Infer, FlushDropsAPartialBatch) {
+  GstHarness* h = gst_harness_new_parse(("ptminfer batch-size=4 model=" + model()).c_str());
+  gst_harness_set_src_caps_str(h, "video/x-raw,format=GRAY8,width=32,height=32,framerate=30/1");
+  for (int i = 0; i < 3; ++i) gst_harness_push(h, gst_buffer_new_allocate(nullptr, 32 * 32, nullptr));
+  EXPECT_EQ(gst_harness_buffers_received(h), 0u);  // waiting for the 4th
+  EXPECT_TRUE(gst_harness_push_event(h, gst_event_new_flush_start()));
+  EXPECT_TRUE(gst_harness_push_event(h, gst_event_new_flush_stop(TRUE)));
+  GstSegment seg;
+  gst_segment_init(&seg, GST_FORMAT_TIME);
+  gst_harness_push_event(h, gst_event_new_segment(&seg));
+  for (int i = 0; i < 4; ++i) gst_harness_push(h, gst_buffer_new_allocate(nullptr, 32 * 32, nullptr));
+  ASSERT_EQ(gst_harness_buffers_received(h), 4u);
+  for (guint64 i = 0; i < 4; ++i) {
+    GstBuffer* b = gst_harness_pull(h);
+    auto* m = gst_buffer_get_ptm_classification_meta(b);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->frame_number, i);  // counting restarted at the flush
+    gst_buffer_unref(b);
+  }
+  gst_harness_teardown(h);
 }
 
 TEST(Infer, IntervalReusesResults) {

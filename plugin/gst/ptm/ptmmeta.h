@@ -34,7 +34,7 @@ typedef struct _GstPtmClassificationMeta GstPtmClassificationMeta;
  * @scores: scores (softmax or sigmoid probabilities, or raw logits) of those classes
  * @labels: label of each class (never NULL; "" when unknown)
  * @model: the model that produced them (architecture name)
- * @inference_ns: time the model took for this frame's batch, in nanoseconds
+ * @inference_ns: model time for this frame in nanoseconds (its batch's time divided by the batch size)
  * @frame_number: index of the frame in the stream (from 0, reset on flush)
  * @reused: TRUE when the result is carried over from an earlier frame
  *   (ptminfer's interval property)
