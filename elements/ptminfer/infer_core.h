@@ -52,6 +52,10 @@ class InferCore {
   std::vector<FrameResult> flush();
   size_t queued() const { return pending_.size(); }
   void drop_queued();
+
+  // Scores one frame's logits: output function, smoothing, top-k,
+  // hysteresis, threshold (what flush() does per inferred frame).
+  FrameResult rank(std::vector<float> logits, uint64_t inference_ns = 0) { return score(std::move(logits), inference_ns); }
   void reset();  // new segment / flush: frame count and smoothing restart
   // Changes top_k, threshold, output, interval, smoothing and hysteresis
   // (the fields that may change while frames flow); the model stays.

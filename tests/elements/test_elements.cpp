@@ -323,7 +323,7 @@ TEST(Meta, SurvivesBufferCopies) {
 }
 
 TEST(Elements, StateCyclingWithDefaults) {
-  for (const char* name : {"ptmpreprocess", "ptminfer"}) {
+  for (const char* name : {"ptmpreprocess", "ptminfer", "ptmoverlay"}) {
     GstElement* e = gst_element_factory_make(name, nullptr);
     ASSERT_TRUE(e) << name << " not found: is the plugin built?";
     for (int i = 0; i < 2; ++i) {
@@ -333,7 +333,8 @@ TEST(Elements, StateCyclingWithDefaults) {
     gst_object_unref(e);
   }
   Outcome r;
-  for (int i = 0; i < 2; ++i) run(src("I420", 64, 48, 2) + "ptmpreprocess ! ptminfer model=" + model() + kSink, r);
+  for (int i = 0; i < 2; ++i)
+    run(src("I420", 64, 48, 2) + "ptmpreprocess ! ptminfer model=" + model() + " ! ptmoverlay" + kSink, r);
   EXPECT_EQ(r.results.size(), 4u) << r.error;
 }
 

@@ -39,9 +39,11 @@ def pipeline_results(model_path, classes, resize, crop, interp, with_preprocess)
     if with_preprocess:
         pre = (f"ptmpreprocess resize={resize} size={crop} "
                f"interpolation={'bicubic' if interp == T.InterpolationMode.BICUBIC else 'bilinear'} ! ")
+    # The frames the Python loop sees are taken before the overlay draws on them.
     desc = (f'filesrc location="{VIDEO}" ! decodebin ! videoconvert ! video/x-raw,format=RGB ! '
-            f"identity eos-after={FRAMES} ! {pre}"
-            f'ptminfer model="{model_path}" output=logits top-k={classes} ! appsink name=out sync=false')
+            f"identity eos-after={FRAMES} ! tee name=t t. ! queue ! appsink name=out sync=false "
+            f"t. ! queue ! {pre}"
+            f'ptminfer model="{model_path}" output=logits top-k={classes} ! ptmoverlay ! fakesink sync=false')
     p = Gst.parse_launch(desc)
     sink = p.get_by_name("out")
     bus = p.get_bus()
@@ -59,9 +61,10 @@ def pipeline_results(model_path, classes, resize, crop, interp, with_preprocess)
         img = Image.frombuffer("RGB", (w, h), bytes(info.data), "raw", "RGB", stride, 1).copy()
         buf.unmap(info)
         frames.append(img)
-    while True:
-        msg = bus.pop()
-        if msg is None:
+    while True:  # until the inference branch is done too
+        msg = bus.timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR
+                                     | Gst.MessageType.ELEMENT)
+        if msg is None or msg.type == Gst.MessageType.EOS:
             break
         if msg.type == Gst.MessageType.ERROR:
             raise RuntimeError(msg.parse_error()[0].message)
