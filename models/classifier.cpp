@@ -211,6 +211,40 @@ void Classifier::forward(const float* input, int64_t n, int64_t h, int64_t w, st
   logits.assign(y.data_ptr<float>(), y.data_ptr<float>() + y.numel());
 }
 
+namespace {
+void require_linear_head(const ClassifierModulePtr& m, const ModelInfo& info) {
+  if (!m) throw ModelError("fine-tuning needs a built-in architecture, not " + info.format);
+  const ArchInfo* a = find_architecture(info.architecture);
+  auto p = m->named_parameters();
+  if (!a || !p.contains(a->head + ".weight") || p[a->head + ".weight"].dim() != 2)
+    throw ModelError(info.architecture + " has no linear classification head to fine-tune");
+}
+}  // namespace
+
+at::Tensor Classifier::features(const at::Tensor& input) {
+  require_linear_head(impl_->eager, impl_->info);
+  c10::InferenceMode guard;
+  return impl_->eager->embed(input.to(at::kFloat).contiguous());
+}
+
+int64_t Classifier::feature_size() const {
+  require_linear_head(impl_->eager, impl_->info);
+  return impl_->eager->named_parameters()[head_prefix() + ".weight"].size(1);
+}
+
+std::string Classifier::head_prefix() const {
+  const ArchInfo* a = find_architecture(impl_->info.architecture);
+  return a ? a->head : "";
+}
+
+StateDict Classifier::state_dict() const {
+  require_linear_head(impl_->eager, impl_->info);
+  StateDict sd;
+  for (const auto& p : impl_->eager->named_parameters(true)) sd.entries.push_back({p.key(), p.value().detach()});
+  for (const auto& b : impl_->eager->named_buffers(true)) sd.entries.push_back({b.key(), b.value().detach()});
+  return sd;
+}
+
 std::vector<Prediction> top_k(const float* scores, int64_t count, int k) {
   std::vector<Prediction> all;
   all.reserve(size_t(count));

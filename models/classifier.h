@@ -63,6 +63,14 @@ class Classifier {
 
   const std::string& label(int64_t index) const;
 
+  // For fine-tuning (built-in architectures with a linear head only; throws
+  // ModelError otherwise): the features the head sees (N x D), and the
+  // weights with torchvision's keys.
+  at::Tensor features(const at::Tensor& input);
+  StateDict state_dict() const;
+  std::string head_prefix() const;  // e.g. "fc", "classifier.1"
+  int64_t feature_size() const;
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

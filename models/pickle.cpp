@@ -45,6 +45,7 @@ constexpr const char* kAllowedCalls[] = {
     "builtins.set",
     "builtins.frozenset",
     "torch._utils._rebuild_from_type_v2",
+    "torch.jit._pickle.restore_type_tag",  // LibTorch's pickle_save: (value, "Dict[str, Tensor]")
 };
 
 // Classes that may appear as the target type of _rebuild_from_type_v2; they
@@ -239,6 +240,10 @@ Ref Machine::call(const Value& fn, const Value& args) {
     if (!inner.is(Value::Kind::Global) || inner.s == name || !allowed_call(inner.s))
       fail("_rebuild_from_type_v2 with an unsupported function");
     return call(inner, *args.items[2]);
+  }
+  if (name == "torch.jit._pickle.restore_type_tag") {
+    if (args.items.empty()) fail("restore_type_tag without a value");
+    return args.items[0];  // the type tag only annotates the value
   }
   if (tensor_type(name)) fail("refusing to construct '" + name + "'");
   if (name == "torch.Size") {

@@ -4,12 +4,14 @@
 #include "../elements/ptminfer/gstptminfer.h"
 #include "../elements/ptmoverlay/gstptmoverlay.h"
 #include "../elements/ptmpreprocess/gstptmpreprocess.h"
+#include "../elements/ptmtrainsink/gstptmtrainsink.h"
 
 static gboolean plugin_init(GstPlugin* plugin) {
   gboolean ok = FALSE;
   ok |= GST_ELEMENT_REGISTER(ptmpreprocess, plugin);
   ok |= GST_ELEMENT_REGISTER(ptminfer, plugin);
   ok |= GST_ELEMENT_REGISTER(ptmoverlay, plugin);
+  ok |= GST_ELEMENT_REGISTER(ptmtrainsink, plugin);
   return ok;
 }
 

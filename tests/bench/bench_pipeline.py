@@ -16,13 +16,13 @@ import sys
 import time
 
 import gi
+
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst  # noqa: E402  (before torch: see README, "Python applications")
 import torch
 import torchvision
 import torchvision.transforms as T
 from PIL import Image
-
-gi.require_version("Gst", "1.0")
-from gi.repository import Gst  # noqa: E402
 
 VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 W, H = 1280, 720

@@ -15,14 +15,14 @@ import os
 import sys
 
 import gi
+
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst  # noqa: E402  (before torch: see README, "Python applications")
 import numpy as np
 import torch
 import torchvision
 import torchvision.transforms as T
 from PIL import Image
-
-gi.require_version("Gst", "1.0")
-from gi.repository import Gst  # noqa: E402
 
 VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 FRAMES = 6

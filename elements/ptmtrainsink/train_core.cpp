@@ -1,0 +1,128 @@
+#include "train_core.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "models/error.h"
+#include "models/writer.h"
+
+namespace ptm {
+
+namespace {
+
+PreprocessConfig config_for(const ModelInfo& m) {
+  PreprocessConfig c;
+  c.resize_size = m.resize_size;
+  c.crop_width = c.crop_height = m.crop_size;
+  c.filter = m.bicubic ? Filter::Bicubic : Filter::Bilinear;
+  return c;
+}
+
+ClassifierOptions eager(ClassifierOptions o) {
+  o.optimize = false;  // features come from the eager modules
+  return o;
+}
+
+}  // namespace
+
+TrainCore::TrainCore(const ClassifierOptions& backbone, const SampleSettings& s)
+    : classifier_(eager(backbone)), preprocessor_(config_for(classifier_.info())), settings_(s), rng_(s.seed) {
+  classifier_.feature_size();  // throws when the model has no linear head
+  if (settings_.max_samples < 1) settings_.max_samples = 1;
+}
+
+bool TrainCore::add(const FrameView& frame, const float* tensor, const std::string& label) {
+  const int s = crop_size();
+  const size_t plane = size_t(3) * size_t(s) * size_t(s);
+  if (!tensor) {
+    input_.resize(plane);
+    preprocessor_.run(frame, input_.data());
+    tensor = input_.data();
+  }
+  at::Tensor x = at::from_blob(const_cast<float*>(tensor), {1, 3, s, s}, at::kFloat);
+  at::Tensor f = classifier_.features(x).contiguous();
+  std::vector<float> feat(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
+
+  const uint64_t n = ++seen_[label];
+  auto& prev = previous_[label];
+  if (settings_.min_change > 0 && !prev.empty()) {
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < feat.size(); ++i) {
+      diff += double(feat[i] - prev[i]) * double(feat[i] - prev[i]);
+      norm += double(prev[i]) * double(prev[i]);
+    }
+    if (std::sqrt(diff) < settings_.min_change * std::sqrt(std::max(norm, 1e-12))) return false;
+  }
+  prev = feat;
+  auto& bank = kept_[label];
+  if (bank.size() < size_t(settings_.max_samples)) {
+    bank.push_back(std::move(feat));
+    return true;
+  }
+  // Reservoir sampling over the frames seen of this label.
+  const uint64_t j = std::uniform_int_distribution<uint64_t>(0, n - 1)(rng_);
+  if (j < uint64_t(settings_.max_samples)) {
+    bank[size_t(j)] = std::move(feat);
+    return true;
+  }
+  return false;
+}
+
+size_t TrainCore::samples() const {
+  size_t n = 0;
+  for (const auto& [l, v] : kept_) n += v.size();
+  return n;
+}
+
+std::map<std::string, size_t> TrainCore::per_class() const {
+  std::map<std::string, size_t> m;
+  for (const auto& [l, v] : kept_) m[l] = v.size();
+  return m;
+}
+
+std::string TrainCore::labels_path_for(const std::string& output) {
+  const auto slash = output.find_last_of('/');
+  const auto dot = output.find_last_of('.');
+  const std::string stem = dot != std::string::npos && (slash == std::string::npos || dot > slash) ? output.substr(0, dot)
+                                                                                                  : output;
+  return stem + ".labels.txt";
+}
+
+TrainOutcome TrainCore::train(const TrainSettings& t, const std::string& output,
+                              const std::function<void(const EpochReport&)>& progress) {
+  if (output.empty()) throw ModelError("no output file set");
+  if (kept_.empty()) throw ModelError("no labelled frames were collected");
+  if (kept_.size() < 2)
+    throw ModelError("only one label ('" + kept_.begin()->first + "') was collected; training needs two or more");
+  TrainOutcome out;
+  const int64_t d = classifier_.feature_size();
+  std::vector<float> xs;
+  std::vector<int64_t> ys;
+  for (const auto& [label, bank] : kept_) {  // std::map: labels sorted
+    const int64_t cls = int64_t(out.labels.size());
+    out.labels.push_back(label);
+    for (const auto& f : bank) {
+      xs.insert(xs.end(), f.begin(), f.end());
+      ys.push_back(cls);
+    }
+  }
+  at::Tensor x = at::from_blob(xs.data(), {int64_t(ys.size()), d}, at::kFloat);
+  at::Tensor y = at::from_blob(ys.data(), {int64_t(ys.size())}, at::kLong);
+  out.head = train_linear_head(x, y, int64_t(out.labels.size()), t, progress);
+
+  // The backbone's weights plus the new head, with torchvision's keys.
+  StateDict sd = classifier_.state_dict();
+  const std::string head = classifier_.head_prefix();
+  for (auto& e : sd.entries) {
+    if (e.name == head + ".weight") e.tensor = out.head.weight;
+    if (e.name == head + ".bias") e.tensor = out.head.bias;
+  }
+  out.model_path = output;
+  out.labels_path = labels_path_for(output);
+  save_state_dict(output, sd);
+  save_labels(out.labels_path, out.labels);
+  return out;
+}
+
+}  // namespace ptm

@@ -1,0 +1,86 @@
+#include "writer.h"
+
+#include <torch/serialize.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+
+namespace ptm {
+
+namespace {
+
+std::string why() { return std::strerror(errno); }
+
+std::string dir_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const void* data, size_t size) {
+  std::string tmp = path + ".tmp-XXXXXX";
+  const int fd = ::mkstemp(tmp.data());
+  if (fd < 0) throw ModelError("cannot write '" + path + "': cannot create a temporary file beside it: " + why());
+  auto fail = [&](const std::string& what) {
+    const std::string reason = why();
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw ModelError("cannot write '" + path + "': " + what + ": " + reason);
+  };
+  const char* p = static_cast<const char*>(data);
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t w = ::write(fd, p + done, size - done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      fail("write failed");
+    }
+    done += size_t(w);
+  }
+  if (::fchmod(fd, 0644) != 0) fail("chmod failed");
+  if (::fsync(fd) != 0) fail("fsync failed");
+  if (::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    throw ModelError("cannot write '" + path + "': close failed: " + why());
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string reason = why();
+    ::unlink(tmp.c_str());
+    throw ModelError("cannot write '" + path + "': rename failed: " + reason);
+  }
+  // The rename itself must reach the disk.
+  const int dfd = ::open(dir_of(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+std::vector<char> serialize_state_dict(const StateDict& state) {
+  c10::Dict<std::string, at::Tensor> d;
+  for (const auto& e : state.entries) d.insert(e.name, e.tensor.detach().contiguous());
+  return torch::pickle_save(c10::IValue(d));
+}
+
+void save_state_dict(const std::string& path, const StateDict& state) {
+  const std::vector<char> bytes = serialize_state_dict(state);
+  write_file_atomic(path, bytes.data(), bytes.size());
+}
+
+void save_labels(const std::string& path, const std::vector<std::string>& labels) {
+  std::string text;
+  for (const auto& l : labels) {
+    if (l.find('\n') != std::string::npos) throw ModelError("label '" + l + "' contains a line break");
+    text += l + "\n";
+  }
+  write_file_atomic(path, text.data(), text.size());
+}
+
+}  // namespace ptm
