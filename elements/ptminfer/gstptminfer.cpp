@@ -24,6 +24,8 @@
 #include <gst/video/video.h>
 
 #include <deque>
+#include <sys/stat.h>
+#include <thread>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -53,6 +55,7 @@ enum {
   PROP_RESULTS_FILE,
   PROP_POST_MESSAGES,
   PROP_BATCH_SIZE,
+  PROP_RELOAD_ON_CHANGE,
 };
 
 typedef enum { PTM_DEVICE_AUTO, PTM_DEVICE_CPU, PTM_DEVICE_CUDA } GstPtmDevice;
@@ -94,6 +97,7 @@ struct Settings {
   double smoothing = 0.0;
   bool post_messages = true;
   guint batch_size = 1;
+  bool reload_on_change = false;
 };
 
 struct State {
@@ -115,10 +119,41 @@ struct State {
 
 }  // namespace
 
+// Identity of a model file, to notice replacements (reload-on-change).
+struct FileStamp {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  off_t size = 0;
+  int64_t mtime_ns = 0;
+  bool operator==(const FileStamp& o) const {
+    return dev == o.dev && ino == o.ino && size == o.size && mtime_ns == o.mtime_ns;
+  }
+};
+
+static FileStamp stamp_of(const std::string& path) {
+  struct stat st {};
+  FileStamp f;
+  if (::stat(path.c_str(), &st) == 0) {
+    f.dev = st.st_dev;
+    f.ino = st.st_ino;
+    f.size = st.st_size;
+    f.mtime_ns = int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  }
+  return f;
+}
+
 struct Private {
   std::mutex lock;  // guards settings
   Settings settings;
   std::optional<State> state;  // built in start(), dropped in stop()
+
+  // Live reload: a model loads on `loader`; the streaming thread swaps it in
+  // between two buffers, so no frame ever sees a half-loaded model.
+  std::mutex reload_lock;  // guards next_core
+  std::thread loader;
+  std::unique_ptr<ptm::InferCore> next_core;
+  FileStamp loaded_stamp;
+  gint64 last_check_us = 0;
 };
 
 struct _GstPtmInfer {
@@ -139,12 +174,121 @@ static bool playing_or_paused(GstPtmInfer* self) {
   return s == GST_STATE_PLAYING || s == GST_STATE_PAUSED;
 }
 
+static ptm::InferSettings model_settings(const Settings& s) {
+  ptm::InferSettings is;
+  is.model.model = s.model;
+  is.model.architecture = s.architecture;
+  is.model.labels = s.labels;
+  is.model.num_classes = s.num_classes;
+  is.model.threads = s.num_threads;
+  return is;
+}
+
+static void post_reload(GstPtmInfer* self, const std::string& model, bool ok, const std::string& reason) {
+  gst_element_post_message(
+      GST_ELEMENT(self),
+      gst_message_new_element(GST_OBJECT(self),
+                              gst_structure_new("model-reload", "model", G_TYPE_STRING, model.c_str(), "success",
+                                                G_TYPE_BOOLEAN, ok, "reason", G_TYPE_STRING, reason.c_str(),
+                                                nullptr)));
+}
+
+// Loads the configured model on a background thread; on success it waits in
+// next_core for the streaming thread, on failure the old model keeps serving.
+static void start_reload(GstPtmInfer* self) {
+  Private& p = *self->priv;
+  if (p.loader.joinable()) p.loader.join();
+  const Settings s = settings_copy(self);
+  int crop = 0;
+  {
+    std::lock_guard<std::mutex> g(p.reload_lock);
+    if (!p.state) return;  // not running: start() loads it
+    crop = p.state->core->info().crop_size;
+  }
+  gst_object_ref(self);
+  p.loader = std::thread([self, s, crop] {
+    Private& p = *self->priv;
+    const FileStamp stamp = stamp_of(s.model);
+    try {
+      auto core = std::make_unique<ptm::InferCore>(model_settings(s));
+      if (core->info().crop_size != crop)
+        throw ptm::ModelError("it wants " + std::to_string(core->info().crop_size) + "x" +
+                              std::to_string(core->info().crop_size) + " input, the running model " +
+                              std::to_string(crop) + "x" + std::to_string(crop));
+      {
+        std::lock_guard<std::mutex> g(p.reload_lock);
+        p.next_core = std::move(core);
+        p.loaded_stamp = stamp;
+      }
+      GST_INFO_OBJECT(self, "loaded %s; it takes over at the next frame", s.model.c_str());
+      post_reload(self, s.model, true, "");
+    } catch (const std::exception& e) {
+      {
+        std::lock_guard<std::mutex> g(p.reload_lock);
+        p.loaded_stamp = stamp;  // do not retry the same bad file
+      }
+      GST_ELEMENT_WARNING(self, RESOURCE, OPEN_READ,
+                          ("Could not reload model '%s'; the previous model keeps running", s.model.c_str()),
+                          ("%s", e.what()));
+      post_reload(self, s.model, false, e.what());
+    }
+    gst_object_unref(self);
+  });
+}
+
+static bool classify_pending(GstPtmInfer* self, State& st);
+
+// Streaming thread, before each buffer: adopt a freshly loaded model, and
+// with reload-on-change look for a replaced file (twice a second at most).
+static void maybe_swap(GstPtmInfer* self, State& st, const Settings& s) {
+  Private& p = *self->priv;
+  if (s.reload_on_change) {
+    const gint64 now = g_get_monotonic_time();
+    if (now - p.last_check_us > 500000) {
+      p.last_check_us = now;
+      FileStamp current = stamp_of(s.model), loaded;
+      {
+        std::lock_guard<std::mutex> g(p.reload_lock);
+        loaded = p.loaded_stamp;
+      }
+      if (!(current == loaded) && current.size > 0) {
+        {
+          std::lock_guard<std::mutex> g(p.reload_lock);
+          p.loaded_stamp = current;
+        }
+        GST_INFO_OBJECT(self, "%s changed on disk: reloading", s.model.c_str());
+        start_reload(self);
+      }
+    }
+  }
+  std::unique_ptr<ptm::InferCore> next;
+  {
+    std::lock_guard<std::mutex> g(p.reload_lock);
+    next = std::move(p.next_core);
+  }
+  if (next) {
+    classify_pending(self, st);  // a batch in progress finishes with the old model
+    std::lock_guard<std::mutex> g(p.reload_lock);
+    st.core = std::move(next);
+    st.warned_tensor = false;
+  }
+}
+
 static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
   auto* self = GST_PTM_INFER(object);
   // Model-defining properties take effect at the next start.
-  if (playing_or_paused(self) && (id == PROP_MODEL || id == PROP_ARCHITECTURE || id == PROP_LABELS ||
-                                  id == PROP_NUM_CLASSES || id == PROP_DEVICE || id == PROP_NUM_THREADS ||
-                                  id == PROP_RESULTS_FILE || id == PROP_BATCH_SIZE)) {
+  if (playing_or_paused(self) && (id == PROP_MODEL || id == PROP_LABELS)) {
+    // A new model (or labels) while running: load it in the background.
+    {
+      std::lock_guard<std::mutex> g(self->priv->lock);
+      (id == PROP_MODEL ? self->priv->settings.model : self->priv->settings.labels) =
+          g_value_get_string(value) ? g_value_get_string(value) : "";
+    }
+    start_reload(self);
+    return;
+  }
+  if (playing_or_paused(self) && (id == PROP_ARCHITECTURE || id == PROP_NUM_CLASSES || id == PROP_DEVICE ||
+                                  id == PROP_NUM_THREADS || id == PROP_RESULTS_FILE || id == PROP_BATCH_SIZE)) {
     GST_WARNING_OBJECT(self, "'%s' can only change in the NULL or READY state; ignored", pspec->name);
     return;
   }
@@ -167,6 +311,7 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
     case PROP_RESULTS_FILE: s.results_file = str(value); break;
     case PROP_POST_MESSAGES: s.post_messages = g_value_get_boolean(value); break;
     case PROP_BATCH_SIZE: s.batch_size = g_value_get_uint(value); break;
+    case PROP_RELOAD_ON_CHANGE: s.reload_on_change = g_value_get_boolean(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
@@ -192,6 +337,7 @@ static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value,
     case PROP_RESULTS_FILE: str(s.results_file); break;
     case PROP_POST_MESSAGES: g_value_set_boolean(value, s.post_messages); break;
     case PROP_BATCH_SIZE: g_value_set_uint(value, s.batch_size); break;
+    case PROP_RELOAD_ON_CHANGE: g_value_set_boolean(value, s.reload_on_change); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
@@ -222,15 +368,8 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
   }
   State st;
   const bool ok = ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
-                               "Could not load model '" + s.model + "'", [&] {
-                                 ptm::InferSettings is;
-                                 is.model.model = s.model;
-                                 is.model.architecture = s.architecture;
-                                 is.model.labels = s.labels;
-                                 is.model.num_classes = s.num_classes;
-                                 is.model.threads = s.num_threads;
-                                 st.core = std::make_unique<ptm::InferCore>(is);
-                               });
+                               "Could not load model '" + s.model + "'",
+                               [&] { st.core = std::make_unique<ptm::InferCore>(model_settings(s)); });
   if (!ok) return FALSE;
   if (!s.results_file.empty() &&
       !ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_WRITE,
@@ -242,12 +381,18 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
   GST_INFO_OBJECT(self, "loaded %s: %s, %" G_GINT64_FORMAT " classes, %s, input %dx%d", s.model.c_str(),
                   m.architecture.c_str(), m.num_classes, m.format.c_str(), m.crop_size, m.crop_size);
   for (const auto& n : m.notes) GST_INFO_OBJECT(self, "%s", n.c_str());
+  std::lock_guard<std::mutex> g(self->priv->reload_lock);
+  self->priv->loaded_stamp = stamp_of(s.model);
   self->priv->state.emplace(std::move(st));
   return TRUE;
 }
 
 static gboolean gst_ptm_infer_stop(GstBaseTransform* trans) {
-  GST_PTM_INFER(trans)->priv->state.reset();
+  Private& p = *GST_PTM_INFER(trans)->priv;
+  if (p.loader.joinable()) p.loader.join();
+  std::lock_guard<std::mutex> g(p.reload_lock);
+  p.next_core.reset();
+  p.state.reset();
   return TRUE;
 }
 
@@ -412,6 +557,7 @@ static GstFlowReturn gst_ptm_infer_transform_ip(GstBaseTransform* trans, GstBuff
   if (!self->priv->state || !self->priv->state->have_info) return GST_FLOW_NOT_NEGOTIATED;
   State& st = *self->priv->state;
   const Settings s = settings_copy(self);
+  maybe_swap(self, st, s);
   if (!queue_buffer(self, st, buf)) return GST_FLOW_ERROR;
   std::vector<ptm::FrameResult> r;
   if (!ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
@@ -431,6 +577,7 @@ static GstFlowReturn gst_ptm_infer_submit_input_buffer(GstBaseTransform* trans, 
     gst_buffer_unref(buf);
     return GST_FLOW_NOT_NEGOTIATED;
   }
+  maybe_swap(self, st, settings_copy(self));
   st.pending.push_back(buf);
   if (!queue_buffer(self, st, buf)) return GST_FLOW_ERROR;
   if (st.pending.size() >= st.batch && !classify_pending(self, st)) return GST_FLOW_ERROR;
@@ -466,7 +613,9 @@ static GstFlowReturn drain(GstPtmInfer* self) {
 }
 
 static void gst_ptm_infer_finalize(GObject* object) {
-  delete GST_PTM_INFER(object)->priv;
+  Private* p = GST_PTM_INFER(object)->priv;
+  if (p->loader.joinable()) p->loader.join();
+  delete p;
   G_OBJECT_CLASS(gst_ptm_infer_parent_class)->finalize(object);
 }
 
@@ -496,8 +645,10 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
       gobject_class, PROP_MODEL,
       g_param_spec_string("model", "Model file",
                           "Model file (.pth/.pt state dict or checkpoint, .safetensors, or TorchScript). "
-                          "Loaded when the element starts; changeable in NULL/READY",
-                          nullptr, ready));
+                          "Loaded at start; set while playing, the new model loads in the background and takes "
+                          "over between two frames (a file that fails to load or needs another input size "
+                          "leaves the old model running, with a warning and a 'model-reload' message)",
+                          nullptr, live));
   g_object_class_install_property(
       gobject_class, PROP_ARCHITECTURE,
       g_param_spec_string("architecture", "Architecture",
@@ -507,8 +658,8 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
       gobject_class, PROP_LABELS,
       g_param_spec_string("labels", "Labels file",
                           "Text file with one label per line; empty: ImageNet names for 1000-class models, "
-                          "else 'class N'",
-                          nullptr, ready));
+                          "else 'class N'. Set while playing, the model reloads with these labels",
+                          nullptr, live));
   g_object_class_install_property(
       gobject_class, PROP_NUM_CLASSES,
       g_param_spec_int("num-classes", "Number of classes",
@@ -562,6 +713,12 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
                         "Frames classified together in one forward pass (batched in time: a frame waits until "
                         "the batch is full, EOS or a caps change); results equal batch size 1",
                         1, 256, 1, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_RELOAD_ON_CHANGE,
+      g_param_spec_boolean("reload-on-change", "Reload on change",
+                           "Reload the model when its file is replaced (checked twice a second), e.g. by "
+                           "ptmtrainsink writing new weights",
+                           FALSE, live));
   g_object_class_install_property(
       gobject_class, PROP_POST_MESSAGES,
       g_param_spec_boolean("post-messages", "Post messages",

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Live model reload in ptminfer: 100 model swaps while a 30 fps live
+source flows — valid models, a corrupt file and a model needing another
+input size in turn. Every output frame must be classified by exactly one
+complete model (its full logit vector equals one valid model's), and a bad
+file must leave the previous model serving, with a warning and a
+'model-reload' message. Then reload-on-change picks up a replaced file.
+
+    test_reload.py FIXTURES_DIR OUT_DIR
+"""
+import os
+import shutil
+import sys
+import threading
+import time
+
+import gi
+
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst  # noqa: E402  (before torch: see README, "Python applications")
+
+import numpy as np  # noqa: E402
+
+SOURCE = "videotestsrc is-live=true pattern=circular ! video/x-raw,format=RGB,width=160,height=120,framerate=30/1"  # a static picture: every frame the same
+VALID = ["mobilenet_v3_small", "shufflenet_v2_x0_5", "squeezenet1_1"]
+
+
+def logits_of(structure):
+    return tuple(structure.get_value("class-ids")), np.array(structure.get_value("scores"), dtype=np.float64)
+
+
+def same(a, b):
+    """Same model: same top-10 classes, logits equal within 1e-4 relative."""
+    return a[0] == b[0] and np.abs(a[1] - b[1]).max() <= 1e-4 * max(1.0, np.abs(b[1]).max())
+
+
+def reference(fixtures, name):
+    p = Gst.parse_launch(f"{SOURCE} ! identity eos-after=3 ! ptminfer model={fixtures}/{name}.pth output=logits "
+                         f"top-k=10 ! fakesink")
+    bus = p.get_bus()
+    p.set_state(Gst.State.PLAYING)
+    out = None
+    while True:
+        m = bus.timed_pop_filtered(30 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ELEMENT | Gst.MessageType.ERROR)
+        if m is None or m.type != Gst.MessageType.ELEMENT:
+            break
+        out = logits_of(m.get_structure())
+    p.set_state(Gst.State.NULL)
+    return out
+
+
+def main():
+    fixtures, out = sys.argv[1], sys.argv[2]
+    os.makedirs(out, exist_ok=True)
+    Gst.init(None)
+    refs = {name: reference(fixtures, name) for name in VALID}
+    corrupt = os.path.join(out, "corrupt.pth")
+    data = open(os.path.join(fixtures, "shufflenet_v2_x0_5.pth"), "rb").read()
+    open(corrupt, "wb").write(data[: len(data) // 2])
+    incompatible = os.path.join(fixtures, "efficientnet_b1.pth")  # 240x240 input
+    cycle = [f"{fixtures}/{VALID[0]}.pth", corrupt, f"{fixtures}/{VALID[1]}.pth", incompatible,
+             f"{fixtures}/{VALID[2]}.pth"]
+
+    p = Gst.parse_launch(f"{SOURCE} ! ptminfer name=inf model={cycle[0]} output=logits top-k=10 ! fakesink")
+    inf = p.get_by_name("inf")
+    bus = p.get_bus()
+    frames, reloads, warnings = [], [], []
+    done = threading.Event()
+
+    def pump():
+        while not done.is_set():
+            m = bus.timed_pop(100 * Gst.MSECOND)
+            if m is None:
+                continue
+            s = m.get_structure()
+            if m.type == Gst.MessageType.ELEMENT and s.get_name() == "ptm-classification":
+                frames.append(logits_of(s))
+            elif m.type == Gst.MessageType.ELEMENT and s.get_name() == "model-reload":
+                reloads.append((s.get_value("model"), s.get_value("success"), s.get_value("reason"), len(frames)))
+            elif m.type == Gst.MessageType.WARNING:
+                warnings.append(m.parse_warning()[0].message)
+            elif m.type == Gst.MessageType.ERROR:
+                warnings.append("ERROR " + m.parse_error()[0].message)
+
+    t = threading.Thread(target=pump)
+    t.start()
+    p.set_state(Gst.State.PLAYING)
+    time.sleep(0.5)
+    start = time.time()
+    for i in range(1, 101):
+        n = len(reloads)
+        inf.set_property("model", cycle[i % len(cycle)])
+        deadline = time.time() + 30
+        while len(reloads) == n and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # let a few frames through with the outcome
+    swaps = time.time() - start
+
+    # reload-on-change: replace the running model's file.
+    live = os.path.join(out, "live.pth")
+    shutil.copy(f"{fixtures}/{VALID[0]}.pth", live)
+    inf.set_property("reload-on-change", True)
+    n = len(reloads)
+    inf.set_property("model", live)
+    while len(reloads) == n:
+        time.sleep(0.01)
+    n = len(reloads)
+    tmp = live + ".tmp"
+    shutil.copy(f"{fixtures}/{VALID[1]}.pth", tmp)
+    os.replace(tmp, live)
+    deadline = time.time() + 10
+    while len(reloads) == n and time.time() < deadline:
+        time.sleep(0.05)
+    changed = len(reloads) > n and reloads[-1][1]
+    time.sleep(0.3)
+    p.set_state(Gst.State.NULL)
+    done.set()
+    t.join()
+
+    stray = [f for f in frames if not any(same(f, r) for r in refs.values())]
+    if stray:
+        print("first stray:", stray[0], "refs:", list(refs.values()))
+    ok_reloads = sum(1 for r in reloads if r[1])
+    bad = [r for r in reloads if not r[1]]
+    # Frames between a refused file and the next reload come from the model
+    # that was serving before it.
+    serving, kept = cycle[0], True
+    for i, (model, success, _, at) in enumerate(reloads[:100]):
+        if success:
+            serving = model
+            continue
+        name = os.path.basename(serving)[:-4]
+        end = reloads[i + 1][3] if i + 1 < len(reloads) else len(frames)
+        kept &= name in refs and all(same(f, refs[name]) for f in frames[at:end])
+    failures = []
+
+    def check(cond, what):
+        print(("ok   " if cond else "FAIL ") + what, flush=True)
+        if not cond:
+            failures.append(what)
+
+    check(len(frames) > 200, f"{len(frames)} frames classified during {swaps:.1f} s of swapping")
+    check(not stray, f"every frame classified by exactly one complete model ({len(stray)} strays)")
+    check(len(reloads) >= 101, f"{len(reloads)} model-reload messages ({ok_reloads} loaded, {len(bad)} refused)")
+    check(all(("corrupt" in m and ("truncated" in r or "zip" in r or "CRC" in r)) or ("efficientnet_b1" in m and "240x240" in r)
+              for m, _, r, _ in bad) and len(bad) == 40, "bad files refused with the reason, 40 of them")
+    check(len([w for w in warnings if "keeps running" in w]) == 40 and not any(w.startswith("ERROR") for w in warnings),
+          "a warning per refused file, no error")
+    check(kept and len(bad) == 40, "the previous model kept serving after each refusal")
+    check(changed, "reload-on-change picked up the replaced file")
+    print(f"{7 - len(failures)} passed, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
