@@ -12,6 +12,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <unistd.h>
 
 #include "architectures.h"
 #include "error.h"
@@ -166,10 +167,19 @@ Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl
       }
     }
   }
-  if (!o.labels.empty()) {
-    info.labels = read_labels_file(o.labels);
+  std::string labels_file = o.labels;
+  if (labels_file.empty()) {
+    // A labels file written beside the model (ptmtrainsink does) is used.
+    const std::string beside = labels_path_beside(o.model);
+    if (::access(beside.c_str(), R_OK) == 0) {
+      labels_file = beside;
+      info.notes.push_back("labels from " + beside);
+    }
+  }
+  if (!labels_file.empty()) {
+    info.labels = read_labels_file(labels_file);
     if (int64_t(info.labels.size()) != info.num_classes)
-      throw ModelError("'" + o.labels + "' has " + std::to_string(info.labels.size()) +
+      throw ModelError("'" + labels_file + "' has " + std::to_string(info.labels.size()) +
                        " labels but the model has " + std::to_string(info.num_classes) + " classes");
   } else if (info.num_classes == 1000) {
     info.labels = imagenet_labels();

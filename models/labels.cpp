@@ -24,4 +24,11 @@ std::vector<std::string> read_labels_file(const std::string& path) {
   return out;
 }
 
+std::string labels_path_beside(const std::string& model) {
+  const auto slash = model.find_last_of('/');
+  const auto dot = model.find_last_of('.');
+  const bool has_ext = dot != std::string::npos && (slash == std::string::npos || dot > slash + 1);
+  return (has_ext ? model.substr(0, dot) : model) + ".labels.txt";
+}
+
 }  // namespace ptm

@@ -13,4 +13,8 @@ const std::vector<std::string>& imagenet_labels();
 // line number stays the class id). Throws ModelError naming the file.
 std::vector<std::string> read_labels_file(const std::string& path);
 
+// The labels file ptmtrainsink writes beside a model: "<stem>.labels.txt"
+// for "<stem>.<ext>".
+std::string labels_path_beside(const std::string& model_path);
+
 }  // namespace ptm

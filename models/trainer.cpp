@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <random>
 
@@ -73,7 +74,7 @@ TrainedHead train_linear_head(const at::Tensor& features, const at::Tensor& labe
   out.train_samples = int64_t(train_idx.size());
   out.validation_samples = int64_t(val_idx.size());
   at::Tensor best_w = head->weight.detach().clone(), best_b = head->bias.detach().clone();
-  double best = -1;
+  double best = -std::numeric_limits<double>::infinity();
   int since_best = 0;
   std::vector<int64_t> order(train_idx.size());
   for (int epoch = 1; epoch <= s.epochs; ++epoch) {

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "models/error.h"
+#include "models/labels.h"
 #include "models/writer.h"
 
 namespace ptm {
@@ -81,13 +82,7 @@ std::map<std::string, size_t> TrainCore::per_class() const {
   return m;
 }
 
-std::string TrainCore::labels_path_for(const std::string& output) {
-  const auto slash = output.find_last_of('/');
-  const auto dot = output.find_last_of('.');
-  const std::string stem = dot != std::string::npos && (slash == std::string::npos || dot > slash) ? output.substr(0, dot)
-                                                                                                  : output;
-  return stem + ".labels.txt";
-}
+std::string TrainCore::labels_path_for(const std::string& output) { return labels_path_beside(output); }
 
 TrainOutcome TrainCore::train(const TrainSettings& t, const std::string& output,
                               const std::function<void(const EpochReport&)>& progress) {
