@@ -268,6 +268,7 @@ static void maybe_swap(GstPtmInfer* self, State& st, const Settings& s) {
   }
   if (next) {
     classify_pending(self, st);  // a batch in progress finishes with the old model
+    next->set_next_frame(st.core->next_frame());
     std::lock_guard<std::mutex> g(p.reload_lock);
     st.core = std::move(next);
     st.warned_tensor = false;

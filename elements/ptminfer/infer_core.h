@@ -57,6 +57,9 @@ class InferCore {
   // hysteresis, threshold (what flush() does per inferred frame).
   FrameResult rank(std::vector<float> logits, uint64_t inference_ns = 0) { return score(std::move(logits), inference_ns); }
   void reset();  // new segment / flush: frame count and smoothing restart
+  // Frame numbering continues across a model swap.
+  uint64_t next_frame() const { return frame_; }
+  void set_next_frame(uint64_t f) { frame_ = f; }
   // Changes top_k, threshold, output, interval, smoothing and hysteresis
   // (the fields that may change while frames flow); the model stays.
   void update_scoring(const InferSettings& s);
