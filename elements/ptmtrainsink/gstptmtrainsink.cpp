@@ -59,6 +59,7 @@ enum {
   PROP_OPTIMIZER,
   PROP_NUM_THREADS,
   PROP_TRAIN_ON_EOS,
+  PROP_EXPORT_DIR,
 };
 
 enum { SIGNAL_TRAIN, N_SIGNALS };
@@ -76,7 +77,7 @@ static GType gst_ptm_optimizer_get_type(void) {
 
 namespace {
 struct Settings {
-  std::string model, architecture, label, output;
+  std::string model, architecture, label, output, export_dir;
   int max_samples = 500, num_threads = 0;
   double min_change = 0.0;
   ptm::TrainSettings train;
@@ -133,6 +134,7 @@ static void gst_ptm_train_sink_set_property(GObject* object, guint id, const GVa
     case PROP_OPTIMIZER: s.train.optimizer = ptm::OptimizerKind(g_value_get_enum(value)); break;
     case PROP_NUM_THREADS: s.num_threads = g_value_get_int(value); break;
     case PROP_TRAIN_ON_EOS: s.train_on_eos = g_value_get_boolean(value); break;
+    case PROP_EXPORT_DIR: s.export_dir = str(); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
@@ -159,6 +161,7 @@ static void gst_ptm_train_sink_get_property(GObject* object, guint id, GValue* v
     case PROP_OPTIMIZER: g_value_set_enum(value, int(s.train.optimizer)); break;
     case PROP_NUM_THREADS: g_value_set_int(value, s.num_threads); break;
     case PROP_TRAIN_ON_EOS: g_value_set_boolean(value, s.train_on_eos); break;
+    case PROP_EXPORT_DIR: str(s.export_dir); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
@@ -181,6 +184,7 @@ static gboolean gst_ptm_train_sink_start(GstBaseSink* sink) {
                       ss.max_samples = s.max_samples;
                       ss.min_change = s.min_change;
                       ss.seed = s.train.seed;
+                      ss.keep_images = !s.export_dir.empty();
                       st.core = std::make_unique<ptm::TrainCore>(o, ss);
                     }))
     return FALSE;
@@ -232,6 +236,12 @@ static bool train_now(GstPtmTrainSink* self) {
                     "Training failed (an existing '" + s.output + "' is left as it was)",
                     [&] { out = core.train(s.train, s.output, progress); }))
     return false;
+  size_t exported = 0;
+  if (!s.export_dir.empty() &&
+      !ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_WRITE,
+                    "Could not export the dataset to '" + s.export_dir + "'",
+                    [&] { exported = core.export_dataset(s.export_dir); }))
+    return false;
   GValue labels = G_VALUE_INIT;
   gst_value_array_init(&labels, out.labels.size());
   for (const auto& l : out.labels) {
@@ -243,7 +253,8 @@ static bool train_now(GstPtmTrainSink* self) {
   GstStructure* st = gst_structure_new(
       "ptm-training-done", "output", G_TYPE_STRING, out.model_path.c_str(), "labels-file", G_TYPE_STRING,
       out.labels_path.c_str(), "classes", G_TYPE_INT, int(out.labels.size()), "samples", G_TYPE_INT,
-      int(out.head.train_samples + out.head.validation_samples), "validation-accuracy", G_TYPE_DOUBLE,
+      int(out.head.train_samples + out.head.validation_samples), "exported", G_TYPE_INT, int(exported),
+      "validation-accuracy", G_TYPE_DOUBLE,
       out.head.validation_accuracy, "best-epoch", G_TYPE_INT, out.head.best_epoch, nullptr);
   gst_structure_take_value(st, "labels", &labels);
   gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), st));
@@ -358,6 +369,11 @@ static void gst_ptm_train_sink_class_init(GstPtmTrainSinkClass* klass) {
   g_object_class_install_property(gobject_class, PROP_TRAIN_ON_EOS,
       g_param_spec_boolean("train-on-eos", "Train on EOS", "Train and write the output when the stream ends", TRUE,
                            live));
+  g_object_class_install_property(gobject_class, PROP_EXPORT_DIR,
+      g_param_spec_string("export-dir", "Export directory",
+                          "Also write the kept frames (the model's input crops) as an ImageFolder dataset, "
+                          "<dir>/<label>/<n>.jpg, for training elsewhere; empty: off",
+                          nullptr, ready));
   /**
    * GstPtmTrainSink::train:
    *

@@ -2,7 +2,11 @@
 
 #include <ATen/ATen.h>
 
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
 #include <cmath>
+#include <filesystem>
 
 #include "models/error.h"
 #include "models/labels.h"
@@ -57,17 +61,24 @@ bool TrainCore::add(const FrameView& frame, const float* tensor, const std::stri
   }
   prev = feat;
   auto& bank = kept_[label];
+  auto& imgs = images_[label];
+  size_t slot;
   if (bank.size() < size_t(settings_.max_samples)) {
-    bank.push_back(std::move(feat));
-    return true;
+    slot = bank.size();
+    bank.emplace_back();
+    if (settings_.keep_images) imgs.emplace_back();
+  } else {
+    // Reservoir sampling over the frames seen of this label.
+    const uint64_t j = std::uniform_int_distribution<uint64_t>(0, n - 1)(rng_);
+    if (j >= uint64_t(settings_.max_samples)) return false;
+    slot = size_t(j);
   }
-  // Reservoir sampling over the frames seen of this label.
-  const uint64_t j = std::uniform_int_distribution<uint64_t>(0, n - 1)(rng_);
-  if (j < uint64_t(settings_.max_samples)) {
-    bank[size_t(j)] = std::move(feat);
-    return true;
+  bank[slot] = std::move(feat);
+  if (settings_.keep_images) {
+    imgs[slot].resize(plane);
+    preprocessor_.run_u8(frame, imgs[slot].data());
   }
-  return false;
+  return true;
 }
 
 size_t TrainCore::samples() const {
@@ -80,6 +91,32 @@ std::map<std::string, size_t> TrainCore::per_class() const {
   std::map<std::string, size_t> m;
   for (const auto& [l, v] : kept_) m[l] = v.size();
   return m;
+}
+
+size_t TrainCore::export_dataset(const std::string& dir) const {
+  if (!settings_.keep_images) throw ModelError("images were not kept: set the export directory before collecting");
+  const int s = crop_size();
+  size_t n = 0;
+  for (const auto& [label, imgs] : images_) {
+    std::string safe = label;
+    for (char& c : safe)
+      if (c == '/' || c == '\\' || c == '\0') c = '_';
+    if (safe.empty() || safe == "." || safe == "..") safe = "_" + safe;
+    const std::string sub = dir + "/" + safe;
+    std::error_code ec;
+    std::filesystem::create_directories(sub, ec);
+    if (ec) throw ModelError("cannot create '" + sub + "': " + ec.message());
+    for (size_t i = 0; i < imgs.size(); ++i) {
+      cv::Mat rgb(s, s, CV_8UC3, const_cast<uint8_t*>(imgs[i].data())), bgr;
+      cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
+      std::vector<uint8_t> jpg;
+      if (!cv::imencode(".jpg", bgr, jpg, {cv::IMWRITE_JPEG_QUALITY, 95}))
+        throw ModelError("cannot encode a JPEG for '" + label + "'");
+      write_file_atomic(sub + "/" + std::to_string(i) + ".jpg", jpg.data(), jpg.size());
+      ++n;
+    }
+  }
+  return n;
 }
 
 std::string TrainCore::labels_path_for(const std::string& output) { return labels_path_beside(output); }

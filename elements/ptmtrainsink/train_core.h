@@ -23,6 +23,7 @@ struct SampleSettings {
   double min_change = 0.0;  // skip a frame whose features moved less than this
                             // (relative L2) from the previous frame of its label
   uint64_t seed = 0;
+  bool keep_images = false;  // also keep each kept sample's 8-bit crop (for export_dataset)
 };
 
 struct TrainOutcome {
@@ -50,12 +51,17 @@ class TrainCore {
 
   static std::string labels_path_for(const std::string& output);
 
+  // Writes the kept samples' crops as an ImageFolder dataset:
+  // <dir>/<label>/<n>.jpg (each file atomically). Needs keep_images.
+  size_t export_dataset(const std::string& dir) const;
+
  private:
   Classifier classifier_;
   Preprocessor preprocessor_;
   SampleSettings settings_;
   std::mt19937_64 rng_;
   std::map<std::string, std::vector<std::vector<float>>> kept_;
+  std::map<std::string, std::vector<std::vector<uint8_t>>> images_;  // RGB crops, parallel to kept_
   std::map<std::string, uint64_t> seen_;
   std::map<std::string, std::vector<float>> previous_;
   std::vector<float> input_;

@@ -17,6 +17,7 @@
 """
 import json
 import os
+import shutil
 import sys
 
 import gi
@@ -84,8 +85,8 @@ def sources(n, speed, w, h, offset):
         f"timestamp-offset={offset} ! video/x-raw,format=RGB,width={w},height={h} ! c. " for pat in PATTERNS)
 
 
-def train(backbone, output, n=30, seed=RECIPE["seed"], collect=None, patterns=PATTERNS):
-    desc = (f"concat name=c ! videoconvert ! ptmtrainsink model={backbone} output={output} seed={seed} "
+def train(backbone, output, n=30, seed=RECIPE["seed"], collect=None, patterns=PATTERNS, extra=""):
+    desc = (f"concat name=c ! videoconvert ! ptmtrainsink model={backbone} output={output} seed={seed} {extra} "
             f"epochs={RECIPE['epochs']} learning-rate={RECIPE['learning_rate']} batch-size={RECIPE['batch_size']} "
             + " ".join(
                 f"videotestsrc name=src_{pat.replace('-', '_')} pattern={pat} num-buffers={n} horizontal-speed=2 "
@@ -119,11 +120,15 @@ def main():
 
     # Learning through the pipeline.
     model = os.path.join(out, "patterns.pth")
-    msgs, error, train_frames = train(backbone, model, collect=True)
+    export = os.path.join(out, "dataset")
+    shutil.rmtree(export, ignore_errors=True)
+    msgs, error, train_frames = train(backbone, model, collect=True, extra=f"export-dir={export} max-samples=25")
     check(error is None, f"training pipeline ran ({error})")
     done = [s for name, s in msgs if name == "ptm-training-done"]
     epochs = [s for name, s in msgs if name == "ptm-training"]
     check(len(done) == 1 and len(epochs) >= 1, f"progress and completion posted ({len(epochs)} epochs)")
+    files = {d: len(os.listdir(os.path.join(export, d))) for d in sorted(os.listdir(export))}
+    check(files == {p: 25 for p in sorted(PATTERNS)}, f"ImageFolder export, 25 kept a class: {files}")
     labels = os.path.join(out, "patterns.labels.txt")
     check(open(labels).read().split("\n")[:4] == sorted(PATTERNS), "labels file beside the output")
     acc, test_frames = evaluate(model, labels)
@@ -201,7 +206,7 @@ def main():
 
     # Reproducibility.
     again = os.path.join(out, "again.pth")
-    train(backbone, again)
+    train(backbone, again, extra="max-samples=25")  # same input and settings as the first run
     a, b = torch.load(model), torch.load(again)
     check(a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "same seed and input: identical weights")
 
@@ -213,7 +218,7 @@ def main():
     msgs, error, _ = train(backbone, "/nonexistent-dir/x.pth")
     check(error is not None and "/nonexistent-dir/x.pth" in error, f"unwritable output: error ({error})")
 
-    print(f"{9 - len(failures)} passed, {len(failures)} failed")
+    print(f"{10 - len(failures)} passed, {len(failures)} failed")
     return 1 if failures else 0
 
 
