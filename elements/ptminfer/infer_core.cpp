@@ -11,9 +11,7 @@
 
 namespace ptm {
 
-namespace {
-
-PreprocessConfig config_for(const ModelInfo& m) {
+PreprocessConfig preprocess_config_for(const ModelInfo& m) {
   PreprocessConfig c;
   c.resize_size = m.resize_size;
   c.crop_width = c.crop_height = m.crop_size;
@@ -21,10 +19,8 @@ PreprocessConfig config_for(const ModelInfo& m) {
   return c;
 }
 
-}  // namespace
-
 InferCore::InferCore(const InferSettings& s)
-    : settings_(s), classifier_(s.model), preprocessor_(config_for(classifier_.info())) {
+    : settings_(s), classifier_(s.model), preprocessor_(preprocess_config_for(classifier_.info())) {
   if (settings_.top_k < 1) settings_.top_k = 1;
   if (settings_.interval < 1) settings_.interval = 1;
   settings_.smoothing = std::clamp(settings_.smoothing, 0.0, 0.999);

@@ -33,6 +33,9 @@ struct FrameResult {
   uint64_t frame = 0;
 };
 
+// torchvision's eval transform for a model (size, resize, interpolation).
+PreprocessConfig preprocess_config_for(const ModelInfo& m);
+
 class InferCore {
  public:
   explicit InferCore(const InferSettings& s);  // loads the model; throws ModelError

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "infer_core.h"
 #include "models/error.h"
 #include "models/labels.h"
 #include "models/writer.h"
@@ -15,14 +16,6 @@
 namespace ptm {
 
 namespace {
-
-PreprocessConfig config_for(const ModelInfo& m) {
-  PreprocessConfig c;
-  c.resize_size = m.resize_size;
-  c.crop_width = c.crop_height = m.crop_size;
-  c.filter = m.bicubic ? Filter::Bicubic : Filter::Bilinear;
-  return c;
-}
 
 ClassifierOptions eager(ClassifierOptions o) {
   o.optimize = false;  // features come from the eager modules
@@ -32,7 +25,7 @@ ClassifierOptions eager(ClassifierOptions o) {
 }  // namespace
 
 TrainCore::TrainCore(const ClassifierOptions& backbone, const SampleSettings& s)
-    : classifier_(eager(backbone)), preprocessor_(config_for(classifier_.info())), settings_(s), rng_(s.seed) {
+    : classifier_(eager(backbone)), preprocessor_(preprocess_config_for(classifier_.info())), settings_(s), rng_(s.seed) {
   classifier_.feature_size();  // throws when the model has no linear head
   if (settings_.max_samples < 1) settings_.max_samples = 1;
 }
