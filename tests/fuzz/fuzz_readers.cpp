@@ -54,6 +54,5 @@ int main(int argc, char** argv) {
   ::unlink(tmp.c_str());
   std::printf("%d mutated files: %d loaded, %d rejected with a message, no memory error\n", loaded + rejected, loaded,
               rejected);
-  std::printf("%d passed, 0 failed\n", loaded + rejected);
   return 0;
 }
