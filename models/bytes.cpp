@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -70,6 +71,23 @@ Bytes read_file(const std::string& path, uint64_t max_size) {
   Bytes b;
   b.data = buf;
   b.size = size;
+  return b;
+}
+
+Bytes map_file(const std::string& path) {
+  struct stat st {};
+  Fd f = open_regular(path, &st);
+  Bytes b;
+  b.size = size_t(st.st_size);
+  if (b.size == 0) {
+    b.data = std::shared_ptr<const uint8_t>(new uint8_t[1], std::default_delete<uint8_t[]>());
+    return b;
+  }
+  void* p = ::mmap(nullptr, b.size, PROT_READ, MAP_PRIVATE, f.fd, 0);
+  if (p == MAP_FAILED) throw ModelError("cannot map '" + path + "': " + errno_text(errno));
+  const size_t size = b.size;
+  b.data = std::shared_ptr<const uint8_t>(static_cast<const uint8_t*>(p),
+                                          [size](const uint8_t* q) { ::munmap(const_cast<uint8_t*>(q), size); });
   return b;
 }
 

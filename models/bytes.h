@@ -27,6 +27,10 @@ struct Bytes {
 // (missing, a directory, unreadable, larger than `max_size`).
 Bytes read_file(const std::string& path, uint64_t max_size = uint64_t(64) << 30);
 
+// Maps a regular file read-only without reading it: pages are read only
+// when touched (format sniffing looks at the head and a zip's directory).
+Bytes map_file(const std::string& path);
+
 // Reads at most `n` bytes from the start of a file (format sniffing).
 std::string read_head(const std::string& path, size_t n);
 

@@ -140,12 +140,13 @@ void strip_prefixes(StateDict& sd, std::vector<std::string>& notes) {
 // (pattern, replacement). torchvision's own DenseNet loader applies the
 // first one to its published weights.
 struct KeyRule {
+  const char* contains;  // cheap prefilter: keys without it are left alone
   const char* pattern;
   const char* replacement;
   const char* note;
 };
 const KeyRule kKeyRules[] = {
-    {R"(^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$)",
+    {"denselayer", R"(^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$)",
      "$1$2", "renamed DenseNet keys from torchvision's published layout ('norm.1' -> 'norm1')"},
 };
 
@@ -155,7 +156,7 @@ void normalize_keys(StateDict& sd, std::vector<std::string>& notes) {
     const std::regex re(rule.pattern);
     size_t changed = 0;
     for (auto& e : sd.entries) {
-      if (e.name.find("denselayer") == std::string::npos) continue;
+      if (e.name.find(rule.contains) == std::string::npos) continue;
       std::string renamed = std::regex_replace(e.name, re, rule.replacement);
       if (renamed != e.name) {
         e.name = std::move(renamed);
@@ -227,8 +228,8 @@ StorageId parse_pid(const Value& pid, bool legacy, const std::string& what) {
   return id;
 }
 
-void read_zip(Checkpoint& ck, Bytes file, const ReadOptions& opt) {
-  ZipArchive zip(file, ck.path);
+void read_zip(Checkpoint& ck, const ZipArchive& zip, const ReadOptions& opt) {
+  const Bytes& file = zip.file();
   if (opt.verify_checksums) zip.verify_all();
   const ZipEntry* pkl = nullptr;
   for (const auto& e : zip.entries()) {
@@ -335,7 +336,6 @@ void read_legacy(Checkpoint& ck, Bytes file, const ReadOptions& opt) {
   }
   for (const auto& [key, v] : storages)
     if (!v->storage->bytes.defined()) throw ModelError(what + ": data of storage '" + key + "' is missing");
-  (void)opt;
   collect(unwrap(*root, opt, ck), ck);
 }
 
@@ -435,19 +435,20 @@ void read_safetensors(Checkpoint& ck, Bytes file) {
 
 namespace {
 
-FileFormat sniff(const Bytes& file, const std::string& path) {
+bool is_torchscript(const ZipArchive& zip) {
+  for (const auto& e : zip.entries()) {
+    auto slash = e.name.find('/');
+    if (slash == std::string::npos) continue;
+    if (e.name.compare(slash + 1, 5, "code/") == 0 || e.name.compare(slash + 1, std::string::npos, "constants.pkl") == 0)
+      return true;
+  }
+  return false;
+}
+
+// Formats other than zip, from the first bytes.
+FileFormat sniff_head(const Bytes& file, const std::string& path) {
   if (file.size == 0) throw ModelError("'" + path + "' is empty");
   const std::string head(file.view(0, std::min<size_t>(file.size, 16)));
-  if (looks_like_zip(head)) {
-    ZipArchive zip(file, path);
-    for (const auto& e : zip.entries()) {
-      auto slash = e.name.find('/');
-      if (slash == std::string::npos) continue;
-      std::string rest = e.name.substr(slash + 1);
-      if (rest.rfind("code/", 0) == 0 || rest == "constants.pkl") return FileFormat::TorchScript;
-    }
-    return FileFormat::TorchZip;
-  }
   if (head.rfind(kLegacyMagic, 0) == 0) return FileFormat::TorchLegacy;
   // safetensors: a little-endian u64 header length, then the JSON header.
   if (head.size() >= 9 && head[8] == '{') return FileFormat::SafeTensors;
@@ -458,24 +459,37 @@ FileFormat sniff(const Bytes& file, const std::string& path) {
   throw ModelError("'" + path + "' is not a PyTorch (.pth/.pt), TorchScript or safetensors file");
 }
 
+bool zip_head(const Bytes& file) {
+  return file.size >= 4 && looks_like_zip(std::string(file.view(0, 4)));
+}
+
 }  // namespace
 
-FileFormat sniff_format(const std::string& path) { return sniff(read_file(path), path); }
+FileFormat sniff_format(const std::string& path) {
+  // Mapped, not read: only the head and a zip's directory are touched.
+  const Bytes file = map_file(path);
+  if (zip_head(file)) return is_torchscript(ZipArchive(file, path)) ? FileFormat::TorchScript : FileFormat::TorchZip;
+  return sniff_head(file, path);
+}
 
 Checkpoint read_checkpoint(const std::string& path, const ReadOptions& options) {
   Checkpoint ck;
   ck.path = path;
   Bytes file = read_file(path);
   ck.file_bytes = file.size;
-  ck.format = sniff(file, path);
-  switch (ck.format) {
-    case FileFormat::TorchZip: read_zip(ck, file, options); break;
-    case FileFormat::TorchLegacy: read_legacy(ck, file, options); break;
-    case FileFormat::SafeTensors: read_safetensors(ck, file); break;
-    case FileFormat::TorchScript:
-      file = Bytes();
+  if (zip_head(file)) {
+    const ZipArchive zip(std::move(file), path);
+    if (is_torchscript(zip)) {
+      ck.format = FileFormat::TorchScript;
       ck.state = read_torchscript_state(path);
-      break;
+    } else {
+      ck.format = FileFormat::TorchZip;
+      read_zip(ck, zip, options);
+    }
+  } else {
+    ck.format = sniff_head(file, path);
+    if (ck.format == FileFormat::TorchLegacy) read_legacy(ck, file, options);
+    else read_safetensors(ck, file);
   }
   if (ck.state.entries.empty()) throw ModelError("'" + path + "' holds no tensors");
   for (const auto& e : ck.state.entries) check_dtype(path, e.name, e.tensor.scalar_type());

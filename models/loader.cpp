@@ -172,7 +172,7 @@ LoadReport load_into(torch::nn::Module& module, const std::string& architecture,
                       "' is newly initialised and needs training");
   }
 
-  size_t used = 0, skipped_nbt = 0;
+  size_t skipped_nbt = 0;
   at::NoGradGuard no_grad;
   for (auto& [key, target] : targets) {
     auto it = sd.find(key);
@@ -185,7 +185,6 @@ LoadReport load_into(torch::nn::Module& module, const std::string& architecture,
       if (!(r.head_replaced && in_head)) r.missing.push_back(key);
       continue;
     }
-    ++used;
     if (r.head_replaced && in_head) continue;
     const at::Tensor& src = *it->second;
     if (src.sizes() != target.sizes()) {
@@ -203,7 +202,6 @@ LoadReport load_into(torch::nn::Module& module, const std::string& architecture,
   for (const auto& t : targets) known.emplace(t.first, true);
   for (const auto& e : state.entries)
     if (!known.count(e.name)) r.unexpected.push_back(e.name);
-  (void)used;
   if (skipped_nbt) r.notes.push_back(std::to_string(skipped_nbt) + " BatchNorm num_batches_tracked counters absent (older checkpoint); left at 0");
   if (options.strict && !r.clean())
     throw ModelError("the weights do not fit " + r.summary() + ":\n" + r.details());

@@ -133,7 +133,7 @@ class Machine {
 
   Ref global(const std::string& module, const std::string& name);
   Ref call(const Value& fn, const Value& args);
-  Ref rebuild_tensor(const Value& args, bool v2);
+  Ref rebuild_tensor(const Value& args);
   void memo_put(uint64_t idx) { memo_[idx] = top(); }
   Ref memo_get(uint64_t idx) {
     auto it = memo_.find(idx);
@@ -174,7 +174,7 @@ int64_t checked_dim(const Value& v, const char* what) {
   return d;
 }
 
-Ref Machine::rebuild_tensor(const Value& args, bool v2) {
+Ref Machine::rebuild_tensor(const Value& args) {
   if (!args.is(Value::Kind::Tuple) || args.items.size() < 4)
     fail("malformed tensor record");
   const Value& st = *args.items[0];
@@ -206,7 +206,6 @@ Ref Machine::rebuild_tensor(const Value& args, bool v2) {
   if (numel > 0 && (add_overflows(extent, uint64_t(offset), &end) || end >= uint64_t(storage.numel)))
     fail("tensor reaches element " + std::to_string(extent + uint64_t(offset)) +
          " of a storage holding " + std::to_string(storage.numel));
-  (void)v2;
   Ref r = make(Value::Kind::Tensor);
   r->storage = st.storage;
   r->view_offset = offset;
@@ -223,8 +222,7 @@ Ref Machine::call(const Value& fn, const Value& args) {
     if (!args.items.empty()) fail("OrderedDict with arguments is not supported");
     return make(Value::Kind::Dict);
   }
-  if (name == "torch._utils._rebuild_tensor_v2") return rebuild_tensor(args, true);
-  if (name == "torch._utils._rebuild_tensor") return rebuild_tensor(args, false);
+  if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") return rebuild_tensor(args);
   if (name == "torch._utils._rebuild_parameter" ||
       name == "torch._utils._rebuild_parameter_with_state") {
     if (args.items.empty() || !args.items[0]->is(Value::Kind::Tensor))

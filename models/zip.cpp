@@ -101,14 +101,14 @@ ZipArchive::ZipArchive(Bytes file, std::string path) : file_(std::move(file)), p
         lh.fail("declares " + std::to_string(usize) + " bytes but the file holds only " +
                 std::to_string(cd_offset > e.data_offset ? cd_offset - e.data_offset : 0));
     }
+    index_.emplace(e.name, entries_.size());
     entries_.push_back(std::move(e));
   }
 }
 
 const ZipEntry* ZipArchive::find(const std::string& name) const {
-  for (const auto& e : entries_)
-    if (e.name == name) return &e;
-  return nullptr;
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &entries_[it->second];
 }
 
 const uint8_t* ZipArchive::data(const ZipEntry& e, bool verify) const {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "bytes.h"
@@ -36,6 +37,7 @@ class ZipArchive {
   Bytes file_;
   std::string path_;
   std::vector<ZipEntry> entries_;
+  std::unordered_map<std::string, size_t> index_;  // name -> entries_ position
 };
 
 bool looks_like_zip(const std::string& head);
