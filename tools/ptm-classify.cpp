@@ -1,16 +1,17 @@
 // ptm-classify --model FILE [options] IMAGE...
 // Classifies still images with any supported model file and prints the
-// top-k labels. A quick check of a model outside a pipeline; the
-// pipeline's ptmpreprocess is the torchvision-exact preprocessing.
+// top-k labels, with the same torchvision-exact preprocessing as the
+// pipeline (images decoded by OpenCV).
 #include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 
 #include <cstdio>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "infer_core.h"
 #include "models/classifier.h"
+#include "preprocess_core.h"
 
 namespace {
 
@@ -18,26 +19,6 @@ int usage() {
   std::cerr << "usage: ptm-classify --model FILE [--arch NAME] [--labels FILE] [--num-classes N]\n"
                "                    [--top-k K] [--threads N] [--eager] IMAGE...\n";
   return 2;
-}
-
-// Shorter side to `resize` (area filter when shrinking), centre crop
-// `crop`, ImageNet mean/std, RGB planes.
-std::vector<float> preprocess(const cv::Mat& bgr, int resize, int crop) {
-  const double s = double(resize) / std::min(bgr.cols, bgr.rows);
-  cv::Mat scaled, rgb;
-  cv::resize(bgr, scaled, cv::Size(std::max(crop, int(bgr.cols * s + 0.5)), std::max(crop, int(bgr.rows * s + 0.5))), 0, 0,
-             s < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
-  const int x0 = (scaled.cols - crop) / 2, y0 = (scaled.rows - crop) / 2;
-  cv::cvtColor(scaled(cv::Rect(x0, y0, crop, crop)), rgb, cv::COLOR_BGR2RGB);
-  const float mean[] = {0.485f, 0.456f, 0.406f}, stdv[] = {0.229f, 0.224f, 0.225f};
-  std::vector<float> out(size_t(3) * crop * crop);
-  for (int y = 0; y < crop; ++y) {
-    const uint8_t* row = rgb.ptr<uint8_t>(y);
-    for (int x = 0; x < crop; ++x)
-      for (int c = 0; c < 3; ++c)
-        out[(size_t(c) * crop + y) * crop + x] = (row[x * 3 + c] / 255.f - mean[c]) / stdv[c];
-  }
-  return out;
 }
 
 }  // namespace
@@ -81,7 +62,14 @@ int main(int argc, char** argv) {
         status = 1;
         continue;
       }
-      std::vector<float> input = preprocess(img, info.resize_size, info.crop_size), logits;
+      ptm::FrameView frame;
+      frame.format = ptm::PixelFormat::BGR;
+      frame.width = img.cols;
+      frame.height = img.rows;
+      frame.planes[0] = img.data;
+      frame.strides[0] = int(img.step);
+      std::vector<float> input(size_t(3) * size_t(info.crop_size) * size_t(info.crop_size)), logits;
+      ptm::Preprocessor(ptm::preprocess_config_for(info)).run(frame, input.data());
       clf.forward(input.data(), 1, info.crop_size, info.crop_size, logits);
       ptm::softmax_inplace(logits.data(), int64_t(logits.size()));
       std::cout << path << ":\n";

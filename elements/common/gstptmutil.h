@@ -8,9 +8,16 @@
 #include <exception>
 #include <string>
 
+#include "gst/ptm/ptmmeta.h"
 #include "preprocess_core.h"
 
 namespace ptm {
+
+// Property flags: changeable only in NULL/READY, or at any time.
+constexpr GParamFlags kParamReady =
+    GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY);
+constexpr GParamFlags kParamLive =
+    GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
 
 // The raw formats every ptm element accepts, for caps strings.
 #define PTM_VIDEO_FORMATS "{ RGB, BGR, RGBA, BGRA, RGBx, BGRx, xRGB, xBGR, ARGB, ABGR, GRAY8, I420, NV12 }"
@@ -61,6 +68,19 @@ inline FrameView frame_view(const GstVideoFrame& f) {
                                                          : YuvMatrix::BT601;
   v.full_range = c.range == GST_VIDEO_COLOR_RANGE_0_255;
   return v;
+}
+
+// The tensor an upstream ptmpreprocess attached, when it is what a model
+// with `size` x `size` RGB input expects; else nullptr (the element then
+// preprocesses the frame itself). `*unfit` says a tensor was there but did
+// not fit.
+inline const float* fitting_tensor(GstBuffer* buf, int size, bool* unfit) {
+  const GstPtmTensorMeta* tm = gst_buffer_get_ptm_tensor_meta(buf);
+  *unfit = false;
+  if (!tm) return nullptr;
+  if (tm->channels == 3 && int(tm->width) == size && int(tm->height) == size && !tm->bgr) return tm->data;
+  *unfit = true;
+  return nullptr;
 }
 
 // Runs `fn`; an exception becomes GST_ELEMENT_ERROR (domain/code given) with

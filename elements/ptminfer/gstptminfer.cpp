@@ -485,23 +485,20 @@ static void post_result(GstPtmInfer* self, GstBuffer* buf, const ptm::FrameResul
 
 // Maps the frame and queues it in the core (preprocessed, or its tensor
 // meta copied when it fits the model).
-static bool queue_buffer(GstPtmInfer* self, State& st, GstBuffer* buf) {
-  st.core->update_scoring(scoring_of(settings_copy(self)));  // interval decides what is queued
+static bool queue_buffer(GstPtmInfer* self, State& st, const Settings& s, GstBuffer* buf) {
+  st.core->update_scoring(scoring_of(s));  // interval decides what is queued
   GstVideoFrame frame;
   if (!gst_video_frame_map(&frame, &st.info, buf, GST_MAP_READ)) {
     GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Could not map the video frame"), (nullptr));
     return false;
   }
-  const float* tensor = nullptr;
-  if (const GstPtmTensorMeta* tm = gst_buffer_get_ptm_tensor_meta(buf)) {
-    const ptm::PreprocessConfig want = st.core->preprocess_config();
-    if (tm->channels == 3 && int(tm->width) == want.crop_width && int(tm->height) == want.crop_height && !tm->bgr) {
-      tensor = tm->data;
-    } else if (!st.warned_tensor) {
-      GST_WARNING_OBJECT(self, "tensor meta is %ux%ux%u but the model wants 3x%dx%d RGB: preprocessing here",
-                         tm->channels, tm->height, tm->width, want.crop_height, want.crop_width);
-      st.warned_tensor = true;
-    }
+  bool unfit = false;
+  const int size = st.core->info().crop_size;
+  const float* tensor = ptm::fitting_tensor(buf, size, &unfit);
+  if (unfit && !st.warned_tensor) {
+    GST_WARNING_OBJECT(self, "the tensor meta is not the 3x%dx%d RGB input the model wants: preprocessing here", size,
+                       size);
+    st.warned_tensor = true;
   }
   const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Preprocessing failed",
                                [&] { st.core->queue(ptm::frame_view(frame), tensor); });
@@ -559,7 +556,7 @@ static GstFlowReturn gst_ptm_infer_transform_ip(GstBaseTransform* trans, GstBuff
   State& st = *self->priv->state;
   const Settings s = settings_copy(self);
   maybe_swap(self, st, s);
-  if (!queue_buffer(self, st, buf)) return GST_FLOW_ERROR;
+  if (!queue_buffer(self, st, s, buf)) return GST_FLOW_ERROR;
   std::vector<ptm::FrameResult> r;
   if (!ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
                     [&] { r = st.core->flush(); }))
@@ -578,9 +575,10 @@ static GstFlowReturn gst_ptm_infer_submit_input_buffer(GstBaseTransform* trans, 
     gst_buffer_unref(buf);
     return GST_FLOW_NOT_NEGOTIATED;
   }
-  maybe_swap(self, st, settings_copy(self));
+  const Settings s = settings_copy(self);
+  maybe_swap(self, st, s);
   st.pending.push_back(buf);
-  if (!queue_buffer(self, st, buf)) return GST_FLOW_ERROR;
+  if (!queue_buffer(self, st, s, buf)) return GST_FLOW_ERROR;
   if (st.pending.size() >= st.batch && !classify_pending(self, st)) return GST_FLOW_ERROR;
   return GST_FLOW_OK;
 }
@@ -633,8 +631,8 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
   gobject_class->get_property = gst_ptm_infer_get_property;
   gobject_class->finalize = gst_ptm_infer_finalize;
 
-  const auto ready = GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY);
-  const auto live = GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
+  const auto ready = ptm::kParamReady;
+  const auto live = ptm::kParamLive;
   /**
    * GstPtmInfer:model:
    *

@@ -152,7 +152,7 @@ static void gst_ptm_overlay_class_init(GstPtmOverlayClass* klass) {
   gobject_class->set_property = gst_ptm_overlay_set_property;
   gobject_class->get_property = gst_ptm_overlay_get_property;
   gobject_class->finalize = gst_ptm_overlay_finalize;
-  const auto live = GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
+  const auto live = ptm::kParamLive;
   g_object_class_install_property(gobject_class, PROP_POSITION,
                                   g_param_spec_enum("position", "Position", "Corner of the frame for the results",
                                                     GST_TYPE_PTM_CORNER, int(ptm::Corner::TopLeft), live));

@@ -266,7 +266,7 @@ static void gst_ptm_preprocess_class_init(GstPtmPreprocessClass* klass) {
   gobject_class->set_property = gst_ptm_preprocess_set_property;
   gobject_class->get_property = gst_ptm_preprocess_get_property;
   gobject_class->finalize = gst_ptm_preprocess_finalize;
-  const auto live = GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
+  const auto live = ptm::kParamLive;
   g_object_class_install_property(
       gobject_class, PROP_SIZE,
       g_param_spec_int("size", "Size", "Width and height of the tensor (torchvision's CenterCrop size)", 1, 8192,

@@ -275,11 +275,8 @@ static GstFlowReturn gst_ptm_train_sink_render(GstBaseSink* sink, GstBuffer* buf
     GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Could not map the video frame"), (nullptr));
     return GST_FLOW_ERROR;
   }
-  const float* tensor = nullptr;
-  if (const GstPtmTensorMeta* tm = gst_buffer_get_ptm_tensor_meta(buf))
-    if (tm->channels == 3 && int(tm->width) == st.core->crop_size() && int(tm->height) == st.core->crop_size() &&
-        !tm->bgr)
-      tensor = tm->data;
+  bool unfit = false;
+  const float* tensor = ptm::fitting_tensor(buf, st.core->crop_size(), &unfit);
   const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Feature extraction failed",
                                [&] { st.core->add(ptm::frame_view(frame), tensor, label); });
   gst_video_frame_unmap(&frame);
@@ -323,8 +320,8 @@ static void gst_ptm_train_sink_class_init(GstPtmTrainSinkClass* klass) {
   gobject_class->set_property = gst_ptm_train_sink_set_property;
   gobject_class->get_property = gst_ptm_train_sink_get_property;
   gobject_class->finalize = gst_ptm_train_sink_finalize;
-  const auto ready = GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY);
-  const auto live = GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
+  const auto ready = ptm::kParamReady;
+  const auto live = ptm::kParamLive;
   g_object_class_install_property(gobject_class, PROP_MODEL,
       g_param_spec_string("model", "Model file", "Weights of the backbone (a built-in architecture with a linear head)",
                           nullptr, ready));

@@ -112,8 +112,6 @@ size_t TrainCore::export_dataset(const std::string& dir) const {
   return n;
 }
 
-std::string TrainCore::labels_path_for(const std::string& output) { return labels_path_beside(output); }
-
 TrainOutcome TrainCore::train(const TrainSettings& t, const std::string& output,
                               const std::function<void(const EpochReport&)>& progress) {
   if (output.empty()) throw ModelError("no output file set");
@@ -144,7 +142,7 @@ TrainOutcome TrainCore::train(const TrainSettings& t, const std::string& output,
     if (e.name == head + ".bias") e.tensor = out.head.bias;
   }
   out.model_path = output;
-  out.labels_path = labels_path_for(output);
+  out.labels_path = labels_path_beside(output);
   save_state_dict(output, sd);
   save_labels(out.labels_path, out.labels);
   return out;

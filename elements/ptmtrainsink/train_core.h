@@ -44,12 +44,10 @@ class TrainCore {
   int crop_size() const { return classifier_.info().crop_size; }
 
   // Trains and writes `output` (state dict) and its labels file
-  // (`<output without extension>.labels.txt`), both atomically. Throws
+  // (labels_path_beside(output)), both atomically. Throws
   // ModelError (nothing is written then).
   TrainOutcome train(const TrainSettings& t, const std::string& output,
                      const std::function<void(const EpochReport&)>& progress = nullptr);
-
-  static std::string labels_path_for(const std::string& output);
 
   // Writes the kept samples' crops as an ImageFolder dataset:
   // <dir>/<label>/<n>.jpg (each file atomically). Needs keep_images.
