@@ -6,10 +6,20 @@
 #include <torch/csrc/jit/passes/frozen_graph_optimizations.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#if PTM_TORCH_CUDA
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <unistd.h>
@@ -39,11 +49,16 @@ void mirror(torch::nn::Module& src, torch::jit::Module& dst,
   }
 }
 
-torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size) {
+// The model as a frozen graph: traced from the torch::nn modules (the one
+// definition of each architecture), BatchNorm folded into convolutions,
+// and on CPU converted to oneDNN (optimize_for_inference).
+torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
+                             bool channels_last) {
   auto cu = std::make_shared<torch::jit::CompilationUnit>();
   torch::jit::Module m(c10::QualifiedName("__torch__.ptm.Classifier"), cu, true);
   mirror(model, m, cu);
-  at::Tensor example = torch::rand({1, 3, size, size});
+  at::Tensor example = torch::rand({1, 3, size, size}, options);
+  if (channels_last) example = example.contiguous(at::MemoryFormat::ChannelsLast);
   auto fn = [&model](torch::jit::Stack in) -> torch::jit::Stack {
     return {model.forward(in.at(0).toTensor())};
   };
@@ -84,7 +99,38 @@ void install_once_warning_handler() {
   });
 }
 
+torch::Device parse_device(const std::string& name) {
+  try {
+    return torch::Device(name.empty() ? std::string("cpu") : name);
+  } catch (const c10::Error&) {
+    throw ModelError("unknown device '" + name + "': use cpu, cuda or cuda:N");
+  }
+}
+
+at::ScalarType scalar_type(Precision p) {
+  switch (p) {
+    case Precision::Float16: return at::kHalf;
+    case Precision::BFloat16: return at::kBFloat16;
+    default: return at::kFloat;
+  }
+}
+
 }  // namespace
+
+std::string device_unavailable_reason(const std::string& name) {
+  const torch::Device d = parse_device(name);
+  if (!d.is_cuda()) return d.is_cpu() ? "" : "device '" + name + "' is not supported (cpu or cuda)";
+#if !PTM_TORCH_CUDA
+  return "this build of ptm uses a LibTorch without CUDA (" TORCH_VERSION "); build ptm against a CUDA-enabled "
+         "LibTorch (docs/gpu.md)";
+#else
+  const int64_t n = int64_t(torch::cuda::device_count());
+  if (n == 0) return "LibTorch sees no CUDA device";
+  if (d.has_index() && d.index() >= n)
+    return "there is no CUDA device " + std::to_string(d.index()) + " (" + std::to_string(n) + " present)";
+  return "";
+#endif
+}
 
 struct Classifier::Impl {
   ModelInfo info;
@@ -95,7 +141,64 @@ struct Classifier::Impl {
   // (oneDNN's adaptive pooling, for one, needs divisible sizes): other
   // sizes run the eager module. 0 = any size (TorchScript files).
   int64_t script_size = 0;
+
+  torch::Device device{torch::kCPU};
+  at::ScalarType dtype = at::kFloat;
+  bool channels_last = false;
+  bool cuda_graphs = false;
+  at::Tensor input;  // the persistent input batch (input_buffer)
+#if PTM_TORCH_CUDA
+  std::optional<c10::cuda::CUDAStream> stream;
+  struct Captured {
+    std::unique_ptr<at::cuda::CUDAGraph> graph;
+    at::Tensor out;
+  };
+  std::map<int64_t, Captured> graphs;
+#endif
+
+  at::TensorOptions options() const { return at::TensorOptions().device(device).dtype(dtype); }
+
+  // x: on the device, in the model's type and memory format.
+  at::Tensor run(const at::Tensor& x) {
+    const int64_t s = script_size;
+    if (use_script && (s == 0 || (x.size(2) == s && x.size(3) == s))) return script.forward({x}).toTensor();
+    return eager->forward(x);
+  }
+
+  at::Tensor prepare(const at::Tensor& input_) const {
+    at::Tensor x = input_.to(device, dtype);
+    return channels_last ? x.contiguous(at::MemoryFormat::ChannelsLast) : x.contiguous();
+  }
+
+#if PTM_TORCH_CUDA
+  // A CUDA graph per batch size: captured after a few warm-up runs (cuDNN
+  // picks its algorithms then), replayed after.
+  at::Tensor replay(int64_t n, const at::Tensor& x) {
+    auto it = graphs.find(n);
+    if (it == graphs.end()) {
+      for (int i = 0; i < 3; ++i) run(x);
+      stream->synchronize();
+      Captured c;
+      c.graph = std::make_unique<at::cuda::CUDAGraph>();
+      c.graph->capture_begin();
+      c.out = run(x);
+      c.graph->capture_end();
+      it = graphs.emplace(n, std::move(c)).first;
+    }
+    it->second.graph->replay();
+    return it->second.out;
+  }
+#endif
 };
+
+// Runs the enclosed statements on the model's CUDA stream (no-op on CPU).
+#if PTM_TORCH_CUDA
+#define PTM_ON_MODEL_STREAM(impl)                                       \
+  std::optional<c10::cuda::CUDAStreamGuard> stream_guard_;               \
+  if ((impl).stream) stream_guard_.emplace(*(impl).stream)
+#else
+#define PTM_ON_MODEL_STREAM(impl) (void)(impl)
+#endif
 
 Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl>()) {
   ModelInfo& info = impl_->info;
@@ -104,11 +207,35 @@ Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl
   torch::jit::getProfilingMode() = false;
   install_once_warning_handler();
 
+  Impl& im = *impl_;
+  im.device = parse_device(o.device);
+  if (const std::string why = device_unavailable_reason(o.device); !why.empty())
+    throw ModelError("device " + o.device + ": " + why);
+  im.dtype = scalar_type(o.precision);
+  if (!im.device.is_cuda() && im.dtype != at::kFloat)
+    throw ModelError("float16 and bfloat16 precision need a CUDA device; the CPU runs float32");
+  im.channels_last = o.channels_last;
+  im.cuda_graphs = o.cuda_graphs && im.device.is_cuda();
+#if PTM_TORCH_CUDA
+  if (im.device.is_cuda()) {
+    if (!im.device.has_index()) im.device = torch::Device(torch::kCUDA, 0);
+    im.stream = c10::cuda::getStreamFromPool(false, im.device.index());
+    // fp32 means fp32: TF32 convolutions and matrix products would move
+    // logits by ~1e-3 and could reorder close classes against the CPU.
+    if (im.dtype == at::kFloat) {
+      at::globalContext().setAllowTF32CuDNN(false);
+      at::globalContext().setAllowTF32CuBLAS(false);
+    }
+  }
+#endif
+  PTM_ON_MODEL_STREAM(im);
+
   const FileFormat fmt = sniff_format(o.model);
   info.format = format_name(fmt);
   if (fmt == FileFormat::TorchScript) {
     try {
-      impl_->script = torch::jit::load(o.model, torch::kCPU);
+      impl_->script = torch::jit::load(o.model, im.device);
+      impl_->script.to(im.dtype);
       impl_->script.eval();
     } catch (const c10::Error& e) {
       throw ModelError("'" + o.model + "' could not be loaded as TorchScript: " + c10_message(e));
@@ -118,7 +245,7 @@ Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl
     for (const auto& p : impl_->script.parameters()) info.parameters += p.numel();
     torch::NoGradGuard ng;
     try {
-      at::Tensor out = impl_->script.forward({torch::zeros({1, 3, 224, 224})}).toTensor();
+      at::Tensor out = impl_->script.forward({im.prepare(torch::zeros({1, 3, 224, 224}))}).toTensor();
       info.num_classes = out.size(-1);
     } catch (const c10::Error& e) {
       throw ModelError("'" + o.model + "': TorchScript forward on a 1x3x224x224 input failed: " + c10_message(e));
@@ -148,6 +275,12 @@ Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl
     lo.share_memory = ck.state.nbytes() * 4 >= int64_t(ck.file_bytes) * 3;
     info.report = load_into(*impl_->eager, arch, ck.state, lo);
     impl_->eager->eval();
+    impl_->eager->to(im.device, im.dtype);
+    if (im.channels_last) {
+      torch::NoGradGuard ng;
+      for (auto& p : impl_->eager->parameters())
+        if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+    }
     info.architecture = arch;
     info.num_classes = classes;
     for (const auto& p : impl_->eager->parameters()) info.parameters += p.numel();
@@ -157,7 +290,7 @@ Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl
     info.bicubic = a->interpolation == Interpolation::Bicubic;
     if (o.optimize) {
       try {
-        impl_->script = optimised(*impl_->eager, info.crop_size);
+        impl_->script = optimised(*impl_->eager, info.crop_size, im.options(), im.channels_last);
         impl_->use_script = true;
         impl_->script_size = info.crop_size;
       } catch (const c10::Error& e) {
@@ -202,12 +335,9 @@ at::Tensor Classifier::forward(const at::Tensor& input) {
   if (input.dim() != 4 || input.size(1) != 3)
     throw ModelError("model input must be N x 3 x H x W, got " + shape_str(input.sizes().vec()));
   c10::InferenceMode guard;
+  PTM_ON_MODEL_STREAM(*impl_);
   try {
-    at::Tensor x = input.to(at::kFloat).contiguous();
-    const int64_t s = impl_->script_size;
-    if (impl_->use_script && (s == 0 || (x.size(2) == s && x.size(3) == s)))
-      return impl_->script.forward({x}).toTensor();
-    return impl_->eager->forward(x);
+    return impl_->run(impl_->prepare(input)).to(at::kFloat);
   } catch (const c10::Error& e) {
     throw ModelError("inference failed: " + c10_message(e));
   } catch (const std::exception& e) {
@@ -217,7 +347,7 @@ at::Tensor Classifier::forward(const at::Tensor& input) {
 
 void Classifier::forward(const float* input, int64_t n, int64_t h, int64_t w, std::vector<float>& logits) {
   at::Tensor x = torch::from_blob(const_cast<float*>(input), {n, 3, h, w}, at::kFloat);
-  at::Tensor y = forward(x).contiguous();
+  at::Tensor y = forward(x).to(torch::kCPU).contiguous();
   logits.assign(y.data_ptr<float>(), y.data_ptr<float>() + y.numel());
 }
 
@@ -234,7 +364,8 @@ void require_linear_head(const ClassifierModulePtr& m, const ModelInfo& info) {
 at::Tensor Classifier::features(const at::Tensor& input) {
   require_linear_head(impl_->eager, impl_->info);
   c10::InferenceMode guard;
-  return impl_->eager->embed(input.to(at::kFloat).contiguous());
+  PTM_ON_MODEL_STREAM(*impl_);
+  return impl_->eager->embed(impl_->prepare(input)).to(torch::kCPU, at::kFloat);
 }
 
 int64_t Classifier::feature_size() const {
@@ -250,9 +381,103 @@ std::string Classifier::head_prefix() const {
 StateDict Classifier::state_dict() const {
   require_linear_head(impl_->eager, impl_->info);
   StateDict sd;
-  for (const auto& p : impl_->eager->named_parameters(true)) sd.entries.push_back({p.key(), p.value().detach()});
-  for (const auto& b : impl_->eager->named_buffers(true)) sd.entries.push_back({b.key(), b.value().detach()});
+  auto host = [](const at::Tensor& t) { return t.detach().to(torch::kCPU, at::kFloat).contiguous(); };
+  for (const auto& p : impl_->eager->named_parameters(true)) sd.entries.push_back({p.key(), host(p.value())});
+  for (const auto& b : impl_->eager->named_buffers(true)) sd.entries.push_back({b.key(), host(b.value())});
   return sd;
+}
+
+bool Classifier::on_cuda() const { return impl_->device.is_cuda(); }
+
+void* Classifier::cuda_stream() const {
+#if PTM_TORCH_CUDA
+  if (impl_->stream) return impl_->stream->stream();
+#endif
+  return nullptr;
+}
+
+Classifier::InputBuffer Classifier::input_buffer(int64_t capacity) {
+  Impl& im = *impl_;
+  const int64_t s = im.info.crop_size;
+  if (!im.input.defined() || im.input.size(0) < capacity) {
+    PTM_ON_MODEL_STREAM(im);
+    try {
+      im.input = torch::zeros({std::max<int64_t>(capacity, 1), 3, s, s}, im.options()
+                 ).contiguous(im.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+    } catch (const c10::Error& e) {
+      throw ModelError("cannot allocate the model input: " + c10_message(e));
+    }
+#if PTM_TORCH_CUDA
+    im.graphs.clear();  // they were captured on the old input
+#endif
+  }
+  InputBuffer b;
+  b.data = im.input.data_ptr();
+  b.image_elements = 3 * s * s;
+  b.size = int(s);
+  b.type = im.dtype == at::kHalf ? Precision::Float16 : im.dtype == at::kBFloat16 ? Precision::BFloat16 : Precision::Float32;
+  b.channels_last = im.channels_last;
+  b.cuda = im.device.is_cuda();
+  b.device = b.cuda ? int(im.device.index()) : -1;
+  return b;
+}
+
+void Classifier::write_input(int64_t index, const float* chw, bool on_device) {
+  Impl& im = *impl_;
+  if (!im.input.defined() || index < 0 || index >= im.input.size(0))
+    throw ModelError("model input slot " + std::to_string(index) + " does not exist");
+  const int64_t s = im.info.crop_size;
+  PTM_ON_MODEL_STREAM(im);
+  c10::InferenceMode guard;
+  try {
+    const auto where = on_device ? im.device : torch::Device(torch::kCPU);
+    at::Tensor src = torch::from_blob(const_cast<float*>(chw), {3, s, s}, at::TensorOptions().dtype(at::kFloat).device(where));
+    im.input[index].copy_(src);
+  } catch (const c10::Error& e) {
+    throw ModelError("cannot write the model input: " + c10_message(e));
+  }
+}
+
+void Classifier::run_input(int64_t n, int k, int fn, std::vector<float>& scores, std::vector<int64_t>& indices) {
+  Impl& im = *impl_;
+  if (!im.input.defined() || n < 1 || n > im.input.size(0))
+    throw ModelError("run_input: " + std::to_string(n) + " images requested, input holds " +
+                     std::to_string(im.input.defined() ? im.input.size(0) : 0));
+  PTM_ON_MODEL_STREAM(im);
+  c10::InferenceMode guard;
+  try {
+    at::Tensor x = im.input.narrow(0, 0, n);
+    at::Tensor y;
+#if PTM_TORCH_CUDA
+    if (im.cuda_graphs) {
+      try {
+        y = im.replay(n, x);
+      } catch (const c10::Error& e) {
+        im.cuda_graphs = false;
+        im.graphs.clear();
+        im.info.notes.push_back("CUDA graphs turned off: " + c10_message(e));
+      }
+    }
+    if (!y.defined())
+#endif
+      y = im.run(x);
+    y = y.to(at::kFloat);
+    if (k > 0) {
+      if (fn == 1) y = torch::softmax(y, 1);
+      if (fn == 2) y = torch::sigmoid(y);
+      auto top = y.topk(std::min<int64_t>(k, y.size(1)), 1);
+      at::Tensor v = std::get<0>(top).to(torch::kCPU).contiguous();
+      at::Tensor i = std::get<1>(top).to(torch::kCPU).contiguous();
+      scores.assign(v.data_ptr<float>(), v.data_ptr<float>() + v.numel());
+      indices.assign(i.data_ptr<int64_t>(), i.data_ptr<int64_t>() + i.numel());
+    } else {
+      y = y.to(torch::kCPU).contiguous();
+      scores.assign(y.data_ptr<float>(), y.data_ptr<float>() + y.numel());
+      indices.clear();
+    }
+  } catch (const c10::Error& e) {
+    throw ModelError("inference failed: " + c10_message(e));
+  }
 }
 
 std::vector<Prediction> top_k(const float* scores, int64_t count, int k) {

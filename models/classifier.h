@@ -17,6 +17,8 @@ class Tensor;
 
 namespace ptm {
 
+enum class Precision { Float32, Float16, BFloat16 };
+
 struct ClassifierOptions {
   std::string model;         // file path
   std::string architecture;  // torchvision name; empty: detected from the weights
@@ -25,8 +27,16 @@ struct ClassifierOptions {
   std::string wrapper_key;   // checkpoint entry holding the weights; empty: automatic
   bool strict = true;        // refuse weights that do not fit exactly
   int threads = 0;           // intra-op threads; 0: every core
-  bool optimize = true;      // run a frozen, oneDNN-optimised graph of the model
+  bool optimize = true;      // run a frozen, optimised graph of the model (BatchNorm folded)
+  std::string device = "cpu";  // "cpu", "cuda" or "cuda:N"
+  Precision precision = Precision::Float32;  // Float16/BFloat16: CUDA only
+  bool channels_last = false;  // CUDA: NHWC activations (tensor cores like them)
+  bool cuda_graphs = false;    // CUDA: capture each batch size once, replay it after
 };
+
+// Why `device` cannot run models here ("" when it can), e.g. a LibTorch
+// without CUDA, or no GPU.
+std::string device_unavailable_reason(const std::string& device);
 
 struct ModelInfo {
   std::string path;
@@ -62,6 +72,30 @@ class Classifier {
   void forward(const float* input, int64_t n, int64_t h, int64_t w, std::vector<float>& logits);
 
   const std::string& label(int64_t index) const;
+
+  // The persistent model input, on the model's device, in its precision and
+  // memory format: callers write images in place (a CUDA kernel straight
+  // from video memory, or write_input) and then call run_input.
+  struct InputBuffer {
+    void* data = nullptr;        // image i starts at i * image_elements elements
+    int64_t image_elements = 0;  // 3 * size * size
+    int size = 0;                // height and width
+    Precision type = Precision::Float32;
+    bool channels_last = false;  // each image HWC rather than CHW
+    bool cuda = false;
+    int device = -1;
+  };
+  InputBuffer input_buffer(int64_t capacity);  // grows (and forgets captured graphs) when needed
+  // The cudaStream_t (as void*) all of the model's work runs on; nullptr on CPU.
+  void* cuda_stream() const;
+  // Image `index` of the input from 3 x size x size float32 values (CHW) in
+  // host memory, or in the model's device memory when `on_device`.
+  void write_input(int64_t index, const float* chw, bool on_device);
+  // Runs images [0, n) of the input. With k > 0 only the top k of each
+  // image come back to the host (indices and scores after `fn`: 0 none,
+  // 1 softmax, 2 sigmoid); with k == 0 every logit does (n x classes).
+  void run_input(int64_t n, int k, int fn, std::vector<float>& scores, std::vector<int64_t>& indices);
+  bool on_cuda() const;
 
   // For fine-tuning (built-in architectures with a linear head only; throws
   // ModelError otherwise): the features the head sees (N x D), and the

@@ -99,6 +99,7 @@ static gboolean tensor_init(GstMeta* meta, gpointer, GstBuffer*) {
   m->data = nullptr;
   m->bgr = FALSE;
   m->preprocessing = nullptr;
+  m->cuda_device = -1;
   m->bytes = nullptr;
   return TRUE;
 }
@@ -115,8 +116,10 @@ static gboolean tensor_transform(GstBuffer* dest, GstMeta* meta, GstBuffer*, GQu
   if (!GST_META_TRANSFORM_IS_COPY(type)) return FALSE;
   (void)data;
   auto* m = reinterpret_cast<GstPtmTensorMeta*>(meta);
-  return gst_buffer_add_ptm_tensor_meta(dest, m->bytes, m->channels, m->height, m->width, m->mean, m->std, m->bgr,
-                                        m->preprocessing) != nullptr;
+  GstPtmTensorMeta* copy = gst_buffer_add_ptm_tensor_meta(dest, m->bytes, m->channels, m->height, m->width, m->mean,
+                                                           m->std, m->bgr, m->preprocessing);
+  if (copy) copy->cuda_device = m->cuda_device;
+  return copy != nullptr;
 }
 
 const GstMetaInfo* gst_ptm_tensor_meta_get_info(void) {
@@ -146,5 +149,6 @@ GstPtmTensorMeta* gst_buffer_add_ptm_tensor_meta(GstBuffer* buffer, GBytes* byte
   std::memcpy(m->std, std, sizeof m->std);
   m->bgr = bgr;
   m->preprocessing = g_strdup(preprocessing ? preprocessing : "");
+  m->cuda_device = -1;
   return m;
 }

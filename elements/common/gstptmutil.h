@@ -73,11 +73,14 @@ inline FrameView frame_view(const GstVideoFrame& f) {
 // The tensor an upstream ptmpreprocess attached, when it is what a model
 // with `size` x `size` RGB input expects; else nullptr (the element then
 // preprocesses the frame itself). `*unfit` says a tensor was there but did
-// not fit.
-inline const float* fitting_tensor(GstBuffer* buf, int size, bool* unfit) {
+// not fit. A tensor in CUDA memory is returned only to callers that give
+// `cuda_device` (which receives the device, or -1 for system memory).
+inline const float* fitting_tensor(GstBuffer* buf, int size, bool* unfit, int* cuda_device = nullptr) {
   const GstPtmTensorMeta* tm = gst_buffer_get_ptm_tensor_meta(buf);
   *unfit = false;
   if (!tm) return nullptr;
+  if (tm->cuda_device >= 0 && !cuda_device) return nullptr;  // frames in CUDA memory: preprocessed again on the host
+  if (cuda_device) *cuda_device = tm->cuda_device;
   if (tm->channels == 3 && int(tm->width) == size && int(tm->height) == size && !tm->bgr) return tm->data;
   *unfit = true;
   return nullptr;

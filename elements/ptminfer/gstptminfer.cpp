@@ -32,6 +32,7 @@
 #include <string>
 
 #include "gst/ptm/ptmmeta.h"
+#include "gstptmcuda.h"
 #include "gstptmutil.h"
 #include "infer_core.h"
 
@@ -56,6 +57,10 @@ enum {
   PROP_POST_MESSAGES,
   PROP_BATCH_SIZE,
   PROP_RELOAD_ON_CHANGE,
+  PROP_PRECISION,
+  PROP_CHANNELS_LAST,
+  PROP_CUDA_GRAPHS,
+  PROP_STATS,
 };
 
 typedef enum { PTM_DEVICE_AUTO, PTM_DEVICE_CPU, PTM_DEVICE_CUDA } GstPtmDevice;
@@ -66,9 +71,21 @@ static GType gst_ptm_device_get_type(void) {
   static const GEnumValue values[] = {
       {PTM_DEVICE_AUTO, "CUDA when available, else CPU", "auto"},
       {PTM_DEVICE_CPU, "CPU", "cpu"},
-      {PTM_DEVICE_CUDA, "CUDA GPU (fails at start without one)", "cuda"},
+      {PTM_DEVICE_CUDA, "CUDA GPU 0 (fails at start when CUDA cannot be used)", "cuda"},
       {0, nullptr, nullptr}};
   if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmDevice", values));
+  return type;
+}
+
+#define GST_TYPE_PTM_PRECISION (gst_ptm_precision_get_type())
+static GType gst_ptm_precision_get_type(void) {
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {int(ptm::Precision::Float32), "32-bit float", "fp32"},
+      {int(ptm::Precision::Float16), "16-bit float (CUDA)", "fp16"},
+      {int(ptm::Precision::BFloat16), "bfloat16 (CUDA)", "bf16"},
+      {0, nullptr, nullptr}};
+  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmPrecision", values));
   return type;
 }
 
@@ -98,6 +115,14 @@ struct Settings {
   bool post_messages = true;
   guint batch_size = 1;
   bool reload_on_change = false;
+  ptm::Precision precision = ptm::Precision::Float32;
+  bool channels_last = true;
+  bool cuda_graphs = false;
+};
+
+// Frames seen, by where they were read from (the "stats" property).
+struct Counters {
+  guint64 frames = 0, cuda_in_place = 0, cuda_via_host = 0, system_memory = 0;
 };
 
 struct State {
@@ -113,7 +138,9 @@ struct State {
   std::unique_ptr<ptm::ResultsFile> results;
   GstVideoInfo info{};
   bool have_info = false;
+  bool cuda_memory = false;  // the caps say memory:CUDAMemory
   bool warned_tensor = false;
+  bool warned_host_copy = false;
   size_t batch = 1;
 };
 
@@ -154,6 +181,10 @@ struct Private {
   std::unique_ptr<ptm::InferCore> next_core;
   FileStamp loaded_stamp;
   gint64 last_check_us = 0;
+
+  ptm::CudaLink cuda;  // the CUDA context shared with neighbours
+  std::mutex stats_lock;
+  Counters counters;
 };
 
 struct _GstPtmInfer {
@@ -174,8 +205,19 @@ static bool playing_or_paused(GstPtmInfer* self) {
   return s == GST_STATE_PLAYING || s == GST_STATE_PAUSED;
 }
 
+// device=auto: CUDA when LibTorch has it and a GPU is there.
+static std::string device_name(GstPtmDevice d) {
+  if (d == PTM_DEVICE_CPU) return "cpu";
+  if (d == PTM_DEVICE_CUDA) return "cuda";
+  return ptm::device_unavailable_reason("cuda").empty() ? "cuda" : "cpu";
+}
+
 static ptm::InferSettings model_settings(const Settings& s) {
   ptm::InferSettings is;
+  is.model.device = device_name(s.device);
+  is.model.precision = s.precision;
+  is.model.channels_last = s.channels_last && is.model.device != "cpu";
+  is.model.cuda_graphs = s.cuda_graphs;
   is.model.model = s.model;
   is.model.architecture = s.architecture;
   is.model.labels = s.labels;
@@ -289,7 +331,8 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
     return;
   }
   if (playing_or_paused(self) && (id == PROP_ARCHITECTURE || id == PROP_NUM_CLASSES || id == PROP_DEVICE ||
-                                  id == PROP_NUM_THREADS || id == PROP_RESULTS_FILE || id == PROP_BATCH_SIZE)) {
+                                  id == PROP_NUM_THREADS || id == PROP_RESULTS_FILE || id == PROP_BATCH_SIZE ||
+                                  id == PROP_PRECISION || id == PROP_CHANNELS_LAST || id == PROP_CUDA_GRAPHS)) {
     GST_WARNING_OBJECT(self, "'%s' can only change in the NULL or READY state; ignored", pspec->name);
     return;
   }
@@ -313,12 +356,27 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
     case PROP_POST_MESSAGES: s.post_messages = g_value_get_boolean(value); break;
     case PROP_BATCH_SIZE: s.batch_size = g_value_get_uint(value); break;
     case PROP_RELOAD_ON_CHANGE: s.reload_on_change = g_value_get_boolean(value); break;
+    case PROP_PRECISION: s.precision = ptm::Precision(g_value_get_enum(value)); break;
+    case PROP_CHANNELS_LAST: s.channels_last = g_value_get_boolean(value); break;
+    case PROP_CUDA_GRAPHS: s.cuda_graphs = g_value_get_boolean(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
 
 static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value, GParamSpec* pspec) {
   auto* self = GST_PTM_INFER(object);
+  if (id == PROP_STATS) {
+    Counters c;
+    {
+      std::lock_guard<std::mutex> g(self->priv->stats_lock);
+      c = self->priv->counters;
+    }
+    g_value_take_boxed(value, gst_structure_new("ptm-infer-stats", "frames", G_TYPE_UINT64, c.frames,
+                                                "cuda-in-place", G_TYPE_UINT64, c.cuda_in_place, "cuda-via-host",
+                                                G_TYPE_UINT64, c.cuda_via_host, "system-memory", G_TYPE_UINT64,
+                                                c.system_memory, nullptr));
+    return;
+  }
   std::lock_guard<std::mutex> g(self->priv->lock);
   const Settings& s = self->priv->settings;
   auto str = [&](const std::string& v) { g_value_set_string(value, v.empty() ? nullptr : v.c_str()); };
@@ -339,6 +397,9 @@ static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value,
     case PROP_POST_MESSAGES: g_value_set_boolean(value, s.post_messages); break;
     case PROP_BATCH_SIZE: g_value_set_uint(value, s.batch_size); break;
     case PROP_RELOAD_ON_CHANGE: g_value_set_boolean(value, s.reload_on_change); break;
+    case PROP_PRECISION: g_value_set_enum(value, int(s.precision)); break;
+    case PROP_CHANNELS_LAST: g_value_set_boolean(value, s.channels_last); break;
+    case PROP_CUDA_GRAPHS: g_value_set_boolean(value, s.cuda_graphs); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
@@ -363,9 +424,16 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
     return FALSE;
   }
   if (s.device == PTM_DEVICE_CUDA) {
-    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("device=cuda was requested but this build of ptm has no CUDA support or no GPU is present"),
-                      (nullptr));
-    return FALSE;
+    const std::string why = ptm::device_unavailable_reason("cuda");
+    if (!why.empty()) {
+      GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("device=cuda, but CUDA cannot be used: %s", why.c_str()),
+                        (nullptr));
+      return FALSE;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> g(self->priv->stats_lock);
+    self->priv->counters = Counters();
   }
   State st;
   const bool ok = ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
@@ -379,8 +447,9 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
     return FALSE;
   st.batch = std::max<guint>(1, s.batch_size);
   const ptm::ModelInfo& m = st.core->info();
-  GST_INFO_OBJECT(self, "loaded %s: %s, %" G_GINT64_FORMAT " classes, %s, input %dx%d", s.model.c_str(),
-                  m.architecture.c_str(), m.num_classes, m.format.c_str(), m.crop_size, m.crop_size);
+  GST_INFO_OBJECT(self, "loaded %s: %s, %" G_GINT64_FORMAT " classes, %s, input %dx%d, on %s", s.model.c_str(),
+                  m.architecture.c_str(), m.num_classes, m.format.c_str(), m.crop_size, m.crop_size,
+                  st.core->on_cuda() ? "CUDA" : "CPU");
   for (const auto& n : m.notes) GST_INFO_OBJECT(self, "%s", n.c_str());
   std::lock_guard<std::mutex> g(self->priv->reload_lock);
   self->priv->loaded_stamp = stamp_of(s.model);
@@ -405,6 +474,10 @@ static gboolean gst_ptm_infer_set_caps(GstBaseTransform* trans, GstCaps* incaps,
     GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Unsupported caps"), ("%" GST_PTR_FORMAT, incaps));
     return FALSE;
   }
+  if (!ptm::accept_memory_caps(GST_ELEMENT(self), incaps, &st.cuda_memory)) return FALSE;
+  if (st.cuda_memory && !st.core->on_cuda())
+    GST_WARNING_OBJECT(self, "frames arrive in CUDA memory but the model runs on the CPU: each frame is copied to "
+                             "the host (set device=cuda to read them in place)");
   st.have_info = true;
   return TRUE;
 }
@@ -440,6 +513,7 @@ static gboolean gst_ptm_infer_sink_event(GstBaseTransform* trans, GstEvent* even
 // torchvision eval transform, so an unconfigured ptmpreprocess matches it.
 static gboolean gst_ptm_infer_query(GstBaseTransform* trans, GstPadDirection dir, GstQuery* query) {
   auto* self = GST_PTM_INFER(trans);
+  if (self->priv->cuda.handle_query(GST_ELEMENT(self), query)) return TRUE;
   if (dir == GST_PAD_SINK && GST_QUERY_TYPE(query) == GST_QUERY_CUSTOM) {
     GstStructure* s = gst_query_writable_structure(query);
     if (gst_structure_has_name(s, "ptm-model-input")) {
@@ -487,13 +561,38 @@ static void post_result(GstPtmInfer* self, GstBuffer* buf, const ptm::FrameResul
 // meta copied when it fits the model).
 static bool queue_buffer(GstPtmInfer* self, State& st, const Settings& s, GstBuffer* buf) {
   st.core->update_scoring(scoring_of(s));  // interval decides what is queued
+  const int size = st.core->info().crop_size;
+  bool unfit = false;
+  if (st.cuda_memory && st.core->on_cuda()) {
+    // In place: the kernel reads the GstCudaMemory the frame is in.
+    GstVideoFrame frame;
+    ptm::FrameView view;
+    int device = -1, tensor_device = -1;
+    std::string why;
+    if (!self->priv->cuda.map(buf, &st.info, false, &frame, &view, &device, &why)) {
+      GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot read the frame in CUDA memory: %s", why.c_str()), (nullptr));
+      return false;
+    }
+    const float* tensor = ptm::fitting_tensor(buf, size, &unfit, &tensor_device);
+    if (tensor && tensor_device != device) tensor = nullptr;
+    const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Preprocessing failed",
+                                 [&] { st.core->queue_device(view, tensor); });
+    gst_video_frame_unmap(&frame);
+    std::lock_guard<std::mutex> g(self->priv->stats_lock);
+    ++self->priv->counters.frames;
+    ++self->priv->counters.cuda_in_place;
+    return ok;
+  }
+  {
+    std::lock_guard<std::mutex> g(self->priv->stats_lock);
+    ++self->priv->counters.frames;
+    ++(st.cuda_memory ? self->priv->counters.cuda_via_host : self->priv->counters.system_memory);
+  }
   GstVideoFrame frame;
   if (!gst_video_frame_map(&frame, &st.info, buf, GST_MAP_READ)) {
     GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Could not map the video frame"), (nullptr));
     return false;
   }
-  bool unfit = false;
-  const int size = st.core->info().crop_size;
   const float* tensor = ptm::fitting_tensor(buf, size, &unfit);
   if (unfit && !st.warned_tensor) {
     GST_WARNING_OBJECT(self, "the tensor meta is not the 3x%dx%d RGB input the model wants: preprocessing here", size,
@@ -611,6 +710,11 @@ static GstFlowReturn drain(GstPtmInfer* self) {
   return ret;
 }
 
+static void gst_ptm_infer_set_context(GstElement* element, GstContext* context) {
+  GST_PTM_INFER(element)->priv->cuda.set_context(element, context);
+  GST_ELEMENT_CLASS(gst_ptm_infer_parent_class)->set_context(element, context);
+}
+
 static void gst_ptm_infer_finalize(GObject* object) {
   Private* p = GST_PTM_INFER(object)->priv;
   if (p->loader.joinable()) p->loader.join();
@@ -719,6 +823,35 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
                            "Reload the model when its file is replaced (checked twice a second), e.g. by "
                            "ptmtrainsink writing new weights",
                            FALSE, live));
+  /**
+   * GstPtmInfer:precision:
+   *
+   * Number format of the model on a CUDA device. fp16 and bf16 use the
+   * GPU's tensor cores; the CPU runs fp32.
+   */
+  g_object_class_install_property(
+      gobject_class, PROP_PRECISION,
+      g_param_spec_enum("precision", "Precision", "Number format of the model (fp16/bf16: CUDA only)",
+                        GST_TYPE_PTM_PRECISION, int(ptm::Precision::Float32), ready));
+  g_object_class_install_property(
+      gobject_class, PROP_CHANNELS_LAST,
+      g_param_spec_boolean("channels-last", "Channels last",
+                           "On CUDA: run the model in NHWC (channels-last) memory format, which tensor cores "
+                           "prefer; the preprocessing kernel writes that layout directly",
+                           TRUE, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_CUDA_GRAPHS,
+      g_param_spec_boolean("cuda-graphs", "CUDA graphs",
+                           "On CUDA: capture the forward pass once per batch size and replay it (less launch "
+                           "overhead for small models and batches); falls back to plain runs if capture fails",
+                           FALSE, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_STATS,
+      g_param_spec_boxed("stats", "Statistics",
+                         "Frames seen since start: frames, cuda-in-place (read where they lie in CUDA memory), "
+                         "cuda-via-host (CUDA memory mapped to the host because the model is on the CPU), "
+                         "system-memory",
+                         GST_TYPE_STRUCTURE, GParamFlags(G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
   g_object_class_install_property(
       gobject_class, PROP_POST_MESSAGES,
       g_param_spec_boolean("post-messages", "Post messages",
@@ -727,7 +860,8 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
   gst_element_class_set_static_metadata(element_class, "PyTorch classifier", "Filter/Analyzer/Video",
                                         "Classifies frames with a PyTorch image classifier (LibTorch)",
                                         "ptm developers");
-  ptm::add_video_pad_templates(element_class);
+  ptm::add_video_pad_templates_with_cuda(element_class);
+  element_class->set_context = GST_DEBUG_FUNCPTR(gst_ptm_infer_set_context);
 
   bt->start = GST_DEBUG_FUNCPTR(gst_ptm_infer_start);
   bt->stop = GST_DEBUG_FUNCPTR(gst_ptm_infer_stop);
@@ -741,5 +875,6 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
 
   gst_type_mark_as_plugin_api(GST_TYPE_PTM_DEVICE, GstPluginAPIFlags(0));
   gst_type_mark_as_plugin_api(GST_TYPE_PTM_SCORE_OUTPUT, GstPluginAPIFlags(0));
+  gst_type_mark_as_plugin_api(GST_TYPE_PTM_PRECISION, GstPluginAPIFlags(0));
   GST_DEBUG_CATEGORY_INIT(gst_ptm_infer_debug, "ptminfer", 0, "PyTorch classifier");
 }

@@ -9,6 +9,10 @@
 #include <cstring>
 #include <stdexcept>
 
+#if PTM_HAVE_CUDA
+#include "ptmcuda.h"
+#endif
+
 namespace ptm {
 
 PreprocessConfig preprocess_config_for(const ModelInfo& m) {
@@ -18,6 +22,16 @@ PreprocessConfig preprocess_config_for(const ModelInfo& m) {
   c.filter = m.bicubic ? Filter::Bicubic : Filter::Bilinear;
   return c;
 }
+
+#if PTM_HAVE_CUDA
+struct InferCore::Gpu {
+  cuda::Preprocess preprocess;
+};
+void InferCore::GpuDeleter::operator()(Gpu* g) const { delete g; }
+#else
+struct InferCore::Gpu {};
+void InferCore::GpuDeleter::operator()(Gpu* g) const { delete g; }
+#endif
 
 InferCore::InferCore(const InferSettings& s)
     : settings_(s), classifier_(s.model), preprocessor_(preprocess_config_for(classifier_.info())) {
@@ -53,19 +67,68 @@ FrameResult InferCore::process(const FrameView& frame, const float* tensor) {
   return flush().front();
 }
 
-void InferCore::queue(const FrameView& frame, const float* tensor) {
+int64_t InferCore::next_slot(bool* infer) {
   const uint64_t index = frame_++;
   // Every interval-th frame is inferred, and the first one after a reset.
   const bool first = !have_last_ && batched_ == 0;
-  const bool infer = first || index % uint64_t(settings_.interval) == 0;
-  pending_.push_back({index, infer});
+  *infer = first || index % uint64_t(settings_.interval) == 0;
+  pending_.push_back({index, *infer});
+  return *infer ? int64_t(batched_) : -1;
+}
+
+void InferCore::queue(const FrameView& frame, const float* tensor) {
+  bool infer = false;
+  const int64_t slot = next_slot(&infer);
   if (!infer) return;
   const size_t plane = size_t(3) * size_t(info().crop_size) * size_t(info().crop_size);
+  if (classifier_.on_cuda()) {
+    // A frame in system memory for a model on the GPU: preprocessed here,
+    // then the tensor (not the frame) goes to the device.
+    input_.resize(plane);
+    if (tensor) std::copy(tensor, tensor + plane, input_.data());
+    else preprocessor_.run(frame, input_.data());
+    classifier_.input_buffer(slot + 1);
+    classifier_.write_input(slot, input_.data(), false);
+    ++batched_;
+    return;
+  }
   input_.resize((batched_ + 1) * plane);
   float* dst = input_.data() + batched_ * plane;
   if (tensor) std::copy(tensor, tensor + plane, dst);
   else preprocessor_.run(frame, dst);
   ++batched_;
+}
+
+void InferCore::queue_device(const FrameView& frame, const float* device_tensor) {
+#if PTM_HAVE_CUDA
+  if (!classifier_.on_cuda())
+    throw std::runtime_error("frames in CUDA memory need the model on a CUDA device (device=cuda)");
+  bool infer = false;
+  const int64_t slot = next_slot(&infer);
+  if (!infer) return;
+  const Classifier::InputBuffer in = classifier_.input_buffer(slot + 1);
+  if (device_tensor) {
+    classifier_.write_input(slot, device_tensor, true);
+  } else {
+    if (!gpu_) gpu_.reset(new Gpu());
+    const ResamplePlan* p = gpu_->preprocess.plan();
+    if (!p || p->format != frame.format || p->width != frame.width || p->height != frame.height)
+      gpu_->preprocess.set_plan(preprocessor_.plan(frame));
+    const size_t elem = in.type == Precision::Float32 ? 4 : 2;
+    void* dst = static_cast<uint8_t*>(in.data) + size_t(slot) * size_t(in.image_elements) * elem;
+    const cuda::OutputType type = in.type == Precision::Float16    ? cuda::OutputType::Float16
+                                  : in.type == Precision::BFloat16 ? cuda::OutputType::BFloat16
+                                                                   : cuda::OutputType::Float32;
+    // On the model's stream: the forward pass is ordered after the kernel
+    // without any synchronisation.
+    gpu_->preprocess.run(frame, dst, type, in.channels_last, classifier_.cuda_stream());
+  }
+  ++batched_;
+#else
+  (void)frame;
+  (void)device_tensor;
+  throw std::runtime_error("this build of ptm has no CUDA support");
+#endif
 }
 
 void InferCore::drop_queued() {
@@ -78,17 +141,36 @@ std::vector<FrameResult> InferCore::flush() {
   if (pending_.empty()) return out;
   const int s = info().crop_size;
   std::vector<float> logits;
+  std::vector<int64_t> indices;
   uint64_t ns = 0;
+  // On a GPU only the top k of each image come back, unless smoothing or
+  // hysteresis need every score.
+  const bool device_top = classifier_.on_cuda() && settings_.smoothing == 0 && settings_.hysteresis == 0;
   if (batched_ > 0) {
     const auto t0 = std::chrono::steady_clock::now();
-    classifier_.forward(input_.data(), int64_t(batched_), s, s, logits);
+    if (classifier_.on_cuda()) {
+      const int fn = settings_.output == ScoreOutput::Softmax ? 1 : settings_.output == ScoreOutput::Sigmoid ? 2 : 0;
+      classifier_.run_input(int64_t(batched_), device_top ? settings_.top_k : 0, fn, logits, indices);
+    } else {
+      classifier_.forward(input_.data(), int64_t(batched_), s, s, logits);
+    }
     ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
   }
   const size_t classes = batched_ ? logits.size() / batched_ : 0;
   size_t k = 0;
   for (const Pending& p : pending_) {
     FrameResult r;
-    if (p.infer) {
+    if (p.infer && device_top) {
+      r.inference_ns = ns / batched_;
+      for (size_t j = k * classes; j < (k + 1) * classes; ++j) {
+        if (logits[j] < settings_.threshold) continue;
+        r.top.push_back({indices[j], logits[j]});
+        r.labels.push_back(classifier_.label(indices[j]));
+      }
+      ++k;
+      last_ = r;
+      have_last_ = true;
+    } else if (p.infer) {
       r = score(std::vector<float>(logits.begin() + long(k * classes), logits.begin() + long((k + 1) * classes)),
                 ns / batched_);
       ++k;

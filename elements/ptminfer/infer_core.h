@@ -52,6 +52,12 @@ class InferCore {
   // frame need not outlive the call); flush() runs the model once on every
   // queued frame that needs inference and returns all results in order.
   void queue(const FrameView& frame, const float* tensor);
+  // The same for a frame in CUDA memory (device pointers) and a model on
+  // that device: the fused kernel writes it straight into the model input.
+  // `device_tensor`: a fitting tensor already in device memory, or nullptr.
+  // Throws std::runtime_error when this build or model has no CUDA.
+  void queue_device(const FrameView& frame, const float* device_tensor);
+  bool on_cuda() const { return classifier_.on_cuda(); }
   std::vector<FrameResult> flush();
   size_t queued() const { return pending_.size(); }
   void drop_queued();
@@ -75,8 +81,17 @@ class InferCore {
     bool infer;  // else the result of the latest inferred frame is reused
   };
 
+  struct Gpu;
+  struct GpuDeleter {
+    void operator()(Gpu* g) const;
+  };
+
+  // The next model input slot; returns its index.
+  int64_t next_slot(bool* infer);
+
   InferSettings settings_;
   Classifier classifier_;
+  std::unique_ptr<Gpu, GpuDeleter> gpu_;
   Preprocessor preprocessor_;
   std::vector<float> input_, smoothed_;  // input_: the queued tensors, N x 3 x S x S
   std::vector<Pending> pending_;

@@ -9,14 +9,22 @@
  * |[
  * gst-launch-1.0 v4l2src ! videoconvert ! ptminfer model=m.pth ! ptmoverlay show-timing=true ! videoconvert ! autovideosink
  * ]|
+ *
+ * Frames in CUDA memory stay there: the box is drawn on the host as a small
+ * RGBA image and blended into the frame by a kernel.
  */
 #include "gstptmoverlay.h"
 
 #include <mutex>
 
 #include "gst/ptm/ptmmeta.h"
+#include "gstptmcuda.h"
 #include "gstptmutil.h"
 #include "overlay_core.h"
+
+#if PTM_HAVE_CUDA
+#include "ptmcuda.h"
+#endif
 
 GST_DEBUG_CATEGORY_STATIC(gst_ptm_overlay_debug);
 #define GST_CAT_DEFAULT gst_ptm_overlay_debug
@@ -51,6 +59,10 @@ struct OverlayPrivate {
   ptm::OverlayStyle style;
   GstClockTime last_pts = GST_CLOCK_TIME_NONE;
   double fps = -1;
+  bool cuda_memory = false;  // the caps say memory:CUDAMemory
+  ptm::CudaLink cuda;
+  void* stream = nullptr;  // cudaStream_t of `device`
+  int device = -1;
 };
 
 struct _GstPtmOverlay {
@@ -97,27 +109,34 @@ static void gst_ptm_overlay_get_property(GObject* object, guint id, GValue* valu
   }
 }
 
-static GstFlowReturn gst_ptm_overlay_transform_frame_ip(GstVideoFilter* filter, GstVideoFrame* frame) {
-  auto* self = GST_PTM_OVERLAY(filter);
+// The frame rate seen so far and the text of this buffer's results; false
+// when the buffer has none.
+static bool overlay_text(GstPtmOverlay* self, GstBuffer* buf, ptm::OverlayText* text, ptm::OverlayStyle* style) {
   OverlayPrivate& p = *self->priv;
-  const GstClockTime pts = GST_BUFFER_PTS(frame->buffer);
+  const GstClockTime pts = GST_BUFFER_PTS(buf);
   if (GST_CLOCK_TIME_IS_VALID(pts) && GST_CLOCK_TIME_IS_VALID(p.last_pts) && pts > p.last_pts) {
     const double fps = double(GST_SECOND) / double(pts - p.last_pts);
     p.fps = p.fps < 0 ? fps : 0.9 * p.fps + 0.1 * fps;
   }
   p.last_pts = pts;
-  const auto* meta = gst_buffer_get_ptm_classification_meta(frame->buffer);
-  if (!meta) return GST_FLOW_OK;
-  ptm::OverlayStyle style;
+  const auto* meta = gst_buffer_get_ptm_classification_meta(buf);
+  if (!meta) return false;
   {
     std::lock_guard<std::mutex> g(p.lock);
-    style = p.style;
+    *style = p.style;
   }
+  for (guint i = 0; i < meta->n_results; ++i) text->items.push_back({meta->labels[i], meta->scores[i]});
+  text->inference_ms = double(meta->inference_ns) / 1e6;
+  text->fps = p.fps;
+  text->model = meta->model ? meta->model : "";
+  return true;
+}
+
+static GstFlowReturn gst_ptm_overlay_transform_frame_ip(GstVideoFilter* filter, GstVideoFrame* frame) {
+  auto* self = GST_PTM_OVERLAY(filter);
   ptm::OverlayText text;
-  for (guint i = 0; i < meta->n_results; ++i) text.items.push_back({meta->labels[i], meta->scores[i]});
-  text.inference_ms = double(meta->inference_ns) / 1e6;
-  text.fps = p.fps;
-  text.model = meta->model ? meta->model : "";
+  ptm::OverlayStyle style;
+  if (!overlay_text(self, frame->buffer, &text, &style)) return GST_FLOW_OK;
   ptm::MutableFrame mf;
   ptm::FrameView v = ptm::frame_view(*frame);
   mf.format = v.format;
@@ -132,6 +151,65 @@ static GstFlowReturn gst_ptm_overlay_transform_frame_ip(GstVideoFilter* filter, 
   return ok ? GST_FLOW_OK : GST_FLOW_ERROR;
 }
 
+// Frames in CUDA memory: the box is rendered on the host (a few kilobytes)
+// and blended into the frame where it lies.
+static GstFlowReturn gst_ptm_overlay_transform_ip(GstBaseTransform* trans, GstBuffer* buf) {
+  auto* self = GST_PTM_OVERLAY(trans);
+  OverlayPrivate& p = *self->priv;
+  if (!p.cuda_memory) return GST_BASE_TRANSFORM_CLASS(gst_ptm_overlay_parent_class)->transform_ip(trans, buf);
+#if PTM_HAVE_CUDA
+  ptm::OverlayText text;
+  ptm::OverlayStyle style;
+  if (!overlay_text(self, buf, &text, &style)) return GST_FLOW_OK;
+  GstVideoFrame frame;
+  ptm::FrameView view;
+  int device = -1;
+  std::string why;
+  if (!p.cuda.map(buf, &GST_VIDEO_FILTER(self)->in_info, true, &frame, &view, &device, &why)) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot draw on the frame in CUDA memory: %s", why.c_str()), (nullptr));
+    return GST_FLOW_ERROR;
+  }
+  const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Drawing failed", [&] {
+    ptm::OverlayPatch patch;
+    if (!ptm::render_overlay_patch(view.width, view.height, text, style, &patch)) return;
+    if (p.device != device) {
+      ptm::cuda::stream_destroy(p.stream);
+      p.stream = nullptr;
+      p.stream = ptm::cuda::stream_create(device);
+      p.device = device;
+    }
+    // The YUV coefficients of the frame's matrix and range, as the preprocessing uses them.
+    const ptm::ResamplePlan colours = ptm::Preprocessor(ptm::PreprocessConfig{}).plan(view);
+    ptm::cuda::blend_patch(view, patch.rgba.data(), patch.width, patch.height, patch.x, patch.y,
+                           colours.yuv.data(), p.stream);
+    ptm::cuda::stream_synchronize(p.stream);  // done before the frame moves on
+  });
+  gst_video_frame_unmap(&frame);
+  return ok ? GST_FLOW_OK : GST_FLOW_ERROR;
+#else
+  (void)buf;
+  GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("%s", ptm::cuda_unusable_reason().c_str()), (nullptr));
+  return GST_FLOW_ERROR;
+#endif
+}
+
+static gboolean gst_ptm_overlay_set_info(GstVideoFilter* filter, GstCaps* incaps, GstVideoInfo*, GstCaps*,
+                                         GstVideoInfo*) {
+  auto* self = GST_PTM_OVERLAY(filter);
+  return ptm::accept_memory_caps(GST_ELEMENT(self), incaps, &self->priv->cuda_memory);
+}
+
+static gboolean gst_ptm_overlay_query(GstBaseTransform* trans, GstPadDirection dir, GstQuery* query) {
+  auto* self = GST_PTM_OVERLAY(trans);
+  if (self->priv->cuda.handle_query(GST_ELEMENT(self), query)) return TRUE;
+  return GST_BASE_TRANSFORM_CLASS(gst_ptm_overlay_parent_class)->query(trans, dir, query);
+}
+
+static void gst_ptm_overlay_set_context(GstElement* element, GstContext* context) {
+  GST_PTM_OVERLAY(element)->priv->cuda.set_context(element, context);
+  GST_ELEMENT_CLASS(gst_ptm_overlay_parent_class)->set_context(element, context);
+}
+
 static gboolean gst_ptm_overlay_start(GstBaseTransform* trans) {
   auto* self = GST_PTM_OVERLAY(trans);
   self->priv->last_pts = GST_CLOCK_TIME_NONE;
@@ -140,6 +218,9 @@ static gboolean gst_ptm_overlay_start(GstBaseTransform* trans) {
 }
 
 static void gst_ptm_overlay_finalize(GObject* object) {
+#if PTM_HAVE_CUDA
+  ptm::cuda::stream_destroy(GST_PTM_OVERLAY(object)->priv->stream);
+#endif
   delete GST_PTM_OVERLAY(object)->priv;
   G_OBJECT_CLASS(gst_ptm_overlay_parent_class)->finalize(object);
 }
@@ -185,9 +266,14 @@ static void gst_ptm_overlay_class_init(GstPtmOverlayClass* klass) {
                                                     live));
   gst_element_class_set_static_metadata(element_class, "PyTorch classification overlay", "Filter/Effect/Video",
                                         "Draws ptminfer's labels and scores on the video", "ptm developers");
-  ptm::add_video_pad_templates(element_class);
+  ptm::add_video_pad_templates_with_cuda(element_class);
+  element_class->set_context = GST_DEBUG_FUNCPTR(gst_ptm_overlay_set_context);
   GST_BASE_TRANSFORM_CLASS(klass)->start = GST_DEBUG_FUNCPTR(gst_ptm_overlay_start);
+  GST_BASE_TRANSFORM_CLASS(klass)->query = GST_DEBUG_FUNCPTR(gst_ptm_overlay_query);
+  GST_VIDEO_FILTER_CLASS(klass)->set_info = GST_DEBUG_FUNCPTR(gst_ptm_overlay_set_info);
   GST_VIDEO_FILTER_CLASS(klass)->transform_frame_ip = GST_DEBUG_FUNCPTR(gst_ptm_overlay_transform_frame_ip);
+  // After GstVideoFilter's: CUDA frames are handled without its host mapping.
+  GST_BASE_TRANSFORM_CLASS(klass)->transform_ip = GST_DEBUG_FUNCPTR(gst_ptm_overlay_transform_ip);
   gst_type_mark_as_plugin_api(GST_TYPE_PTM_CORNER, GstPluginAPIFlags(0));
   GST_DEBUG_CATEGORY_INIT(gst_ptm_overlay_debug, "ptmoverlay", 0, "PyTorch classification overlay");
 }

@@ -48,4 +48,14 @@ struct MutableFrame {
 // luma only (chroma untouched).
 void draw_overlay(const MutableFrame& frame, const OverlayText& text, const OverlayStyle& style);
 
+// The same drawing as an RGBA image of the box alone (alpha: the box's
+// opacity, opaque text and bars), and where it goes on a frame of
+// width x height; for frames in GPU memory, which blend it in place.
+struct OverlayPatch {
+  int x = 0, y = 0, width = 0, height = 0;
+  std::vector<uint8_t> rgba;
+};
+bool render_overlay_patch(int width, int height, const OverlayText& text, const OverlayStyle& style,
+                          OverlayPatch* out);
+
 }  // namespace ptm

@@ -12,6 +12,11 @@
  * |[
  * gst-launch-1.0 filesrc location=in.mp4 ! decodebin ! videoconvert ! ptmpreprocess ! ptminfer model=m.pth ! fakesink
  * ]|
+ *
+ * Frames in CUDA memory (video/x-raw(memory:CUDAMemory), e.g. from
+ * cudaupload, cudaconvert or nvh264dec) are preprocessed on the GPU where
+ * they lie, by a kernel using the same resampling tables, and the tensor
+ * stays in device memory (#GstPtmTensorMeta.cuda_device).
  */
 #include "gstptmpreprocess.h"
 
@@ -22,8 +27,15 @@
 #include <sstream>
 
 #include "gst/ptm/ptmmeta.h"
+#include "gstptmcuda.h"
 #include "gstptmutil.h"
 #include "preprocess_core.h"
+
+#if PTM_HAVE_CUDA
+#include <memory>
+
+#include "ptmcuda.h"
+#endif
 
 GST_DEBUG_CATEGORY_STATIC(gst_ptm_preprocess_debug);
 #define GST_CAT_DEFAULT gst_ptm_preprocess_debug
@@ -63,10 +75,34 @@ static GType gst_ptm_channel_order_get_type(void) {
 }
 
 namespace {
+#if PTM_HAVE_CUDA
+// The CUDA side: kernel tables, a stream, and a pool of tensor buffers
+// that outlives the element while tensors of it travel downstream.
+struct Gpu {
+  ptm::cuda::Preprocess kernel;
+  std::shared_ptr<ptm::cuda::BufferPool> pool;
+  void* stream = nullptr;
+  int device = -1;
+  bool stale = true;  // the settings changed: new tables
+  ~Gpu() { ptm::cuda::stream_destroy(stream); }
+};
+
+struct PooledTensor {
+  std::shared_ptr<ptm::cuda::BufferPool> pool;
+  void* data;
+};
+#else
+struct Gpu {
+  bool stale = true;
+};
+#endif
+
 struct State {
   std::optional<ptm::Preprocessor> pre;
   GstVideoInfo info{};
   std::string description;
+  bool cuda_memory = false;
+  std::unique_ptr<Gpu> gpu;
 };
 }  // namespace
 
@@ -78,6 +114,7 @@ struct PreprocessPrivate {
   bool set_size = false, set_resize = false, set_interpolation = false;
   bool dirty = true;  // settings changed since the core was built
   std::optional<State> state;
+  ptm::CudaLink cuda;
 };
 
 struct _GstPtmPreprocess {
@@ -199,7 +236,73 @@ static gboolean gst_ptm_preprocess_set_caps(GstBaseTransform* trans, GstCaps* in
     GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Unsupported caps"), ("%" GST_PTR_FORMAT, incaps));
     return FALSE;
   }
-  return TRUE;
+  return ptm::accept_memory_caps(GST_ELEMENT(self), incaps, &self->priv->state->cuda_memory);
+}
+
+// A frame in CUDA memory: the kernel reads it in place and writes the
+// tensor into a pooled device buffer that the tensor meta owns.
+static GstFlowReturn preprocess_on_device(GstPtmPreprocess* self, State& st, GstBuffer* buf) {
+#if PTM_HAVE_CUDA
+  GstVideoFrame frame;
+  ptm::FrameView view;
+  int device = -1;
+  std::string why;
+  if (!self->priv->cuda.map(buf, &st.info, false, &frame, &view, &device, &why)) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot read the frame in CUDA memory: %s", why.c_str()), (nullptr));
+    return GST_FLOW_ERROR;
+  }
+  const ptm::PreprocessConfig& c = st.pre->config();
+  const size_t bytes = size_t(3) * size_t(c.crop_width) * size_t(c.crop_height) * sizeof(float);
+  void* out = nullptr;
+  const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED,
+                               "Preprocessing on the GPU failed", [&] {
+    if (!st.gpu) st.gpu = std::make_unique<Gpu>();
+    Gpu& g = *st.gpu;
+    if (g.device != device) {
+      ptm::cuda::stream_destroy(g.stream);
+      g.stream = nullptr;
+      g.stream = ptm::cuda::stream_create(device);
+      g.device = device;
+      g.stale = true;
+    }
+    const ptm::ResamplePlan* p = g.kernel.plan();
+    if (g.stale || !p || p->format != view.format || p->width != view.width || p->height != view.height) {
+      g.kernel.set_plan(st.pre->plan(view));
+      g.stale = false;
+    }
+    if (!g.pool || g.pool->bytes() != bytes || g.pool->device() != device)
+      g.pool = std::make_shared<ptm::cuda::BufferPool>(device, bytes);
+    out = g.pool->acquire();
+    try {
+      g.kernel.run(view, out, ptm::cuda::OutputType::Float32, false, g.stream);
+      // The frame must not be released upstream while the kernel reads it:
+      // wait for this stream (not the device) before the buffer moves on.
+      ptm::cuda::stream_synchronize(g.stream);
+    } catch (...) {
+      g.pool->release(out);
+      out = nullptr;
+      throw;
+    }
+  });
+  gst_video_frame_unmap(&frame);
+  if (!ok) return GST_FLOW_ERROR;
+  auto* holder = new PooledTensor{st.gpu->pool, out};
+  GBytes* data = g_bytes_new_with_free_func(out, bytes, [](gpointer p) {
+    auto* h = static_cast<PooledTensor*>(p);
+    h->pool->release(h->data);
+    delete h;
+  }, holder);
+  GstPtmTensorMeta* m = gst_buffer_add_ptm_tensor_meta(buf, data, 3, guint(c.crop_height), guint(c.crop_width),
+                                                       c.mean.data(), c.std.data(), c.bgr, st.description.c_str());
+  if (m) m->cuda_device = device;
+  g_bytes_unref(data);
+  return GST_FLOW_OK;
+#else
+  (void)st;
+  (void)buf;
+  GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("%s", ptm::cuda_unusable_reason().c_str()), (nullptr));
+  return GST_FLOW_ERROR;
+#endif
 }
 
 static GstFlowReturn gst_ptm_preprocess_transform_ip(GstBaseTransform* trans, GstBuffer* buf) {
@@ -225,9 +328,11 @@ static GstFlowReturn gst_ptm_preprocess_transform_ip(GstBaseTransform* trans, Gs
                                                    : std::string("letterbox"))
         << " " << c.crop_width << "x" << c.crop_height << (c.filter == ptm::Filter::Bicubic ? " bicubic" : " bilinear");
       st.description = d.str();
+      if (st.gpu) st.gpu->stale = true;
     }
   }
   const ptm::PreprocessConfig& c = st.pre->config();
+  if (st.cuda_memory) return preprocess_on_device(self, st, buf);
   GstVideoFrame frame;
   if (!gst_video_frame_map(&frame, &st.info, buf, GST_MAP_READ)) {
     GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Could not map the video frame"), (nullptr));
@@ -247,6 +352,17 @@ static GstFlowReturn gst_ptm_preprocess_transform_ip(GstBaseTransform* trans, Gs
                                  c.std.data(), c.bgr, st.description.c_str());
   g_bytes_unref(bytes);
   return GST_FLOW_OK;
+}
+
+static gboolean gst_ptm_preprocess_query(GstBaseTransform* trans, GstPadDirection dir, GstQuery* query) {
+  auto* self = GST_PTM_PREPROCESS(trans);
+  if (self->priv->cuda.handle_query(GST_ELEMENT(self), query)) return TRUE;
+  return GST_BASE_TRANSFORM_CLASS(gst_ptm_preprocess_parent_class)->query(trans, dir, query);
+}
+
+static void gst_ptm_preprocess_set_context(GstElement* element, GstContext* context) {
+  GST_PTM_PREPROCESS(element)->priv->cuda.set_context(element, context);
+  GST_ELEMENT_CLASS(gst_ptm_preprocess_parent_class)->set_context(element, context);
 }
 
 static void gst_ptm_preprocess_finalize(GObject* object) {
@@ -298,7 +414,9 @@ static void gst_ptm_preprocess_class_init(GstPtmPreprocessClass* klass) {
   gst_element_class_set_static_metadata(element_class, "PyTorch preprocessing", "Filter/Converter/Video",
                                         "Attaches the model input tensor (torchvision transform) to each frame",
                                         "ptm developers");
-  ptm::add_video_pad_templates(element_class);
+  ptm::add_video_pad_templates_with_cuda(element_class);
+  element_class->set_context = GST_DEBUG_FUNCPTR(gst_ptm_preprocess_set_context);
+  bt->query = GST_DEBUG_FUNCPTR(gst_ptm_preprocess_query);
   bt->start = GST_DEBUG_FUNCPTR(gst_ptm_preprocess_start);
   bt->stop = GST_DEBUG_FUNCPTR(gst_ptm_preprocess_stop);
   bt->set_caps = GST_DEBUG_FUNCPTR(gst_ptm_preprocess_set_caps);

@@ -9,7 +9,8 @@ namespace ptm {
 namespace {
 
 // Pillow's fixed-point precision for 8-bit resampling (Resample.c).
-constexpr int kPrecisionBits = 32 - 8 - 2;
+constexpr int kPrecisionBits = ResamplePlan::kPrecisionBits;
+static_assert(kPrecisionBits == 32 - 8 - 2, "Pillow's 8-bit precision");
 constexpr int kMaxSide = 1 << 15;
 
 double bilinear(double x) {
@@ -157,11 +158,13 @@ void fetch_row(const FrameView& f, int y, int x0, int x1, uint8_t* rgb) {
   }
 }
 
-void check_frame(const FrameView& f) {
+// `planes`: also check the plane pointers and strides (not only the size and format).
+void check_frame(const FrameView& f, bool planes = true) {
   if (f.width <= 0 || f.height <= 0 || f.width > kMaxSide || f.height > kMaxSide)
     throw std::invalid_argument("frame size " + std::to_string(f.width) + "x" + std::to_string(f.height) +
                                 " is outside 1..32768");
   auto need = [&](int plane, size_t row_bytes, int rows) {
+    if (!planes) return;
     if (!f.planes[plane]) throw std::invalid_argument("frame plane " + std::to_string(plane) + " is missing");
     if (f.strides[plane] < 0 || size_t(f.strides[plane]) < row_bytes)
       throw std::invalid_argument("frame plane " + std::to_string(plane) + " stride " +
@@ -239,33 +242,61 @@ Preprocessor::Preprocessor(PreprocessConfig config) : config_(config) {
     for (int v = 0; v < 256; ++v) lut_[size_t(c)][size_t(v)] = (float(v) / 255.f - config_.mean[size_t(c)]) / config_.std[size_t(c)];
 }
 
+ResamplePlan Preprocessor::plan(const FrameView& f) const {
+  check_frame(f, false);
+  const PreprocessConfig& c = config_;
+  ResamplePlan p;
+  p.format = f.format;
+  p.width = f.width;
+  p.height = f.height;
+  p.out_width = c.crop_width;
+  p.out_height = c.crop_height;
+  p.geometry = compute_geometry(c, f.width, f.height);
+  const Geometry& g = p.geometry;
+  p.pad_value = c.pad_value;
+  p.bgr = c.bgr;
+  for (size_t i = 0; i < 3; ++i) std::copy(lut_[i].begin(), lut_[i].end(), p.lut.begin() + long(i * 256));
+  const YuvCoefficients yc = yuv_coefficients(f.matrix, f.full_range);
+  p.yuv = {yc.y_scale, yc.y_offset, yc.c_scale, yc.rv, yc.gu, yc.gv, yc.bu};
+  p.rx0 = std::max(0, g.crop_left);
+  p.rx1 = std::min(g.resized_width, g.crop_left + c.crop_width);
+  p.ry0 = std::max(0, g.crop_top);
+  p.ry1 = std::min(g.resized_height, g.crop_top + c.crop_height);
+  if (p.empty()) return p;
+  auto window = [](const Axis& a, int from, int to, int* k, std::vector<int32_t>& first, std::vector<int32_t>& count,
+                   std::vector<int32_t>& weights) {
+    *k = a.ksize;
+    first.assign(a.first.begin() + from, a.first.begin() + to);
+    count.assign(a.count.begin() + from, a.count.begin() + to);
+    weights.assign(a.weights.begin() + long(from) * a.ksize, a.weights.begin() + long(to) * a.ksize);
+  };
+  window(make_axis(f.width, g.resized_width, c.filter), p.rx0, p.rx1, &p.kx, p.x_first, p.x_count, p.x_weights);
+  window(make_axis(f.height, g.resized_height, c.filter), p.ry0, p.ry1, &p.ky, p.y_first, p.y_count, p.y_weights);
+  return p;
+}
+
 void Preprocessor::run_u8(const FrameView& f, uint8_t* out) {
   check_frame(f);
-  const PreprocessConfig& c = config_;
-  const Geometry g = compute_geometry(c, f.width, f.height);
-  const int cw = c.crop_width, ch = c.crop_height;
-  std::fill(out, out + size_t(cw) * size_t(ch) * 3, c.pad_value);
-  // The part of the resized image that lands in the output.
-  const int rx0 = std::max(0, g.crop_left), rx1 = std::min(g.resized_width, g.crop_left + cw);
-  const int ry0 = std::max(0, g.crop_top), ry1 = std::min(g.resized_height, g.crop_top + ch);
-  if (rx0 >= rx1 || ry0 >= ry1) return;
-  const Axis ax = make_axis(f.width, g.resized_width, c.filter);
-  const Axis ay = make_axis(f.height, g.resized_height, c.filter);
+  const ResamplePlan p = plan(f);
+  const int cw = p.out_width;
+  std::fill(out, out + size_t(cw) * size_t(p.out_height) * 3, p.pad_value);
+  if (p.empty()) return;
+  const Geometry& g = p.geometry;
+  const int ow = p.rx1 - p.rx0, oh = p.ry1 - p.ry0;
   // Source columns and rows those output pixels read.
-  const int sx0 = ax.first[size_t(rx0)], sx1 = ax.first[size_t(rx1 - 1)] + ax.count[size_t(rx1 - 1)];
-  const int sy0 = ay.first[size_t(ry0)], sy1 = ay.first[size_t(ry1 - 1)] + ay.count[size_t(ry1 - 1)];
-  const int ow = rx1 - rx0;
+  const int sx0 = p.x_first.front(), sx1 = p.x_first.back() + p.x_count.back();
+  const int sy0 = p.y_first.front(), sy1 = p.y_first.back() + p.y_count.back();
   rgb_row_.resize(size_t(sx1 - sx0) * 3);
   hpass_.resize(size_t(sy1 - sy0) * size_t(ow) * 3);
   // Horizontal pass (Pillow resamples horizontally first, rounding to 8 bits).
   for (int y = sy0; y < sy1; ++y) {
     fetch_row(f, y, sx0, sx1, rgb_row_.data());
     uint8_t* dst = &hpass_[size_t(y - sy0) * size_t(ow) * 3];
-    for (int x = rx0; x < rx1; ++x, dst += 3) {
-      const int32_t* k = &ax.weights[size_t(x) * size_t(ax.ksize)];
-      const uint8_t* src = &rgb_row_[size_t(ax.first[size_t(x)] - sx0) * 3];
+    for (int x = 0; x < ow; ++x, dst += 3) {
+      const int32_t* k = &p.x_weights[size_t(x) * size_t(p.kx)];
+      const uint8_t* src = &rgb_row_[size_t(p.x_first[size_t(x)] - sx0) * 3];
       int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
-      for (int t = 0; t < ax.count[size_t(x)]; ++t, src += 3) {
+      for (int t = 0; t < p.x_count[size_t(x)]; ++t, src += 3) {
         s0 += src[0] * k[t];
         s1 += src[1] * k[t];
         s2 += src[2] * k[t];
@@ -276,10 +307,10 @@ void Preprocessor::run_u8(const FrameView& f, uint8_t* out) {
     }
   }
   // Vertical pass straight into the output window.
-  for (int y = ry0; y < ry1; ++y) {
-    const int32_t* k = &ay.weights[size_t(y) * size_t(ay.ksize)];
-    const int first = ay.first[size_t(y)] - sy0, n = ay.count[size_t(y)];
-    uint8_t* dst = out + (size_t(y - g.crop_top) * size_t(cw) + size_t(rx0 - g.crop_left)) * 3;
+  for (int y = 0; y < oh; ++y) {
+    const int32_t* k = &p.y_weights[size_t(y) * size_t(p.ky)];
+    const int first = p.y_first[size_t(y)] - sy0, n = p.y_count[size_t(y)];
+    uint8_t* dst = out + (size_t(y + p.ry0 - g.crop_top) * size_t(cw) + size_t(p.rx0 - g.crop_left)) * 3;
     for (int i = 0; i < ow * 3; ++i) {
       int32_t s = 1 << (kPrecisionBits - 1);
       const uint8_t* src = &hpass_[size_t(first) * size_t(ow) * 3 + size_t(i)];

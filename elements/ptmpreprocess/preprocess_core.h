@@ -60,6 +60,33 @@ struct Geometry {
 
 Geometry compute_geometry(const PreprocessConfig& c, int width, int height);
 
+// Everything needed to preprocess frames of one format and size, as tables:
+// the CPU path runs it, and the CUDA kernel (elements/cuda) uploads the same
+// tables, so both produce the same bytes.
+struct ResamplePlan {
+  static constexpr int kPrecisionBits = 22;  // Pillow's fixed point for 8-bit data
+  // The frame it is for.
+  PixelFormat format = PixelFormat::RGB;
+  int width = 0, height = 0;
+  // Output (crop) size and where the resized image lands in it.
+  int out_width = 0, out_height = 0;
+  Geometry geometry;
+  // Window of the resized image that is inside the output: [rx0, rx1) x [ry0, ry1).
+  int rx0 = 0, rx1 = 0, ry0 = 0, ry1 = 0;
+  // Per output column (rx0..rx1) and row (ry0..ry1): first source index, tap
+  // count, and `kx`/`ky` fixed-point weights each.
+  int kx = 0, ky = 0;
+  std::vector<int32_t> x_first, x_count, x_weights;
+  std::vector<int32_t> y_first, y_count, y_weights;
+  uint8_t pad_value = 0;
+  bool bgr = false;
+  // Output channel c of an 8-bit value v: lut[c * 256 + v] ((v / 255 - mean) / std).
+  std::array<float, 3 * 256> lut{};
+  // I420/NV12 to RGB: y_scale, y_offset, c_scale, rv, gu, gv, bu.
+  std::array<float, 7> yuv{};
+  bool empty() const { return rx0 >= rx1 || ry0 >= ry1; }
+};
+
 class Preprocessor {
  public:
   explicit Preprocessor(PreprocessConfig config);  // throws std::invalid_argument
@@ -71,6 +98,11 @@ class Preprocessor {
 
   // The uint8 RGB (or BGR) crop before normalisation, HWC; for tests.
   void run_u8(const FrameView& frame, uint8_t* out_hwc);
+
+  // The tables for frames like `frame` (format, size and colorimetry; the
+  // plane pointers are not read). Throws std::invalid_argument for a size
+  // or format it cannot take.
+  ResamplePlan plan(const FrameView& frame) const;
 
  private:
   PreprocessConfig config_;

@@ -76,11 +76,15 @@ typedef struct _GstPtmTensorMeta GstPtmTensorMeta;
  * @channels: tensor channels (3)
  * @height: tensor height
  * @width: tensor width
- * @data: @channels x @height x @width float32 values (CHW), read-only
+ * @data: @channels x @height x @width float32 values (CHW), read-only; in
+ *   system memory, or in CUDA device memory when @cuda_device >= 0
  * @mean: per-channel mean that was subtracted (after scaling to 0..1)
  * @std: per-channel standard deviation that divided
  * @bgr: TRUE when the channels are in B, G, R order
  * @preprocessing: a short description ("resize 256 bilinear, crop 224x224")
+ * @cuda_device: -1: @data is system memory; else the CUDA device whose
+ *   memory holds @data (frames that arrived as GstCudaMemory). Set it after
+ *   gst_buffer_add_ptm_tensor_meta(); copies keep it.
  */
 struct _GstPtmTensorMeta {
   GstMeta meta;
@@ -90,6 +94,7 @@ struct _GstPtmTensorMeta {
   gfloat std[3];
   gboolean bgr;
   gchar *preprocessing;
+  gint cuda_device;
   /*< private >*/
   GBytes *bytes;
 };

@@ -1,0 +1,416 @@
+// See ptmcuda.h. Built with --fmad=false: the YUV conversion and the
+// normalisation then round exactly as the CPU path does.
+#include "ptmcuda.h"
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+namespace ptm::cuda {
+
+namespace {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess)
+    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+
+cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
+
+// ------------------------------------------------------------ preprocessing
+
+constexpr int kBits = ResamplePlan::kPrecisionBits;
+
+struct Params {
+  int format;  // PixelFormat
+  int width, height;
+  const uint8_t* planes[3];
+  int strides[3];
+  int out_width, out_height;
+  int crop_left, crop_top;
+  int rx0, rx1, ry0, ry1;
+  int kx, ky;
+  int pad;
+  int bgr;
+  int channels_last;
+  int type;  // OutputType
+  // Device tables: x_first, x_count, x_weights, y_first, y_count, y_weights, lut.
+  const int32_t *x_first, *x_count, *x_weights, *y_first, *y_count, *y_weights;
+  const float* lut;
+  float yuv[7];
+  void* out;
+};
+
+__device__ __forceinline__ uint8_t clip8(int32_t v) {
+  v >>= kBits;
+  return uint8_t(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+__device__ __forceinline__ uint8_t to_u8(float v) { return uint8_t(v <= 0.f ? 0 : v >= 255.f ? 255 : int(v + 0.5f)); }
+
+// Packed layouts: bytes per pixel and the R, G, B byte offsets.
+__device__ __forceinline__ bool packed(int f, int* bpp, int* r, int* g, int* b) {
+  switch (PixelFormat(f)) {
+    case PixelFormat::RGB: *bpp = 3; *r = 0; *g = 1; *b = 2; return true;
+    case PixelFormat::BGR: *bpp = 3; *r = 2; *g = 1; *b = 0; return true;
+    case PixelFormat::RGBA: case PixelFormat::RGBx: *bpp = 4; *r = 0; *g = 1; *b = 2; return true;
+    case PixelFormat::BGRA: case PixelFormat::BGRx: *bpp = 4; *r = 2; *g = 1; *b = 0; return true;
+    case PixelFormat::ARGB: case PixelFormat::xRGB: *bpp = 4; *r = 1; *g = 2; *b = 3; return true;
+    case PixelFormat::ABGR: case PixelFormat::xBGR: *bpp = 4; *r = 3; *g = 2; *b = 1; return true;
+    default: return false;
+  }
+}
+
+// The RGB of source pixel (x, y), as the CPU path's fetch_row computes it.
+__device__ void fetch(const Params& p, int x, int y, int rgb[3]) {
+  int bpp, ro, go, bo;
+  if (packed(p.format, &bpp, &ro, &go, &bo)) {
+    const uint8_t* px = p.planes[0] + size_t(y) * size_t(p.strides[0]) + size_t(x) * size_t(bpp);
+    rgb[0] = px[ro];
+    rgb[1] = px[go];
+    rgb[2] = px[bo];
+    return;
+  }
+  if (PixelFormat(p.format) == PixelFormat::GRAY8) {
+    rgb[0] = rgb[1] = rgb[2] = p.planes[0][size_t(y) * size_t(p.strides[0]) + size_t(x)];
+    return;
+  }
+  const bool nv12 = PixelFormat(p.format) == PixelFormat::NV12;
+  const int cw = (p.width + 1) / 2, ch = (p.height + 1) / 2;
+  const int cy0 = y / 2, cy1 = min(max(y % 2 ? cy0 + 1 : cy0 - 1, 0), ch - 1);
+  const int cx0 = x / 2, cx1 = min(max(x % 2 ? cx0 + 1 : cx0 - 1, 0), cw - 1);
+  auto chroma = [&](int plane, int cy, int cx) -> float {
+    const int pl = nv12 ? 1 : plane;
+    const uint8_t* row = p.planes[pl] + size_t(cy) * size_t(p.strides[pl]);
+    return nv12 ? row[size_t(cx) * 2 + (plane == 2 ? 1 : 0)] : row[cx];
+  };
+  auto vblend = [&](int plane, int cx) { return 0.75f * chroma(plane, cy0, cx) + 0.25f * chroma(plane, cy1, cx); };
+  float u = 0.75f * vblend(1, cx0) + 0.25f * vblend(1, cx1);
+  float v = 0.75f * vblend(2, cx0) + 0.25f * vblend(2, cx1);
+  const float yy = (p.planes[0][size_t(y) * size_t(p.strides[0]) + size_t(x)] - p.yuv[1]) * p.yuv[0];
+  u = (u - 128.f) * p.yuv[2];
+  v = (v - 128.f) * p.yuv[2];
+  rgb[0] = to_u8(yy + p.yuv[3] * v);
+  rgb[1] = to_u8(yy - p.yuv[4] * u - p.yuv[5] * v);
+  rgb[2] = to_u8(yy + p.yuv[6] * u);
+}
+
+// One thread per output pixel: the horizontal pass of every source row the
+// vertical filter reads (rounded to 8 bits, as Pillow does), the vertical
+// pass, then normalisation and the layout and type of the model input.
+__global__ void preprocess_kernel(Params p) {
+  const int ox = blockIdx.x * blockDim.x + threadIdx.x;
+  const int oy = blockIdx.y * blockDim.y + threadIdx.y;
+  if (ox >= p.out_width || oy >= p.out_height) return;
+  const int rx = ox + p.crop_left, ry = oy + p.crop_top;
+  int px[3] = {p.pad, p.pad, p.pad};
+  if (rx >= p.rx0 && rx < p.rx1 && ry >= p.ry0 && ry < p.ry1) {
+    const int ix = rx - p.rx0, iy = ry - p.ry0;
+    const int xf = p.x_first[ix], xn = p.x_count[ix];
+    const int yf = p.y_first[iy], yn = p.y_count[iy];
+    const int32_t* xw = p.x_weights + size_t(ix) * size_t(p.kx);
+    const int32_t* yw = p.y_weights + size_t(iy) * size_t(p.ky);
+    int32_t acc[3] = {1 << (kBits - 1), 1 << (kBits - 1), 1 << (kBits - 1)};
+    for (int t = 0; t < yn; ++t) {
+      int32_t h[3] = {1 << (kBits - 1), 1 << (kBits - 1), 1 << (kBits - 1)};
+      for (int s = 0; s < xn; ++s) {
+        int rgb[3];
+        fetch(p, xf + s, yf + t, rgb);
+        h[0] += rgb[0] * xw[s];
+        h[1] += rgb[1] * xw[s];
+        h[2] += rgb[2] * xw[s];
+      }
+      acc[0] += clip8(h[0]) * yw[t];
+      acc[1] += clip8(h[1]) * yw[t];
+      acc[2] += clip8(h[2]) * yw[t];
+    }
+    px[0] = clip8(acc[0]);
+    px[1] = clip8(acc[1]);
+    px[2] = clip8(acc[2]);
+  }
+  const size_t plane = size_t(p.out_width) * size_t(p.out_height);
+  const size_t pos = size_t(oy) * size_t(p.out_width) + size_t(ox);
+  for (int c = 0; c < 3; ++c) {
+    const float v = p.lut[c * 256 + px[p.bgr ? 2 - c : c]];
+    const size_t i = p.channels_last ? pos * 3 + size_t(c) : size_t(c) * plane + pos;
+    switch (OutputType(p.type)) {
+      case OutputType::Float32: static_cast<float*>(p.out)[i] = v; break;
+      case OutputType::Float16: static_cast<__half*>(p.out)[i] = __float2half_rn(v); break;
+      case OutputType::BFloat16: static_cast<__nv_bfloat16*>(p.out)[i] = __float2bfloat16_rn(v); break;
+    }
+  }
+}
+
+// ------------------------------------------------------------------ overlay
+
+struct BlendParams {
+  int format, width, height;
+  uint8_t* planes[3];
+  int strides[3];
+  const uint8_t* patch;
+  int pw, ph, x0, y0;
+  float yuv[7];
+};
+
+__device__ __forceinline__ uint8_t mix(uint8_t dst, float src, float a) {
+  return uint8_t(fminf(fmaxf(src * a + dst * (1.f - a) + 0.5f, 0.f), 255.f));
+}
+
+// RGB -> Y'CbCr with the frame's matrix and range (the inverse of fetch()).
+__device__ void to_yuv(const float* k, float r, float g, float b, float* y, float* u, float* v) {
+  const float kr = 1.f - k[3] / 2.f, kb = 1.f - k[6] / 2.f, kg = 1.f - kr - kb;
+  const float luma = kr * r + kg * g + kb * b;
+  *y = luma / k[0] + k[1];
+  *u = (b - luma) / k[6] / k[2] + 128.f;
+  *v = (r - luma) / k[3] / k[2] + 128.f;
+}
+
+__global__ void blend_kernel(BlendParams p) {
+  const int px = blockIdx.x * blockDim.x + threadIdx.x;
+  const int py = blockIdx.y * blockDim.y + threadIdx.y;
+  const int x = p.x0 + px, y = p.y0 + py;
+  if (px >= p.pw || py >= p.ph || x < 0 || y < 0 || x >= p.width || y >= p.height) return;
+  const uint8_t* s = p.patch + (size_t(py) * size_t(p.pw) + size_t(px)) * 4;
+  const float a = s[3] / 255.f;
+  if (a <= 0.f) return;
+  int bpp, ro, go, bo;
+  if (packed(p.format, &bpp, &ro, &go, &bo)) {
+    uint8_t* d = p.planes[0] + size_t(y) * size_t(p.strides[0]) + size_t(x) * size_t(bpp);
+    d[ro] = mix(d[ro], s[0], a);
+    d[go] = mix(d[go], s[1], a);
+    d[bo] = mix(d[bo], s[2], a);
+    return;
+  }
+  float yy, u, v;
+  to_yuv(p.yuv, s[0], s[1], s[2], &yy, &u, &v);
+  if (PixelFormat(p.format) == PixelFormat::GRAY8) {
+    uint8_t* d = p.planes[0] + size_t(y) * size_t(p.strides[0]) + size_t(x);
+    *d = mix(*d, (s[0] + s[1] + s[2]) / 3.f, a);
+    return;
+  }
+  uint8_t* d = p.planes[0] + size_t(y) * size_t(p.strides[0]) + size_t(x);
+  *d = mix(*d, yy, a);
+  if (x % 2 || y % 2) return;  // one chroma sample per 2x2 block, from its top-left pixel
+  const int cx = x / 2, cy = y / 2;
+  if (PixelFormat(p.format) == PixelFormat::NV12) {
+    uint8_t* c = p.planes[1] + size_t(cy) * size_t(p.strides[1]) + size_t(cx) * 2;
+    c[0] = mix(c[0], u, a);
+    c[1] = mix(c[1], v, a);
+  } else {
+    uint8_t* cu = p.planes[1] + size_t(cy) * size_t(p.strides[1]) + size_t(cx);
+    uint8_t* cv = p.planes[2] + size_t(cy) * size_t(p.strides[2]) + size_t(cx);
+    *cu = mix(*cu, u, a);
+    *cv = mix(*cv, v, a);
+  }
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ runtime
+
+int device_count(std::string* why) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    if (why) *why = std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+    return 0;
+  }
+  if (n == 0 && why) *why = "no CUDA device";
+  return n;
+}
+
+void* primary_context(int device) {
+  static std::mutex lock;
+  static std::vector<CUcontext> contexts;
+  std::lock_guard<std::mutex> g(lock);
+  if (device < 0) throw std::runtime_error("invalid CUDA device " + std::to_string(device));
+  if (size_t(device) < contexts.size() && contexts[size_t(device)]) return contexts[size_t(device)];
+  // The driver API through the runtime's entry points: nothing links libcuda,
+  // so the library loads on machines without a driver.
+  using RetainFn = CUresult (*)(CUcontext*, CUdevice);
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult found{};
+  check(cudaGetDriverEntryPointByVersion("cuDevicePrimaryCtxRetain", &fn, 12000, cudaEnableDefault, &found),
+        "looking up cuDevicePrimaryCtxRetain");
+  if (!fn || found != cudaDriverEntryPointSuccess) throw std::runtime_error("the CUDA driver has no cuDevicePrimaryCtxRetain");
+  check(cudaSetDevice(device), "cudaSetDevice");
+  check(cudaFree(nullptr), "initialising the CUDA runtime");
+  CUcontext ctx = nullptr;
+  const CUresult r = reinterpret_cast<RetainFn>(fn)(&ctx, CUdevice(device));
+  if (r != CUDA_SUCCESS || !ctx) throw std::runtime_error("cuDevicePrimaryCtxRetain failed: error " + std::to_string(int(r)));
+  if (contexts.size() <= size_t(device)) contexts.resize(size_t(device) + 1, nullptr);
+  contexts[size_t(device)] = ctx;
+  return ctx;
+}
+
+bool is_device_pointer(const void* p, int device) {
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return a.type == cudaMemoryTypeDevice && a.device == device;
+}
+
+void* stream_create(int device) {
+  check(cudaSetDevice(device), "cudaSetDevice");
+  cudaStream_t s = nullptr;
+  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  return s;
+}
+
+void stream_destroy(void* s) {
+  if (s) cudaStreamDestroy(as_stream(s));
+}
+
+void stream_synchronize(void* s) { check(cudaStreamSynchronize(as_stream(s)), "cudaStreamSynchronize"); }
+
+void copy_host_to_device(void* dst, const void* src, size_t bytes, void* s) {
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, as_stream(s)), "host-to-device copy");
+}
+
+void copy_device_to_device(void* dst, const void* src, size_t bytes, void* s) {
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, as_stream(s)), "device-to-device copy");
+}
+
+// ------------------------------------------------------------ Preprocess
+
+Preprocess::~Preprocess() { release(); }
+
+void Preprocess::release() {
+  if (tables_) cudaFree(tables_);
+  tables_ = nullptr;
+  tables_bytes_ = 0;
+  have_plan_ = false;
+}
+
+void Preprocess::set_plan(const ResamplePlan& plan) {
+  // One allocation: the int tables, then the float LUT.
+  std::vector<int32_t> ints;
+  for (const auto* v : {&plan.x_first, &plan.x_count, &plan.x_weights, &plan.y_first, &plan.y_count, &plan.y_weights})
+    ints.insert(ints.end(), v->begin(), v->end());
+  const size_t bytes = ints.size() * sizeof(int32_t) + plan.lut.size() * sizeof(float);
+  if (bytes > tables_bytes_) {
+    release();
+    check(cudaMalloc(&tables_, bytes), "allocating the preprocessing tables");
+    tables_bytes_ = bytes;
+  }
+  check(cudaMemcpy(tables_, ints.data(), ints.size() * sizeof(int32_t), cudaMemcpyHostToDevice),
+        "uploading the preprocessing tables");
+  check(cudaMemcpy(static_cast<int32_t*>(tables_) + ints.size(), plan.lut.data(), plan.lut.size() * sizeof(float),
+                   cudaMemcpyHostToDevice),
+        "uploading the normalisation table");
+  plan_ = plan;
+  have_plan_ = true;
+}
+
+void Preprocess::run(const DeviceFrame& f, void* out, OutputType type, bool channels_last, void* stream) {
+  if (!have_plan_) throw std::runtime_error("no preprocessing plan set");
+  const ResamplePlan& pl = plan_;
+  if (f.format != pl.format || f.width != pl.width || f.height != pl.height)
+    throw std::runtime_error("the frame does not match the preprocessing plan");
+  Params p{};
+  p.format = int(f.format);
+  p.width = f.width;
+  p.height = f.height;
+  for (int i = 0; i < 3; ++i) {
+    p.planes[i] = f.planes[i];
+    p.strides[i] = f.strides[i];
+  }
+  p.out_width = pl.out_width;
+  p.out_height = pl.out_height;
+  p.crop_left = pl.geometry.crop_left;
+  p.crop_top = pl.geometry.crop_top;
+  p.rx0 = pl.rx0;
+  p.rx1 = pl.rx1;
+  p.ry0 = pl.ry0;
+  p.ry1 = pl.ry1;
+  p.kx = pl.kx;
+  p.ky = pl.ky;
+  p.pad = pl.pad_value;
+  p.bgr = pl.bgr;
+  p.channels_last = channels_last;
+  p.type = int(type);
+  const int32_t* t = static_cast<const int32_t*>(tables_);
+  p.x_first = t;
+  p.x_count = p.x_first + pl.x_first.size();
+  p.x_weights = p.x_count + pl.x_count.size();
+  p.y_first = p.x_weights + pl.x_weights.size();
+  p.y_count = p.y_first + pl.y_first.size();
+  p.y_weights = p.y_count + pl.y_count.size();
+  p.lut = reinterpret_cast<const float*>(p.y_weights + pl.y_weights.size());
+  std::copy(pl.yuv.begin(), pl.yuv.end(), p.yuv);
+  p.out = out;
+  const dim3 block(32, 8);
+  const dim3 grid(unsigned(pl.out_width + 31) / 32, unsigned(pl.out_height + 7) / 8);
+  preprocess_kernel<<<grid, block, 0, as_stream(stream)>>>(p);
+  check(cudaGetLastError(), "launching the preprocessing kernel");
+}
+
+// ------------------------------------------------------------ BufferPool
+
+BufferPool::~BufferPool() {
+  for (void* p : free_) cudaFree(p);
+}
+
+void* BufferPool::acquire() {
+  {
+    std::lock_guard<std::mutex> g(lock_);
+    if (!free_.empty()) {
+      void* p = free_.back();
+      free_.pop_back();
+      return p;
+    }
+  }
+  check(cudaSetDevice(device_), "cudaSetDevice");
+  void* p = nullptr;
+  check(cudaMalloc(&p, bytes_), "allocating a tensor buffer");
+  return p;
+}
+
+void BufferPool::release(void* p) {
+  std::lock_guard<std::mutex> g(lock_);
+  free_.push_back(p);
+}
+
+// --------------------------------------------------------------- overlay
+
+void blend_patch(const DeviceFrame& f, const uint8_t* patch, int w, int h, int x, int y, const float yuv[7],
+                 void* stream) {
+  if (w <= 0 || h <= 0) return;
+  const size_t bytes = size_t(w) * size_t(h) * 4;
+  void* d = nullptr;
+  check(cudaMallocAsync(&d, bytes, as_stream(stream)), "allocating the overlay patch");
+  try {
+    check(cudaMemcpyAsync(d, patch, bytes, cudaMemcpyHostToDevice, as_stream(stream)), "uploading the overlay patch");
+    BlendParams p{};
+    p.format = int(f.format);
+    p.width = f.width;
+    p.height = f.height;
+    for (int i = 0; i < 3; ++i) {
+      p.planes[i] = const_cast<uint8_t*>(f.planes[i]);
+      p.strides[i] = f.strides[i];
+    }
+    p.patch = static_cast<const uint8_t*>(d);
+    p.pw = w;
+    p.ph = h;
+    p.x0 = x;
+    p.y0 = y;
+    std::copy(yuv, yuv + 7, p.yuv);
+    const dim3 block(32, 8);
+    const dim3 grid(unsigned(w + 31) / 32, unsigned(h + 7) / 8);
+    blend_kernel<<<grid, block, 0, as_stream(stream)>>>(p);
+    check(cudaGetLastError(), "launching the overlay kernel");
+  } catch (...) {
+    cudaFreeAsync(d, as_stream(stream));
+    throw;
+  }
+  check(cudaFreeAsync(d, as_stream(stream)), "freeing the overlay patch");
+}
+
+}  // namespace ptm::cuda
