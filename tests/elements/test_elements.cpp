@@ -142,8 +142,85 @@ TEST(Infer, BadModelsFailWithTheReason) {
   EXPECT_NE(evil.error.find("posix.system"), std::string::npos) << evil.error;
   Outcome cuda;
   run(src("RGB", 64, 64, 1) + "ptminfer device=cuda model=" + model() + kSink, cuda);
-  EXPECT_NE(cuda.error.find("cuda"), std::string::npos) << cuda.error;
+  if (!gst_element_factory_find("cudaupload")) {  // no GPU here: the start fails and says why
+    EXPECT_NE(cuda.error.find("device=cuda, but CUDA cannot be used: "), std::string::npos) << cuda.error;
+    EXPECT_TRUE(cuda.results.empty());
+  }
+  Outcome half;
+  run(src("RGB", 64, 64, 1) + "ptminfer device=cpu precision=fp16 model=" + model() + kSink, half);
+  EXPECT_NE(half.error.find("precision need a CUDA device"), std::string::npos) << half.error;
   EXPECT_FALSE(std::filesystem::exists(fixture("CANARY")));
+}
+
+// Frames in CUDA memory where CUDA cannot be used: every element refuses
+// the caps with an error that names the reason, and nothing is pushed.
+TEST(Cuda, MemoryCapsAreRefusedWithoutCuda) {
+  if (gst_element_factory_find("cudaupload"))
+    GTEST_SKIP() << "a CUDA GPU is present (nvcodec registered cudaupload): this refusal applies where none is";
+  for (const std::string& element : std::vector<std::string>{"ptmpreprocess", "ptminfer model=" + model(), "ptmoverlay"}) {
+    GstHarness* h = gst_harness_new_parse(element.c_str());
+    GstBus* bus = gst_bus_new();
+    gst_element_set_bus(h->element, bus);
+    gst_harness_play(h);
+    gst_harness_set_src_caps_str(h, "video/x-raw(memory:CUDAMemory),format=RGBA,width=64,height=48,framerate=30/1");
+    GstBuffer* b = gst_buffer_new_allocate(nullptr, 64 * 48 * 4, nullptr);
+    EXPECT_NE(gst_harness_push(h, b), GST_FLOW_OK) << element;
+    EXPECT_EQ(gst_harness_buffers_received(h), 0u) << element;
+    std::string error;
+    while (GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR)) {
+      GError* e = nullptr;
+      gst_message_parse_error(m, &e, nullptr);
+      if (error.empty()) error = e->message;
+      g_error_free(e);
+      gst_message_unref(m);
+    }
+    EXPECT_NE(error.find("Frames in CUDA memory (memory:CUDAMemory) were offered, but CUDA cannot be used: "),
+              std::string::npos)
+        << element << ": " << error;
+    gst_element_set_bus(h->element, nullptr);
+    gst_object_unref(bus);
+    gst_harness_teardown(h);
+  }
+}
+
+TEST(Cuda, PadTemplatesOfferCudaMemory) {
+  for (const char* name : {"ptmpreprocess", "ptminfer", "ptmoverlay"}) {
+    GstElementFactory* f = gst_element_factory_find(name);
+    ASSERT_TRUE(f) << name;
+    GstCaps* caps = gst_caps_from_string("video/x-raw(memory:CUDAMemory),format=NV12,width=64,height=64");
+    EXPECT_TRUE(gst_element_factory_can_sink_any_caps(f, caps)) << name;
+    gst_caps_unref(caps);
+    gst_object_unref(f);
+  }
+}
+
+TEST(Infer, StatsCountWhereFramesCameFrom) {
+  GError* err = nullptr;
+  GstElement* pipe = gst_parse_launch(("videotestsrc num-buffers=3 ! ptminfer name=i model=" + model() +
+                                       " ! fakesink").c_str(), &err);
+  ASSERT_TRUE(pipe);
+  gst_element_set_state(pipe, GST_STATE_PLAYING);
+  GstBus* bus = gst_element_get_bus(pipe);
+  GstMessage* m = gst_bus_timed_pop_filtered(bus, 60 * GST_SECOND, GstMessageType(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(GST_MESSAGE_TYPE(m), GST_MESSAGE_EOS);
+  gst_message_unref(m);
+  GstElement* infer = gst_bin_get_by_name(GST_BIN(pipe), "i");
+  GstStructure* stats = nullptr;
+  g_object_get(infer, "stats", &stats, nullptr);
+  ASSERT_TRUE(stats);
+  guint64 frames = 0, system = 0, in_place = 1;
+  gst_structure_get_uint64(stats, "frames", &frames);
+  gst_structure_get_uint64(stats, "system-memory", &system);
+  gst_structure_get_uint64(stats, "cuda-in-place", &in_place);
+  EXPECT_EQ(frames, 3u);
+  EXPECT_EQ(system, 3u);
+  EXPECT_EQ(in_place, 0u);
+  gst_structure_free(stats);
+  gst_object_unref(infer);
+  gst_object_unref(bus);
+  gst_element_set_state(pipe, GST_STATE_NULL);
+  gst_object_unref(pipe);
 }
 
 TEST(Infer, RefusesUnsupportedCaps) {

@@ -1,0 +1,379 @@
+// GPU tests: the fused CUDA preprocessing kernel against the CPU path, and
+// the CUDA-memory pipeline (cudaupload ! cudaconvert ! ptmpreprocess !
+// ptminfer device=cuda ! ptmoverlay) against the CPU pipeline on the same
+// frames, including that no image data crosses between host and device.
+// Every test skips, saying why, where no CUDA GPU is usable.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <gst/gst.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "preprocess_core.h"
+#include "ptmcuda.h"
+#include "zero_copy_probe.h"
+
+namespace ptm::test {
+std::string& fixtures_dir();
+namespace {
+
+std::string fixture(const std::string& name) { return fixtures_dir() + "/" + name; }
+
+#define PTM_REQUIRE_GPU()                                                                                        \
+  do {                                                                                                           \
+    std::string why;                                                                                             \
+    if (cuda::device_count(&why) <= 0)                                                                           \
+      GTEST_SKIP() << "no CUDA GPU here (" << why << "): the GPU tests run on a GPU machine (scripts/gpu-check)"; \
+  } while (0)
+
+// ------------------------------------------------------------------ kernel
+
+struct HostFrame {
+  FrameView view;
+  std::vector<std::vector<uint8_t>> planes;
+};
+
+// Random bytes in `f`'s layout, with padded strides.
+HostFrame random_frame(PixelFormat f, int w, int h, std::mt19937& rng) {
+  HostFrame hf;
+  hf.view.format = f;
+  hf.view.width = w;
+  hf.view.height = h;
+  std::vector<std::pair<int, int>> planes;  // row bytes, rows
+  const int cw = (w + 1) / 2, ch = (h + 1) / 2;
+  switch (f) {
+    case PixelFormat::RGB: case PixelFormat::BGR: planes = {{w * 3, h}}; break;
+    case PixelFormat::GRAY8: planes = {{w, h}}; break;
+    case PixelFormat::I420: planes = {{w, h}, {cw, ch}, {cw, ch}}; break;
+    case PixelFormat::NV12: planes = {{w, h}, {cw * 2, ch}}; break;
+    default: planes = {{w * 4, h}}; break;
+  }
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (size_t i = 0; i < planes.size(); ++i) {
+    const int stride = planes[i].first + 13;
+    hf.planes.emplace_back(size_t(stride) * size_t(planes[i].second));
+    for (auto& b : hf.planes.back()) b = uint8_t(byte(rng));
+    hf.view.strides[i] = stride;
+  }
+  for (size_t i = 0; i < hf.planes.size(); ++i) hf.view.planes[i] = hf.planes[i].data();
+  return hf;
+}
+
+struct DeviceCopy {
+  FrameView view;
+  std::vector<void*> buffers;
+  explicit DeviceCopy(const HostFrame& hf) : view(hf.view) {
+    for (size_t i = 0; i < hf.planes.size(); ++i) {
+      void* d = nullptr;
+      EXPECT_EQ(cudaMalloc(&d, hf.planes[i].size()), cudaSuccess);
+      EXPECT_EQ(cudaMemcpy(d, hf.planes[i].data(), hf.planes[i].size(), cudaMemcpyHostToDevice), cudaSuccess);
+      buffers.push_back(d);
+      view.planes[i] = static_cast<const uint8_t*>(d);
+    }
+  }
+  ~DeviceCopy() {
+    for (void* d : buffers) cudaFree(d);
+  }
+};
+
+TEST(Kernel, SameFloatsAsTheCpuPathForEveryFormatSizeAndMode) {
+  PTM_REQUIRE_GPU();
+  std::mt19937 rng(5);
+  const PixelFormat formats[] = {PixelFormat::RGB,  PixelFormat::BGR,  PixelFormat::RGBA, PixelFormat::BGRA,
+                                 PixelFormat::RGBx, PixelFormat::BGRx, PixelFormat::xRGB, PixelFormat::xBGR,
+                                 PixelFormat::ARGB, PixelFormat::ABGR, PixelFormat::GRAY8, PixelFormat::I420,
+                                 PixelFormat::NV12};
+  const std::pair<int, int> sizes[] = {{1920, 1080}, {641, 479}, {224, 224}, {100, 37}, {3, 5}};
+  std::vector<PreprocessConfig> configs(4);
+  configs[1].filter = Filter::Bicubic;
+  configs[1].resize_size = 232;
+  configs[2].mode = ResizeMode::Stretch;
+  configs[2].bgr = true;
+  configs[3].mode = ResizeMode::Letterbox;
+  configs[3].pad_value = 114;
+  configs[3].crop_width = 320;
+  configs[3].crop_height = 192;
+  void* stream = cuda::stream_create(0);
+  size_t compared = 0;
+  for (PixelFormat f : formats) {
+    for (auto [w, h] : sizes) {
+      HostFrame hf = random_frame(f, w, h, rng);
+      DeviceCopy dc(hf);
+      for (const PreprocessConfig& c : configs) {
+        Preprocessor cpu(c);
+        const size_t n = size_t(3) * size_t(c.crop_width) * size_t(c.crop_height);
+        std::vector<float> want(n), got(n), got_hwc(n);
+        cpu.run(hf.view, want.data());
+        cuda::Preprocess gpu;
+        gpu.set_plan(cpu.plan(hf.view));
+        void* out = nullptr;
+        ASSERT_EQ(cudaMalloc(&out, n * sizeof(float) * 2), cudaSuccess);
+        gpu.run(dc.view, out, cuda::OutputType::Float32, false, stream);
+        gpu.run(dc.view, static_cast<float*>(out) + n, cuda::OutputType::Float32, true, stream);
+        cuda::stream_synchronize(stream);
+        ASSERT_EQ(cudaMemcpy(got.data(), out, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(got_hwc.data(), static_cast<float*>(out) + n, n * sizeof(float), cudaMemcpyDeviceToHost),
+                  cudaSuccess);
+        // fp16 output: the same values, rounded once.
+        std::vector<__half> half(n);
+        gpu.run(dc.view, out, cuda::OutputType::Float16, false, stream);
+        cuda::stream_synchronize(stream);
+        ASSERT_EQ(cudaMemcpy(half.data(), out, n * sizeof(__half), cudaMemcpyDeviceToHost), cudaSuccess);
+        cudaFree(out);
+        const size_t plane = size_t(c.crop_width) * size_t(c.crop_height);
+        size_t bad = 0, bad_hwc = 0, bad_half = 0;
+        for (size_t i = 0; i < n; ++i) {
+          bad += std::memcmp(&want[i], &got[i], sizeof(float)) != 0;
+          bad_half += __half2float(half[i]) != __half2float(__float2half_rn(want[i]));
+          const size_t ch = i / plane, pos = i % plane;
+          bad_hwc += std::memcmp(&want[i], &got_hwc[pos * 3 + ch], sizeof(float)) != 0;
+        }
+        EXPECT_EQ(bad, 0u) << "format " << int(f) << " " << w << "x" << h << " mode " << int(c.mode);
+        EXPECT_EQ(bad_hwc, 0u) << "channels-last, format " << int(f) << " " << w << "x" << h;
+        EXPECT_EQ(bad_half, 0u) << "float16, format " << int(f) << " " << w << "x" << h;
+        ++compared;
+      }
+    }
+  }
+  cuda::stream_destroy(stream);
+  std::printf("compared %zu frame/config pairs value by value with the CPU path\n", compared);
+}
+
+// ---------------------------------------------------------------- pipeline
+
+struct Frames {
+  // Per element name: frame number -> class id -> score.
+  std::map<std::string, std::map<guint64, std::map<int, float>>> scores;
+  std::string error;
+  GstStructure* stats = nullptr;
+  ~Frames() {
+    if (stats) gst_structure_free(stats);
+  }
+};
+
+void run_pipeline(const std::string& desc, Frames& out, const char* stats_of = nullptr) {
+  GError* err = nullptr;
+  GstElement* pipe = gst_parse_launch(desc.c_str(), &err);
+  ASSERT_TRUE(pipe) << (err ? err->message : "parse failed") << ": " << desc;
+  GstBus* bus = gst_element_get_bus(pipe);
+  gst_element_set_state(pipe, GST_STATE_PLAYING);
+  for (bool done = false; !done;) {
+    GstMessage* m = gst_bus_timed_pop(bus, 120 * GST_SECOND);
+    if (!m) {
+      out.error = "timed out";
+      break;
+    }
+    switch (GST_MESSAGE_TYPE(m)) {
+      case GST_MESSAGE_EOS: done = true; break;
+      case GST_MESSAGE_ERROR: {
+        GError* e = nullptr;
+        gchar* dbg = nullptr;
+        gst_message_parse_error(m, &e, &dbg);
+        out.error = std::string(e->message) + " | " + (dbg ? dbg : "");
+        g_error_free(e);
+        g_free(dbg);
+        done = true;
+        break;
+      }
+      case GST_MESSAGE_ELEMENT: {
+        const GstStructure* s = gst_message_get_structure(m);
+        if (gst_structure_has_name(s, "ptm-classification")) {
+          guint64 frame = 0;
+          gst_structure_get_uint64(s, "frame", &frame);
+          const GValue* ids = gst_structure_get_value(s, "class-ids");
+          const GValue* sc = gst_structure_get_value(s, "scores");
+          auto& dst = out.scores[GST_MESSAGE_SRC_NAME(m)][frame];
+          for (guint i = 0; i < gst_value_array_get_size(ids); ++i)
+            dst[g_value_get_int(gst_value_array_get_value(ids, i))] = g_value_get_float(gst_value_array_get_value(sc, i));
+        }
+        break;
+      }
+      default: break;
+    }
+    gst_message_unref(m);
+  }
+  if (stats_of) {
+    GstElement* e = gst_bin_get_by_name(GST_BIN(pipe), stats_of);
+    if (e) {
+      g_object_get(e, "stats", &out.stats, nullptr);
+      gst_object_unref(e);
+    }
+  }
+  gst_element_set_state(pipe, GST_STATE_NULL);
+  gst_object_unref(bus);
+  gst_object_unref(pipe);
+}
+
+std::vector<int> top5(const std::map<int, float>& s) {
+  std::vector<std::pair<float, int>> v;
+  for (auto& [k, x] : s) v.push_back({-x, k});
+  std::sort(v.begin(), v.end());
+  std::vector<int> ids;
+  for (size_t i = 0; i < 5 && i < v.size(); ++i) ids.push_back(v[i].second);
+  return ids;
+}
+
+// Largest logit difference relative to the largest logit magnitude.
+double rel_diff(const std::map<int, float>& a, const std::map<int, float>& b) {
+  double m = 1e-12, d = 0;
+  for (auto& [k, v] : b) m = std::max(m, double(std::fabs(v)));
+  for (auto& [k, v] : a) {
+    auto it = b.find(k);
+    d = std::max(d, it == b.end() ? 1e9 : double(std::fabs(v - it->second)));
+  }
+  return d / m;
+}
+
+void require_gpu_pipeline() {
+  for (const char* e : {"cudaupload", "cudaconvert", "cudadownload"})
+    ASSERT_TRUE(gst_element_factory_find(e) != nullptr)
+        << e << " is missing: a GPU is present, so gst-plugins-bad's nvcodec plugin should provide it";
+}
+
+// The same frames through both paths: a tee after the upload, so the CPU
+// branch sees exactly the bytes the GPU branch reads (downloaded).
+std::string tee_pipeline(const std::string& format, int frames, const std::string& gpu_opts, const std::string& cpu_opts) {
+  const std::string model = fixture("resnet18.pth");
+  return "videotestsrc num-buffers=" + std::to_string(frames) +
+         " pattern=ball ! video/x-raw,format=RGBA,width=1280,height=720 ! cudaupload ! cudaconvert ! "
+         "video/x-raw(memory:CUDAMemory),format=" + format + " ! tee name=t "
+         "t. ! queue ! ptmpreprocess ! ptminfer name=gpu device=cuda output=logits top-k=1000 model=" + model + " " +
+         gpu_opts + " ! ptmoverlay ! fakesink "
+         "t. ! queue ! cudadownload ! video/x-raw,format=" + format +
+         " ! ptmpreprocess ! ptminfer name=cpu device=cpu output=logits top-k=1000 model=" + model + " " + cpu_opts +
+         " ! ptmoverlay ! fakesink";
+}
+
+void expect_same_classification(const Frames& f, int frames, double tolerance) {
+  ASSERT_EQ(f.error, "");
+  const auto& g = f.scores.at("gpu");
+  const auto& c = f.scores.at("cpu");
+  ASSERT_EQ(int(g.size()), frames);
+  ASSERT_EQ(int(c.size()), frames);
+  double worst = 0;
+  for (auto& [frame, s] : g) {
+    EXPECT_EQ(top5(s), top5(c.at(frame))) << "frame " << frame;
+    worst = std::max(worst, rel_diff(s, c.at(frame)));
+  }
+  std::printf("GPU vs CPU: max |logit diff| / max |logit| = %.3g over %d frames\n", worst, frames);
+  EXPECT_LE(worst, tolerance);
+}
+
+TEST(Pipeline, CudaMemoryClassifiesLikeTheCpuPathRGBA) {
+  PTM_REQUIRE_GPU();
+  require_gpu_pipeline();
+  Frames f;
+  run_pipeline(tee_pipeline("RGBA", 24, "", ""), f, "gpu");
+  expect_same_classification(f, 24, 1e-4);
+  ASSERT_TRUE(f.stats);
+  guint64 in_place = 0, via_host = 0;
+  gst_structure_get_uint64(f.stats, "cuda-in-place", &in_place);
+  gst_structure_get_uint64(f.stats, "cuda-via-host", &via_host);
+  EXPECT_EQ(in_place, 24u);
+  EXPECT_EQ(via_host, 0u);
+}
+
+TEST(Pipeline, CudaMemoryClassifiesLikeTheCpuPathNV12) {
+  PTM_REQUIRE_GPU();
+  require_gpu_pipeline();
+  Frames f;
+  run_pipeline(tee_pipeline("NV12", 16, "", ""), f);
+  expect_same_classification(f, 16, 1e-4);
+}
+
+TEST(Pipeline, BatchesAndCudaGraphsGiveTheSameResults) {
+  PTM_REQUIRE_GPU();
+  require_gpu_pipeline();
+  Frames f;
+  run_pipeline(tee_pipeline("BGRA", 19, "batch-size=8 cuda-graphs=true", "batch-size=4"), f);
+  expect_same_classification(f, 19, 1e-4);
+}
+
+TEST(Pipeline, Float16AgreesWithFloat32) {
+  PTM_REQUIRE_GPU();
+  require_gpu_pipeline();
+  Frames f;
+  run_pipeline(tee_pipeline("RGBA", 12, "precision=fp16 channels-last=true", ""), f);
+  ASSERT_EQ(f.error, "");
+  size_t same_top1 = 0;
+  double worst = 0;
+  for (auto& [frame, s] : f.scores.at("gpu")) {
+    same_top1 += top5(s).front() == top5(f.scores.at("cpu").at(frame)).front();
+    worst = std::max(worst, rel_diff(s, f.scores.at("cpu").at(frame)));
+  }
+  std::printf("fp16 vs fp32: top-1 equal on %zu of 12 frames, max relative logit diff %.3g\n", same_top1, worst);
+  EXPECT_GE(same_top1, 11u);
+  EXPECT_LE(worst, 2e-2);
+}
+
+// No image data between host and device per frame: CUPTI counts every
+// copy while frames go cudaupload ! ptmpreprocess ! ptminfer ! ptmoverlay.
+// cudaupload's own uploads (the frames entering the GPU) are known and
+// taken off; what remains is what ptm moved.
+TEST(Pipeline, NoImageBytesCrossBetweenHostAndDevice) {
+  PTM_REQUIRE_GPU();
+  require_gpu_pipeline();
+  if (!zero_copy_probe_available())
+    GTEST_SKIP() << "built without CUPTI (pass -Dcupti_root=<dir with include/cupti.h>): copies cannot be counted";
+  const int frames = 40, w = 1280, h = 720;
+  const std::string model = fixture("resnet18.pth");
+  const std::string desc =
+      "videotestsrc num-buffers=" + std::to_string(frames) + " pattern=ball ! video/x-raw,format=RGBA,width=" +
+      std::to_string(w) + ",height=" + std::to_string(h) +
+      " ! cudaupload name=up ! video/x-raw(memory:CUDAMemory),format=RGBA ! ptmpreprocess ! ptminfer name=gpu "
+      "device=cuda model=" + model + " ! ptmoverlay ! fakesink";
+  Frames f;
+  CopyCounts counts;
+  {
+    ZeroCopyProbe probe;
+    run_pipeline(desc, f, "gpu");
+    counts = probe.counts();
+  }
+  ASSERT_EQ(f.error, "");
+  ASSERT_EQ(int(f.scores.at("gpu").size()), frames);
+  const double frame_bytes = double(w) * h * 4;
+  const double ptm_h2d = double(counts.host_to_device) - frames * frame_bytes;
+  std::printf("per frame: host->device %.0f bytes (cudaupload's upload is %.0f), device->host %.0f bytes, "
+              "device->device %.0f bytes\n",
+              double(counts.host_to_device) / frames, frame_bytes, double(counts.device_to_host) / frames,
+              double(counts.device_to_device) / frames);
+  EXPECT_LE(ptm_h2d / frames, 64 * 1024.0) << "ptm moved image-sized data to the device";
+  EXPECT_LE(double(counts.device_to_host) / frames, 16 * 1024.0) << "ptm moved image-sized data to the host";
+}
+
+TEST(Pipeline, WithoutCudaLibTorchDeviceCudaSaysWhy) {
+  PTM_REQUIRE_GPU();
+  Frames f;
+  run_pipeline("videotestsrc num-buffers=2 ! ptminfer device=cuda precision=fp16 model=" + fixture("resnet18.pth") +
+                   " ! fakesink",
+               f);
+  // With a CUDA LibTorch this runs; with a CPU-only one it must say so.
+  if (!f.error.empty()) {
+    EXPECT_NE(f.error.find("LibTorch"), std::string::npos) << f.error;
+  }
+}
+
+}  // namespace
+
+}  // namespace ptm::test
+
+int main(int argc, char** argv) {
+  gst_init(&argc, &argv);
+  ::testing::InitGoogleTest(&argc, argv);
+  if (argc > 1) ptm::test::fixtures_dir() = argv[1];
+  return RUN_ALL_TESTS();
+}
+
+namespace ptm::test {
+std::string& fixtures_dir() {
+  static std::string dir;
+  return dir;
+}
+}  // namespace ptm::test
