@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#if PTM_HAVE_IMGCODECS
 #include <opencv2/imgcodecs.hpp>
+#endif
 #include <opencv2/imgproc.hpp>
 
 #include <cmath>
@@ -103,8 +105,12 @@ size_t TrainCore::export_dataset(const std::string& dir) const {
       cv::Mat rgb(s, s, CV_8UC3, const_cast<uint8_t*>(imgs[i].data())), bgr;
       cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
       std::vector<uint8_t> jpg;
+#if PTM_HAVE_IMGCODECS
       if (!cv::imencode(".jpg", bgr, jpg, {cv::IMWRITE_JPEG_QUALITY, 95}))
         throw ModelError("cannot encode a JPEG for '" + label + "'");
+#else
+      throw ModelError("exporting a dataset needs OpenCV's imgcodecs module, which this build of ptm lacks");
+#endif
       write_file_atomic(sub + "/" + std::to_string(i) + ".jpg", jpg.data(), jpg.size());
       ++n;
     }
