@@ -401,9 +401,14 @@ Classifier::InputBuffer Classifier::input_buffer(int64_t capacity) {
   const int64_t s = im.info.crop_size;
   if (!im.input.defined() || im.input.size(0) < capacity) {
     PTM_ON_MODEL_STREAM(im);
+    c10::InferenceMode guard;
     try {
-      im.input = torch::zeros({std::max<int64_t>(capacity, 1), 3, s, s}, im.options()
-                 ).contiguous(im.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+      // Grows by doubling and keeps the images already written.
+      const int64_t old = im.input.defined() ? im.input.size(0) : 0;
+      at::Tensor grown = torch::zeros({std::max<int64_t>({capacity, 2 * old, 1}), 3, s, s}, im.options())
+                             .contiguous(im.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+      if (old > 0) grown.narrow(0, 0, old).copy_(im.input);
+      im.input = grown;
     } catch (const c10::Error& e) {
       throw ModelError("cannot allocate the model input: " + c10_message(e));
     }

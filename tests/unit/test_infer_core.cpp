@@ -97,3 +97,75 @@ TEST(InferCore, BatchedFramesEqualSingleFrames) {
 void register_dynamic_tests() {}
 
 }  // namespace ptm::test
+
+namespace ptm::test {
+namespace {
+
+// The model-input API the GPU path uses (input_buffer, write_input,
+// run_input), exercised on the CPU: images written in place give the
+// logits of forward(), the input keeps its images when it grows, and the
+// top-k form gives the same classes and softmax scores.
+TEST(ClassifierInput, WrittenImagesGiveForwardsLogits) {
+  ClassifierOptions o;
+  o.model = fixture("resnet18_10.pth");
+  Classifier c(o);
+  const int s = c.info().crop_size;
+  const size_t plane = size_t(3) * size_t(s) * size_t(s);
+  std::vector<float> a(plane), b(plane);
+  for (size_t i = 0; i < plane; ++i) {
+    a[i] = float(std::sin(0.001 * double(i)));
+    b[i] = float(std::cos(0.003 * double(i)));
+  }
+  Classifier::InputBuffer in = c.input_buffer(1);
+  EXPECT_FALSE(in.cuda);
+  EXPECT_EQ(in.image_elements, int64_t(plane));
+  c.write_input(0, a.data(), false);
+  c.input_buffer(3);  // grows: image 0 must survive
+  c.write_input(1, b.data(), false);
+  std::vector<float> got, want;
+  std::vector<int64_t> idx;
+  c.run_input(2, 0, 0, got, idx);
+  std::vector<float> both(a);
+  both.insert(both.end(), b.begin(), b.end());
+  c.forward(both.data(), 2, s, s, want);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_FLOAT_EQ(got[i], want[i]) << i;
+  // Top 3 after softmax, per image.
+  std::vector<float> top;
+  c.run_input(2, 3, 1, top, idx);
+  ASSERT_EQ(top.size(), 6u);
+  for (int img = 0; img < 2; ++img) {
+    std::vector<float> p(want.begin() + img * 10, want.begin() + (img + 1) * 10);
+    softmax_inplace(p.data(), 10);
+    const auto ref = top_k(p.data(), 10, 3);
+    for (int j = 0; j < 3; ++j) {
+      EXPECT_EQ(idx[size_t(img * 3 + j)], ref[size_t(j)].index);
+      EXPECT_NEAR(top[size_t(img * 3 + j)], ref[size_t(j)].score, 1e-6);
+    }
+  }
+  EXPECT_THROW(c.write_input(99, a.data(), false), ModelError);
+  EXPECT_THROW(c.run_input(99, 0, 0, got, idx), ModelError);
+}
+
+TEST(ClassifierInput, DeviceAndPrecisionErrorsNameTheReason) {
+  ClassifierOptions o;
+  o.model = fixture("resnet18_10.pth");
+  o.device = "tpu:3";
+  EXPECT_THROW(
+      {
+        try {
+          Classifier c(o);
+        } catch (const ModelError& e) {
+          EXPECT_NE(std::string(e.what()).find("tpu:3"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      ModelError);
+  o.device = "cpu";
+  o.precision = Precision::BFloat16;
+  EXPECT_THROW(Classifier c(o), ModelError);
+  EXPECT_EQ(device_unavailable_reason("cpu"), "");
+}
+
+}  // namespace
+}  // namespace ptm::test
