@@ -226,6 +226,9 @@ Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl
       at::globalContext().setAllowTF32CuDNN(false);
       at::globalContext().setAllowTF32CuBLAS(false);
     }
+    // Video has one input shape per batch size: let cuDNN time its
+    // algorithms once for each.
+    at::globalContext().setBenchmarkCuDNN(true);
   }
 #endif
   PTM_ON_MODEL_STREAM(im);

@@ -7,6 +7,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -217,7 +219,14 @@ int device_count(std::string* why) {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess) {
-    if (why) *why = std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+    (void)cudaGetLastError();
+    void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+    if (!driver) {
+      if (why) *why = "no NVIDIA driver: libcuda.so.1 cannot be loaded";
+    } else {
+      dlclose(driver);
+      if (why) *why = std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+    }
     return 0;
   }
   if (n == 0 && why) *why = "no CUDA device";

@@ -43,6 +43,7 @@ def torch_figures(fixtures, info):
     import torchvision
 
     dev = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True  # as ptm does on CUDA
     w, h, k = info["width"], info["height"], info["count"]
     frames = torch.from_numpy(np.fromfile(info["frames"], dtype=np.uint8).reshape(k, h, w, 4)).to(dev)
     short = 256
