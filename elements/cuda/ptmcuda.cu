@@ -48,15 +48,21 @@ struct Params {
   void* out;
 };
 
-__device__ __forceinline__ uint8_t clip8(int32_t v) {
+// Device code that also runs on the host: the host form (emulate_*)
+// checks the kernels' arithmetic and indexing where no GPU is.
+#define PTM_HD __host__ __device__ __forceinline__
+
+PTM_HD int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+PTM_HD uint8_t clip8(int32_t v) {
   v >>= kBits;
   return uint8_t(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-__device__ __forceinline__ uint8_t to_u8(float v) { return uint8_t(v <= 0.f ? 0 : v >= 255.f ? 255 : int(v + 0.5f)); }
+PTM_HD uint8_t to_u8(float v) { return uint8_t(v <= 0.f ? 0 : v >= 255.f ? 255 : int(v + 0.5f)); }
 
 // Packed layouts: bytes per pixel and the R, G, B byte offsets.
-__device__ __forceinline__ bool packed(int f, int* bpp, int* r, int* g, int* b) {
+PTM_HD bool packed(int f, int* bpp, int* r, int* g, int* b) {
   switch (PixelFormat(f)) {
     case PixelFormat::RGB: *bpp = 3; *r = 0; *g = 1; *b = 2; return true;
     case PixelFormat::BGR: *bpp = 3; *r = 2; *g = 1; *b = 0; return true;
@@ -69,7 +75,7 @@ __device__ __forceinline__ bool packed(int f, int* bpp, int* r, int* g, int* b) 
 }
 
 // The RGB of source pixel (x, y), as the CPU path's fetch_row computes it.
-__device__ void fetch(const Params& p, int x, int y, int rgb[3]) {
+PTM_HD void fetch(const Params& p, int x, int y, int rgb[3]) {
   int bpp, ro, go, bo;
   if (packed(p.format, &bpp, &ro, &go, &bo)) {
     const uint8_t* px = p.planes[0] + size_t(y) * size_t(p.strides[0]) + size_t(x) * size_t(bpp);
@@ -84,8 +90,8 @@ __device__ void fetch(const Params& p, int x, int y, int rgb[3]) {
   }
   const bool nv12 = PixelFormat(p.format) == PixelFormat::NV12;
   const int cw = (p.width + 1) / 2, ch = (p.height + 1) / 2;
-  const int cy0 = y / 2, cy1 = min(max(y % 2 ? cy0 + 1 : cy0 - 1, 0), ch - 1);
-  const int cx0 = x / 2, cx1 = min(max(x % 2 ? cx0 + 1 : cx0 - 1, 0), cw - 1);
+  const int cy0 = y / 2, cy1 = clampi(y % 2 ? cy0 + 1 : cy0 - 1, 0, ch - 1);
+  const int cx0 = x / 2, cx1 = clampi(x % 2 ? cx0 + 1 : cx0 - 1, 0, cw - 1);
   auto chroma = [&](int plane, int cy, int cx) -> float {
     const int pl = nv12 ? 1 : plane;
     const uint8_t* row = p.planes[pl] + size_t(cy) * size_t(p.strides[pl]);
@@ -105,10 +111,7 @@ __device__ void fetch(const Params& p, int x, int y, int rgb[3]) {
 // One thread per output pixel: the horizontal pass of every source row the
 // vertical filter reads (rounded to 8 bits, as Pillow does), the vertical
 // pass, then normalisation and the layout and type of the model input.
-__global__ void preprocess_kernel(Params p) {
-  const int ox = blockIdx.x * blockDim.x + threadIdx.x;
-  const int oy = blockIdx.y * blockDim.y + threadIdx.y;
-  if (ox >= p.out_width || oy >= p.out_height) return;
+PTM_HD void preprocess_pixel(const Params& p, int ox, int oy) {
   const int rx = ox + p.crop_left, ry = oy + p.crop_top;
   int px[3] = {p.pad, p.pad, p.pad};
   if (rx >= p.rx0 && rx < p.rx1 && ry >= p.ry0 && ry < p.ry1) {
@@ -148,6 +151,53 @@ __global__ void preprocess_kernel(Params p) {
   }
 }
 
+__global__ void preprocess_kernel(Params p) {
+  const int ox = blockIdx.x * blockDim.x + threadIdx.x;
+  const int oy = blockIdx.y * blockDim.y + threadIdx.y;
+  if (ox < p.out_width && oy < p.out_height) preprocess_pixel(p, ox, oy);
+}
+
+// The kernel's parameters for `frame` and `plan`; `tables` points at the
+// x_first, x_count, x_weights, y_first, y_count, y_weights and lut arrays
+// back to back (device memory for the kernel, the plan's own for emulation).
+Params make_params(const ResamplePlan& pl, const DeviceFrame& f, const int32_t* const tables[6], const float* lut,
+                   void* out, OutputType type, bool channels_last) {
+  if (f.format != pl.format || f.width != pl.width || f.height != pl.height)
+    throw std::runtime_error("the frame does not match the preprocessing plan");
+  Params p{};
+  p.format = int(f.format);
+  p.width = f.width;
+  p.height = f.height;
+  for (int i = 0; i < 3; ++i) {
+    p.planes[i] = f.planes[i];
+    p.strides[i] = f.strides[i];
+  }
+  p.out_width = pl.out_width;
+  p.out_height = pl.out_height;
+  p.crop_left = pl.geometry.crop_left;
+  p.crop_top = pl.geometry.crop_top;
+  p.rx0 = pl.rx0;
+  p.rx1 = pl.rx1;
+  p.ry0 = pl.ry0;
+  p.ry1 = pl.ry1;
+  p.kx = pl.kx;
+  p.ky = pl.ky;
+  p.pad = pl.pad_value;
+  p.bgr = pl.bgr;
+  p.channels_last = channels_last;
+  p.type = int(type);
+  p.x_first = tables[0];
+  p.x_count = tables[1];
+  p.x_weights = tables[2];
+  p.y_first = tables[3];
+  p.y_count = tables[4];
+  p.y_weights = tables[5];
+  p.lut = lut;
+  std::copy(pl.yuv.begin(), pl.yuv.end(), p.yuv);
+  p.out = out;
+  return p;
+}
+
 // ------------------------------------------------------------------ overlay
 
 struct BlendParams {
@@ -159,12 +209,12 @@ struct BlendParams {
   float yuv[7];
 };
 
-__device__ __forceinline__ uint8_t mix(uint8_t dst, float src, float a) {
+PTM_HD uint8_t mix(uint8_t dst, float src, float a) {
   return uint8_t(fminf(fmaxf(src * a + dst * (1.f - a) + 0.5f, 0.f), 255.f));
 }
 
 // RGB -> Y'CbCr with the frame's matrix and range (the inverse of fetch()).
-__device__ void to_yuv(const float* k, float r, float g, float b, float* y, float* u, float* v) {
+PTM_HD void to_yuv(const float* k, float r, float g, float b, float* y, float* u, float* v) {
   const float kr = 1.f - k[3] / 2.f, kb = 1.f - k[6] / 2.f, kg = 1.f - kr - kb;
   const float luma = kr * r + kg * g + kb * b;
   *y = luma / k[0] + k[1];
@@ -172,9 +222,7 @@ __device__ void to_yuv(const float* k, float r, float g, float b, float* y, floa
   *v = (r - luma) / k[3] / k[2] + 128.f;
 }
 
-__global__ void blend_kernel(BlendParams p) {
-  const int px = blockIdx.x * blockDim.x + threadIdx.x;
-  const int py = blockIdx.y * blockDim.y + threadIdx.y;
+PTM_HD void blend_pixel(const BlendParams& p, int px, int py) {
   const int x = p.x0 + px, y = p.y0 + py;
   if (px >= p.pw || py >= p.ph || x < 0 || y < 0 || x >= p.width || y >= p.height) return;
   const uint8_t* s = p.patch + (size_t(py) * size_t(p.pw) + size_t(px)) * 4;
@@ -209,6 +257,31 @@ __global__ void blend_kernel(BlendParams p) {
     *cu = mix(*cu, u, a);
     *cv = mix(*cv, v, a);
   }
+}
+
+__global__ void blend_kernel(BlendParams p) {
+  const int px = blockIdx.x * blockDim.x + threadIdx.x;
+  const int py = blockIdx.y * blockDim.y + threadIdx.y;
+  blend_pixel(p, px, py);
+}
+
+BlendParams make_blend_params(const DeviceFrame& f, const uint8_t* patch, int w, int h, int x, int y,
+                              const float yuv[7]) {
+  BlendParams p{};
+  p.format = int(f.format);
+  p.width = f.width;
+  p.height = f.height;
+  for (int i = 0; i < 3; ++i) {
+    p.planes[i] = const_cast<uint8_t*>(f.planes[i]);
+    p.strides[i] = f.strides[i];
+  }
+  p.patch = patch;
+  p.pw = w;
+  p.ph = h;
+  p.x0 = x;
+  p.y0 = y;
+  std::copy(yuv, yuv + 7, p.yuv);
+  return p;
 }
 
 }  // namespace
@@ -321,44 +394,28 @@ void Preprocess::set_plan(const ResamplePlan& plan) {
 void Preprocess::run(const DeviceFrame& f, void* out, OutputType type, bool channels_last, void* stream) {
   if (!have_plan_) throw std::runtime_error("no preprocessing plan set");
   const ResamplePlan& pl = plan_;
-  if (f.format != pl.format || f.width != pl.width || f.height != pl.height)
-    throw std::runtime_error("the frame does not match the preprocessing plan");
-  Params p{};
-  p.format = int(f.format);
-  p.width = f.width;
-  p.height = f.height;
-  for (int i = 0; i < 3; ++i) {
-    p.planes[i] = f.planes[i];
-    p.strides[i] = f.strides[i];
-  }
-  p.out_width = pl.out_width;
-  p.out_height = pl.out_height;
-  p.crop_left = pl.geometry.crop_left;
-  p.crop_top = pl.geometry.crop_top;
-  p.rx0 = pl.rx0;
-  p.rx1 = pl.rx1;
-  p.ry0 = pl.ry0;
-  p.ry1 = pl.ry1;
-  p.kx = pl.kx;
-  p.ky = pl.ky;
-  p.pad = pl.pad_value;
-  p.bgr = pl.bgr;
-  p.channels_last = channels_last;
-  p.type = int(type);
   const int32_t* t = static_cast<const int32_t*>(tables_);
-  p.x_first = t;
-  p.x_count = p.x_first + pl.x_first.size();
-  p.x_weights = p.x_count + pl.x_count.size();
-  p.y_first = p.x_weights + pl.x_weights.size();
-  p.y_count = p.y_first + pl.y_first.size();
-  p.y_weights = p.y_count + pl.y_count.size();
-  p.lut = reinterpret_cast<const float*>(p.y_weights + pl.y_weights.size());
-  std::copy(pl.yuv.begin(), pl.yuv.end(), p.yuv);
-  p.out = out;
+  const int32_t* tables[6];
+  tables[0] = t;
+  tables[1] = tables[0] + pl.x_first.size();
+  tables[2] = tables[1] + pl.x_count.size();
+  tables[3] = tables[2] + pl.x_weights.size();
+  tables[4] = tables[3] + pl.y_first.size();
+  tables[5] = tables[4] + pl.y_count.size();
+  const float* lut = reinterpret_cast<const float*>(tables[5] + pl.y_weights.size());
+  const Params p = make_params(pl, f, tables, lut, out, type, channels_last);
   const dim3 block(32, 8);
   const dim3 grid(unsigned(pl.out_width + 31) / 32, unsigned(pl.out_height + 7) / 8);
   preprocess_kernel<<<grid, block, 0, as_stream(stream)>>>(p);
   check(cudaGetLastError(), "launching the preprocessing kernel");
+}
+
+void emulate_preprocess(const ResamplePlan& pl, const FrameView& f, void* out, OutputType type, bool channels_last) {
+  const int32_t* tables[6] = {pl.x_first.data(), pl.x_count.data(), pl.x_weights.data(),
+                              pl.y_first.data(), pl.y_count.data(), pl.y_weights.data()};
+  const Params p = make_params(pl, f, tables, pl.lut.data(), out, type, channels_last);
+  for (int y = 0; y < pl.out_height; ++y)
+    for (int x = 0; x < pl.out_width; ++x) preprocess_pixel(p, x, y);
 }
 
 // ------------------------------------------------------------ BufferPool
@@ -397,20 +454,7 @@ void blend_patch(const DeviceFrame& f, const uint8_t* patch, int w, int h, int x
   check(cudaMallocAsync(&d, bytes, as_stream(stream)), "allocating the overlay patch");
   try {
     check(cudaMemcpyAsync(d, patch, bytes, cudaMemcpyHostToDevice, as_stream(stream)), "uploading the overlay patch");
-    BlendParams p{};
-    p.format = int(f.format);
-    p.width = f.width;
-    p.height = f.height;
-    for (int i = 0; i < 3; ++i) {
-      p.planes[i] = const_cast<uint8_t*>(f.planes[i]);
-      p.strides[i] = f.strides[i];
-    }
-    p.patch = static_cast<const uint8_t*>(d);
-    p.pw = w;
-    p.ph = h;
-    p.x0 = x;
-    p.y0 = y;
-    std::copy(yuv, yuv + 7, p.yuv);
+    const BlendParams p = make_blend_params(f, static_cast<const uint8_t*>(d), w, h, x, y, yuv);
     const dim3 block(32, 8);
     const dim3 grid(unsigned(w + 31) / 32, unsigned(h + 7) / 8);
     blend_kernel<<<grid, block, 0, as_stream(stream)>>>(p);
@@ -420,6 +464,12 @@ void blend_patch(const DeviceFrame& f, const uint8_t* patch, int w, int h, int x
     throw;
   }
   check(cudaFreeAsync(d, as_stream(stream)), "freeing the overlay patch");
+}
+
+void emulate_blend_patch(const FrameView& f, const uint8_t* patch, int w, int h, int x, int y, const float yuv[7]) {
+  const BlendParams p = make_blend_params(f, patch, w, h, x, y, yuv);
+  for (int py = 0; py < h; ++py)
+    for (int px = 0; px < w; ++px) blend_pixel(p, px, py);
 }
 
 }  // namespace ptm::cuda

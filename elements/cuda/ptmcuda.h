@@ -91,4 +91,12 @@ class BufferPool : public std::enable_shared_from_this<BufferPool> {
 void blend_patch(const DeviceFrame& frame, const uint8_t* patch, int w, int h, int x, int y,
                  const float yuv[7], void* stream);
 
+// The kernels' own per-pixel code run on the host over host memory, for
+// tests where no GPU is: `frame` and `out` (or `frame`'s planes, written)
+// are host memory.
+void emulate_preprocess(const ResamplePlan& plan, const FrameView& frame, void* out, OutputType type,
+                        bool channels_last);
+void emulate_blend_patch(const FrameView& frame, const uint8_t* patch, int w, int h, int x, int y,
+                         const float yuv[7]);
+
 }  // namespace ptm::cuda

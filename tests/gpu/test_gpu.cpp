@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <random>
 #include <string>
@@ -83,8 +84,17 @@ struct DeviceCopy {
   }
 };
 
-TEST(Kernel, SameFloatsAsTheCpuPathForEveryFormatSizeAndMode) {
-  PTM_REQUIRE_GPU();
+// Outputs of one preprocessing implementation for a frame: CHW float32,
+// HWC float32 and CHW float16.
+struct Outputs {
+  std::vector<float> chw, hwc;
+  std::vector<__half> half;
+};
+using Runner = std::function<Outputs(const Preprocessor&, const HostFrame&)>;
+
+// Every format, 5 frame sizes (odd and tiny ones too) and 4 transform
+// settings: `run` must give the CPU path's floats exactly.
+void expect_cpu_values(const Runner& run) {
   std::mt19937 rng(5);
   const PixelFormat formats[] = {PixelFormat::RGB,  PixelFormat::BGR,  PixelFormat::RGBA, PixelFormat::BGRA,
                                  PixelFormat::RGBx, PixelFormat::BGRx, PixelFormat::xRGB, PixelFormat::xBGR,
@@ -100,40 +110,24 @@ TEST(Kernel, SameFloatsAsTheCpuPathForEveryFormatSizeAndMode) {
   configs[3].pad_value = 114;
   configs[3].crop_width = 320;
   configs[3].crop_height = 192;
-  void* stream = cuda::stream_create(0);
   size_t compared = 0;
   for (PixelFormat f : formats) {
     for (auto [w, h] : sizes) {
       HostFrame hf = random_frame(f, w, h, rng);
-      DeviceCopy dc(hf);
       for (const PreprocessConfig& c : configs) {
         Preprocessor cpu(c);
         const size_t n = size_t(3) * size_t(c.crop_width) * size_t(c.crop_height);
-        std::vector<float> want(n), got(n), got_hwc(n);
+        std::vector<float> want(n);
         cpu.run(hf.view, want.data());
-        cuda::Preprocess gpu;
-        gpu.set_plan(cpu.plan(hf.view));
-        void* out = nullptr;
-        ASSERT_EQ(cudaMalloc(&out, n * sizeof(float) * 2), cudaSuccess);
-        gpu.run(dc.view, out, cuda::OutputType::Float32, false, stream);
-        gpu.run(dc.view, static_cast<float*>(out) + n, cuda::OutputType::Float32, true, stream);
-        cuda::stream_synchronize(stream);
-        ASSERT_EQ(cudaMemcpy(got.data(), out, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
-        ASSERT_EQ(cudaMemcpy(got_hwc.data(), static_cast<float*>(out) + n, n * sizeof(float), cudaMemcpyDeviceToHost),
-                  cudaSuccess);
-        // fp16 output: the same values, rounded once.
-        std::vector<__half> half(n);
-        gpu.run(dc.view, out, cuda::OutputType::Float16, false, stream);
-        cuda::stream_synchronize(stream);
-        ASSERT_EQ(cudaMemcpy(half.data(), out, n * sizeof(__half), cudaMemcpyDeviceToHost), cudaSuccess);
-        cudaFree(out);
+        const Outputs got = run(cpu, hf);
+        ASSERT_EQ(got.chw.size(), n);
         const size_t plane = size_t(c.crop_width) * size_t(c.crop_height);
         size_t bad = 0, bad_hwc = 0, bad_half = 0;
         for (size_t i = 0; i < n; ++i) {
-          bad += std::memcmp(&want[i], &got[i], sizeof(float)) != 0;
-          bad_half += __half2float(half[i]) != __half2float(__float2half_rn(want[i]));
+          bad += std::memcmp(&want[i], &got.chw[i], sizeof(float)) != 0;
+          bad_half += __half2float(got.half[i]) != __half2float(__float2half_rn(want[i]));
           const size_t ch = i / plane, pos = i % plane;
-          bad_hwc += std::memcmp(&want[i], &got_hwc[pos * 3 + ch], sizeof(float)) != 0;
+          bad_hwc += std::memcmp(&want[i], &got.hwc[pos * 3 + ch], sizeof(float)) != 0;
         }
         EXPECT_EQ(bad, 0u) << "format " << int(f) << " " << w << "x" << h << " mode " << int(c.mode);
         EXPECT_EQ(bad_hwc, 0u) << "channels-last, format " << int(f) << " " << w << "x" << h;
@@ -142,8 +136,90 @@ TEST(Kernel, SameFloatsAsTheCpuPathForEveryFormatSizeAndMode) {
       }
     }
   }
+  std::printf("compared %zu frame/setting pairs value by value with the CPU path\n", compared);
+}
+
+// The kernel's per-pixel code, run on the host: its indexing, tables and
+// arithmetic against the CPU path, on any machine.
+TEST(KernelCode, OnTheHostGivesTheCpuPathsValues) {
+  expect_cpu_values([](const Preprocessor& cpu, const HostFrame& hf) {
+    const ResamplePlan plan = cpu.plan(hf.view);
+    const size_t n = size_t(3) * size_t(plan.out_width) * size_t(plan.out_height);
+    Outputs o{std::vector<float>(n), std::vector<float>(n), std::vector<__half>(n)};
+    cuda::emulate_preprocess(plan, hf.view, o.chw.data(), cuda::OutputType::Float32, false);
+    cuda::emulate_preprocess(plan, hf.view, o.hwc.data(), cuda::OutputType::Float32, true);
+    cuda::emulate_preprocess(plan, hf.view, o.half.data(), cuda::OutputType::Float16, false);
+    return o;
+  });
+}
+
+TEST(Kernel, OnTheGpuGivesTheCpuPathsValues) {
+  PTM_REQUIRE_GPU();
+  void* stream = cuda::stream_create(0);
+  expect_cpu_values([stream](const Preprocessor& cpu, const HostFrame& hf) {
+    DeviceCopy dc(hf);
+    cuda::Preprocess gpu;
+    gpu.set_plan(cpu.plan(hf.view));
+    const size_t n = size_t(3) * size_t(gpu.plan()->out_width) * size_t(gpu.plan()->out_height);
+    Outputs o{std::vector<float>(n), std::vector<float>(n), std::vector<__half>(n)};
+    void* out = nullptr;
+    EXPECT_EQ(cudaMalloc(&out, n * sizeof(float) * 3), cudaSuccess);
+    float* f = static_cast<float*>(out);
+    gpu.run(dc.view, f, cuda::OutputType::Float32, false, stream);
+    gpu.run(dc.view, f + n, cuda::OutputType::Float32, true, stream);
+    gpu.run(dc.view, f + 2 * n, cuda::OutputType::Float16, false, stream);
+    cuda::stream_synchronize(stream);
+    EXPECT_EQ(cudaMemcpy(o.chw.data(), f, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(o.hwc.data(), f + n, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(o.half.data(), f + 2 * n, n * sizeof(__half), cudaMemcpyDeviceToHost), cudaSuccess);
+    cudaFree(out);
+    return o;
+  });
   cuda::stream_destroy(stream);
-  std::printf("compared %zu frame/config pairs value by value with the CPU path\n", compared);
+}
+
+// The overlay kernel's code on the host: an opaque patch replaces the
+// pixels it covers (RGBA), a transparent one changes nothing, and on NV12
+// white goes to luma 235 and neutral chroma in limited range.
+TEST(KernelCode, OverlayBlendOnTheHost) {
+  std::vector<uint8_t> frame(size_t(16) * 8 * 4, 10);
+  FrameView v;
+  v.format = PixelFormat::RGBA;
+  v.width = 16;
+  v.height = 8;
+  v.planes[0] = frame.data();
+  v.strides[0] = 16 * 4;
+  std::vector<uint8_t> patch(size_t(4) * 2 * 4);
+  for (size_t i = 0; i < patch.size(); i += 4) patch[i] = 200, patch[i + 1] = 100, patch[i + 2] = 50, patch[i + 3] = 255;
+  patch[3] = 0;  // first pixel transparent
+  const float yuv709_limited[7] = {255.f / 219.f, 16.f, 255.f / 224.f, 2.f * (1 - 0.2126f), 0, 0, 2.f * (1 - 0.0722f)};
+  cuda::emulate_blend_patch(v, patch.data(), 4, 2, 3, 1, yuv709_limited);
+  auto px = [&](int x, int y) { return &frame[(size_t(y) * 16 + size_t(x)) * 4]; };
+  EXPECT_EQ(px(3, 1)[0], 10);  // transparent
+  EXPECT_EQ(px(4, 1)[0], 200);
+  EXPECT_EQ(px(4, 1)[1], 100);
+  EXPECT_EQ(px(4, 1)[2], 50);
+  EXPECT_EQ(px(4, 1)[3], 10);  // alpha channel of the frame untouched
+  EXPECT_EQ(px(7, 1)[0], 10);  // outside the patch
+  EXPECT_EQ(px(6, 2)[0], 200);
+  EXPECT_EQ(px(6, 3)[0], 10);
+  // NV12, white
+  std::vector<uint8_t> y(8 * 4, 16), uv(8 * 2, 128);
+  FrameView n;
+  n.format = PixelFormat::NV12;
+  n.width = 8;
+  n.height = 4;
+  n.planes[0] = y.data();
+  n.planes[1] = uv.data();
+  n.strides[0] = 8;
+  n.strides[1] = 8;
+  std::vector<uint8_t> white(size_t(2) * 2 * 4, 255);
+  cuda::emulate_blend_patch(n, white.data(), 2, 2, 2, 0, yuv709_limited);
+  EXPECT_EQ(y[2], 235);
+  EXPECT_EQ(y[8 + 3], 235);
+  EXPECT_EQ(y[0], 16);
+  EXPECT_EQ(uv[2], 128);
+  EXPECT_EQ(uv[3], 128);
 }
 
 // ---------------------------------------------------------------- pipeline
