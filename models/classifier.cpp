@@ -180,7 +180,13 @@ struct Classifier::Impl {
       stream->synchronize();
       Captured c;
       c.graph = std::make_unique<at::cuda::CUDAGraph>();
+#if TORCH_VERSION_MAJOR >= 2
+      // Thread-local capture: GStreamer's CUDA elements keep working on
+      // their own threads meanwhile (a global capture would fail their calls).
+      c.graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+#else
       c.graph->capture_begin();
+#endif
       c.out = run(x);
       c.graph->capture_end();
       it = graphs.emplace(n, std::move(c)).first;
