@@ -129,12 +129,21 @@ bool CudaLink::map(GstBuffer* buf, const GstVideoInfo* info, bool write, GstVide
            "another gst.cuda.context on the pipeline)";
     return false;
   }
+  // Device memory is pitched: without a GstVideoMeta the caps' default
+  // strides would be wrong, the memory's own layout is right.
+  const GstVideoInfo* layout = info;
+  const GstVideoInfo* own = &GST_CUDA_MEMORY_CAST(mem)->info;
+  if (!gst_buffer_get_video_meta(buf) && GST_VIDEO_INFO_FORMAT(own) == GST_VIDEO_INFO_FORMAT(info) &&
+      GST_VIDEO_INFO_WIDTH(own) == GST_VIDEO_INFO_WIDTH(info) &&
+      GST_VIDEO_INFO_HEIGHT(own) == GST_VIDEO_INFO_HEIGHT(info))
+    layout = own;
   const GstMapFlags flags = GstMapFlags((write ? GST_MAP_READWRITE : GST_MAP_READ) | GST_MAP_CUDA);
-  if (!gst_video_frame_map(frame, info, buf, flags)) {
+  if (!gst_video_frame_map(frame, layout, buf, flags)) {
     *why = "could not map the CUDA memory for device access";
     return false;
   }
   *view = frame_view(*frame);
+  set_colorimetry(*info, view);  // from the caps: the memory's own info need not carry it
   *device = int(dev);
   return true;
 }

@@ -52,6 +52,15 @@ inline void add_video_pad_templates(GstElementClass* klass) {
   gst_element_class_add_static_pad_template(klass, &src);
 }
 
+// The YUV matrix and range of `info` (for I420/NV12 frames).
+inline void set_colorimetry(const GstVideoInfo& info, FrameView* v) {
+  const GstVideoColorimetry& c = info.colorimetry;
+  v->matrix = c.matrix == GST_VIDEO_COLOR_MATRIX_BT709    ? YuvMatrix::BT709
+              : c.matrix == GST_VIDEO_COLOR_MATRIX_BT2020 ? YuvMatrix::BT2020
+                                                          : YuvMatrix::BT601;
+  v->full_range = c.range == GST_VIDEO_COLOR_RANGE_0_255;
+}
+
 // A view of a mapped frame for the preprocessing core.
 inline FrameView frame_view(const GstVideoFrame& f) {
   FrameView v;
@@ -62,11 +71,7 @@ inline FrameView frame_view(const GstVideoFrame& f) {
     v.planes[p] = static_cast<const uint8_t*>(GST_VIDEO_FRAME_PLANE_DATA(&f, p));
     v.strides[p] = GST_VIDEO_FRAME_PLANE_STRIDE(&f, p);
   }
-  const GstVideoColorimetry& c = f.info.colorimetry;
-  v.matrix = c.matrix == GST_VIDEO_COLOR_MATRIX_BT709 ? YuvMatrix::BT709
-             : c.matrix == GST_VIDEO_COLOR_MATRIX_BT2020 ? YuvMatrix::BT2020
-                                                         : YuvMatrix::BT601;
-  v.full_range = c.range == GST_VIDEO_COLOR_RANGE_0_255;
+  set_colorimetry(f.info, &v);
   return v;
 }
 
