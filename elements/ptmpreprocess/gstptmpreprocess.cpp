@@ -22,6 +22,7 @@
 
 #include <gst/video/video.h>
 
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -32,8 +33,6 @@
 #include "preprocess_core.h"
 
 #if PTM_HAVE_CUDA
-#include <memory>
-
 #include "ptmcuda.h"
 #endif
 
