@@ -398,6 +398,8 @@ StateDict Classifier::state_dict() const {
 
 bool Classifier::on_cuda() const { return impl_->device.is_cuda(); }
 
+int Classifier::cuda_device() const { return impl_->device.is_cuda() ? int(impl_->device.index()) : -1; }
+
 void* Classifier::cuda_stream() const {
 #if PTM_TORCH_CUDA
   if (impl_->stream) return impl_->stream->stream();

@@ -96,6 +96,7 @@ class Classifier {
   // 1 softmax, 2 sigmoid); with k == 0 every logit does (n x classes).
   void run_input(int64_t n, int k, int fn, std::vector<float>& scores, std::vector<int64_t>& indices);
   bool on_cuda() const;
+  int cuda_device() const;  // the model's CUDA device; -1 on the CPU
 
   // For fine-tuning (built-in architectures with a linear head only; throws
   // ModelError otherwise): the features the head sees (N x D), and the

@@ -377,11 +377,11 @@ void Preprocess::set_plan(const ResamplePlan& plan) {
   for (const auto* v : {&plan.x_first, &plan.x_count, &plan.x_weights, &plan.y_first, &plan.y_count, &plan.y_weights})
     ints.insert(ints.end(), v->begin(), v->end());
   const size_t bytes = ints.size() * sizeof(int32_t) + plan.lut.size() * sizeof(float);
-  if (bytes > tables_bytes_) {
-    release();
-    check(cudaMalloc(&tables_, bytes), "allocating the preprocessing tables");
-    tables_bytes_ = bytes;
-  }
+  // New tables in new memory: cudaFree waits for kernels still reading the
+  // old ones (plans change with the caps only, so this wait is rare).
+  release();
+  check(cudaMalloc(&tables_, bytes), "allocating the preprocessing tables");
+  tables_bytes_ = bytes;
   check(cudaMemcpy(tables_, ints.data(), ints.size() * sizeof(int32_t), cudaMemcpyHostToDevice),
         "uploading the preprocessing tables");
   check(cudaMemcpy(static_cast<int32_t*>(tables_) + ints.size(), plan.lut.data(), plan.lut.size() * sizeof(float),

@@ -573,6 +573,13 @@ static bool queue_buffer(GstPtmInfer* self, State& st, const Settings& s, GstBuf
       GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Cannot read the frame in CUDA memory: %s", why.c_str()), (nullptr));
       return false;
     }
+    if (device != st.core->cuda_device()) {
+      gst_video_frame_unmap(&frame);
+      GST_ELEMENT_ERROR(self, STREAM, FAILED,
+                        ("The frames are on CUDA device %d, the model on device %d", device, st.core->cuda_device()),
+                        (nullptr));
+      return false;
+    }
     const float* tensor = ptm::fitting_tensor(buf, size, &unfit, &tensor_device);
     if (tensor && tensor_device != device) tensor = nullptr;
     const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Preprocessing failed",

@@ -58,6 +58,7 @@ class InferCore {
   // Throws std::runtime_error when this build or model has no CUDA.
   void queue_device(const FrameView& frame, const float* device_tensor);
   bool on_cuda() const { return classifier_.on_cuda(); }
+  int cuda_device() const { return classifier_.cuda_device(); }  // -1 on the CPU
   std::vector<FrameResult> flush();
   size_t queued() const { return pending_.size(); }
   void drop_queued();
