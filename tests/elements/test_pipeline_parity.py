@@ -96,6 +96,12 @@ def main():
                         T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
         for with_pre in (True, False):
             frames, logits = pipeline_results(path, nc, resize, crop, interp, with_pre)
+            if len(frames) == len(logits) and len(frames) < FRAMES:
+                # Both branches of the tee short by the same count: fewer frames reached
+                # the tee (seen once in many runs under load, upstream of any ptm
+                # element). Say so and decode again; every frame is still compared.
+                print(f"note {name}: only {len(frames)} frames reached the tee; decoding again")
+                frames, logits = pipeline_results(path, nc, resize, crop, interp, with_pre)
             if len(frames) != FRAMES or len(logits) != FRAMES:
                 print(f"FAIL {name}: {len(frames)} frames, {len(logits)} results, want {FRAMES}")
                 failures += 1
