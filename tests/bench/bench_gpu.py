@@ -10,10 +10,17 @@
     eager mode and replayed as a CUDA graph (the better one is compared).
 
 Images per second per model, precision and batch size, with the ratio
-ptm / PyTorch; the time per frame at batch 1; and how many 1080p30 streams
-the best figure classifies (decoding not included).
+ptm / PyTorch; the time per frame at batch 1; and how many 30 fps streams of
+that frame size the best figure classifies (decoding not included).
 
-    bench_gpu.py BENCH_GPU_BINARY FIXTURES_DIR [--width W --height H]
+Frame size matters: every source pixel is read to resize a frame, so large
+frames are bound by GPU memory bandwidth (a 1920x1080 RGBA frame is 8.3 MB:
+an H100's ~3 TB/s caps that at a few hundred frames per second for any
+implementation), small ones by the model. Run both:
+
+    bench_gpu.py BENCH_GPU_BINARY FIXTURES_DIR --width 256 --height 256
+    bench_gpu.py BENCH_GPU_BINARY FIXTURES_DIR --width 1920 --height 1080 \
+        --precisions fp16 --batches 1,32
 """
 import argparse
 import json
@@ -24,7 +31,7 @@ import time
 
 MODELS = ["resnet50", "resnet18"]
 PRECISIONS = ["fp16", "fp32"]
-BATCHES = [1, 8, 32, 64]
+BATCHES = [1, 8, 32, 64]  # the command line may change these
 
 
 def ptm_figures(binary, fixtures, w, h, count, raw):
@@ -114,12 +121,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("binary")
     ap.add_argument("fixtures")
-    ap.add_argument("--width", type=int, default=1920)
-    ap.add_argument("--height", type=int, default=1080)
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--height", type=int, default=256)
     ap.add_argument("--count", type=int, default=64)
     ap.add_argument("--frames", default="/tmp/ptm-bench-frames.rgba")
     ap.add_argument("--json", help="also write every figure here")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--precisions", default=",".join(PRECISIONS))
+    ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
     args = ap.parse_args()
+    MODELS[:] = args.models.split(",")
+    PRECISIONS[:] = args.precisions.split(",")
+    BATCHES[:] = [int(b) for b in args.batches.split(",")]
 
     info, ptm = ptm_figures(args.binary, args.fixtures, args.width, args.height, args.count, args.frames)
     import torch
@@ -144,7 +157,7 @@ def main():
             print(f"{name} fp16 batch 1: {r['ms_per_frame']:.2f} ms per frame in the pipeline")
         best = max((v["images_per_s"], k) for k, v in ptm.items() if k[0] == name)
         print(f"{name}: best {best[0]:.0f} img/s ({best[1][1]}, batch {best[1][2]}) = "
-              f"{best[0] / 30:.0f} streams at {info['width']}x{info['height']} 30 fps, decoding not included")
+              f"{best[0] / 30:.0f} streams of {info['width']}x{info['height']} at 30 fps, decoding not included")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "rows": rows, "gpu": torch.cuda.get_device_name(0)}, f, indent=1)
