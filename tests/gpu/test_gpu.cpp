@@ -3,6 +3,7 @@
 // ptminfer device=cuda ! ptmoverlay) against the CPU pipeline on the same
 // frames, including that no image data crosses between host and device.
 // Every test skips, saying why, where no CUDA GPU is usable.
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <gst/gst.h>
@@ -89,6 +90,7 @@ struct DeviceCopy {
 struct Outputs {
   std::vector<float> chw, hwc;
   std::vector<__half> half;
+  std::vector<__nv_bfloat16> bf16;  // checked when filled
 };
 using Runner = std::function<Outputs(const Preprocessor&, const HostFrame&)>;
 
@@ -122,16 +124,19 @@ void expect_cpu_values(const Runner& run) {
         const Outputs got = run(cpu, hf);
         ASSERT_EQ(got.chw.size(), n);
         const size_t plane = size_t(c.crop_width) * size_t(c.crop_height);
-        size_t bad = 0, bad_hwc = 0, bad_half = 0;
+        size_t bad = 0, bad_hwc = 0, bad_half = 0, bad_bf16 = 0;
         for (size_t i = 0; i < n; ++i) {
           bad += std::memcmp(&want[i], &got.chw[i], sizeof(float)) != 0;
           bad_half += __half2float(got.half[i]) != __half2float(__float2half_rn(want[i]));
+          if (!got.bf16.empty())
+            bad_bf16 += __bfloat162float(got.bf16[i]) != __bfloat162float(__float2bfloat16_rn(want[i]));
           const size_t ch = i / plane, pos = i % plane;
           bad_hwc += std::memcmp(&want[i], &got.hwc[pos * 3 + ch], sizeof(float)) != 0;
         }
         EXPECT_EQ(bad, 0u) << "format " << int(f) << " " << w << "x" << h << " mode " << int(c.mode);
         EXPECT_EQ(bad_hwc, 0u) << "channels-last, format " << int(f) << " " << w << "x" << h;
         EXPECT_EQ(bad_half, 0u) << "float16, format " << int(f) << " " << w << "x" << h;
+        EXPECT_EQ(bad_bf16, 0u) << "bfloat16, format " << int(f) << " " << w << "x" << h;
         ++compared;
       }
     }
@@ -145,10 +150,11 @@ TEST(KernelCode, OnTheHostGivesTheCpuPathsValues) {
   expect_cpu_values([](const Preprocessor& cpu, const HostFrame& hf) {
     const ResamplePlan plan = cpu.plan(hf.view);
     const size_t n = size_t(3) * size_t(plan.out_width) * size_t(plan.out_height);
-    Outputs o{std::vector<float>(n), std::vector<float>(n), std::vector<__half>(n)};
+    Outputs o{std::vector<float>(n), std::vector<float>(n), std::vector<__half>(n), std::vector<__nv_bfloat16>(n)};
     cuda::emulate_preprocess(plan, hf.view, o.chw.data(), cuda::OutputType::Float32, false);
     cuda::emulate_preprocess(plan, hf.view, o.hwc.data(), cuda::OutputType::Float32, true);
     cuda::emulate_preprocess(plan, hf.view, o.half.data(), cuda::OutputType::Float16, false);
+    cuda::emulate_preprocess(plan, hf.view, o.bf16.data(), cuda::OutputType::BFloat16, false);
     return o;
   });
 }
@@ -161,7 +167,7 @@ TEST(Kernel, OnTheGpuGivesTheCpuPathsValues) {
     cuda::Preprocess gpu;
     gpu.set_plan(cpu.plan(hf.view));
     const size_t n = size_t(3) * size_t(gpu.plan()->out_width) * size_t(gpu.plan()->out_height);
-    Outputs o{std::vector<float>(n), std::vector<float>(n), std::vector<__half>(n)};
+    Outputs o{std::vector<float>(n), std::vector<float>(n), std::vector<__half>(n), {}};
     void* out = nullptr;
     EXPECT_EQ(cudaMalloc(&out, n * sizeof(float) * 3), cudaSuccess);
     float* f = static_cast<float*>(out);
