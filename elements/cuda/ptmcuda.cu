@@ -48,64 +48,34 @@ struct Params {
   void* out;
 };
 
-// Device code that also runs on the host: the host form (emulate_*)
-// checks the kernels' arithmetic and indexing where no GPU is.
-#define PTM_HD __host__ __device__ __forceinline__
-
-PTM_HD int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+// Device code that also runs on the host (PTM_HD, pixel.h): the host form
+// (emulate_*) checks the kernels' arithmetic and indexing where no GPU is.
 
 PTM_HD uint8_t clip8(int32_t v) {
   v >>= kBits;
   return uint8_t(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-PTM_HD uint8_t to_u8(float v) { return uint8_t(v <= 0.f ? 0 : v >= 255.f ? 255 : int(v + 0.5f)); }
-
-// Packed layouts: bytes per pixel and the R, G, B byte offsets.
-PTM_HD bool packed(int f, int* bpp, int* r, int* g, int* b) {
-  switch (PixelFormat(f)) {
-    case PixelFormat::RGB: *bpp = 3; *r = 0; *g = 1; *b = 2; return true;
-    case PixelFormat::BGR: *bpp = 3; *r = 2; *g = 1; *b = 0; return true;
-    case PixelFormat::RGBA: case PixelFormat::RGBx: *bpp = 4; *r = 0; *g = 1; *b = 2; return true;
-    case PixelFormat::BGRA: case PixelFormat::BGRx: *bpp = 4; *r = 2; *g = 1; *b = 0; return true;
-    case PixelFormat::ARGB: case PixelFormat::xRGB: *bpp = 4; *r = 1; *g = 2; *b = 3; return true;
-    case PixelFormat::ABGR: case PixelFormat::xBGR: *bpp = 4; *r = 3; *g = 2; *b = 1; return true;
-    default: return false;
-  }
-}
-
-// The RGB of source pixel (x, y), as the CPU path's fetch_row computes it.
+// The RGB of source pixel (x, y), as the CPU path's fetch_row computes it
+// (the same pixel.h functions).
 PTM_HD void fetch(const Params& p, int x, int y, int rgb[3]) {
-  int bpp, ro, go, bo;
-  if (packed(p.format, &bpp, &ro, &go, &bo)) {
-    const uint8_t* px = p.planes[0] + size_t(y) * size_t(p.strides[0]) + size_t(x) * size_t(bpp);
-    rgb[0] = px[ro];
-    rgb[1] = px[go];
-    rgb[2] = px[bo];
+  PackedLayout l;
+  if (packed_layout(PixelFormat(p.format), &l)) {
+    const uint8_t* px = p.planes[0] + size_t(y) * size_t(p.strides[0]) + size_t(x) * size_t(l.bpp);
+    rgb[0] = px[l.r];
+    rgb[1] = px[l.g];
+    rgb[2] = px[l.b];
     return;
   }
   if (PixelFormat(p.format) == PixelFormat::GRAY8) {
     rgb[0] = rgb[1] = rgb[2] = p.planes[0][size_t(y) * size_t(p.strides[0]) + size_t(x)];
     return;
   }
-  const bool nv12 = PixelFormat(p.format) == PixelFormat::NV12;
-  const int cw = (p.width + 1) / 2, ch = (p.height + 1) / 2;
-  const int cy0 = y / 2, cy1 = clampi(y % 2 ? cy0 + 1 : cy0 - 1, 0, ch - 1);
-  const int cx0 = x / 2, cx1 = clampi(x % 2 ? cx0 + 1 : cx0 - 1, 0, cw - 1);
-  auto chroma = [&](int plane, int cy, int cx) -> float {
-    const int pl = nv12 ? 1 : plane;
-    const uint8_t* row = p.planes[pl] + size_t(cy) * size_t(p.strides[pl]);
-    return nv12 ? row[size_t(cx) * 2 + (plane == 2 ? 1 : 0)] : row[cx];
-  };
-  auto vblend = [&](int plane, int cx) { return 0.75f * chroma(plane, cy0, cx) + 0.25f * chroma(plane, cy1, cx); };
-  float u = 0.75f * vblend(1, cx0) + 0.25f * vblend(1, cx1);
-  float v = 0.75f * vblend(2, cx0) + 0.25f * vblend(2, cx1);
-  const float yy = (p.planes[0][size_t(y) * size_t(p.strides[0]) + size_t(x)] - p.yuv[1]) * p.yuv[0];
-  u = (u - 128.f) * p.yuv[2];
-  v = (v - 128.f) * p.yuv[2];
-  rgb[0] = to_u8(yy + p.yuv[3] * v);
-  rgb[1] = to_u8(yy - p.yuv[4] * u - p.yuv[5] * v);
-  rgb[2] = to_u8(yy + p.yuv[6] * u);
+  uint8_t c[3];
+  yuv420_pixel(PixelFormat(p.format) == PixelFormat::NV12, p.width, p.height, p.planes, p.strides, p.yuv, x, y, c);
+  rgb[0] = c[0];
+  rgb[1] = c[1];
+  rgb[2] = c[2];
 }
 
 // One thread per output pixel: the horizontal pass of every source row the
@@ -228,12 +198,12 @@ PTM_HD void blend_pixel(const BlendParams& p, int px, int py) {
   const uint8_t* s = p.patch + (size_t(py) * size_t(p.pw) + size_t(px)) * 4;
   const float a = s[3] / 255.f;
   if (a <= 0.f) return;
-  int bpp, ro, go, bo;
-  if (packed(p.format, &bpp, &ro, &go, &bo)) {
-    uint8_t* d = p.planes[0] + size_t(y) * size_t(p.strides[0]) + size_t(x) * size_t(bpp);
-    d[ro] = mix(d[ro], s[0], a);
-    d[go] = mix(d[go], s[1], a);
-    d[bo] = mix(d[bo], s[2], a);
+  PackedLayout l;
+  if (packed_layout(PixelFormat(p.format), &l)) {
+    uint8_t* d = p.planes[0] + size_t(y) * size_t(p.strides[0]) + size_t(x) * size_t(l.bpp);
+    d[l.r] = mix(d[l.r], s[0], a);
+    d[l.g] = mix(d[l.g], s[1], a);
+    d[l.b] = mix(d[l.b], s[2], a);
     return;
   }
   float yy, u, v;

@@ -178,10 +178,9 @@ static GstFlowReturn gst_ptm_overlay_transform_ip(GstBaseTransform* trans, GstBu
       p.stream = ptm::cuda::stream_create(device);
       p.device = device;
     }
-    // The YUV coefficients of the frame's matrix and range, as the preprocessing uses them.
-    const ptm::ResamplePlan colours = ptm::Preprocessor(ptm::PreprocessConfig{}).plan(view);
-    ptm::cuda::blend_patch(view, patch.rgba.data(), patch.width, patch.height, patch.x, patch.y,
-                           colours.yuv.data(), p.stream);
+    const ptm::YuvTable yuv = ptm::yuv_table(view.matrix, view.full_range);
+    ptm::cuda::blend_patch(view, patch.rgba.data(), patch.width, patch.height, patch.x, patch.y, yuv.data(),
+                           p.stream);
     ptm::cuda::stream_synchronize(p.stream);  // done before the frame moves on
   });
   gst_video_frame_unmap(&frame);

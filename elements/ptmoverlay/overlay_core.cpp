@@ -14,15 +14,9 @@ struct Layout {
 };
 
 Layout layout_of(PixelFormat f) {
-  switch (f) {
-    case PixelFormat::RGB: return {3, 0, 1, 2};
-    case PixelFormat::BGR: return {3, 2, 1, 0};
-    case PixelFormat::RGBA: case PixelFormat::RGBx: return {4, 0, 1, 2};
-    case PixelFormat::BGRA: case PixelFormat::BGRx: return {4, 2, 1, 0};
-    case PixelFormat::ARGB: case PixelFormat::xRGB: return {4, 1, 2, 3};
-    case PixelFormat::ABGR: case PixelFormat::xBGR: return {4, 3, 2, 1};
-    default: return {1, -1, -1, -1};
-  }
+  PackedLayout l;
+  if (packed_layout(f, &l)) return {l.bpp, l.r, l.g, l.b};
+  return {1, -1, -1, -1};
 }
 
 cv::Scalar colour(uint32_t argb, const Layout& l) {

@@ -76,45 +76,6 @@ inline uint8_t clip8(int32_t v) {
   return uint8_t(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-struct PackedLayout {
-  int bpp, r, g, b;
-};
-
-bool packed_layout(PixelFormat f, PackedLayout* l) {
-  switch (f) {
-    case PixelFormat::RGB: *l = {3, 0, 1, 2}; return true;
-    case PixelFormat::BGR: *l = {3, 2, 1, 0}; return true;
-    case PixelFormat::RGBA: case PixelFormat::RGBx: *l = {4, 0, 1, 2}; return true;
-    case PixelFormat::BGRA: case PixelFormat::BGRx: *l = {4, 2, 1, 0}; return true;
-    case PixelFormat::ARGB: case PixelFormat::xRGB: *l = {4, 1, 2, 3}; return true;
-    case PixelFormat::ABGR: case PixelFormat::xBGR: *l = {4, 3, 2, 1}; return true;
-    default: return false;
-  }
-}
-
-struct YuvCoefficients {
-  float y_scale, y_offset, c_scale;
-  float rv, gu, gv, bu;
-};
-
-YuvCoefficients yuv_coefficients(YuvMatrix m, bool full_range) {
-  float kr = 0.299f, kb = 0.114f;
-  if (m == YuvMatrix::BT709) kr = 0.2126f, kb = 0.0722f;
-  if (m == YuvMatrix::BT2020) kr = 0.2627f, kb = 0.0593f;
-  const float kg = 1.f - kr - kb;
-  YuvCoefficients c;
-  c.y_scale = full_range ? 1.f : 255.f / 219.f;
-  c.y_offset = full_range ? 0.f : 16.f;
-  c.c_scale = full_range ? 1.f : 255.f / 224.f;
-  c.rv = 2.f * (1.f - kr);
-  c.bu = 2.f * (1.f - kb);
-  c.gu = 2.f * kb * (1.f - kb) / kg;
-  c.gv = 2.f * kr * (1.f - kr) / kg;
-  return c;
-}
-
-inline uint8_t to_u8(float v) { return uint8_t(v <= 0.f ? 0 : v >= 255.f ? 255 : int(v + 0.5f)); }
-
 // RGB triplets of row `y`, columns [x0, x1).
 void fetch_row(const FrameView& f, int y, int x0, int x1, uint8_t* rgb) {
   PackedLayout l;
@@ -133,32 +94,11 @@ void fetch_row(const FrameView& f, int y, int x0, int x1, uint8_t* rgb) {
     for (int x = x0; x < x1; ++x, rgb += 3) rgb[0] = rgb[1] = rgb[2] = row[x];
     return;
   }
-  // 4:2:0 chroma sits between luma pairs: upsample with the 3/4-1/4
-  // triangle filter in both directions (libjpeg's "fancy" upsampling).
-  const YuvCoefficients c = yuv_coefficients(f.matrix, f.full_range);
-  const int cw = (f.width + 1) / 2, ch = (f.height + 1) / 2;
-  const int cy0 = y / 2, cy1 = std::clamp(y % 2 ? cy0 + 1 : cy0 - 1, 0, ch - 1);
+  const YuvTable k = yuv_table(f.matrix, f.full_range);
   const bool nv12 = f.format == PixelFormat::NV12;
-  auto chroma = [&](int plane, int cy, int cx) -> float {
-    const uint8_t* row = f.planes[nv12 ? 1 : plane] + size_t(cy) * size_t(f.strides[nv12 ? 1 : plane]);
-    return nv12 ? row[size_t(cx) * 2 + (plane == 2 ? 1 : 0)] : row[cx];
-  };
-  auto vblend = [&](int plane, int cx) { return 0.75f * chroma(plane, cy0, cx) + 0.25f * chroma(plane, cy1, cx); };
-  const uint8_t* yrow = f.planes[0] + size_t(y) * size_t(f.strides[0]);
-  for (int x = x0; x < x1; ++x, rgb += 3) {
-    const int cx0 = x / 2, cx1 = std::clamp(x % 2 ? cx0 + 1 : cx0 - 1, 0, cw - 1);
-    float u = 0.75f * vblend(1, cx0) + 0.25f * vblend(1, cx1);
-    float v = 0.75f * vblend(2, cx0) + 0.25f * vblend(2, cx1);
-    const float yy = (yrow[x] - c.y_offset) * c.y_scale;
-    u = (u - 128.f) * c.c_scale;
-    v = (v - 128.f) * c.c_scale;
-    rgb[0] = to_u8(yy + c.rv * v);
-    rgb[1] = to_u8(yy - c.gu * u - c.gv * v);
-    rgb[2] = to_u8(yy + c.bu * u);
-  }
+  for (int x = x0; x < x1; ++x, rgb += 3) yuv420_pixel(nv12, f.width, f.height, f.planes, f.strides, k.data(), x, y, rgb);
 }
 
-// `planes`: also check the plane pointers and strides (not only the size and format).
 void check_frame(const FrameView& f, bool planes = true) {
   if (f.width <= 0 || f.height <= 0 || f.width > kMaxSide || f.height > kMaxSide)
     throw std::invalid_argument("frame size " + std::to_string(f.width) + "x" + std::to_string(f.height) +
@@ -256,8 +196,7 @@ ResamplePlan Preprocessor::plan(const FrameView& f) const {
   p.pad_value = c.pad_value;
   p.bgr = c.bgr;
   for (size_t i = 0; i < 3; ++i) std::copy(lut_[i].begin(), lut_[i].end(), p.lut.begin() + long(i * 256));
-  const YuvCoefficients yc = yuv_coefficients(f.matrix, f.full_range);
-  p.yuv = {yc.y_scale, yc.y_offset, yc.c_scale, yc.rv, yc.gu, yc.gv, yc.bu};
+  p.yuv = yuv_table(f.matrix, f.full_range);
   p.rx0 = std::max(0, g.crop_left);
   p.rx1 = std::min(g.resized_width, g.crop_left + c.crop_width);
   p.ry0 = std::max(0, g.crop_top);

@@ -13,12 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "pixel.h"
+
 namespace ptm {
-
-enum class PixelFormat { RGB, BGR, RGBA, BGRA, RGBx, BGRx, xRGB, xBGR, ARGB, ABGR, GRAY8, I420, NV12 };
-
-// YUV matrices and ranges for I420/NV12 input.
-enum class YuvMatrix { BT601, BT709, BT2020 };
 
 struct FrameView {
   PixelFormat format = PixelFormat::RGB;
@@ -82,8 +79,8 @@ struct ResamplePlan {
   bool bgr = false;
   // Output channel c of an 8-bit value v: lut[c * 256 + v] ((v / 255 - mean) / std).
   std::array<float, 3 * 256> lut{};
-  // I420/NV12 to RGB: y_scale, y_offset, c_scale, rv, gu, gv, bu.
-  std::array<float, 7> yuv{};
+  // I420/NV12 to RGB (yuv_table of the frame's matrix and range).
+  YuvTable yuv{};
   bool empty() const { return rx0 >= rx1 || ry0 >= ry1; }
 };
 
