@@ -309,18 +309,25 @@ bool is_device_pointer(const void* p, int device) {
   return a.type == cudaMemoryTypeDevice && a.device == device;
 }
 
-void* stream_create(int device) {
+Stream::~Stream() {
+  if (stream_) cudaStreamDestroy(as_stream(stream_));
+}
+
+void* Stream::on(int device) {
+  if (stream_ && device_ == device) return stream_;
+  if (stream_) cudaStreamDestroy(as_stream(stream_));
+  stream_ = nullptr;
   check(cudaSetDevice(device), "cudaSetDevice");
   cudaStream_t s = nullptr;
   check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
-  return s;
+  stream_ = s;
+  device_ = device;
+  return stream_;
 }
 
-void stream_destroy(void* s) {
-  if (s) cudaStreamDestroy(as_stream(s));
+void Stream::synchronize() {
+  if (stream_) check(cudaStreamSynchronize(as_stream(stream_)), "cudaStreamSynchronize");
 }
-
-void stream_synchronize(void* s) { check(cudaStreamSynchronize(as_stream(s)), "cudaStreamSynchronize"); }
 
 void copy_host_to_device(void* dst, const void* src, size_t bytes, void* s) {
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, as_stream(s)), "host-to-device copy");

@@ -26,10 +26,21 @@ void* primary_context(int device);
 // True when `p` is device memory (not host or managed memory) of `device`.
 bool is_device_pointer(const void* p, int device);
 
-// A non-blocking stream of the current device; destroy with stream_destroy.
-void* stream_create(int device);
-void stream_destroy(void* stream);
-void stream_synchronize(void* stream);
+// An element's own non-blocking CUDA stream, made for the device its frames
+// are on (again when that changes).
+class Stream {
+ public:
+  Stream() = default;
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  void* on(int device);  // the cudaStream_t for `device`
+  void synchronize();    // waits for this stream only
+
+ private:
+  void* stream_ = nullptr;
+  int device_ = -1;
+};
 
 // Asynchronous copies on `stream`.
 void copy_host_to_device(void* dst, const void* src, size_t bytes, void* stream);

@@ -61,8 +61,9 @@ struct OverlayPrivate {
   double fps = -1;
   bool cuda_memory = false;  // the caps say memory:CUDAMemory
   ptm::CudaLink cuda;
-  void* stream = nullptr;  // cudaStream_t of `device`
-  int device = -1;
+#if PTM_HAVE_CUDA
+  ptm::cuda::Stream stream;
+#endif
 };
 
 struct _GstPtmOverlay {
@@ -172,16 +173,10 @@ static GstFlowReturn gst_ptm_overlay_transform_ip(GstBaseTransform* trans, GstBu
   const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Drawing failed", [&] {
     ptm::OverlayPatch patch;
     if (!ptm::render_overlay_patch(view.width, view.height, text, style, &patch)) return;
-    if (p.device != device) {
-      ptm::cuda::stream_destroy(p.stream);
-      p.stream = nullptr;
-      p.stream = ptm::cuda::stream_create(device);
-      p.device = device;
-    }
     const ptm::YuvTable yuv = ptm::yuv_table(view.matrix, view.full_range);
     ptm::cuda::blend_patch(view, patch.rgba.data(), patch.width, patch.height, patch.x, patch.y, yuv.data(),
-                           p.stream);
-    ptm::cuda::stream_synchronize(p.stream);  // done before the frame moves on
+                           p.stream.on(device));
+    p.stream.synchronize();  // done before the frame moves on
   });
   gst_video_frame_unmap(&frame);
   return ok ? GST_FLOW_OK : GST_FLOW_ERROR;
@@ -217,9 +212,6 @@ static gboolean gst_ptm_overlay_start(GstBaseTransform* trans) {
 }
 
 static void gst_ptm_overlay_finalize(GObject* object) {
-#if PTM_HAVE_CUDA
-  ptm::cuda::stream_destroy(GST_PTM_OVERLAY(object)->priv->stream);
-#endif
   delete GST_PTM_OVERLAY(object)->priv;
   G_OBJECT_CLASS(gst_ptm_overlay_parent_class)->finalize(object);
 }

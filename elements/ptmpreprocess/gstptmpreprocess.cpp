@@ -80,10 +80,9 @@ namespace {
 struct Gpu {
   ptm::cuda::Preprocess kernel;
   std::shared_ptr<ptm::cuda::BufferPool> pool;
-  void* stream = nullptr;
+  ptm::cuda::Stream stream;
   int device = -1;
   bool stale = true;  // the settings changed: new tables
-  ~Gpu() { ptm::cuda::stream_destroy(stream); }
 };
 
 struct PooledTensor {
@@ -258,9 +257,6 @@ static GstFlowReturn preprocess_on_device(GstPtmPreprocess* self, State& st, Gst
     if (!st.gpu) st.gpu = std::make_unique<Gpu>();
     Gpu& g = *st.gpu;
     if (g.device != device) {
-      ptm::cuda::stream_destroy(g.stream);
-      g.stream = nullptr;
-      g.stream = ptm::cuda::stream_create(device);
       g.device = device;
       g.stale = true;
     }
@@ -273,10 +269,10 @@ static GstFlowReturn preprocess_on_device(GstPtmPreprocess* self, State& st, Gst
       g.pool = std::make_shared<ptm::cuda::BufferPool>(device, bytes);
     out = g.pool->acquire();
     try {
-      g.kernel.run(view, out, ptm::cuda::OutputType::Float32, false, g.stream);
+      g.kernel.run(view, out, ptm::cuda::OutputType::Float32, false, g.stream.on(device));
       // The frame must not be released upstream while the kernel reads it:
       // wait for this stream (not the device) before the buffer moves on.
-      ptm::cuda::stream_synchronize(g.stream);
+      g.stream.synchronize();
     } catch (...) {
       g.pool->release(out);
       out = nullptr;

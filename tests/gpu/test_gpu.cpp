@@ -161,8 +161,9 @@ TEST(KernelCode, OnTheHostGivesTheCpuPathsValues) {
 
 TEST(Kernel, OnTheGpuGivesTheCpuPathsValues) {
   PTM_REQUIRE_GPU();
-  void* stream = cuda::stream_create(0);
-  expect_cpu_values([stream](const Preprocessor& cpu, const HostFrame& hf) {
+  cuda::Stream own;
+  void* stream = own.on(0);
+  expect_cpu_values([&](const Preprocessor& cpu, const HostFrame& hf) {
     DeviceCopy dc(hf);
     cuda::Preprocess gpu;
     gpu.set_plan(cpu.plan(hf.view));
@@ -174,14 +175,13 @@ TEST(Kernel, OnTheGpuGivesTheCpuPathsValues) {
     gpu.run(dc.view, f, cuda::OutputType::Float32, false, stream);
     gpu.run(dc.view, f + n, cuda::OutputType::Float32, true, stream);
     gpu.run(dc.view, f + 2 * n, cuda::OutputType::Float16, false, stream);
-    cuda::stream_synchronize(stream);
+    own.synchronize();
     EXPECT_EQ(cudaMemcpy(o.chw.data(), f, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
     EXPECT_EQ(cudaMemcpy(o.hwc.data(), f + n, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
     EXPECT_EQ(cudaMemcpy(o.half.data(), f + 2 * n, n * sizeof(__half), cudaMemcpyDeviceToHost), cudaSuccess);
     cudaFree(out);
     return o;
   });
-  cuda::stream_destroy(stream);
 }
 
 // The overlay kernel's code on the host: an opaque patch replaces the
