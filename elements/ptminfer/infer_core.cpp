@@ -81,21 +81,20 @@ void InferCore::queue(const FrameView& frame, const float* tensor) {
   const int64_t slot = next_slot(&infer);
   if (!infer) return;
   const size_t plane = size_t(3) * size_t(info().crop_size) * size_t(info().crop_size);
-  if (classifier_.on_cuda()) {
+  const Classifier::InputBuffer in = classifier_.input_buffer(slot + 1);
+  if (!in.cuda && in.type == Precision::Float32 && !in.channels_last) {
+    // The model's input is host memory in this layout: preprocess into it.
+    float* dst = static_cast<float*>(in.data) + size_t(slot) * plane;
+    if (tensor) std::copy(tensor, tensor + plane, dst);
+    else preprocessor_.run(frame, dst);
+  } else {
     // A frame in system memory for a model on the GPU: preprocessed here,
     // then the tensor (not the frame) goes to the device.
-    input_.resize(plane);
-    if (tensor) std::copy(tensor, tensor + plane, input_.data());
-    else preprocessor_.run(frame, input_.data());
-    classifier_.input_buffer(slot + 1);
-    classifier_.write_input(slot, input_.data(), false);
-    ++batched_;
-    return;
+    staging_.resize(plane);
+    if (tensor) std::copy(tensor, tensor + plane, staging_.data());
+    else preprocessor_.run(frame, staging_.data());
+    classifier_.write_input(slot, staging_.data(), false);
   }
-  input_.resize((batched_ + 1) * plane);
-  float* dst = input_.data() + batched_ * plane;
-  if (tensor) std::copy(tensor, tensor + plane, dst);
-  else preprocessor_.run(frame, dst);
   ++batched_;
 }
 
@@ -139,7 +138,6 @@ void InferCore::drop_queued() {
 std::vector<FrameResult> InferCore::flush() {
   std::vector<FrameResult> out;
   if (pending_.empty()) return out;
-  const int s = info().crop_size;
   std::vector<float> logits;
   std::vector<int64_t> indices;
   uint64_t ns = 0;
@@ -148,12 +146,8 @@ std::vector<FrameResult> InferCore::flush() {
   const bool device_top = classifier_.on_cuda() && settings_.smoothing == 0 && settings_.hysteresis == 0;
   if (batched_ > 0) {
     const auto t0 = std::chrono::steady_clock::now();
-    if (classifier_.on_cuda()) {
-      const int fn = settings_.output == ScoreOutput::Softmax ? 1 : settings_.output == ScoreOutput::Sigmoid ? 2 : 0;
-      classifier_.run_input(int64_t(batched_), device_top ? settings_.top_k : 0, fn, logits, indices);
-    } else {
-      classifier_.forward(input_.data(), int64_t(batched_), s, s, logits);
-    }
+    const int fn = settings_.output == ScoreOutput::Softmax ? 1 : settings_.output == ScoreOutput::Sigmoid ? 2 : 0;
+    classifier_.run_input(int64_t(batched_), device_top ? settings_.top_k : 0, fn, logits, indices);
     ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
   }
   const size_t classes = batched_ ? logits.size() / batched_ : 0;

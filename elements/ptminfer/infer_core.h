@@ -94,9 +94,9 @@ class InferCore {
   Classifier classifier_;
   std::unique_ptr<Gpu, GpuDeleter> gpu_;
   Preprocessor preprocessor_;
-  std::vector<float> input_, smoothed_;  // input_: the queued tensors, N x 3 x S x S
+  std::vector<float> staging_, smoothed_;  // staging_: one image on its way to a model on the GPU
   std::vector<Pending> pending_;
-  size_t batched_ = 0;  // tensors in input_
+  size_t batched_ = 0;  // images written into the model input
   FrameResult last_;
   uint64_t frame_ = 0;
   bool have_last_ = false;
