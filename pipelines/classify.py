@@ -19,15 +19,32 @@ gi.require_version("Gst", "1.0")
 from gi.repository import GLib, Gst  # noqa: E402
 
 
+def stop_after(pad, frames):
+    """Lets `frames` buffers through `pad`, then ends the stream there (EOS
+    downstream) and drops whatever still comes."""
+    seen = [0]
+
+    def probe(pad, _info):
+        seen[0] += 1
+        if seen[0] <= frames:
+            return Gst.PadProbeReturn.OK
+        if seen[0] == frames + 1:
+            pad.get_peer().send_event(Gst.Event.new_eos())
+        return Gst.PadProbeReturn.DROP
+
+    pad.add_probe(Gst.PadProbeType.BUFFER, probe)
+
+
 def classify(model, video=None, frames=0, top_k=5, labels=None, extra=""):
     Gst.init(None)
     src = (f'filesrc location="{video}" ! decodebin' if video
            else "videotestsrc pattern=ball")
-    limit = f" ! identity eos-after={frames}" if frames else ""
-    desc = (f"{src}{limit} ! videoconvert ! ptmpreprocess ! "
+    desc = (f"{src} ! videoconvert name=convert ! ptmpreprocess ! "
             f'ptminfer name=infer model="{model}" top-k={top_k} {extra}'
             + (f' labels="{labels}"' if labels else "") + " ! fakesink sync=false")
     pipeline = Gst.parse_launch(desc)
+    if frames:
+        stop_after(pipeline.get_by_name("convert").get_static_pad("src"), frames)
     results, error = [], []
     loop = GLib.MainLoop()
 

@@ -30,6 +30,23 @@ GstPadProbeReturn on_buffer(GstPad*, GstPadProbeInfo* info, gpointer data) {
   return GST_PAD_PROBE_OK;
 }
 
+// Lets `limit` buffers through the pad, then ends the stream there (EOS
+// downstream) and drops whatever still comes.
+struct Limit {
+  int limit, seen = 0;
+};
+
+GstPadProbeReturn stop_after(GstPad* pad, GstPadProbeInfo*, gpointer data) {
+  auto* l = static_cast<Limit*>(data);
+  if (++l->seen <= l->limit) return GST_PAD_PROBE_OK;
+  if (l->seen == l->limit + 1) {
+    GstPad* peer = gst_pad_get_peer(pad);
+    gst_pad_send_event(peer, gst_event_new_eos());
+    gst_object_unref(peer);
+  }
+  return GST_PAD_PROBE_DROP;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -42,14 +59,21 @@ int main(int argc, char** argv) {
   const std::string video = argc > 2 ? argv[2] : "";
   const int frames = argc > 3 ? std::atoi(argv[3]) : 10;
   const std::string src = video.empty() ? "videotestsrc pattern=ball" : "filesrc location=\"" + video + "\" ! decodebin";
-  const std::string desc = src + " ! identity eos-after=" + std::to_string(frames) +
-                           " ! videoconvert ! ptmpreprocess ! ptminfer name=infer top-k=3 model=\"" + model +
-                           "\" ! fakesink sync=false";
+  const std::string desc = src + " ! videoconvert name=convert ! ptmpreprocess ! ptminfer name=infer top-k=3 model=\"" +
+                           model + "\" ! fakesink sync=false";
   GError* err = nullptr;
   GstElement* pipeline = gst_parse_launch(desc.c_str(), &err);
   if (!pipeline) {
     std::fprintf(stderr, "cannot build the pipeline: %s\n", err ? err->message : "?");
     return 1;
+  }
+  Limit limit{frames};
+  if (frames > 0) {  // 0: the whole video
+    GstElement* convert = gst_bin_get_by_name(GST_BIN(pipeline), "convert");
+    GstPad* out = gst_element_get_static_pad(convert, "src");
+    gst_pad_add_probe(out, GST_PAD_PROBE_TYPE_BUFFER, stop_after, &limit, nullptr);
+    gst_object_unref(out);
+    gst_object_unref(convert);
   }
   Counts counts;
   GstElement* infer = gst_bin_get_by_name(GST_BIN(pipeline), "infer");
