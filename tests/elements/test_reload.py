@@ -35,7 +35,8 @@ def same(a, b):
 
 
 def reference(fixtures, name):
-    p = Gst.parse_launch(f"{SOURCE} ! identity eos-after=3 ! ptminfer model={fixtures}/{name}.pth output=logits "
+    src = SOURCE.replace("videotestsrc ", "videotestsrc num-buffers=3 ", 1)
+    p = Gst.parse_launch(f"{src} ! ptminfer model={fixtures}/{name}.pth output=logits "
                          f"top-k=10 ! fakesink")
     bus = p.get_bus()
     p.set_state(Gst.State.PLAYING)
