@@ -18,16 +18,14 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <mutex>
 #include <optional>
-#include <set>
-#include <thread>
 #include <unistd.h>
 
 #include "architectures.h"
 #include "error.h"
 #include "labels.h"
 #include "registry.h"
+#include "runtime.h"
 
 namespace ptm {
 
@@ -69,34 +67,6 @@ torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at
   m.type()->addMethod(method);
   m.eval();
   return torch::jit::optimize_for_inference(m);
-}
-
-// LibTorch 1.13's optimised graphs repeat one warning on every call (oneDNN
-// outputs padded to a channel multiple get resized); PyTorch's Python
-// layer shows each warning once. Do the same, process-wide.
-class OnceWarningHandler : public c10::WarningHandler {
- public:
-  void process(const c10::SourceLocation& loc, const std::string& msg, const bool verbatim) override {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (!seen_.insert(msg).second) return;
-    }
-    previous_->process(loc, msg + " (reported once)", verbatim);
-  }
-  c10::WarningHandler* previous_ = nullptr;
-
- private:
-  std::mutex mutex_;
-  std::set<std::string> seen_;
-};
-
-void install_once_warning_handler() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    static OnceWarningHandler handler;
-    handler.previous_ = c10::Warning::get_warning_handler();
-    c10::Warning::set_warning_handler(&handler);
-  });
 }
 
 torch::Device parse_device(const std::string& name) {
@@ -156,7 +126,16 @@ struct Classifier::Impl {
   std::map<int64_t, Captured> graphs;
 #endif
 
+  int threads = 1;    // intra-op threads, applied on the calling thread
+
   at::TensorOptions options() const { return at::TensorOptions().device(device).dtype(dtype); }
+
+  // Construction steps, in order: device, then one of the model sources,
+  // then labels.
+  void setup_device(const ClassifierOptions& o);
+  void load_torchscript(const ClassifierOptions& o);
+  void load_weights(const ClassifierOptions& o);
+  void load_labels(const ClassifierOptions& o);
 
   // x: on the device, in the model's type and memory format.
   at::Tensor run(const at::Tensor& x) {
@@ -197,137 +176,142 @@ struct Classifier::Impl {
 #endif
 };
 
-// Runs the enclosed statements on the model's CUDA stream (no-op on CPU).
+// Runs the enclosed statements with the model's thread count on the calling
+// thread, and on the model's CUDA stream.
 #if PTM_TORCH_CUDA
-#define PTM_ON_MODEL_STREAM(impl)                                       \
+#define PTM_MODEL_SCOPE(impl)                                       \
+  runtime::use_threads((impl).threads);                                 \
   std::optional<c10::cuda::CUDAStreamGuard> stream_guard_;               \
   if ((impl).stream) stream_guard_.emplace(*(impl).stream)
 #else
-#define PTM_ON_MODEL_STREAM(impl) (void)(impl)
+#define PTM_MODEL_SCOPE(impl) runtime::use_threads((impl).threads)
 #endif
 
-Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl>()) {
-  ModelInfo& info = impl_->info;
-  info.path = o.model;
-  at::set_num_threads(o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency()));
-  torch::jit::getProfilingMode() = false;
-  install_once_warning_handler();
-
-  Impl& im = *impl_;
-  im.device = parse_device(o.device);
+void Classifier::Impl::setup_device(const ClassifierOptions& o) {
+  device = parse_device(o.device);
   if (const std::string why = device_unavailable_reason(o.device); !why.empty())
     throw ModelError("device " + o.device + ": " + why);
-  im.dtype = scalar_type(o.precision);
-  if (!im.device.is_cuda() && im.dtype != at::kFloat)
+  dtype = scalar_type(o.precision);
+  if (!device.is_cuda() && dtype != at::kFloat)
     throw ModelError("float16 and bfloat16 precision need a CUDA device; the CPU runs float32");
-  im.channels_last = o.channels_last;
-  im.cuda_graphs = o.cuda_graphs && im.device.is_cuda();
+  channels_last = o.channels_last;
+  cuda_graphs = o.cuda_graphs && device.is_cuda();
 #if PTM_TORCH_CUDA
-  if (im.device.is_cuda()) {
-    if (!im.device.has_index()) im.device = torch::Device(torch::kCUDA, 0);
-    im.stream = c10::cuda::getStreamFromPool(false, im.device.index());
-    // fp32 means fp32: TF32 convolutions and matrix products would move
-    // logits by ~1e-3 and could reorder close classes against the CPU.
-    if (im.dtype == at::kFloat) {
-      at::globalContext().setAllowTF32CuDNN(false);
-      at::globalContext().setAllowTF32CuBLAS(false);
-    }
-    // Video has one input shape per batch size: let cuDNN time its
-    // algorithms once for each.
-    at::globalContext().setBenchmarkCuDNN(true);
+  if (device.is_cuda()) {
+    if (!device.has_index()) device = torch::Device(torch::kCUDA, 0);
+    stream = c10::cuda::getStreamFromPool(false, device.index());
+    runtime::init_cuda();
   }
 #endif
-  PTM_ON_MODEL_STREAM(im);
+}
 
-  const FileFormat fmt = sniff_format(o.model);
-  info.format = format_name(fmt);
-  if (fmt == FileFormat::TorchScript) {
-    try {
-      impl_->script = torch::jit::load(o.model, im.device);
-      impl_->script.to(im.dtype);
-      impl_->script.eval();
-    } catch (const c10::Error& e) {
-      throw ModelError("'" + o.model + "' could not be loaded as TorchScript: " + c10_message(e));
-    }
-    impl_->use_script = true;
-    info.architecture = "torchscript";
-    for (const auto& p : impl_->script.parameters()) info.parameters += p.numel();
-    torch::NoGradGuard ng;
-    try {
-      at::Tensor out = impl_->script.forward({im.prepare(torch::zeros({1, 3, 224, 224}))}).toTensor();
-      info.num_classes = out.size(-1);
-    } catch (const c10::Error& e) {
-      throw ModelError("'" + o.model + "': TorchScript forward on a 1x3x224x224 input failed: " + c10_message(e));
-    }
-  } else {
-    ReadOptions ro;
-    ro.wrapper_key = o.wrapper_key;
-    Checkpoint ck = read_checkpoint(o.model, ro);
-    info.notes = ck.notes;
-    std::string arch = o.architecture;
-    int64_t classes = 0;
-    if (arch.empty()) {
-      Candidate c = detect_architecture(ck.state);
-      arch = c.name;
-      classes = c.num_classes;
-    } else {
-      const ArchInfo* a = find_architecture(arch);
-      if (!a) throw ModelError("unknown architecture '" + arch + "'; known: " + architecture_names());
-      if (const at::Tensor* w = ck.state.find(a->head + ".weight"); w && w->dim() > 0) classes = w->size(0);
-    }
-    if (o.num_classes > 0) classes = o.num_classes;
-    if (classes <= 0) throw ModelError("'" + o.model + "': cannot tell the number of classes; set it explicitly");
-    impl_->eager = create_architecture(arch, classes);
-    LoadOptions lo;
-    lo.strict = o.strict;
-    lo.num_classes = o.num_classes;
-    lo.share_memory = ck.state.nbytes() * 4 >= int64_t(ck.file_bytes) * 3;
-    info.report = load_into(*impl_->eager, arch, ck.state, lo);
-    impl_->eager->eval();
-    impl_->eager->to(im.device, im.dtype);
-    if (im.channels_last) {
-      torch::NoGradGuard ng;
-      for (auto& p : impl_->eager->parameters())
-        if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
-    }
-    info.architecture = arch;
-    info.num_classes = classes;
-    for (const auto& p : impl_->eager->parameters()) info.parameters += p.numel();
-    const ArchInfo* a = find_architecture(arch);
-    info.crop_size = a->crop_size;
-    info.resize_size = a->resize_size;
-    info.bicubic = a->interpolation == Interpolation::Bicubic;
-    if (o.optimize) {
-      try {
-        impl_->script = optimised(*impl_->eager, info.crop_size, im.options(), im.channels_last);
-        impl_->use_script = true;
-        impl_->script_size = info.crop_size;
-      } catch (const c10::Error& e) {
-        info.notes.push_back("optimised graph unavailable, running eagerly: " + c10_message(e));
-      } catch (const std::exception& e) {
-        info.notes.push_back(std::string("optimised graph unavailable, running eagerly: ") + e.what());
-      }
-    }
+void Classifier::Impl::load_torchscript(const ClassifierOptions& o) {
+  try {
+    script = torch::jit::load(o.model, device);
+    script.to(dtype);
+    script.eval();
+  } catch (const c10::Error& e) {
+    throw ModelError("'" + o.model + "' could not be loaded as TorchScript: " + c10_message(e));
   }
-  std::string labels_file = o.labels;
-  if (labels_file.empty()) {
+  use_script = true;
+  info.architecture = "torchscript";
+  for (const auto& p : script.parameters()) info.parameters += p.numel();
+  torch::NoGradGuard ng;
+  try {
+    at::Tensor out = script.forward({prepare(torch::zeros({1, 3, 224, 224}))}).toTensor();
+    info.num_classes = out.size(-1);
+  } catch (const c10::Error& e) {
+    throw ModelError("'" + o.model + "': TorchScript forward on a 1x3x224x224 input failed: " + c10_message(e));
+  }
+}
+
+void Classifier::Impl::load_weights(const ClassifierOptions& o) {
+  ReadOptions ro;
+  ro.wrapper_key = o.wrapper_key;
+  Checkpoint ck = read_checkpoint(o.model, ro);
+  info.notes = ck.notes;
+  std::string arch = o.architecture;
+  int64_t classes = 0;
+  if (arch.empty()) {
+    Candidate c = detect_architecture(ck.state);
+    arch = c.name;
+    classes = c.num_classes;
+  } else {
+    const ArchInfo* a = find_architecture(arch);
+    if (!a) throw ModelError("unknown architecture '" + arch + "'; known: " + architecture_names());
+    if (const at::Tensor* w = ck.state.find(a->head + ".weight"); w && w->dim() > 0) classes = w->size(0);
+  }
+  if (o.num_classes > 0) classes = o.num_classes;
+  if (classes <= 0) throw ModelError("'" + o.model + "': cannot tell the number of classes; set it explicitly");
+  eager = create_architecture(arch, classes);
+  LoadOptions lo;
+  lo.strict = o.strict;
+  lo.num_classes = o.num_classes;
+  lo.share_memory = ck.state.nbytes() * 4 >= int64_t(ck.file_bytes) * 3;
+  info.report = load_into(*eager, arch, ck.state, lo);
+  eager->eval();
+  eager->to(device, dtype);
+  if (channels_last) {
+    torch::NoGradGuard ng;
+    for (auto& p : eager->parameters())
+      if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+  }
+  info.architecture = arch;
+  info.num_classes = classes;
+  for (const auto& p : eager->parameters()) info.parameters += p.numel();
+  const ArchInfo* a = find_architecture(arch);
+  info.crop_size = a->crop_size;
+  info.resize_size = a->resize_size;
+  info.bicubic = a->interpolation == Interpolation::Bicubic;
+  if (!o.optimize) return;
+  try {
+    script = optimised(*eager, info.crop_size, options(), channels_last);
+    use_script = true;
+    script_size = info.crop_size;
+  } catch (const c10::Error& e) {
+    info.notes.push_back("optimised graph unavailable, running eagerly: " + c10_message(e));
+  } catch (const std::exception& e) {
+    info.notes.push_back(std::string("optimised graph unavailable, running eagerly: ") + e.what());
+  }
+}
+
+void Classifier::Impl::load_labels(const ClassifierOptions& o) {
+  std::string file = o.labels;
+  if (file.empty()) {
     // A labels file written beside the model (ptmtrainsink does) is used.
     const std::string beside = labels_path_beside(o.model);
     if (::access(beside.c_str(), R_OK) == 0) {
-      labels_file = beside;
+      file = beside;
       info.notes.push_back("labels from " + beside);
     }
   }
-  if (!labels_file.empty()) {
-    info.labels = read_labels_file(labels_file);
+  if (!file.empty()) {
+    info.labels = read_labels_file(file);
     if (int64_t(info.labels.size()) != info.num_classes)
-      throw ModelError("'" + labels_file + "' has " + std::to_string(info.labels.size()) +
+      throw ModelError("'" + file + "' has " + std::to_string(info.labels.size()) +
                        " labels but the model has " + std::to_string(info.num_classes) + " classes");
   } else if (info.num_classes == 1000) {
     info.labels = imagenet_labels();
   } else {
     for (int64_t i = 0; i < info.num_classes; ++i) info.labels.push_back("class " + std::to_string(i));
   }
+}
+
+Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl>()) {
+  Impl& im = *impl_;
+  im.info.path = o.model;
+  im.threads = runtime::resolve_threads(o.threads);
+  runtime::init();
+  runtime::use_threads(im.threads);
+  im.setup_device(o);
+  PTM_MODEL_SCOPE(im);
+  const FileFormat fmt = sniff_format(o.model);
+  im.info.format = format_name(fmt);
+  if (fmt == FileFormat::TorchScript)
+    im.load_torchscript(o);
+  else
+    im.load_weights(o);
+  im.load_labels(o);
 }
 
 Classifier::~Classifier() = default;
@@ -344,7 +328,7 @@ at::Tensor Classifier::forward(const at::Tensor& input) {
   if (input.dim() != 4 || input.size(1) != 3)
     throw ModelError("model input must be N x 3 x H x W, got " + shape_str(input.sizes().vec()));
   c10::InferenceMode guard;
-  PTM_ON_MODEL_STREAM(*impl_);
+  PTM_MODEL_SCOPE(*impl_);
   try {
     return impl_->run(impl_->prepare(input)).to(at::kFloat);
   } catch (const c10::Error& e) {
@@ -373,7 +357,7 @@ void require_linear_head(const ClassifierModulePtr& m, const ModelInfo& info) {
 at::Tensor Classifier::features(const at::Tensor& input) {
   require_linear_head(impl_->eager, impl_->info);
   c10::InferenceMode guard;
-  PTM_ON_MODEL_STREAM(*impl_);
+  PTM_MODEL_SCOPE(*impl_);
   return impl_->eager->embed(impl_->prepare(input)).to(torch::kCPU, at::kFloat);
 }
 
@@ -411,7 +395,7 @@ Classifier::InputBuffer Classifier::input_buffer(int64_t capacity) {
   Impl& im = *impl_;
   const int64_t s = im.info.crop_size;
   if (!im.input.defined() || im.input.size(0) < capacity) {
-    PTM_ON_MODEL_STREAM(im);
+    PTM_MODEL_SCOPE(im);
     c10::InferenceMode guard;
     try {
       // Grows by doubling and keeps the images already written.
@@ -443,7 +427,7 @@ void Classifier::write_input(int64_t index, const float* chw, bool on_device) {
   if (!im.input.defined() || index < 0 || index >= im.input.size(0))
     throw ModelError("model input slot " + std::to_string(index) + " does not exist");
   const int64_t s = im.info.crop_size;
-  PTM_ON_MODEL_STREAM(im);
+  PTM_MODEL_SCOPE(im);
   c10::InferenceMode guard;
   try {
     const auto where = on_device ? im.device : torch::Device(torch::kCPU);
@@ -459,7 +443,7 @@ void Classifier::run_input(int64_t n, int k, int fn, std::vector<float>& scores,
   if (!im.input.defined() || n < 1 || n > im.input.size(0))
     throw ModelError("run_input: " + std::to_string(n) + " images requested, input holds " +
                      std::to_string(im.input.defined() ? im.input.size(0) : 0));
-  PTM_ON_MODEL_STREAM(im);
+  PTM_MODEL_SCOPE(im);
   c10::InferenceMode guard;
   try {
     at::Tensor x = im.input.narrow(0, 0, n);

@@ -5,6 +5,10 @@
 #include "../common/fixtures.h"
 #include "infer_core.h"
 
+#include <ATen/Parallel.h>
+
+#include <thread>
+
 namespace ptm::test {
 namespace {
 
@@ -165,6 +169,28 @@ TEST(ClassifierInput, DeviceAndPrecisionErrorsNameTheReason) {
   o.precision = Precision::BFloat16;
   EXPECT_THROW(Classifier c(o), ModelError);
   EXPECT_EQ(device_unavailable_reason("cpu"), "");
+}
+
+// Thread counts are per model: two models with different `threads`, used
+// in turn from one thread, each run with their own count (LibTorch keeps
+// it per process and per thread; the last model constructed must not win).
+TEST(ClassifierThreads, EachModelRunsWithItsOwnCount) {
+  ClassifierOptions o;
+  o.model = fixture("resnet18_10.pth");
+  o.optimize = false;
+  o.threads = 1;
+  Classifier one(o);
+  o.threads = 2;
+  Classifier two(o);
+  std::thread([&] {
+    std::vector<float> x(size_t(3 * 64 * 64), 0.5f), y;
+    one.forward(x.data(), 1, 64, 64, y);
+    EXPECT_EQ(at::get_num_threads(), 1);
+    two.forward(x.data(), 1, 64, 64, y);
+    EXPECT_EQ(at::get_num_threads(), 2);
+    one.forward(x.data(), 1, 64, 64, y);
+    EXPECT_EQ(at::get_num_threads(), 1);
+  }).join();
 }
 
 }  // namespace
