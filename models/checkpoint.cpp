@@ -170,6 +170,8 @@ void normalize_keys(StateDict& sd, std::vector<std::string>& notes) {
 void collect(const Value& dict, Checkpoint& ck) {
   // Values are shared through the memo; materialising mutates in place.
   std::unordered_set<std::string> seen;
+  std::map<std::string, size_t> converted;  // "float8_e4m3fn to float32" -> tensors
+  size_t swapped = 0;
   for (const auto& [k, v] : dict.dict) {
     if (!k->is(Value::Kind::Str)) continue;
     if (!v->is(Value::Kind::Tensor)) {
@@ -178,8 +180,15 @@ void collect(const Value& dict, Checkpoint& ck) {
     }
     if (!seen.insert(k->s).second)
       throw ModelError("'" + ck.path + "': key '" + k->s + "' appears twice");
-    ck.state.entries.push_back({k->s, pickle::materialize(*v)});
+    ck.state.entries.push_back({k->s, pickle::materialize(*v, "'" + ck.path + "': tensor '" + k->s + "'")});
+    const pickle::DType& t = *v->dtype;
+    if (t.decode != pickle::Decode::Native)
+      ++converted[std::string(t.name) + " to " + pickle::dtype_name(t.type)];
+    if (v->storage->big_endian && t.swap > 1) ++swapped;
   }
+  for (const auto& [what, n] : converted)
+    ck.notes.push_back("converted " + std::to_string(n) + " tensor(s) from " + what + " (exactly)");
+  if (swapped) ck.notes.push_back("byte-swapped " + std::to_string(swapped) + " tensor(s) from the file's big-endian order");
   normalize_keys(ck.state, ck.notes);
 }
 
@@ -189,8 +198,8 @@ void check_dtype(const std::string& path, const std::string& key, at::ScalarType
     case at::kLong: case at::kInt: case at::kShort: case at::kChar: case at::kByte: case at::kBool:
       return;
     default:
-      throw ModelError("'" + path + "': tensor '" + key + "' has unsupported dtype " +
-                       std::string(c10::toString(t)));
+      throw ModelError("'" + path + "': tensor '" + key + "' has dtype " + pickle::dtype_name(t) +
+                       ", which a classifier cannot use");
   }
 }
 
@@ -204,9 +213,10 @@ at::Tensor bytes_tensor(const Bytes& file, const uint8_t* p, uint64_t n) {
 }
 
 struct StorageId {
-  at::ScalarType dtype;
+  const pickle::DType* dtype;
   std::string key;
-  int64_t numel;
+  int64_t count;    // elements of dtype (bytes for untyped storages)
+  uint64_t nbytes;  // count * element size, overflow-checked
 };
 
 StorageId parse_pid(const Value& pid, bool legacy, const std::string& what) {
@@ -215,22 +225,43 @@ StorageId parse_pid(const Value& pid, bool legacy, const std::string& what) {
   if (pickle::as_str(*pid.items[0], "persistent id tag") != "storage")
     throw ModelError(what + ": unknown persistent id '" + pid.items[0]->s + "'");
   const Value& type = *pid.items[1];
-  if (!type.is(Value::Kind::Global) || type.storage_dtype == at::ScalarType::Undefined)
+  if (!type.is(Value::Kind::Global) || !type.names_storage)
     throw ModelError(what + ": persistent id does not name a storage type");
   StorageId id;
-  id.dtype = type.storage_dtype;
+  id.dtype = type.dtype;
   const Value& key = *pid.items[2];
   id.key = key.is(Value::Kind::Int) ? std::to_string(key.i) : pickle::as_str(key, "storage key");
-  id.numel = pickle::as_int(*pid.items[4], "storage size");
-  if (id.numel < 0) throw ModelError(what + ": negative storage size");
+  id.count = pickle::as_int(*pid.items[4], "storage size");
+  if (id.count < 0) throw ModelError(what + ": negative storage size");
+  if (mul_overflows(uint64_t(id.count), id.dtype->size, &id.nbytes) || id.nbytes > uint64_t(INT64_MAX))
+    throw ModelError(what + ": storage '" + id.key + "' size overflows");
   if (legacy && pid.items.size() > 5 && !pid.items[5]->is(Value::Kind::None))
     throw ModelError(what + ": storage views (torch < 0.4 files) are not supported");
   return id;
 }
 
+Ref storage_value(const StorageId& id, bool big_endian) {
+  auto st = std::make_shared<pickle::Storage>();
+  st->dtype = id.dtype;
+  st->nbytes = int64_t(id.nbytes);
+  st->big_endian = big_endian;
+  Ref r = std::make_shared<Value>();
+  r->kind = Value::Kind::Storage;
+  r->storage = st;
+  return r;
+}
+
 void read_zip(Checkpoint& ck, const ZipArchive& zip, const ReadOptions& opt) {
   const Bytes& file = zip.file();
-  if (opt.verify_checksums) zip.verify_all();
+  if (opt.verify_checksums) {
+    // torch >= 2.6 with set_crc32_options(False) writes 0 for every CRC:
+    // not computed, not corrupt. Sizes, offsets, data descriptors and the
+    // pickle are still checked.
+    if (zip.crc_absent())
+      ck.notes.push_back("CRC checks not possible: the file was saved with CRC computation off");
+    else
+      zip.verify_all();
+  }
   const ZipEntry* pkl = nullptr;
   for (const auto& e : zip.entries()) {
     auto slash = e.name.find('/');
@@ -241,31 +272,34 @@ void read_zip(Checkpoint& ck, const ZipArchive& zip, const ReadOptions& opt) {
   }
   if (!pkl) throw ModelError("'" + ck.path + "' is a zip archive without data.pkl: not a PyTorch file");
   const std::string prefix = pkl->name.substr(0, pkl->name.find('/') + 1);
+  const std::string what = "'" + ck.path + "'";
+  // torch >= 2.1 writes the byte order of the machine that saved the file;
+  // files without the record are little-endian (as torch reads them).
+  bool big_endian = false;
   if (const ZipEntry* bo = zip.find(prefix + "byteorder")) {
     std::string order(reinterpret_cast<const char*>(zip.data(*bo, true)), bo->size);
-    if (order != "little")
-      throw ModelError("'" + ck.path + "' was written on a big-endian machine; not supported");
+    if (order == "big") big_endian = true;
+    else if (order != "little")
+      throw ModelError(what + ": unknown byte order '" + order.substr(0, 16) + "' (expected 'little' or 'big')");
   }
   std::unordered_map<std::string, Ref> storages;
-  const std::string what = "'" + ck.path + "'";
   auto persistent = [&](const Value& pid) -> Ref {
     StorageId id = parse_pid(pid, false, what);
     auto it = storages.find(id.key);
-    if (it != storages.end()) return it->second;
+    if (it != storages.end()) {
+      if (it->second->storage->dtype != id.dtype)
+        throw ModelError(what + ": storage '" + id.key + "' is used with two dtypes");
+      return it->second;
+    }
     const ZipEntry* rec = zip.find(prefix + "data/" + id.key);
     if (!rec) throw ModelError(what + ": tensor data record '" + id.key + "' is missing");
-    uint64_t need;
-    if (mul_overflows(uint64_t(id.numel), c10::elementSize(id.dtype), &need) || rec->size < need)
-      throw ModelError(what + ": tensor data record '" + id.key + "' holds " +
-                       std::to_string(rec->size) + " bytes, fewer than its " +
-                       std::to_string(id.numel) + " elements need");
-    auto st = std::make_shared<pickle::Storage>();
-    st->dtype = id.dtype;
-    st->numel = id.numel;
-    st->bytes = bytes_tensor(file, zip.data(*rec, false), need);
-    Ref r = std::make_shared<Value>();
-    r->kind = Value::Kind::Storage;
-    r->storage = st;
+    // torch.save writes each storage whole: any other length is damage.
+    if (rec->size != id.nbytes)
+      throw ModelError(what + ": tensor data record '" + id.key + "' holds " + std::to_string(rec->size) +
+                       " bytes, but its storage is " + std::to_string(id.count) + " torch." + id.dtype->name +
+                       " elements (" + std::to_string(id.nbytes) + " bytes)");
+    Ref r = storage_value(id, big_endian);
+    r->storage->bytes = bytes_tensor(file, zip.data(*rec, false), id.nbytes);
     storages.emplace(id.key, r);
     return r;
   };
@@ -290,10 +324,14 @@ void read_legacy(Checkpoint& ck, Bytes file, const ReadOptions& opt) {
   if (!proto->is(Value::Kind::Int) || proto->i != 1001)
     throw ModelError(what + ": unsupported legacy protocol version");
   Ref sys = next(nullptr);
+  bool big_endian = false;
   if (sys->is(Value::Kind::Dict)) {
+    // The legacy writer stores tensor data little-endian whatever the
+    // machine, so a big-endian machine's file reads the same way (older
+    // writers stored the element counts in the machine's order).
     const Value* le = dict_get(*sys, "little_endian");
-    if (le && le->is(Value::Kind::Bool) && !le->b)
-      throw ModelError(what + " was written on a big-endian machine; not supported");
+    big_endian = le && le->is(Value::Kind::Bool) && !le->b;
+    if (big_endian) ck.notes.push_back("written on a big-endian machine (the legacy format's data is little-endian)");
   }
   // Storage data follows the pickles: tensors are validated against the
   // declared sizes now and materialised once the bytes are read.
@@ -306,11 +344,7 @@ void read_legacy(Checkpoint& ck, Bytes file, const ReadOptions& opt) {
         throw ModelError(what + ": storage '" + id.key + "' is used with two dtypes");
       return it->second;
     }
-    Ref r = std::make_shared<Value>();
-    r->kind = Value::Kind::Storage;
-    r->storage = std::make_shared<pickle::Storage>();
-    r->storage->dtype = id.dtype;
-    r->storage->numel = id.numel;
+    Ref r = storage_value(id, false);
     storages.emplace(id.key, r);
     return r;
   };
@@ -325,13 +359,13 @@ void read_legacy(Checkpoint& ck, Bytes file, const ReadOptions& opt) {
     if (it == storages.end()) throw ModelError(what + ": data for unknown storage '" + key + "'");
     pickle::Storage& st = *it->second->storage;
     if (st.bytes.defined()) throw ModelError(what + ": storage '" + key + "' stored twice");
-    const int64_t numel = c.i64();
-    if (numel != st.numel)
-      throw ModelError(what + ": storage '" + key + "' holds " + std::to_string(numel) +
-                       " elements, its record says " + std::to_string(st.numel));
+    int64_t numel = c.i64();
+    if (big_endian && uint64_t(numel) * st.dtype->size != uint64_t(st.nbytes))
+      numel = int64_t(__builtin_bswap64(uint64_t(numel)));
     uint64_t n;
-    if (numel < 0 || mul_overflows(uint64_t(numel), c10::elementSize(st.dtype), &n))
-      throw ModelError(what + ": storage '" + key + "' size overflows");
+    if (numel < 0 || mul_overflows(uint64_t(numel), st.dtype->size, &n) || n != uint64_t(st.nbytes))
+      throw ModelError(what + ": storage '" + key + "' holds " + std::to_string(numel) + " elements, its record says " +
+                       std::to_string(uint64_t(st.nbytes) / st.dtype->size));
     st.bytes = bytes_tensor(file, c.take(n), n);
   }
   for (const auto& [key, v] : storages)

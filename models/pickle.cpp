@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
 #include <unordered_map>
 
 #include "bytes.h"
@@ -18,55 +21,81 @@ Ref make(Value::Kind k) {
   return v;
 }
 
-struct StorageType {
+using at::ScalarType;
+constexpr auto kNone = ScalarType::Undefined;
+
+// Every dtype a checkpoint may name, with what becomes of it. Files name a
+// dtype as `torch.<name>` (v3 tensor records) or through its legacy
+// storage class `torch.<storage>` (v2 records, the legacy format).
+constexpr DType kDTypes[] = {
+    {"float32", "FloatStorage", 4, 4, at::kFloat, Decode::Native},
+    {"float64", "DoubleStorage", 8, 8, at::kDouble, Decode::Native},
+    {"float16", "HalfStorage", 2, 2, at::kHalf, Decode::Native},
+    {"bfloat16", "BFloat16Storage", 2, 2, at::kBFloat16, Decode::Native},
+    {"int64", "LongStorage", 8, 8, at::kLong, Decode::Native},
+    {"int32", "IntStorage", 4, 4, at::kInt, Decode::Native},
+    {"int16", "ShortStorage", 2, 2, at::kShort, Decode::Native},
+    {"int8", "CharStorage", 1, 1, at::kChar, Decode::Native},
+    {"uint8", "ByteStorage", 1, 1, at::kByte, Decode::Native},
+    {"bool", "BoolStorage", 1, 1, at::kBool, Decode::Native},
+    {"float8_e4m3fn", nullptr, 1, 1, at::kFloat, Decode::Float8E4M3FN},
+    {"float8_e4m3fnuz", nullptr, 1, 1, at::kFloat, Decode::Float8E4M3FNUZ},
+    {"float8_e5m2", nullptr, 1, 1, at::kFloat, Decode::Float8E5M2},
+    {"float8_e5m2fnuz", nullptr, 1, 1, at::kFloat, Decode::Float8E5M2FNUZ},
+    {"float8_e8m0fnu", nullptr, 1, 1, at::kFloat, Decode::Float8E8M0FNU},
+    {"uint16", nullptr, 2, 2, at::kLong, Decode::UInt16},
+    {"uint32", nullptr, 4, 4, at::kLong, Decode::UInt32},
+    {"uint64", nullptr, 8, 8, at::kLong, Decode::UInt64},
+    {"complex32", nullptr, 4, 2, kNone, Decode::Refuse},
+    {"complex64", "ComplexFloatStorage", 8, 4, kNone, Decode::Refuse},
+    {"complex128", "ComplexDoubleStorage", 16, 8, kNone, Decode::Refuse},
+    {"qint8", "QInt8Storage", 1, 1, kNone, Decode::Refuse},
+    {"quint8", "QUInt8Storage", 1, 1, kNone, Decode::Refuse},
+    {"qint32", "QInt32Storage", 4, 4, kNone, Decode::Refuse},
+    {"quint4x2", "QUInt4x2Storage", 1, 1, kNone, Decode::Refuse},
+    {"quint2x4", "QUInt2x4Storage", 1, 1, kNone, Decode::Refuse},
+    {"float4_e2m1fn_x2", nullptr, 1, 1, kNone, Decode::Refuse},
+    {"bits8", nullptr, 1, 1, kNone, Decode::Refuse},
+    {"bits16", nullptr, 2, 2, kNone, Decode::Refuse},
+    {"bits1x8", nullptr, 1, 1, kNone, Decode::Refuse},
+    {"bits2x4", nullptr, 1, 1, kNone, Decode::Refuse},
+    {"bits4x2", nullptr, 1, 1, kNone, Decode::Refuse},
+};
+
+const DType& byte_dtype() { return *find_dtype("uint8"); }
+
+const DType* find_storage_class(const std::string& name) {
+  for (const auto& d : kDTypes)
+    if (d.storage && name == d.storage) return &d;
+  return nullptr;
+}
+
+// The opcodes read here, named as in the pickle protocol's specification
+// (the text forms of floats, strings and persistent ids are never written
+// by torch.save and stay unsupported).
+enum Op : uint8_t {
+  MARK = '(', STOP = '.', POP = '0', POP_MARK = '1', DUP = '2', INT = 'I',
+  BININT = 'J', BININT1 = 'K', LONG = 'L', BININT2 = 'M', NONE = 'N',
+  BINPERSID = 'Q', REDUCE = 'R', BINSTRING = 'T', SHORT_BINSTRING = 'U',
+  BINUNICODE = 'X', APPEND = 'a', BUILD = 'b', GLOBAL = 'c', DICT = 'd',
+  EMPTY_DICT = '}', APPENDS = 'e', GET = 'g', BINGET = 'h', LONG_BINGET = 'j', LIST = 'l',
+  EMPTY_LIST = ']', PUT = 'p', BINPUT = 'q', LONG_BINPUT = 'r', SETITEM = 's', TUPLE = 't',
+  EMPTY_TUPLE = ')', SETITEMS = 'u', BINFLOAT = 'G',
+  PROTO = 0x80, NEWOBJ = 0x81, TUPLE1 = 0x85, TUPLE2 = 0x86, TUPLE3 = 0x87, NEWTRUE = 0x88,
+  NEWFALSE = 0x89, LONG1 = 0x8a, SHORT_BINBYTES = 'C', BINBYTES = 'B',
+  SHORT_BINUNICODE = 0x8c, BINUNICODE8 = 0x8d, BINBYTES8 = 0x8e, EMPTY_SET = 0x8f,
+  ADDITEMS = 0x90, STACK_GLOBAL = 0x93, MEMOIZE = 0x94, FRAME = 0x95,
+};
+
+class Machine;
+// What calling an allowed global builds; nullptr for the tensor classes,
+// which may only be named as _rebuild_from_type_v2's target type.
+using Build = Ref (Machine::*)(const Value& args);
+struct Callable {
   const char* name;
-  at::ScalarType dtype;
+  Build build;
 };
-
-constexpr StorageType kStorageTypes[] = {
-    {"FloatStorage", at::kFloat},   {"DoubleStorage", at::kDouble},
-    {"HalfStorage", at::kHalf},     {"BFloat16Storage", at::kBFloat16},
-    {"LongStorage", at::kLong},     {"IntStorage", at::kInt},
-    {"ShortStorage", at::kShort},   {"CharStorage", at::kChar},
-    {"ByteStorage", at::kByte},     {"BoolStorage", at::kBool},
-    {"UntypedStorage", at::kByte},
-};
-
-// Everything a state dict or a plain training checkpoint needs. Calls are
-// interpreted by `call_global` below; nothing is looked up dynamically.
-constexpr const char* kAllowedCalls[] = {
-    "collections.OrderedDict",
-    "torch._utils._rebuild_tensor_v2",
-    "torch._utils._rebuild_tensor",
-    "torch._utils._rebuild_parameter",
-    "torch._utils._rebuild_parameter_with_state",
-    "torch.Size",
-    "torch.device",
-    "builtins.set",
-    "builtins.frozenset",
-    "torch._utils._rebuild_from_type_v2",
-    "torch.jit._pickle.restore_type_tag",  // LibTorch's pickle_save: (value, "Dict[str, Tensor]")
-};
-
-// Classes that may appear as the target type of _rebuild_from_type_v2; they
-// are never instantiated.
-constexpr const char* kTensorTypes[] = {
-    "torch._tensor.Tensor",
-    "torch.Tensor",
-    "torch.nn.parameter.Parameter",
-};
-
-bool tensor_type(const std::string& name) {
-  for (const char* a : kTensorTypes)
-    if (name == a) return true;
-  return false;
-}
-
-bool allowed_call(const std::string& name) {
-  for (const char* a : kAllowedCalls)
-    if (name == a) return true;
-  return false;
-}
+const Callable* find_callable(const std::string& name);
 
 class Machine {
  public:
@@ -75,6 +104,17 @@ class Machine {
 
   Ref run();
   size_t pos() const { return in_.pos(); }
+
+  // The allowed calls (see kCallables).
+  Ref ordered_dict(const Value& args);
+  Ref rebuild_tensor_v2(const Value& args);
+  Ref rebuild_tensor_v3(const Value& args);
+  Ref rebuild_parameter(const Value& args);
+  Ref rebuild_from_type_v2(const Value& args);
+  Ref restore_type_tag(const Value& args);
+  Ref size(const Value& args);
+  Ref device(const Value& args);
+  Ref set(const Value& args);
 
  private:
   [[noreturn]] void fail(const std::string& why) const { in_.fail(why); }
@@ -133,7 +173,9 @@ class Machine {
 
   Ref global(const std::string& module, const std::string& name);
   Ref call(const Value& fn, const Value& args);
-  Ref rebuild_tensor(const Value& args);
+  Ref tensor(const Value& storage, const DType& dtype, const Value& offset, const Value& size,
+             const Value& stride, const Value* metadata);
+  bool negated(const Value& metadata);
   void memo_put(uint64_t idx) { memo_[idx] = top(); }
   Ref memo_get(uint64_t idx) {
     auto it = memo_.find(idx);
@@ -149,18 +191,51 @@ class Machine {
   std::unordered_map<uint64_t, Ref> memo_;
 };
 
+// The one allowlist: everything a state dict or a plain training checkpoint
+// calls, and what each call builds. Dtypes and storage classes come from
+// kDTypes. Nothing is looked up dynamically.
+constexpr Callable kCallables[] = {
+    {"collections.OrderedDict", &Machine::ordered_dict},
+    {"torch._utils._rebuild_tensor", &Machine::rebuild_tensor_v2},
+    {"torch._utils._rebuild_tensor_v2", &Machine::rebuild_tensor_v2},
+    {"torch._utils._rebuild_tensor_v3", &Machine::rebuild_tensor_v3},
+    {"torch._utils._rebuild_parameter", &Machine::rebuild_parameter},
+    {"torch._utils._rebuild_parameter_with_state", &Machine::rebuild_parameter},
+    {"torch._utils._rebuild_from_type_v2", &Machine::rebuild_from_type_v2},
+    {"torch.jit._pickle.restore_type_tag", &Machine::restore_type_tag},  // LibTorch's pickle_save
+    {"torch.Size", &Machine::size},
+    {"torch.device", &Machine::device},
+    {"builtins.set", &Machine::set},
+    {"builtins.frozenset", &Machine::set},
+    {"torch._tensor.Tensor", nullptr},
+    {"torch.Tensor", nullptr},
+    {"torch.nn.parameter.Parameter", nullptr},
+};
+
+const Callable* find_callable(const std::string& name) {
+  for (const auto& c : kCallables)
+    if (name == c.name) return &c;
+  return nullptr;
+}
+
 Ref Machine::global(const std::string& module, const std::string& name) {
   std::string full = module + "." + name;
   Ref g = make(Value::Kind::Global);
   g->s = full;
   if (module == "torch") {
-    for (const auto& st : kStorageTypes)
-      if (name == st.name) {
-        g->storage_dtype = st.dtype;
-        return g;
-      }
+    if ((g->dtype = find_dtype(name))) return g;
+    if ((g->dtype = find_storage_class(name))) {
+      g->names_storage = true;
+      return g;
+    }
   }
-  if (!allowed_call(full) && !tensor_type(full))
+  // Untyped storages count bytes; the tensor record names the dtype.
+  if (full == "torch.storage.UntypedStorage" || full == "torch.UntypedStorage") {
+    g->dtype = &byte_dtype();
+    g->names_storage = true;
+    return g;
+  }
+  if (!find_callable(full))
     fail("refusing to load global '" + full +
          "': only tensors and plain containers may be read from a checkpoint "
          "(nothing in the file is executed). If this file holds a whole pickled "
@@ -174,15 +249,32 @@ int64_t checked_dim(const Value& v, const char* what) {
   return d;
 }
 
-Ref Machine::rebuild_tensor(const Value& args) {
-  if (!args.is(Value::Kind::Tuple) || args.items.size() < 4)
-    fail("malformed tensor record");
-  const Value& st = *args.items[0];
+// The neg bit of the optional metadata dict torch >= 1.10 writes for
+// tensors with a conj or neg bit set.
+bool Machine::negated(const Value& metadata) {
+  if (metadata.is(Value::Kind::None)) return false;
+  if (!metadata.is(Value::Kind::Dict)) fail("malformed tensor metadata");
+  bool neg = false;
+  for (const auto& [k, v] : metadata.dict) {
+    const std::string& key = as_str(*k, "tensor metadata key");
+    const bool on = v->is(Value::Kind::Bool) && v->b;
+    if (key == "neg") neg = on;
+    else if (key == "conj") continue;  // only complex tensors have one, and those are refused
+    else if (on) fail("tensor metadata '" + key + "' is not supported");
+  }
+  return neg;
+}
+
+Ref Machine::tensor(const Value& st, const DType& dtype, const Value& offset_v, const Value& size,
+                    const Value& stride, const Value* metadata) {
   if (!st.is(Value::Kind::Storage)) fail("tensor record without a storage");
-  const Storage& storage = *st.storage;
-  int64_t offset = checked_dim(*args.items[1], "tensor storage offset");
-  const Value& size = *args.items[2];
-  const Value& stride = *args.items[3];
+  Storage& storage = *st.storage;
+  // torch.save refuses to store one storage viewed with two dtypes; a file
+  // that does is not one of its files (and would need two converted copies).
+  if (storage.viewed_as && storage.viewed_as != &dtype)
+    fail(std::string("one storage is used as torch.") + storage.viewed_as->name + " and as torch." + dtype.name);
+  storage.viewed_as = &dtype;
+  int64_t offset = checked_dim(offset_v, "tensor storage offset");
   if (!size.is(Value::Kind::Tuple) || !stride.is(Value::Kind::Tuple) ||
       size.items.size() != stride.items.size())
     fail("tensor size and stride do not match");
@@ -202,66 +294,96 @@ Ref Machine::rebuild_tensor(const Value& args) {
         fail("tensor extent overflows");
     }
   }
+  const uint64_t capacity = uint64_t(storage.nbytes) / dtype.size;
   uint64_t end;
-  if (numel > 0 && (add_overflows(extent, uint64_t(offset), &end) || end >= uint64_t(storage.numel)))
+  if (numel > 0 && (add_overflows(extent, uint64_t(offset), &end) || end >= capacity))
     fail("tensor reaches element " + std::to_string(extent + uint64_t(offset)) +
-         " of a storage holding " + std::to_string(storage.numel));
+         " of a storage holding " + std::to_string(capacity) + " torch." + dtype.name + " elements");
   Ref r = make(Value::Kind::Tensor);
   r->storage = st.storage;
+  r->dtype = &dtype;
   r->view_offset = offset;
   r->view_sizes = std::move(sizes);
   r->view_strides = std::move(strides);
+  r->negate = metadata && negated(*metadata);
+  return r;
+}
+
+// (storage, offset, size, stride[, requires_grad, backward_hooks[, metadata]]):
+// the storage's class gives the dtype.
+Ref Machine::rebuild_tensor_v2(const Value& args) {
+  if (args.items.size() < 4 || args.items.size() > 7) fail("malformed tensor record");
+  const Value& st = *args.items[0];
+  if (!st.is(Value::Kind::Storage)) fail("tensor record without a storage");
+  return tensor(st, *st.storage->dtype, *args.items[1], *args.items[2], *args.items[3],
+                args.items.size() == 7 ? args.items[6].get() : nullptr);
+}
+
+// (storage, offset, size, stride, requires_grad, backward_hooks, dtype[, metadata]):
+// dtypes without a legacy storage class; the storage is untyped (bytes).
+Ref Machine::rebuild_tensor_v3(const Value& args) {
+  if (args.items.size() < 7 || args.items.size() > 8) fail("malformed tensor record (v3)");
+  const Value& dt = *args.items[6];
+  if (!dt.is(Value::Kind::Global) || !dt.dtype || dt.names_storage) fail("tensor record (v3) without a dtype");
+  return tensor(*args.items[0], *dt.dtype, *args.items[1], *args.items[2], *args.items[3],
+                args.items.size() == 8 ? args.items[7].get() : nullptr);
+}
+
+Ref Machine::ordered_dict(const Value& args) {
+  if (!args.items.empty()) fail("OrderedDict with arguments is not supported");
+  return make(Value::Kind::Dict);
+}
+
+Ref Machine::rebuild_parameter(const Value& args) {
+  if (args.items.empty() || !args.items[0]->is(Value::Kind::Tensor)) fail("parameter record without a tensor");
+  return args.items[0];  // requires_grad and hooks do not matter for weights
+}
+
+// (func, new_type, args, state): a tensor subclass wrapper around an
+// allowed call; the type must be a plain tensor type.
+Ref Machine::rebuild_from_type_v2(const Value& args) {
+  if (args.items.size() < 3 || !args.items[1]->is(Value::Kind::Global)) fail("_rebuild_from_type_v2 with an unsupported type");
+  const Callable* type = find_callable(args.items[1]->s);
+  if (!type || type->build) fail("_rebuild_from_type_v2 with an unsupported type");
+  const Value& inner = *args.items[0];
+  const Callable* fn = inner.is(Value::Kind::Global) ? find_callable(inner.s) : nullptr;
+  if (!fn || !fn->build || fn->build == &Machine::rebuild_from_type_v2)
+    fail("_rebuild_from_type_v2 with an unsupported function");
+  return call(inner, *args.items[2]);
+}
+
+Ref Machine::restore_type_tag(const Value& args) {
+  if (args.items.empty()) fail("restore_type_tag without a value");
+  return args.items[0];  // the type tag only annotates the value
+}
+
+Ref Machine::size(const Value& args) {
+  if (args.items.size() != 1) fail("torch.Size takes one argument");
+  return args.items[0];
+}
+
+Ref Machine::device(const Value& args) {
+  Ref r = make(Value::Kind::Str);
+  for (auto& a : args.items)
+    if (a->is(Value::Kind::Str)) r->s += a->s;
+  return r;
+}
+
+Ref Machine::set(const Value& args) {
+  Ref r = make(Value::Kind::List);
+  if (!args.items.empty() && args.items[0]->is(Value::Kind::List)) r->items = args.items[0]->items;
   return r;
 }
 
 Ref Machine::call(const Value& fn, const Value& args) {
   if (!fn.is(Value::Kind::Global)) fail(std::string("cannot call a ") + fn.kind_name());
   if (!args.is(Value::Kind::Tuple)) fail("call arguments are not a tuple");
-  const std::string& name = fn.s;
-  if (name == "collections.OrderedDict") {
-    if (!args.items.empty()) fail("OrderedDict with arguments is not supported");
-    return make(Value::Kind::Dict);
-  }
-  if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") return rebuild_tensor(args);
-  if (name == "torch._utils._rebuild_parameter" ||
-      name == "torch._utils._rebuild_parameter_with_state") {
-    if (args.items.empty() || !args.items[0]->is(Value::Kind::Tensor))
-      fail("parameter record without a tensor");
-    return args.items[0];  // requires_grad and hooks do not matter for weights
-  }
-  if (name == "torch._utils._rebuild_from_type_v2") {
-    // (func, new_type, args, state): a tensor subclass wrapper around an
-    // allowed rebuild function; the type must be a plain tensor type.
-    if (args.items.size() < 3 || !args.items[1]->is(Value::Kind::Global) || !tensor_type(args.items[1]->s))
-      fail("_rebuild_from_type_v2 with an unsupported type");
-    const Value& inner = *args.items[0];
-    if (!inner.is(Value::Kind::Global) || inner.s == name || !allowed_call(inner.s))
-      fail("_rebuild_from_type_v2 with an unsupported function");
-    return call(inner, *args.items[2]);
-  }
-  if (name == "torch.jit._pickle.restore_type_tag") {
-    if (args.items.empty()) fail("restore_type_tag without a value");
-    return args.items[0];  // the type tag only annotates the value
-  }
-  if (tensor_type(name)) fail("refusing to construct '" + name + "'");
-  if (name == "torch.Size") {
-    if (args.items.size() != 1) fail("torch.Size takes one argument");
-    return args.items[0];
-  }
-  if (name == "torch.device") {
-    Ref r = make(Value::Kind::Str);
-    for (auto& a : args.items)
-      if (a->is(Value::Kind::Str)) r->s += a->s;
-    return r;
-  }
-  if (name == "builtins.set" || name == "builtins.frozenset") {
-    Ref r = make(Value::Kind::List);
-    if (!args.items.empty() && args.items[0]->is(Value::Kind::List)) r->items = args.items[0]->items;
-    return r;
-  }
-  if (fn.storage_dtype != at::ScalarType::Undefined)
-    fail("storage '" + name + "' cannot be constructed directly");
-  fail("refusing to call '" + name + "'");
+  if (fn.names_storage) fail("storage '" + fn.s + "' cannot be constructed directly");
+  if (fn.dtype) fail("refusing to call dtype '" + fn.s + "'");
+  const Callable* c = find_callable(fn.s);
+  if (!c) fail("refusing to call '" + fn.s + "'");
+  if (!c->build) fail("refusing to construct '" + fn.s + "'");
+  return (this->*c->build)(args);
 }
 
 Ref Machine::run() {
@@ -270,31 +392,28 @@ Ref Machine::run() {
     if (++ops > (size_t(1) << 32)) fail("too many operations");
     const uint8_t op = in_.u8();
     switch (op) {
-      case 0x80: {  // PROTO
+      case PROTO: {
         uint8_t proto = in_.u8();
         if (proto > 5) fail("unsupported pickle protocol " + std::to_string(proto));
         break;
       }
-      case 0x95: in_.u64(); break;  // FRAME: the whole stream is in memory
-      case '.': {                   // STOP
-        Ref r = pop();
-        return r;
-      }
-      case '(': marks_.push_back(stack_.size()); break;
-      case '0': pop(); break;
-      case '1': pop_mark(); break;
-      case '2': push(top()); break;
-      case 'N': push(make(Value::Kind::None)); break;
-      case 0x88: case 0x89: {
+      case FRAME: in_.u64(); break;  // the whole stream is in memory
+      case STOP: return pop();
+      case MARK: marks_.push_back(stack_.size()); break;
+      case POP: pop(); break;
+      case POP_MARK: pop_mark(); break;
+      case DUP: push(top()); break;
+      case NONE: push(make(Value::Kind::None)); break;
+      case NEWTRUE: case NEWFALSE: {
         Ref v = make(Value::Kind::Bool);
-        v->b = op == 0x88;
+        v->b = op == NEWTRUE;
         push(v);
         break;
       }
-      case 'J': push(make_int(in_.i32())); break;
-      case 'K': push(make_int(in_.u8())); break;
-      case 'M': push(make_int(in_.u16())); break;
-      case 0x8a: {  // LONG1
+      case BININT: push(make_int(in_.i32())); break;
+      case BININT1: push(make_int(in_.u8())); break;
+      case BININT2: push(make_int(in_.u16())); break;
+      case LONG1: {
         // Wider integers (the legacy format's magic number) keep their
         // low 64 bits: nothing we read needs more.
         uint8_t n = in_.u8();
@@ -305,7 +424,7 @@ Ref Machine::run() {
         push(make_int(int64_t(u)));
         break;
       }
-      case 'I': {  // INT (text); "01"/"00" are booleans
+      case INT: {  // text; "01"/"00" are booleans
         std::string s = in_.line();
         Ref v;
         if (s == "01" || s == "00") {
@@ -321,7 +440,7 @@ Ref Machine::run() {
         push(v);
         break;
       }
-      case 'L': {  // LONG (text)
+      case LONG: {  // text
         std::string s = in_.line();
         if (!s.empty() && s.back() == 'L') s.pop_back();
         try {
@@ -331,7 +450,7 @@ Ref Machine::run() {
         }
         break;
       }
-      case 'G': {  // BINFLOAT, big-endian
+      case BINFLOAT: {  // big-endian
         const uint8_t* p = in_.take(8);
         uint64_t u = 0;
         for (int k = 0; k < 8; ++k) u = (u << 8) | p[k];
@@ -340,78 +459,80 @@ Ref Machine::run() {
         push(v);
         break;
       }
-      case 'X': push(make_str(in_.str(in_.u32()))); break;
-      case 0x8c: push(make_str(in_.str(in_.u8()))); break;
-      case 0x8d: push(make_str(in_.str(in_.u64()))); break;
-      case 'T': push(make_str(in_.str(in_.u32()))); break;  // BINSTRING
-      case 'U': push(make_str(in_.str(in_.u8()))); break;   // SHORT_BINSTRING
-      case 'B': case 'C': case 0x8e: {                       // BIN(BYTES|SHORT|8)
-        uint64_t n = op == 'B' ? in_.u32() : op == 'C' ? in_.u8() : in_.u64();
+      case BINUNICODE: push(make_str(in_.str(in_.u32()))); break;
+      case SHORT_BINUNICODE: push(make_str(in_.str(in_.u8()))); break;
+      case BINUNICODE8: push(make_str(in_.str(in_.u64()))); break;
+      case BINSTRING: push(make_str(in_.str(in_.u32()))); break;
+      case SHORT_BINSTRING: push(make_str(in_.str(in_.u8()))); break;
+      case BINBYTES: case SHORT_BINBYTES: case BINBYTES8: {
+        uint64_t n = op == BINBYTES ? in_.u32() : op == SHORT_BINBYTES ? in_.u8() : in_.u64();
         Ref v = make(Value::Kind::Bytes);
         v->s = in_.str(n);
         push(v);
         break;
       }
-      case ']': push(make(Value::Kind::List)); break;
-      case '}': push(make(Value::Kind::Dict)); break;
-      case ')': push(make(Value::Kind::Tuple)); break;
-      case 0x8f: push(make(Value::Kind::List)); break;  // EMPTY_SET as a list
-      case 'l': push(make_seq(Value::Kind::List, pop_mark())); break;
-      case 't': push(make_seq(Value::Kind::Tuple, pop_mark())); break;
-      case 0x85: push(make_seq(Value::Kind::Tuple, {pop()})); break;
-      case 0x86: {
+      case EMPTY_LIST: push(make(Value::Kind::List)); break;
+      case EMPTY_DICT: push(make(Value::Kind::Dict)); break;
+      case EMPTY_TUPLE: push(make(Value::Kind::Tuple)); break;
+      case EMPTY_SET: push(make(Value::Kind::List)); break;  // a set, read as a list
+      case LIST: push(make_seq(Value::Kind::List, pop_mark())); break;
+      case TUPLE: push(make_seq(Value::Kind::Tuple, pop_mark())); break;
+      case TUPLE1: push(make_seq(Value::Kind::Tuple, {pop()})); break;
+      case TUPLE2: {
         Ref b = pop(), a = pop();
         push(make_seq(Value::Kind::Tuple, {a, b}));
         break;
       }
-      case 0x87: {
+      case TUPLE3: {
         Ref c = pop(), b = pop(), a = pop();
         push(make_seq(Value::Kind::Tuple, {a, b, c}));
         break;
       }
-      case 'd': {
+      case DICT: {
         auto kv = pop_mark();
         Ref d = make(Value::Kind::Dict);
         set_items(*d, kv);
         push(d);
         break;
       }
-      case 's': {
+      case SETITEM: {
         Ref v = pop(), k = pop();
         std::vector<Ref> kv{k, v};
         set_items(*top(), kv);
         break;
       }
-      case 'u': {
+      case SETITEMS: {
         auto kv = pop_mark();
         set_items(*top(), kv);
         break;
       }
-      case 'a': {
+      case APPEND: {
         std::vector<Ref> one{pop()};
         append_items(*top(), one);
         break;
       }
-      case 'e': case 0x90: {  // APPENDS, ADDITEMS
+      case APPENDS: case ADDITEMS: {
         auto items = pop_mark();
         append_items(*top(), items);
         break;
       }
-      case 'q': memo_put(in_.u8()); break;
-      case 'r': memo_put(in_.u32()); break;
-      case 0x94: memo_put(memo_.size()); break;
-      case 'p': {
+      case BINPUT: memo_put(in_.u8()); break;
+      case LONG_BINPUT: memo_put(in_.u32()); break;
+      case MEMOIZE: memo_put(memo_.size()); break;
+      case PUT: {
         std::string s = in_.line();
         try {
           memo_put(std::stoull(s));
+        } catch (const ModelError&) {
+          throw;
         } catch (...) {
           fail("bad PUT index");
         }
         break;
       }
-      case 'h': push(memo_get(in_.u8())); break;
-      case 'j': push(memo_get(in_.u32())); break;
-      case 'g': {
+      case BINGET: push(memo_get(in_.u8())); break;
+      case LONG_BINGET: push(memo_get(in_.u32())); break;
+      case GET: {
         std::string s = in_.line();
         try {
           push(memo_get(std::stoull(s)));
@@ -422,23 +543,23 @@ Ref Machine::run() {
         }
         break;
       }
-      case 'c': {  // GLOBAL
+      case GLOBAL: {
         std::string module = in_.line();
         std::string name = in_.line();
         push(global(module, name));
         break;
       }
-      case 0x93: {  // STACK_GLOBAL
+      case STACK_GLOBAL: {
         Ref name = pop(), module = pop();
         push(global(as_str(*module, "global module"), as_str(*name, "global name")));
         break;
       }
-      case 'R': {  // REDUCE
+      case REDUCE: {
         Ref args = pop(), fn = pop();
         push(call(*fn, *args));
         break;
       }
-      case 0x81: {  // NEWOBJ: no class may be instantiated
+      case NEWOBJ: {  // no class may be instantiated
         Ref args = pop(), cls = pop();
         if (cls->is(Value::Kind::Global) && cls->s == "collections.OrderedDict") {
           push(make(Value::Kind::Dict));
@@ -446,13 +567,13 @@ Ref Machine::run() {
         }
         fail("refusing to instantiate '" + (cls->is(Value::Kind::Global) ? cls->s : std::string("?")) + "'");
       }
-      case 'b': {  // BUILD: state for an object made by an allowed call
+      case BUILD: {  // state for an object made by an allowed call
         Ref state = pop();
         Value& obj = *top();
         if (obj.is(Value::Kind::Dict) || obj.is(Value::Kind::Tensor)) break;  // e.g. OrderedDict._metadata
         fail(std::string("BUILD on a ") + obj.kind_name());
       }
-      case 'Q': {  // BINPERSID
+      case BINPERSID: {
         Ref pid = pop();
         if (!pl_) fail("persistent id in a stream that has none");
         push(pl_(*pid));
@@ -465,6 +586,96 @@ Ref Machine::run() {
       }
     }
   }
+}
+
+// ------------------------------------------------------------ decoding
+
+// float8 formats to float32, exactly (every value is representable), as a
+// table of the 256 bit patterns. `fn`: no infinities, NaN only where every
+// exponent and mantissa bit is set; `fnuz`: no infinities and no negative
+// zero, NaN is 0x80; e8m0: an unsigned power of two, 0xff is NaN.
+struct Float8Table {
+  float v[256];
+  Float8Table(Decode d) {
+    const int mbits = d == Decode::Float8E4M3FN || d == Decode::Float8E4M3FNUZ ? 3 : 2;
+    const int ebits = 7 - mbits;
+    const int bias = d == Decode::Float8E4M3FN ? 7 : d == Decode::Float8E4M3FNUZ ? 8 : d == Decode::Float8E5M2 ? 15 : 16;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (int b = 0; b < 256; ++b) {
+      if (d == Decode::Float8E8M0FNU) {
+        v[b] = b == 0xff ? nan : std::ldexp(1.0f, b - 127);
+        continue;
+      }
+      const int e = (b >> mbits) & ((1 << ebits) - 1), m = b & ((1 << mbits) - 1);
+      const bool neg = b & 0x80;
+      float x = e == 0 ? std::ldexp(float(m), 1 - bias - mbits) : std::ldexp(float((1 << mbits) | m), e - bias - mbits);
+      const bool top = e == (1 << ebits) - 1;
+      if (d == Decode::Float8E5M2 && top) x = m == 0 ? std::numeric_limits<float>::infinity() : nan;
+      if (d == Decode::Float8E4M3FN && top && m == (1 << mbits) - 1) x = nan;
+      if ((d == Decode::Float8E4M3FNUZ || d == Decode::Float8E5M2FNUZ) && b == 0x80) {
+        v[b] = nan;
+        continue;
+      }
+      v[b] = neg ? -x : x;
+    }
+  }
+};
+
+const float* float8_table(Decode d) {
+  static const Float8Table e4m3fn(Decode::Float8E4M3FN), e4m3fnuz(Decode::Float8E4M3FNUZ),
+      e5m2(Decode::Float8E5M2), e5m2fnuz(Decode::Float8E5M2FNUZ), e8m0(Decode::Float8E8M0FNU);
+  switch (d) {
+    case Decode::Float8E4M3FN: return e4m3fn.v;
+    case Decode::Float8E4M3FNUZ: return e4m3fnuz.v;
+    case Decode::Float8E5M2: return e5m2.v;
+    case Decode::Float8E5M2FNUZ: return e5m2fnuz.v;
+    default: return e8m0.v;
+  }
+}
+
+uint64_t load_unsigned(const uint8_t* p, int size, bool big_endian) {
+  uint64_t u = 0;
+  for (int k = 0; k < size; ++k) u |= uint64_t(p[big_endian ? size - 1 - k : k]) << (8 * k);
+  return u;
+}
+
+// The whole storage as a 1-D tensor of `t`'s in-memory type: the file's
+// bytes themselves where they can be used as they are, else a converted
+// copy, made once per (dtype, negate) and kept with the storage.
+at::Tensor storage_tensor(const Storage& s, const DType& t, bool negate) {
+  const int64_t count = s.nbytes / t.size;
+  const uint8_t* raw = s.bytes.data_ptr<uint8_t>();
+  if (t.decode == Decode::Native && (!s.big_endian || t.swap == 1) && !negate) {
+    at::Tensor keep = s.bytes;  // keeps the file buffer alive
+    return at::from_blob(const_cast<uint8_t*>(raw), {count}, [keep](void*) mutable { keep.reset(); },
+                         at::TensorOptions().dtype(t.type));
+  }
+  const auto key = std::make_pair(&t, negate);
+  for (const auto& [k, tensor] : s.decoded)
+    if (k == key) return tensor;
+  at::Tensor out = at::empty({count}, at::TensorOptions().dtype(t.type));
+  switch (t.decode) {
+    case Decode::Native: {
+      uint8_t* o = static_cast<uint8_t*>(out.data_ptr());
+      std::memcpy(o, raw, size_t(count) * t.size);
+      if (s.big_endian)
+        for (int64_t k = 0; k < count * t.size / t.swap; ++k) std::reverse(o + k * t.swap, o + (k + 1) * t.swap);
+      break;
+    }
+    case Decode::UInt16: case Decode::UInt32: case Decode::UInt64: {
+      int64_t* o = out.data_ptr<int64_t>();  // uint64 above 2^63-1 turns negative: refused by materialize()
+      for (int64_t k = 0; k < count; ++k) o[k] = int64_t(load_unsigned(raw + k * t.size, t.size, s.big_endian));
+      break;
+    }
+    default: {
+      const float* table = float8_table(t.decode);
+      float* o = out.data_ptr<float>();
+      for (int64_t k = 0; k < count; ++k) o[k] = table[raw[k]];
+    }
+  }
+  if (negate) out.neg_();
+  s.decoded.emplace_back(key, out);
+  return out;
 }
 
 }  // namespace
@@ -487,19 +698,38 @@ const char* Value::kind_name() const {
   return "?";
 }
 
-const at::Tensor& materialize(const Value& v) {
-  if (!v.is(Value::Kind::Tensor)) throw ModelError(std::string("expected a tensor, found ") + v.kind_name());
+const at::Tensor& materialize(const Value& v, const std::string& what) {
+  if (!v.is(Value::Kind::Tensor)) throw ModelError(what + ": expected a tensor, found " + v.kind_name());
   if (v.tensor.defined()) return v.tensor;
   const Storage& s = *v.storage;
+  const DType& t = *v.dtype;
+  if (t.decode == Decode::Refuse)
+    throw ModelError(what + " has dtype torch." + t.name + ", which a classifier cannot use");
+  if (v.negate && t.type == at::kBool) throw ModelError(what + " is a negated bool tensor");
   if (!s.bytes.defined()) throw ModelError("internal: tensor data not loaded");
-  at::Tensor bytes = s.bytes;  // keeps the file buffer alive
   int64_t numel = 1;
   for (int64_t d : v.view_sizes) numel *= d;
-  uint8_t* base = bytes.data_ptr<uint8_t>() + (numel ? size_t(v.view_offset) * c10::elementSize(s.dtype) : 0);
-  v.tensor = at::from_blob(base, v.view_sizes, v.view_strides,
-                           [bytes](void*) mutable { bytes.reset(); },
-                           at::TensorOptions().dtype(s.dtype));
+  if (numel == 0) {
+    v.tensor = at::empty(v.view_sizes, at::TensorOptions().dtype(t.type));
+    return v.tensor;
+  }
+  at::Tensor view = storage_tensor(s, t, v.negate).as_strided(v.view_sizes, v.view_strides, v.view_offset);
+  if (t.decode == Decode::UInt64 && view.lt(0).any().item<bool>())
+    throw ModelError(what + " (torch.uint64) holds a value above 2^63-1, which int64 cannot hold");
+  v.tensor = view;
   return v.tensor;
+}
+
+const DType* find_dtype(const std::string& name) {
+  for (const auto& d : kDTypes)
+    if (name == d.name) return &d;
+  return nullptr;
+}
+
+std::string dtype_name(at::ScalarType t) {
+  for (const auto& d : kDTypes)
+    if (d.decode == Decode::Native && d.type == t) return d.name;
+  return c10::toString(t);
 }
 
 Ref make_none() { return make(Value::Kind::None); }

@@ -1,10 +1,13 @@
 // A restricted unpickler for PyTorch checkpoint files.
 //
 // It understands the opcodes `torch.save` emits (protocols 2-5) and builds an
-// inert value tree. Globals are resolved against a fixed allowlist of the
-// names a state dict or training checkpoint needs; any other global (a
-// pickled module, `os.system`, `builtins.eval`, ...) stops the read with an
-// error naming it. Nothing from the file is ever called or imported.
+// inert value tree. Globals are resolved against one fixed allowlist of the
+// names a state dict or training checkpoint needs (plus the dtype table
+// below); any other global (a pickled module, `os.system`, `builtins.eval`,
+// ...) stops the read with an error naming it. Nothing from the file is ever
+// called or imported. Tensor records are v2 (a typed storage: torch.save for
+// the classic dtypes) and v3 (an untyped byte storage plus a dtype: torch
+// 2.x for float8, uint16/32/64 and other new dtypes).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -20,11 +23,48 @@ namespace ptm::pickle {
 struct Value;
 using Ref = std::shared_ptr<Value>;
 
+// How the elements of a dtype found in a file become a tensor the rest of
+// ptm accepts.
+enum class Decode {
+  Native,          // used as stored (zero copy unless byte-swapped)
+  Float8E4M3FN,    // float8 formats: every value is exact in float32
+  Float8E4M3FNUZ,
+  Float8E5M2,
+  Float8E5M2FNUZ,
+  Float8E8M0FNU,
+  UInt16,          // unsigned integers: to int64 (uint64 only when it fits)
+  UInt32,
+  UInt64,
+  Refuse,          // complex, quantized, packed: a classifier cannot use them
+};
+
+// One torch dtype as files spell it: the dtype name (`torch.float8_e4m3fn`),
+// its legacy storage class (`torch.FloatStorage`) where it has one, and
+// its size on disk. Every dtype the readers know is in one table.
+struct DType {
+  const char* name;      // "float32"
+  const char* storage;   // "FloatStorage", or nullptr (saved as UntypedStorage)
+  uint8_t size;          // bytes per element in the file
+  uint8_t swap;          // byte-swap unit for big-endian files (complex: a half)
+  at::ScalarType type;   // what it becomes in memory (Undefined when refused)
+  Decode decode;
+};
+
+// The dtype named `torch.<name>`, or nullptr.
+const DType* find_dtype(const std::string& name);
+// torch's name of an in-memory type ("float32"), or c10's when it has none.
+std::string dtype_name(at::ScalarType t);
+
 // A storage found through a persistent id, with the raw bytes it refers to.
 struct Storage {
-  at::ScalarType dtype = at::ScalarType::Float;
-  int64_t numel = 0;
-  at::Tensor bytes;  // uint8, numel * element size long
+  const DType* dtype = nullptr;  // typed storages; UntypedStorage counts uint8
+  int64_t nbytes = 0;
+  at::Tensor bytes;               // uint8, nbytes long, as in the file
+  bool big_endian = false;        // the file's byte order
+  const DType* viewed_as = nullptr;  // the dtype of the tensors built on it
+  // Whole-storage copies made for tensors that cannot use `bytes` as they
+  // are (byte-swapped, converted or negated), by (dtype, negate).
+  mutable std::vector<std::pair<std::pair<const DType*, bool>, at::Tensor>> decoded;
 };
 
 struct Value {
@@ -41,8 +81,12 @@ struct Value {
   // bytes may arrive after the pickle (legacy format): see materialize().
   int64_t view_offset = 0;
   std::vector<int64_t> view_sizes, view_strides;
-  std::shared_ptr<pickle::Storage> storage; // Storage
-  at::ScalarType storage_dtype = at::ScalarType::Undefined;  // Global naming a storage type
+  bool negate = false;                      // Tensor saved with its neg bit set
+  std::shared_ptr<pickle::Storage> storage; // Storage, Tensor
+  // Tensor: its dtype. Global: the dtype it names (`torch.float16`) or, with
+  // `names_storage`, the dtype of the storage class it names.
+  const DType* dtype = nullptr;
+  bool names_storage = false;
   int depth = 0;                            // nesting depth, bounded
 
   bool is(Kind k) const { return kind == k; }
@@ -53,7 +97,7 @@ Ref make_none();
 Ref make_int(int64_t v);
 Ref make_str(std::string s);
 
-// Resolves the persistent id tuple ('storage', type, key, location, numel[, view]).
+// Resolves the persistent id tuple ('storage', type, key, location, count[, view]).
 using PersistentLoad = std::function<Ref(const Value& pid)>;
 
 // Unpickles `data`. `what` names the source in error messages.
@@ -63,8 +107,11 @@ Ref load(const uint8_t* data, size_t size, const PersistentLoad& persistent_load
          const std::string& what, size_t* consumed = nullptr);
 
 // The at::Tensor of a Kind::Tensor value, built on first use from its
-// storage's bytes (a view sharing the file buffer, no copy).
-const at::Tensor& materialize(const Value& v);
+// storage's bytes: a view sharing the file buffer where the stored bytes
+// can be used as they are, else a view of a converted copy of the storage
+// (big-endian files, float8 to float32, unsigned to int64). `what` names
+// the tensor in errors (a refused dtype, a uint64 value int64 cannot hold).
+const at::Tensor& materialize(const Value& v, const std::string& what);
 
 // Helpers for readers.
 int64_t as_int(const Value& v, const char* what);

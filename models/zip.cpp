@@ -13,6 +13,61 @@ constexpr uint32_t kZip64LocatorSig = 0x07064b50;
 constexpr uint32_t kZip64EocdSig = 0x06064b50;
 constexpr uint32_t kCentralSig = 0x02014b50;
 constexpr uint32_t kLocalSig = 0x04034b50;
+constexpr uint32_t kDescriptorSig = 0x08074b50;
+constexpr uint32_t kFlagDescriptor = 1u << 3;  // sizes and CRC follow the data
+
+// Reads the sizes a zip64 extra field holds for the fields set to
+// 0xFFFFFFFF, in the order the format gives them.
+void read_zip64(const uint8_t* p, size_t n, const std::string& what, uint64_t* usize, uint64_t* csize,
+                uint64_t* local) {
+  Cursor extra(p, n, what + " (extra field)");
+  while (extra.remaining() >= 4) {
+    uint16_t id = extra.u16(), len = extra.u16();
+    Cursor f(extra.take(len), len, what + " (zip64 field)");
+    if (id != 0x0001) continue;
+    if (usize && *usize == 0xFFFFFFFF) *usize = f.u64();
+    if (csize && *csize == 0xFFFFFFFF) *csize = f.u64();
+    if (local && *local == 0xFFFFFFFF) *local = f.u64();
+  }
+}
+
+// Checks a stored entry's local header (and data descriptor) against its
+// central directory record, sets its data offset and returns where the
+// entry ends. `limit`: where the central directory begins.
+uint64_t check_local(const Bytes& file, ZipEntry& e, uint64_t local, uint64_t limit, const std::string& what) {
+  Cursor lh(file.begin(), limit, what);
+  lh.seek(local);
+  if (lh.u32() != kLocalSig) lh.fail("bad local header");
+  lh.u16();
+  const uint16_t flags = lh.u16(), method = lh.u16();
+  lh.u32();
+  const uint32_t crc = lh.u32();
+  uint64_t csize = lh.u32(), usize = lh.u32();
+  const uint16_t ln = lh.u16(), le = lh.u16();
+  if (lh.str(ln) != e.name) lh.fail("local header names another entry");
+  if (method != e.method) lh.fail("local header and central directory disagree on the compression method");
+  read_zip64(lh.take(le), le, what, &usize, &csize, nullptr);
+  e.data_offset = lh.pos();
+  uint64_t end;
+  if (add_overflows(e.data_offset, e.size, &end) || end > limit)
+    lh.fail("declares " + std::to_string(e.size) + " bytes but the file holds only " +
+            std::to_string(limit > e.data_offset ? limit - e.data_offset : 0));
+  if (!(flags & kFlagDescriptor)) {
+    if (crc != e.crc32 || csize != e.size || usize != e.size)
+      lh.fail("local header and central directory disagree on the size or CRC (the file is corrupt)");
+    return end;
+  }
+  // The descriptor: an optional signature, the CRC, then 32- or 64-bit sizes.
+  Cursor d(file.begin(), limit, what + " data descriptor");
+  d.seek(end);
+  if (d.remaining() >= 4 && d.u32() != kDescriptorSig) d.seek(end);
+  if (d.u32() != e.crc32) d.fail("does not match the central directory (CRC); the file is corrupt");
+  const size_t sizes = d.pos();
+  if (d.remaining() >= 8 && d.u32() == e.size && d.u32() == e.size) return d.pos();
+  d.seek(sizes);
+  if (d.remaining() >= 16 && d.u64() == e.size && d.u64() == e.size) return d.pos();
+  d.fail("does not match the central directory's size of " + std::to_string(e.size) + " bytes; the file is corrupt");
+}
 }  // namespace
 
 bool looks_like_zip(const std::string& head) { return head.rfind("PK\x03\x04", 0) == 0; }
@@ -61,6 +116,12 @@ ZipArchive::ZipArchive(Bytes file, std::string path) : file_(std::move(file)), p
     c.fail("central directory lies outside the file");
   if (count > cd_size / 46) c.fail("central directory entry count is inconsistent");
   entries_.reserve(count);
+  struct Span {
+    uint64_t begin, end;
+    size_t entry;
+    bool operator<(const Span& o) const { return begin < o.begin; }
+  };
+  std::vector<Span> spans;
   c.seek(cd_offset);
   for (uint64_t k = 0; k < count; ++k) {
     if (c.u32() != kCentralSig) c.fail("bad central directory entry " + std::to_string(k));
@@ -75,35 +136,30 @@ ZipArchive::ZipArchive(Bytes file, std::string path) : file_(std::move(file)), p
     c.take(8);
     uint64_t local = c.u32();
     e.name = c.str(name_len);
-    Cursor extra(c.take(extra_len), extra_len, "'" + path_ + "' (zip extra field)");
-    while (extra.remaining() >= 4) {
-      uint16_t id = extra.u16(), len = extra.u16();
-      Cursor f(extra.take(len), len, "'" + path_ + "' (zip64 field)");
-      if (id != 0x0001) continue;
-      if (usize == 0xFFFFFFFF) usize = f.u64();
-      if (csize == 0xFFFFFFFF) csize = f.u64();
-      if (local == 0xFFFFFFFF) local = f.u64();
-    }
+    read_zip64(c.take(extra_len), extra_len, "'" + path_ + "' (zip entry '" + e.name + "')", &usize, &csize, &local);
     c.take(comment_len);
     e.size = usize;
     if (e.method == 0) {
       if (csize != usize) c.fail("entry '" + e.name + "' has inconsistent sizes");
-      Cursor lh(base, n, "'" + path_ + "' (zip entry '" + e.name + "')");
-      lh.seek(local);
-      if (lh.u32() != kLocalSig) lh.fail("bad local header");
-      lh.take(22);
-      uint16_t ln = lh.u16(), le = lh.u16();
-      lh.take(ln);
-      lh.take(le);
-      e.data_offset = lh.pos();
-      uint64_t end;
-      if (add_overflows(e.data_offset, usize, &end) || end > cd_offset)
-        lh.fail("declares " + std::to_string(usize) + " bytes but the file holds only " +
-                std::to_string(cd_offset > e.data_offset ? cd_offset - e.data_offset : 0));
+      const uint64_t end = check_local(file_, e, local, cd_offset, "'" + path_ + "' (zip entry '" + e.name + "')");
+      spans.push_back({local, end, entries_.size()});
     }
-    index_.emplace(e.name, entries_.size());
+    if (!index_.emplace(e.name, entries_.size()).second) c.fail("entry '" + e.name + "' appears twice");
     entries_.push_back(std::move(e));
   }
+  // Entries may not share bytes: a damaged offset or size shows up here
+  // even where no CRC was written.
+  std::sort(spans.begin(), spans.end());
+  for (size_t k = 1; k < spans.size(); ++k)
+    if (spans[k].begin < spans[k - 1].end)
+      c.fail("entries '" + entries_[spans[k - 1].entry].name + "' and '" + entries_[spans[k].entry].name + "' overlap");
+  bool any = false, all_zero = true;
+  for (const auto& e : entries_) {
+    if (e.method != 0 || e.size == 0) continue;
+    any = true;
+    all_zero &= e.crc32 == 0;
+  }
+  crc_absent_ = any && all_zero;
 }
 
 const ZipEntry* ZipArchive::find(const std::string& name) const {
@@ -116,7 +172,7 @@ const uint8_t* ZipArchive::data(const ZipEntry& e, bool verify) const {
     throw ModelError("'" + path_ + "': entry '" + e.name +
                      "' is compressed; PyTorch archives store entries uncompressed");
   const uint8_t* p = file_.begin() + e.data_offset;
-  if (verify) {
+  if (verify && !crc_absent_) {
     uLong crc = crc32_z(0L, Z_NULL, 0);
     crc = crc32_z(crc, p, e.size);
     if (uint32_t(crc) != e.crc32)
@@ -127,6 +183,7 @@ const uint8_t* ZipArchive::data(const ZipEntry& e, bool verify) const {
 }
 
 void ZipArchive::verify_all() const {
+  if (crc_absent_) return;  // nothing to compare with
   // Split large entries into 4 MiB pieces combined with crc32_combine so
   // one big tensor does not serialise the check.
   constexpr uint64_t kPiece = 4u << 20;

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Small seed files for the reader fuzzer: one state dict in the zip,
-wrapped-zip, legacy and safetensors formats.
+wrapped-zip, legacy and safetensors formats, saved without CRCs, and what
+the running torch has of the 2.x layouts (big-endian files, v3 tensor
+records of float8 and unsigned dtypes).
     make_seeds.py OUT_DIR"""
 import collections
 import os
@@ -10,14 +12,27 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fixtures"))
 import make_fixtures  # noqa: E402
+import make_format_fixtures as formats  # noqa: E402
 
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
+path = lambda name: os.path.join(out, name)
 torch.manual_seed(0)
 sd = collections.OrderedDict([("conv.weight", torch.randn(4, 3, 3, 3)), ("bn.num_batches_tracked", torch.tensor(3)),
                               ("fc.bias", torch.randn(5).half())])
-torch.save(sd, os.path.join(out, "zip.pth"))
-torch.save({"state_dict": sd, "epoch": 1, "opt": {"lr": 0.1, "betas": (0.9, 0.99)}}, os.path.join(out, "wrapped.pth"))
-torch.save(sd, os.path.join(out, "legacy.pth"), _use_new_zipfile_serialization=False)
-make_fixtures.save_safetensors(sd, os.path.join(out, "seed.safetensors"))
-open(os.path.join(out, "stamp"), "w").write("ok\n")
+torch.save(sd, path("zip.pth"))
+torch.save({"state_dict": sd, "epoch": 1, "opt": {"lr": 0.1, "betas": (0.9, 0.99)}}, path("wrapped.pth"))
+torch.save(sd, path("legacy.pth"), _use_new_zipfile_serialization=False)
+make_fixtures.save_safetensors(sd, path("seed.safetensors"))
+formats.save_crc_off(sd, path("crc_off.pth"), path("zip.pth"))
+v3 = collections.OrderedDict(sd)
+for name in ("float8_e4m3fn", "float8_e5m2"):
+    if hasattr(torch, name):
+        v3[name] = torch.arange(6).to(torch.uint8).view(getattr(torch, name))
+for name in ("uint16", "uint32", "uint64"):
+    if hasattr(torch, name):
+        v3[name] = torch.arange(6).to(getattr(torch, name))
+if len(v3) > len(sd):
+    torch.save(v3, path("v3.pth"))
+formats.save_big_endian(v3, path("big_endian.pth"))  # no file before torch 2.1 (no byteorder record)
+open(path("stamp"), "w").write(torch.__version__ + "\n")

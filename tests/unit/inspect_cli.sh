@@ -30,8 +30,10 @@ check report 0 '0 missing, 0 unexpected, 0 mis-shaped' -- "$fx/wrapped_model.pth
 check report-bad 1 'mis-shaped: fc.weight expects \[1000, 2048\], file has \[1000, 512\]' -- "$fx/wrapped_model.pth" --arch resnet50
 check new-head 0 'new classification head' -- "$fx/wrapped_model.pth" --arch resnet18 --num-classes 3
 check unknown 1 'architecture: unknown; closest: resnet18' -- "$fx/unknown_layout.pth"
+check crc-off 0 'CRC checks not possible' -- "$fx/fmt_resnet18_crc_off.pth"
 for bad in evil_system.pth evil_eval.pth evil_legacy.pth whole_model.pth huge_entry.pth huge_header.safetensors \
-           overflow_shape.safetensors gap.safetensors not_a_model.txt empty.pth; do
+           overflow_shape.safetensors gap.safetensors not_a_model.txt empty.pth fmt_complex64.pth \
+           fmt_crc_off_pickle_count.pth fmt_crc_off_cd_size.pth; do
   out=$( (ulimit -v 2097152; "$inspect" "$fx/$bad") 2>&1 ); rc=$?
   lines=$(printf '%s\n' "$out" | wc -l)
   if [ "$rc" -ne 1 ] || [ "$lines" -ne 1 ] || ! grep -q '^ptm-inspect: ' <<<"$out"; then

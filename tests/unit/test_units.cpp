@@ -3,7 +3,9 @@
 
 #include <torch/nn/module.h>
 
+#include <cmath>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 
 #include "../common/fixtures.h"
@@ -87,6 +89,120 @@ TEST(Pickle, MalformedStreamsFail) {
   for (int i = 0; i < 399; ++i) deep += "a";
   deep += ".";
   EXPECT_NE(error_of(deep).find("nested"), std::string::npos);
+}
+
+// ------------------------------------------------ tensor records of torch 2.x
+// Hand-made protocol-2 pickles of one tensor record over a storage given
+// here, so the decoders are checked on every machine (the fixture sets
+// check them against torch's own conversions where a torch 2.x runs).
+
+std::string bin_str(const std::string& s) {
+  const uint32_t n = uint32_t(s.size());
+  return "X" + std::string(reinterpret_cast<const char*>(&n), 4) + s;
+}
+
+// (storage, 0, (n,), (1,), False, OrderedDict(), torch.<dtype>[, {meta: True}])
+// through _rebuild_tensor_v3; the persistent id names an UntypedStorage.
+std::string v3_record(const std::string& dtype, int n, const std::string& meta = "") {
+  std::string p = B("\x80\x02" "ctorch._utils\n_rebuild_tensor_v3\n(");
+  p += "(" + bin_str("storage") + "ctorch.storage\nUntypedStorage\n" + bin_str("0") + bin_str("cpu") + "K" +
+       char(n) + "tQ";
+  p += B("K\x00") + "K" + char(n) + B("\x85K\x01\x85\x89" "ccollections\nOrderedDict\n)R");
+  p += "ctorch\n" + dtype + "\n";
+  if (!meta.empty()) p += "}" + bin_str(meta) + B("\x88s");
+  return p + "tR.";
+}
+
+// The record read over `bytes`; `big_endian` as the file's byteorder says.
+at::Tensor read_v3(const std::string& dtype, const std::vector<uint8_t>& bytes, bool big_endian = false,
+                   const std::string& meta = "") {
+  auto storage = std::make_shared<pickle::Value>();
+  storage->kind = pickle::Value::Kind::Storage;
+  storage->storage = std::make_shared<pickle::Storage>();
+  storage->storage->dtype = pickle::find_dtype("uint8");
+  storage->storage->nbytes = int64_t(bytes.size());
+  storage->storage->bytes = at::tensor(at::ArrayRef<uint8_t>(bytes), at::kByte);
+  storage->storage->big_endian = big_endian;
+  const std::string p = v3_record(dtype, int(bytes.size() / pickle::find_dtype(dtype)->size), meta);
+  auto v = pickle::load(reinterpret_cast<const uint8_t*>(p.data()), p.size(),
+                        [&](const pickle::Value&) { return storage; }, "test");
+  return pickle::materialize(*v, "tensor 'x'");
+}
+
+std::string v3_error(const std::string& dtype, const std::vector<uint8_t>& bytes, const std::string& meta = "") {
+  try {
+    read_v3(dtype, bytes, false, meta);
+  } catch (const ModelError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Pickle, Float8DecodesExactly) {
+  const float inf = std::numeric_limits<float>::infinity();
+  struct Case {
+    const char* dtype;
+    std::vector<uint8_t> bits;
+    std::vector<float> want;  // NaN: a NaN is expected
+  };
+  const float nan = std::nanf("");
+  const Case cases[] = {
+      // 448 is the largest e4m3fn, 0x7f its NaN, 0x01 the smallest subnormal (2^-9).
+      {"float8_e4m3fn", {0x00, 0x80, 0x38, 0x7e, 0x7f, 0x01, 0xc4}, {0.f, -0.f, 1.f, 448.f, nan, 0x1p-9f, -3.f}},
+      // IEEE-like: 0x7c infinity, 0x7b the largest (57344).
+      {"float8_e5m2", {0x3c, 0x7b, 0x7c, 0xfc, 0x7d, 0x01}, {1.f, 57344.f, inf, -inf, nan, 0x1p-16f}},
+      // fnuz: 0x80 is the NaN, bias one more.
+      {"float8_e4m3fnuz", {0x40, 0x80, 0x7f, 0xff, 0x01}, {1.f, nan, 240.f, -240.f, 0x1p-10f}},
+      {"float8_e5m2fnuz", {0x40, 0x80, 0x7f, 0x01}, {1.f, nan, 57344.f, 0x1p-17f}},
+      // A power of two: 0x7f is 1, 0 is 2^-127, 0xff NaN.
+      {"float8_e8m0fnu", {0x7f, 0x80, 0x00, 0xfe, 0xff}, {1.f, 2.f, 0x1p-127f, 0x1p127f, nan}},
+  };
+  for (const auto& c : cases) {
+    at::Tensor t = read_v3(c.dtype, c.bits);
+    ASSERT_EQ(t.scalar_type(), at::kFloat) << c.dtype;
+    ASSERT_EQ(t.numel(), int64_t(c.want.size()));
+    for (size_t k = 0; k < c.want.size(); ++k) {
+      const float got = t[int64_t(k)].item<float>();
+      if (std::isnan(c.want[k])) {
+        EXPECT_TRUE(std::isnan(got)) << c.dtype << " bits " << int(c.bits[k]) << " gave " << got;
+      } else {
+        EXPECT_EQ(got, c.want[k]) << c.dtype << " bits " << int(c.bits[k]);
+        EXPECT_EQ(std::signbit(got), std::signbit(c.want[k])) << c.dtype << " bits " << int(c.bits[k]);
+      }
+    }
+  }
+}
+
+TEST(Pickle, UnsignedAndByteOrder) {
+  at::Tensor u16 = read_v3("uint16", {0x01, 0x02, 0xff, 0xff});
+  EXPECT_EQ(u16.scalar_type(), at::kLong);
+  EXPECT_EQ(u16[0].item<int64_t>(), 0x0201);
+  EXPECT_EQ(u16[1].item<int64_t>(), 65535);
+  EXPECT_EQ(read_v3("uint16", {0x01, 0x02}, true)[0].item<int64_t>(), 0x0102);  // big-endian file
+  EXPECT_EQ(read_v3("uint32", {0xff, 0xff, 0xff, 0xff})[0].item<int64_t>(), 4294967295LL);
+  EXPECT_EQ(read_v3("uint64", {1, 0, 0, 0, 0, 0, 0, 0x7f})[0].item<int64_t>(), 0x7f00000000000001LL);
+  EXPECT_NE(v3_error("uint64", {0, 0, 0, 0, 0, 0, 0, 0x80}).find("above 2^63-1"), std::string::npos);
+  // Classic dtypes through v3 too: swapped per element in big-endian files.
+  EXPECT_EQ(read_v3("float32", {0x3f, 0x80, 0, 0}, true)[0].item<float>(), 1.0f);
+  EXPECT_EQ(read_v3("int16", {0xff, 0xfe}, true)[0].item<int64_t>(), -2);
+}
+
+TEST(Pickle, RefusedDtypesAndMetadataAreNamed) {
+  EXPECT_NE(v3_error("complex32", {0, 0, 0, 0}).find("tensor 'x' has dtype torch.complex32, which a classifier cannot use"),
+            std::string::npos);
+  EXPECT_NE(v3_error("float4_e2m1fn_x2", {0}).find("torch.float4_e2m1fn_x2"), std::string::npos);
+  EXPECT_NE(v3_error("bits16", {0, 0}).find("torch.bits16"), std::string::npos);
+  // A neg-bit view holds the un-negated values and says so in its metadata.
+  at::Tensor neg = read_v3("int8", {3, 0xfe}, false, "neg");
+  EXPECT_EQ(neg[0].item<int64_t>(), -3);
+  EXPECT_EQ(neg[1].item<int64_t>(), 2);
+  EXPECT_NE(v3_error("int8", {3}, "zzz").find("tensor metadata 'zzz' is not supported"), std::string::npos);
+  // Names that are not callables or storages are refused by name.
+  EXPECT_NE(error_of("\x80\x02" "ctorch\nfloat32\n)R.").find("refusing to call dtype 'torch.float32'"), std::string::npos);
+  EXPECT_NE(error_of("\x80\x02" "ctorch\nfloat9\n.").find("'torch.float9'"), std::string::npos);
+  EXPECT_NE(error_of("\x80\x02" "ctorch.storage\nUntypedStorage\n)R.").find("cannot be constructed"), std::string::npos);
+  EXPECT_NE(error_of("\x80\x02" "ctorch._utils\n_rebuild_tensor_v3\n)R.").find("malformed tensor record (v3)"),
+            std::string::npos);
 }
 
 TEST(Labels, ImageNetMatchesTorchvision) {
