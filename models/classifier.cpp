@@ -49,7 +49,11 @@ void mirror(torch::nn::Module& src, torch::jit::Module& dst,
 
 // The model as a frozen graph: traced from the torch::nn modules (the one
 // definition of each architecture), BatchNorm folded into convolutions,
-// and on CPU converted to oneDNN (optimize_for_inference).
+// and with LibTorch 1.13 converted to oneDNN (optimize_for_inference).
+// LibTorch 2.x's oneDNN conversion is not usable: Debian 13's 2.6 fails or
+// dies with SIGFPE inside oneDNN 3.6 on the converted graph (Python's own
+// torch.jit.optimize_for_inference does the same), so 2.x runs the frozen
+// graph (BatchNorm folded, constants propagated) without the conversion.
 torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
                              bool channels_last) {
   auto cu = std::make_shared<torch::jit::CompilationUnit>();
@@ -66,7 +70,11 @@ torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at
   auto method = cu->create_function(c10::QualifiedName(*m.type()->name(), "forward"), graph);
   m.type()->addMethod(method);
   m.eval();
+#if TORCH_VERSION_MAJOR >= 2
+  return torch::jit::freeze(m);
+#else
   return torch::jit::optimize_for_inference(m);
+#endif
 }
 
 torch::Device parse_device(const std::string& name) {
