@@ -1,6 +1,8 @@
 #include "writer.h"
 
-#include <torch/serialize.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickler.h>
 
 #include <cerrno>
 #include <cstring>
@@ -63,10 +65,27 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   }
 }
 
+// torch.save's zip layout, written as torch::pickle_save does but without
+// type tags on the dict: a tagged dict names torch.jit._pickle.restore_type_tag,
+// which torch.load refuses by default since PyTorch 2.6 (weights_only).
 std::vector<char> serialize_state_dict(const StateDict& state) {
   c10::Dict<std::string, at::Tensor> d;
   for (const auto& e : state.entries) d.insert(e.name, e.tensor.detach().contiguous());
-  return torch::pickle_save(c10::IValue(d));
+  std::vector<char> pickled;
+  torch::jit::Pickler pickler(
+      [&](const char* p, size_t n) { pickled.insert(pickled.end(), p, p + n); }, nullptr, nullptr, nullptr,
+      nullptr, /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(c10::IValue(d));
+  pickler.stop();
+  std::vector<char> out;
+  caffe2::serialize::PyTorchStreamWriter writer([&](const void* p, size_t n) {
+    out.insert(out.end(), static_cast<const char*>(p), static_cast<const char*>(p) + n);
+    return n;
+  });
+  torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
+  writer.writeEndOfFile();
+  return out;
 }
 
 void save_state_dict(const std::string& path, const StateDict& state) {

@@ -34,6 +34,16 @@ TRANSFORMS = {  # torchvision's IMAGENET1K_V1 eval transforms
 }
 
 
+def caps_size(caps):
+    """Width and height of the caps' first structure (GStreamer 1.26's Python
+    overrides hand it out as a context manager, 1.22's directly)."""
+    s = caps.get_structure(0)
+    if hasattr(s, "__enter__"):
+        with s as st:
+            return st.get_value("width"), st.get_value("height")
+    return s.get_value("width"), s.get_value("height")
+
+
 def pipeline_results(model_path, classes, resize, crop, interp, with_preprocess):
     pre = ""
     if with_preprocess:
@@ -54,8 +64,7 @@ def pipeline_results(model_path, classes, resize, crop, interp, with_preprocess)
         sample = sink.emit("try-pull-sample", 10 * Gst.SECOND)
         if sample is None:
             break
-        caps = sample.get_caps().get_structure(0)
-        w, h = caps.get_value("width"), caps.get_value("height")
+        w, h = caps_size(sample.get_caps())
         buf = sample.get_buffer()
         ok, info = buf.map(Gst.MapFlags.READ)
         stride = (w * 3 + 3) // 4 * 4

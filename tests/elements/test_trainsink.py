@@ -38,6 +38,16 @@ PATTERNS = ["smpte", "checkers-8", "circular", "ball"]
 RECIPE = dict(epochs=40, learning_rate=1e-3, batch_size=16, seed=7)
 
 
+def caps_size(caps):
+    """Width and height of the caps' first structure (GStreamer 1.26's Python
+    overrides hand it out as a context manager, 1.22's directly)."""
+    s = caps.get_structure(0)
+    if hasattr(s, "__enter__"):
+        with s as st:
+            return st.get_value("width"), st.get_value("height")
+    return s.get_value("width"), s.get_value("height")
+
+
 def run(desc, label_pads=None, collect=None):
     """Runs to EOS; returns (messages, frames per pattern if collect)."""
     p = Gst.parse_launch(desc)
@@ -50,8 +60,7 @@ def run(desc, label_pads=None, collect=None):
                                                 Gst.Structure.new_from_string(f'ptm-label, label="{label}"')))
         if collect is not None:
             buf = info.get_buffer()
-            caps = pad.get_current_caps().get_structure(0)
-            w, h = caps.get_value("width"), caps.get_value("height")
+            w, h = caps_size(pad.get_current_caps())
             ok, m = buf.map(Gst.MapFlags.READ)
             frames[label].append(Image.frombuffer("RGB", (w, h), bytes(m.data), "raw", "RGB", (w * 3 + 3) // 4 * 4, 1).copy())
             buf.unmap(m)
