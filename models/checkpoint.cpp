@@ -24,6 +24,7 @@ const char* format_name(FileFormat f) {
     case FileFormat::TorchLegacy: return "pytorch-legacy";
     case FileFormat::SafeTensors: return "safetensors";
     case FileFormat::TorchScript: return "torchscript";
+    case FileFormat::AOTInductor: return "aotinductor-package";
   }
   return "?";
 }
@@ -479,6 +480,29 @@ bool is_torchscript(const ZipArchive& zip) {
   return false;
 }
 
+// An AOTInductor package: "archive_format" holding "pt2", or compiled model
+// files under data/aotinductor/ (optionally below one top folder).
+const std::string kAotiDir = "data/aotinductor/";
+
+std::string below_top(const std::string& name) {
+  if (name.rfind(kAotiDir, 0) == 0 || name == "archive_format") return name;
+  const auto slash = name.find('/');
+  return slash == std::string::npos ? name : name.substr(slash + 1);
+}
+
+bool is_aoti_package(const ZipArchive& zip) {
+  for (const auto& e : zip.entries()) {
+    const std::string n = below_top(e.name);
+    if (n.rfind(kAotiDir, 0) == 0) return true;
+  }
+  return false;
+}
+
+FileFormat zip_format(const ZipArchive& zip) {
+  if (is_aoti_package(zip)) return FileFormat::AOTInductor;
+  return is_torchscript(zip) ? FileFormat::TorchScript : FileFormat::TorchZip;
+}
+
 // Formats other than zip, from the first bytes.
 FileFormat sniff_head(const Bytes& file, const std::string& path) {
   if (file.size == 0) throw ModelError("'" + path + "' is empty");
@@ -502,8 +526,50 @@ bool zip_head(const Bytes& file) {
 FileFormat sniff_format(const std::string& path) {
   // Mapped, not read: only the head and a zip's directory are touched.
   const Bytes file = map_file(path);
-  if (zip_head(file)) return is_torchscript(ZipArchive(file, path)) ? FileFormat::TorchScript : FileFormat::TorchZip;
+  if (zip_head(file)) return zip_format(ZipArchive(file, path));
   return sniff_head(file, path);
+}
+
+const std::string* PackageInfo::find(const std::string& key) const {
+  for (const auto& kv : metadata)
+    if (kv.first == key) return &kv.second;
+  return nullptr;
+}
+
+PackageInfo read_package_info(const std::string& path) {
+  const Bytes file = map_file(path);
+  if (!zip_head(file)) throw ModelError("'" + path + "' is not an AOTInductor package (not a zip archive)");
+  const ZipArchive zip(file, path);
+  if (!is_aoti_package(zip)) throw ModelError("'" + path + "' is not an AOTInductor package (no " + kAotiDir + ")");
+  PackageInfo info;
+  info.file_bytes = file.size;
+  // data/aotinductor/<model>/<name>_metadata.json (one per model).
+  const ZipEntry* meta = nullptr;
+  for (const auto& e : zip.entries()) {
+    const std::string n = below_top(e.name);
+    if (n.rfind(kAotiDir, 0) != 0) continue;
+    const std::string rest = n.substr(kAotiDir.size());
+    const auto slash = rest.find('/');
+    if (slash != std::string::npos) {
+      const std::string model = rest.substr(0, slash);
+      if (std::find(info.models.begin(), info.models.end(), model) == info.models.end()) info.models.push_back(model);
+    }
+    if (rest.size() > 3 && rest.compare(rest.size() - 3, 3, ".so") == 0) info.compiled_bytes += e.size;
+    const std::string suffix = "_metadata.json";
+    if (!meta && rest.size() > suffix.size() && rest.compare(rest.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+        (info.models.empty() || rest.rfind(info.models.front() + "/", 0) == 0))
+      meta = &e;
+  }
+  if (meta) {
+    if (meta->size > (64u << 20)) throw ModelError("'" + path + "': package metadata of " + std::to_string(meta->size) + " bytes");
+    const char* d = reinterpret_cast<const char*>(zip.data(*meta, true));
+    nlohmann::json j = nlohmann::json::parse(d, d + meta->size, nullptr, false);
+    if (!j.is_object()) throw ModelError("'" + path + "': " + meta->name + " is not a JSON object");
+    for (auto it = j.begin(); it != j.end(); ++it)
+      info.metadata.emplace_back(it.key(), it.value().is_string() ? it.value().get<std::string>() : it.value().dump());
+    std::sort(info.metadata.begin(), info.metadata.end());
+  }
+  return info;
 }
 
 Checkpoint read_checkpoint(const std::string& path, const ReadOptions& options) {
@@ -513,6 +579,9 @@ Checkpoint read_checkpoint(const std::string& path, const ReadOptions& options) 
   ck.file_bytes = file.size;
   if (zip_head(file)) {
     const ZipArchive zip(std::move(file), path);
+    if (is_aoti_package(zip))
+      throw ModelError("'" + path + "' is an AOTInductor package (.pt2): a compiled program, not a weights file; "
+                       "ptminfer and ptm-classify run it where LibTorch has the package loader (2.6 and later)");
     if (is_torchscript(zip)) {
       ck.format = FileFormat::TorchScript;
       ck.state = read_torchscript_state(path);

@@ -6,7 +6,11 @@
 //   - PyTorch legacy (pre-1.6 / `_use_new_zipfile_serialization=False`);
 //   - safetensors, with the format's published safety rules;
 //   - TorchScript archives, through torch::jit::load. TorchScript runs code
-//     from the file: load only TorchScript files you trust.
+//     from the file: load only TorchScript files you trust;
+//   - AOTInductor packages (`.pt2`, torch._inductor.aoti_compile_and_package):
+//     compiled programs, not weights. Only their file list and metadata are
+//     read here (read_package_info); running one (Classifier) loads its
+//     machine code: trusted files only.
 // Training-checkpoint wrappers ({'state_dict': ...}, {'model': ...}, EMA
 // weights, ...) are unwrapped and DataParallel / torch.compile prefixes
 // (`module.`, `_orig_mod.`) stripped; what was done is recorded in `notes`.
@@ -21,7 +25,7 @@
 
 namespace ptm {
 
-enum class FileFormat { TorchZip, TorchLegacy, SafeTensors, TorchScript };
+enum class FileFormat { TorchZip, TorchLegacy, SafeTensors, TorchScript, AOTInductor };
 const char* format_name(FileFormat f);
 
 struct NamedTensor {
@@ -58,6 +62,19 @@ struct Checkpoint {
 // Throws ModelError naming the file and what is wrong with it.
 FileFormat sniff_format(const std::string& path);
 Checkpoint read_checkpoint(const std::string& path, const ReadOptions& options = {});
+
+// What an AOTInductor package (.pt2) holds, read without running anything:
+// its model names and the metadata exported with each model (string keys
+// and values, e.g. "AOTI_DEVICE_KEY": "cpu", and ptm's own "ptm.*" keys
+// written by tools/ptm-export). Throws ModelError for anything else.
+struct PackageInfo {
+  std::vector<std::string> models;  // in file order; "model" by default
+  std::vector<std::pair<std::string, std::string>> metadata;  // of models[0], sorted by key
+  uint64_t file_bytes = 0;
+  uint64_t compiled_bytes = 0;  // its shared objects (machine code, often the weights too)
+  const std::string* find(const std::string& key) const;
+};
+PackageInfo read_package_info(const std::string& path);
 
 // Parameters and buffers of a TorchScript archive (torchscript.cpp).
 StateDict read_torchscript_state(const std::string& path);

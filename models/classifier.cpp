@@ -9,6 +9,9 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#if PTM_HAVE_AOTI
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#endif
 #if PTM_TORCH_CUDA
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -18,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <unistd.h>
 
@@ -119,6 +123,13 @@ struct Classifier::Impl {
   // (oneDNN's adaptive pooling, for one, needs divisible sizes): other
   // sizes run the eager module. 0 = any size (TorchScript files).
   int64_t script_size = 0;
+#if PTM_HAVE_AOTI
+  // An AOTInductor package: compiled for one input size, one device, one
+  // dtype and batches of up to max_batch images (exactly that many when
+  // its batch dimension is static).
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> package;
+#endif
+  bool static_batch = false;
 
   torch::Device device{torch::kCPU};
   at::ScalarType dtype = at::kFloat;
@@ -143,10 +154,15 @@ struct Classifier::Impl {
   void setup_device(const ClassifierOptions& o);
   void load_torchscript(const ClassifierOptions& o);
   void load_weights(const ClassifierOptions& o);
+  void load_package(const ClassifierOptions& o);
   void load_labels(const ClassifierOptions& o);
+  std::vector<std::string> package_labels;  // carried in the package's metadata
 
   // x: on the device, in the model's type and memory format.
   at::Tensor run(const at::Tensor& x) {
+#if PTM_HAVE_AOTI
+    if (package) return run_package(x);
+#endif
     const int64_t s = script_size;
     if (use_script && (s == 0 || (x.size(2) == s && x.size(3) == s))) return script.forward({x}).toTensor();
     return eager->forward(x);
@@ -156,6 +172,28 @@ struct Classifier::Impl {
     at::Tensor x = input_.to(device, dtype);
     return channels_last ? x.contiguous(at::MemoryFormat::ChannelsLast) : x.contiguous();
   }
+
+#if PTM_HAVE_AOTI
+  at::Tensor run_package(const at::Tensor& x) {
+    const int64_t s = info.crop_size;
+    if (x.size(2) != s || x.size(3) != s)
+      throw ModelError("'" + info.path + "' was exported for 3x" + std::to_string(s) + "x" + std::to_string(s) +
+                       " input, not " + shape_str(x.sizes().vec()));
+    const int64_t n = x.size(0), b = info.max_batch > 0 ? info.max_batch : n;
+    std::vector<at::Tensor> outs;
+    for (int64_t i = 0; i < n; i += b) {
+      at::Tensor part = x.narrow(0, i, std::min(b, n - i)).contiguous();
+      const int64_t m = part.size(0);
+      if (static_batch && m < b)  // padded to the compiled batch size
+        part = at::cat({part, at::zeros({b - m, 3, s, s}, part.options())});
+      std::vector<at::Tensor> out = package->run({part});
+      if (out.size() != 1 || out[0].dim() != 2 || out[0].size(0) != part.size(0))
+        throw ModelError("'" + info.path + "' does not return one N x classes tensor");
+      outs.push_back(out[0].narrow(0, 0, m));
+    }
+    return outs.size() == 1 ? outs[0] : at::cat(outs);
+  }
+#endif
 
 #if PTM_TORCH_CUDA
   // A CUDA graph per batch size: captured after a few warm-up runs (cuDNN
@@ -283,6 +321,109 @@ void Classifier::Impl::load_weights(const ClassifierOptions& o) {
   }
 }
 
+namespace {
+
+int64_t metadata_int(const PackageInfo& p, const std::string& key, int64_t fallback, const std::string& path) {
+  const std::string* v = p.find(key);
+  if (!v) return fallback;
+  try {
+    size_t end = 0;
+    const long long n = std::stoll(*v, &end);
+    if (end == v->size() && n >= 0 && n <= (1 << 20)) return n;
+  } catch (const std::exception&) {
+  }
+  throw ModelError("'" + path + "': package metadata " + key + " = '" + *v + "' is not a count");
+}
+
+std::array<float, 3> metadata_rgb(const PackageInfo& p, const std::string& key, std::array<float, 3> fallback,
+                                  const std::string& path) {
+  const std::string* v = p.find(key);
+  if (!v) return fallback;
+  nlohmann::json j = nlohmann::json::parse(*v, nullptr, false);
+  if (!j.is_array() || j.size() != 3 || !j[0].is_number() || !j[1].is_number() || !j[2].is_number())
+    throw ModelError("'" + path + "': package metadata " + key + " = '" + *v + "' is not three numbers");
+  return {j[0].get<float>(), j[1].get<float>(), j[2].get<float>()};
+}
+
+}  // namespace
+
+// An AOTInductor package: the machine code inside runs as compiled (as with
+// TorchScript, trusted files only). Everything ptm needs besides comes from
+// the metadata tools/ptm-export writes ("ptm.*"); a package exported by
+// other means runs with torchvision's 224-pixel defaults, said in the notes.
+void Classifier::Impl::load_package(const ClassifierOptions& o) {
+  const PackageInfo p = read_package_info(o.model);
+#if !PTM_HAVE_AOTI
+  (void)p;
+  throw ModelError("'" + o.model + "' is an AOTInductor package (.pt2), and this build's LibTorch " TORCH_VERSION
+                   " has no package loader (LibTorch 2.6 or later has): run the checkpoint it was exported "
+                   "from (.pth/.safetensors) instead, or build ptm against LibTorch >= 2.6 (Debian 13)");
+#else
+  const std::string& path = o.model;
+  if (p.models.empty()) throw ModelError("'" + path + "': the package holds no model");
+  const std::string name = p.models.front();
+  if (p.models.size() > 1)
+    info.notes.push_back("the package holds " + std::to_string(p.models.size()) + " models; running '" + name + "'");
+  const std::string* dev = p.find("AOTI_DEVICE_KEY");
+  const std::string pkg_device = dev ? *dev : "cpu";
+  if ((pkg_device == "cpu") != device.is_cpu())
+    throw ModelError("'" + path + "' was exported for " + pkg_device + ", not " + o.device +
+                     ": export it again for this device (tools/ptm-export --device)");
+  const std::string* prec = p.find("ptm.precision");
+  if (prec) {
+    const at::ScalarType t = *prec == "float16" ? at::kHalf : *prec == "bfloat16" ? at::kBFloat16 : at::kFloat;
+    if (o.precision != Precision::Float32 && t != dtype)
+      throw ModelError("'" + path + "' was exported for " + *prec + " input; its precision cannot be changed here");
+    dtype = t;
+  }
+  channels_last = false;
+  cuda_graphs = false;
+  info.architecture = p.find("ptm.architecture") ? *p.find("ptm.architecture") : "aotinductor";
+  info.crop_size = int(metadata_int(p, "ptm.input_size", 224, path));
+  info.resize_size = int(metadata_int(p, "ptm.resize_size", info.crop_size * 256 / 224, path));
+  if (info.crop_size < 1 || info.resize_size < info.crop_size)
+    throw ModelError("'" + path + "': package metadata asks for a " + std::to_string(info.crop_size) + " crop of a " +
+                     std::to_string(info.resize_size) + " resize");
+  if (const std::string* interp = p.find("ptm.interpolation")) {
+    if (*interp != "bilinear" && *interp != "bicubic")
+      throw ModelError("'" + path + "': package metadata ptm.interpolation = '" + *interp + "' (bilinear or bicubic)");
+    info.bicubic = *interp == "bicubic";
+  }
+  info.mean = metadata_rgb(p, "ptm.mean", info.mean, path);
+  info.std = metadata_rgb(p, "ptm.std", info.std, path);
+  info.max_batch = metadata_int(p, "ptm.max_batch", 1, path);
+  static_batch = p.find("ptm.dynamic_batch") == nullptr || *p.find("ptm.dynamic_batch") != "1";
+  if (!p.find("ptm.input_size"))
+    info.notes.push_back("no ptm metadata in the package (not written by ptm-export): assuming 3x224x224 input, "
+                         "ImageNet normalisation and batches of 1");
+  if (const std::string* labels = p.find("ptm.labels")) {
+    nlohmann::json j = nlohmann::json::parse(*labels, nullptr, false);
+    if (!j.is_array()) throw ModelError("'" + path + "': package metadata ptm.labels is not a list");
+    for (const auto& l : j) package_labels.push_back(l.is_string() ? l.get<std::string>() : l.dump());
+  }
+  try {
+    package = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, name);
+  } catch (const c10::Error& e) {
+    throw ModelError("'" + path + "' could not be loaded as an AOTInductor package: " + c10_message(e));
+  } catch (const std::exception& e) {
+    throw ModelError("'" + path + "' could not be loaded as an AOTInductor package: " + e.what());
+  }
+  torch::NoGradGuard ng;
+  try {
+    const int64_t b = static_batch ? info.max_batch : 1;
+    at::Tensor out = run_package(torch::zeros({b, 3, info.crop_size, info.crop_size}, options()));
+    info.num_classes = out.size(1);
+  } catch (const c10::Error& e) {
+    throw ModelError("'" + path + "': a trial run on zeros failed: " + c10_message(e));
+  }
+  if (const std::string* c = p.find("ptm.num_classes"); c && std::to_string(info.num_classes) != *c)
+    throw ModelError("'" + path + "' returns " + std::to_string(info.num_classes) + " classes, its metadata says " + *c);
+  if (!package_labels.empty() && int64_t(package_labels.size()) != info.num_classes)
+    throw ModelError("'" + path + "' carries " + std::to_string(package_labels.size()) + " labels for " +
+                     std::to_string(info.num_classes) + " classes");
+#endif
+}
+
 void Classifier::Impl::load_labels(const ClassifierOptions& o) {
   std::string file = o.labels;
   if (file.empty()) {
@@ -298,6 +439,8 @@ void Classifier::Impl::load_labels(const ClassifierOptions& o) {
     if (int64_t(info.labels.size()) != info.num_classes)
       throw ModelError("'" + file + "' has " + std::to_string(info.labels.size()) +
                        " labels but the model has " + std::to_string(info.num_classes) + " classes");
+  } else if (!package_labels.empty()) {
+    info.labels = package_labels;
   } else if (info.num_classes == 1000) {
     info.labels = imagenet_labels();
   } else {
@@ -317,6 +460,8 @@ Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl
   im.info.format = format_name(fmt);
   if (fmt == FileFormat::TorchScript)
     im.load_torchscript(o);
+  else if (fmt == FileFormat::AOTInductor)
+    im.load_package(o);
   else
     im.load_weights(o);
   im.load_labels(o);

@@ -3,6 +3,7 @@
 // needed to use it; `forward` on at::Tensor is for callers that have one.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -41,11 +42,13 @@ std::string device_unavailable_reason(const std::string& device);
 struct ModelInfo {
   std::string path;
   std::string format;
-  std::string architecture;  // "torchscript" for TorchScript files
+  std::string architecture;  // "torchscript" for TorchScript files; as exported for .pt2
   int64_t num_classes = 0;
   int64_t parameters = 0;
   int crop_size = 224, resize_size = 256;  // torchvision's eval transform for it
   bool bicubic = false;                     // ... and its interpolation
+  std::array<float, 3> mean{{0.485f, 0.456f, 0.406f}}, std{{0.229f, 0.224f, 0.225f}};  // ... and normalisation
+  int64_t max_batch = 0;  // images per model call (0: any; .pt2 packages have a largest)
   std::vector<std::string> labels;
   LoadReport report;
   std::vector<std::string> notes;

@@ -19,6 +19,16 @@ gi.require_version("Gst", "1.0")
 from gi.repository import GLib, Gst  # noqa: E402
 
 
+def caps_size(caps):
+    """Width and height of the caps' first structure (GStreamer 1.26's Python
+    overrides hand it out as a context manager, 1.22's directly)."""
+    s = caps.get_structure(0)
+    if hasattr(s, "__enter__"):
+        with s as st:
+            return st.get_value("width"), st.get_value("height")
+    return s.get_value("width"), s.get_value("height")
+
+
 def stop_after(pad, frames):
     """Lets `frames` buffers through `pad`, then ends the stream there (EOS
     downstream) and drops whatever still comes."""

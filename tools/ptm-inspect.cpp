@@ -1,5 +1,8 @@
 // ptm-inspect FILE [--arch NAME] [--num-classes N] [--key KEY]
 // Prints what a model file holds and which architecture it fits.
+// With --export-weights OUT it writes the weights with torchvision's keys
+// (as torch.save would) and prints, as JSON, what a .pt2 export needs:
+// architecture, classes, eval transform and labels (tools/ptm-export).
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -7,29 +10,119 @@
 #include <string>
 
 #include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
+#include <torch/version.h>
+#include <unistd.h>
 
 #include "models/checkpoint.h"
 #include "models/loader.h"
 #include "models/architectures.h"
 #include "models/registry.h"
+#include "models/labels.h"
+#include "models/writer.h"
 
 namespace {
 
 int usage() {
   std::cerr << "usage: ptm-inspect FILE [--arch NAME] [--num-classes N] [--key ENTRY] [--keys]\n"
-               "  FILE           .pth/.pt (zip or legacy), safetensors or TorchScript\n"
+               "       ptm-inspect FILE [--arch NAME] [--labels FILE] --export-weights OUT.pth\n"
+               "  FILE           .pth/.pt (zip or legacy), safetensors, TorchScript or .pt2 package\n"
                "  --arch NAME    load into this architecture and print the key report\n"
                "  --num-classes  with --arch: classes wanted (a different count gets a new head)\n"
                "  --key ENTRY    take the weights from this checkpoint entry\n"
                "  --keys         list every tensor with its dtype and shape\n"
-               "  --list-architectures  print the built-in architecture names\n";
+               "  --list-architectures  print the built-in architecture names\n"
+               "  --export-weights OUT  write the weights with torchvision's keys to OUT and print\n"
+               "                 architecture, classes, eval transform and labels as JSON\n"
+               "  --labels FILE  with --export-weights: one label per line\n";
   return 2;
+}
+
+// A .pt2 package: read (never run) its file list and metadata.
+int print_package(const std::string& file) {
+  const ptm::PackageInfo p = ptm::read_package_info(file);
+  std::cout << "file:        " << file << "\n"
+            << "format:      aotinductor-package (compiled program: runs as exported; trusted files only)\n"
+            << "models:     ";
+  for (const auto& m : p.models) std::cout << " " << m;
+  std::cout << "\ncompiled:    " << p.compiled_bytes << " bytes of shared objects in " << p.file_bytes << "\n";
+  for (const auto& [k, v] : p.metadata) {
+    if (k == "ptm.labels") {
+      nlohmann::json j = nlohmann::json::parse(v, nullptr, false);
+      std::cout << "metadata:    " << k << " = " << (j.is_array() ? std::to_string(j.size()) + " labels" : "(not a list)");
+      if (j.is_array() && !j.empty()) std::cout << ", first " << j[0].dump();
+      std::cout << "\n";
+    } else {
+      std::cout << "metadata:    " << k << " = " << v << "\n";
+    }
+  }
+#if PTM_HAVE_AOTI
+  std::cout << "this build:  runs it (LibTorch " TORCH_VERSION " has the package loader)\n";
+#else
+  std::cout << "this build:  cannot run it: LibTorch " TORCH_VERSION " has no package loader (2.6 and later have)\n";
+#endif
+  return 0;
+}
+
+// The weights of FILE as torchvision names them, for tools/ptm-export.
+int export_weights(const std::string& file, std::string arch, int64_t classes, const std::string& key,
+                   const std::string& labels_file, const std::string& out) {
+  ptm::ReadOptions ro;
+  ro.wrapper_key = key;
+  ptm::Checkpoint ck = ptm::read_checkpoint(file, ro);
+  if (ck.format == ptm::FileFormat::TorchScript)
+    throw ptm::ModelError("'" + file + "' is TorchScript: export the Python model it came from instead");
+  int64_t found = 0;
+  if (arch.empty()) {
+    ptm::Candidate c = ptm::detect_architecture(ck.state);
+    arch = c.name;
+    found = c.num_classes;
+  }
+  const ptm::ArchInfo* info = ptm::find_architecture(arch);
+  if (!info) throw ptm::ModelError("unknown architecture '" + arch + "'; known: " + ptm::architecture_names());
+  if (found == 0) {
+    const at::Tensor* w = ck.state.find(info->head + ".weight");
+    found = w && w->dim() > 0 ? w->size(0) : 0;
+  }
+  const int64_t n = classes > 0 ? classes : found;
+  if (n <= 0) throw ptm::ModelError("'" + file + "': cannot tell the number of classes; give --num-classes");
+  auto model = ptm::create_architecture(arch, n);
+  ptm::LoadOptions lo;
+  lo.strict = true;
+  lo.num_classes = classes;
+  ptm::LoadReport r = ptm::load_into(*model, arch, ck.state, lo);
+  ptm::StateDict sd;
+  for (const auto& p : model->named_parameters(true)) sd.entries.push_back({p.key(), p.value().detach()});
+  for (const auto& b : model->named_buffers(true)) sd.entries.push_back({b.key(), b.value().detach()});
+  ptm::save_state_dict(out, sd);
+  // Labels as ptminfer would take them for FILE.
+  std::vector<std::string> labels;
+  std::string from = labels_file;
+  if (from.empty() && ::access(ptm::labels_path_beside(file).c_str(), R_OK) == 0) from = ptm::labels_path_beside(file);
+  if (!from.empty()) labels = ptm::read_labels_file(from);
+  else if (n == 1000) labels = ptm::imagenet_labels();
+  if (!labels.empty() && int64_t(labels.size()) != n)
+    throw ptm::ModelError("'" + from + "' has " + std::to_string(labels.size()) + " labels for " + std::to_string(n) + " classes");
+  nlohmann::json j;
+  j["architecture"] = arch;
+  j["num_classes"] = n;
+  j["input_size"] = info->crop_size;
+  j["resize_size"] = info->resize_size;
+  j["interpolation"] = info->interpolation == ptm::Interpolation::Bicubic ? "bicubic" : "bilinear";
+  j["mean"] = {0.485, 0.456, 0.406};
+  j["std"] = {0.229, 0.224, 0.225};
+  j["labels"] = labels;
+  j["labels_from"] = from.empty() ? (labels.empty() ? "none" : "imagenet") : from;
+  j["load_report"] = r.summary();
+  j["notes"] = ck.notes;
+  std::cout << j.dump() << "\n";
+  return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string file, arch, key;
+  std::string file, arch, key, export_to, labels_file;
   int64_t classes = 0;
   bool keys = false;
   for (int i = 1; i < argc; ++i) {
@@ -43,6 +136,8 @@ int main(int argc, char** argv) {
       else if (a == "--num-classes") classes = std::stoll(value());
       else if (a == "--key") key = value();
       else if (a == "--keys") keys = true;
+      else if (a == "--export-weights") export_to = value();
+      else if (a == "--labels") labels_file = value();
       else if (a == "--list-architectures") {
         for (const auto& info : ptm::architectures()) std::cout << info.name << "\n";
         return 0;
@@ -57,6 +152,8 @@ int main(int argc, char** argv) {
   }
   if (file.empty()) return usage();
   try {
+    if (ptm::sniff_format(file) == ptm::FileFormat::AOTInductor) return print_package(file);
+    if (!export_to.empty()) return export_weights(file, arch, classes, key, labels_file, export_to);
     ptm::ReadOptions ro;
     ro.wrapper_key = key;
     ptm::Checkpoint ck = ptm::read_checkpoint(file, ro);

@@ -20,6 +20,8 @@ PreprocessConfig preprocess_config_for(const ModelInfo& m) {
   c.resize_size = m.resize_size;
   c.crop_width = c.crop_height = m.crop_size;
   c.filter = m.bicubic ? Filter::Bicubic : Filter::Bilinear;
+  c.mean = m.mean;
+  c.std = m.std;
   return c;
 }
 

@@ -1,18 +1,24 @@
-// Forward-pass benchmark, batch 1: ptm's eager module and its optimised
-// graph next to PyTorch's own eager and freeze + optimize_for_inference
-// paths (tests/bench/torch_forward.py, same weights, same thread count).
-//   bench-forward SCRIPT PYTHON FIXTURES_DIR [--runs N] [--threads N] [ARCH...]
+// Forward-pass benchmark, batch 1, per LibTorch version: ptm's eager module,
+// its optimised graph and (LibTorch >= 2.6) the AOTInductor package next to
+// PyTorch's own CPU paths of the Python torch at hand (tests/bench/
+// torch_forward.py: eager, freeze [+ optimize_for_inference], torch.compile
+// with freezing, AOTInductor), same weights, same thread count. The ratio is
+// PyTorch's best path over ptm's best: above 1, ptm is faster.
+//   bench-forward SCRIPT PYTHON FIXTURES_DIR OUT_DIR [--runs N] [--threads N] [ARCH...]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <torch/version.h>
 
 #include "models/checkpoint.h"
 #include "models/classifier.h"
@@ -33,17 +39,24 @@ double median_ms(int runs, const std::function<void()>& fn) {
   return t[t.size() / 2];
 }
 
+std::string fmt(double v) {
+  char b[32];
+  if (v <= 0) return "n/a";
+  std::snprintf(b, sizeof b, "%.2f", v);
+  return b;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 4) {
-    std::fprintf(stderr, "usage: bench-forward SCRIPT PYTHON FIXTURES_DIR [--runs N] [--threads N] [ARCH...]\n");
+  if (argc < 5) {
+    std::fprintf(stderr, "usage: bench-forward SCRIPT PYTHON FIXTURES_DIR OUT_DIR [--runs N] [--threads N] [ARCH...]\n");
     return 2;
   }
-  const std::string script = argv[1], python = argv[2], dir = argv[3];
+  const std::string script = argv[1], python = argv[2], dir = argv[3], out = argv[4];
   int runs = 20, threads = int(std::max(1u, std::thread::hardware_concurrency()));
   std::vector<std::string> archs;
-  for (int i = 4; i < argc; ++i) {
+  for (int i = 5; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--runs" && i + 1 < argc) runs = std::stoi(argv[++i]);
     else if (a == "--threads" && i + 1 < argc) threads = std::stoi(argv[++i]);
@@ -51,24 +64,43 @@ int main(int argc, char** argv) {
   }
   if (archs.empty()) archs = {"resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0"};
 
-  std::map<std::string, std::pair<double, double>> py;
+  // NAME key=value ... from the Python side.
+  std::map<std::string, std::map<std::string, std::string>> py;
   std::ostringstream cmd;
-  cmd << python << " " << script << " " << threads << " " << runs;
+  cmd << python << " " << script << " " << threads << " " << runs << " " << out;
   for (const auto& a : archs) {
     ptm::Checkpoint ck = ptm::read_checkpoint(dir + "/" + a + ".pth");
     cmd << " " << a << ":" << dir << "/" << a << ".pth:" << ptm::find_architecture(a)->crop_size << ":"
         << ptm::detect_architecture(ck.state).num_classes;
   }
-  if (FILE* p = popen(cmd.str().c_str(), "r")) {
-    char name[64];
-    double e, o;
-    while (std::fscanf(p, "%63s %lf %lf", name, &e, &o) == 3) py[name] = {e, o};
+  std::string torch_version = "?";
+  if (FILE* p = popen((python + " -c 'import torch; print(torch.__version__)'").c_str(), "r")) {
+    char v[64] = {0};
+    if (std::fscanf(p, "%63s", v) == 1) torch_version = v;
     pclose(p);
   }
+  if (FILE* p = popen(cmd.str().c_str(), "r")) {
+    char line[4096];
+    while (std::fgets(line, sizeof line, p)) {
+      std::istringstream in(line);
+      std::string name, kv;
+      in >> name;
+      while (in >> kv)
+        if (auto eq = kv.find('='); eq != std::string::npos) py[name][kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    pclose(p);
+  }
+  auto num = [](const std::map<std::string, std::string>& m, const char* k) {
+    auto it = m.find(k);
+    if (it == m.end() || it->second == "n/a") return 0.0;
+    return std::stod(it->second);
+  };
 
-  std::printf("batch 1, %d threads, median of %d runs (ms; ratio = PyTorch frozen / ptm optimised)\n", threads, runs);
-  std::printf("%-20s %10s %12s %14s %14s %8s\n", "model", "ptm eager", "ptm optimised", "PyTorch eager",
-              "PyTorch frozen", "ratio");
+  std::printf("batch 1, %d threads, median of %d runs, ms. ptm on LibTorch %s; PyTorch %s in Python.\n", threads, runs,
+              TORCH_VERSION, torch_version.c_str());
+  std::printf("ratio = PyTorch's fastest path / ptm's fastest path (above 1: ptm is faster)\n");
+  std::printf("%-19s | %9s %9s %9s | %9s %9s %9s %9s %-10s | %7s\n", "model", "ptm eager", "ptm optim", "ptm .pt2",
+              "py eager", "py frozen", "py compil", "py aoti", "(frozen)", "ratio");
   for (const auto& a : archs) {
     ptm::ClassifierOptions o;
     o.model = dir + "/" + a + ".pth";
@@ -81,13 +113,28 @@ int main(int argc, char** argv) {
     at::Tensor x = at::randn({1, 3, s, s});
     const double te = median_ms(runs, [&] { eager.forward(x); });
     const double to = median_ms(runs, [&] { opt.forward(x); });
-    auto it = py.find(a);
-    if (it == py.end()) {
-      std::printf("%-20s %10.2f %12.2f %14s %14s\n", a.c_str(), te, to, "n/a", "n/a");
-      continue;
+    const auto& m = py[a];
+    double tp = 0;
+#if PTM_HAVE_AOTI
+    if (auto it = m.find("pt2"); it != m.end() && it->second != "n/a") {
+      try {
+        o.model = it->second;
+        ptm::Classifier pkg(o);
+        tp = median_ms(runs, [&] { pkg.forward(x); });
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench-forward: %s: the .pt2 did not run: %s\n", a.c_str(), e.what());
+      }
     }
-    std::printf("%-20s %10.2f %12.2f %14.2f %14.2f %7.2fx\n", a.c_str(), te, to, it->second.first, it->second.second,
-                it->second.second / to);
+#endif
+    double best_py = 0, best_ptm = to;
+    for (const char* k : {"eager", "frozen", "compiled", "aoti"})
+      if (double v = num(m, k); v > 0 && (best_py == 0 || v < best_py)) best_py = v;
+    if (tp > 0) best_ptm = std::min(best_ptm, tp);
+    const std::string note = m.count("frozen_note") ? m.at("frozen_note") : "n/a";
+    std::printf("%-19s | %9s %9s %9s | %9s %9s %9s %9s %-10s | %6sx\n", a.c_str(), fmt(te).c_str(), fmt(to).c_str(),
+                fmt(tp).c_str(), fmt(num(m, "eager")).c_str(), fmt(num(m, "frozen")).c_str(),
+                fmt(num(m, "compiled")).c_str(), fmt(num(m, "aoti")).c_str(), note.c_str(),
+                best_py > 0 ? fmt(best_py / best_ptm).c_str() : "n/a");
   }
   return 0;
 }

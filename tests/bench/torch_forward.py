@@ -1,7 +1,21 @@
 #!/usr/bin/env python3
-"""PyTorch's own figures for bench-forward: eager and freeze +
-optimize_for_inference, batch 1, on the same weights file and input size.
-Prints one line per model: NAME eager_ms frozen_ms."""
+"""PyTorch's own figures for bench-forward, batch 1, same weights file, input
+size and thread count, on each of this torch version's CPU paths:
+
+  eager     model(x) under no_grad
+  frozen    torch.jit.freeze + optimize_for_inference (1.13); where 2.x's
+            oneDNN conversion fails, freeze alone (said in the 'frozen' note)
+  compiled  torch.compile with Inductor's freezing (2.x)
+  aoti      an AOTInductor package (torch._inductor.aoti_compile_and_package,
+            2.6+) run by torch._inductor.aoti_load_package; the package is
+            written to OUT_DIR so ptm can run the same one
+
+Prints one line per model: NAME key=value ... (n/a where a path is missing
+on this torch, with the reason on stderr).
+
+    torch_forward.py THREADS RUNS OUT_DIR NAME:PATH:SIZE:CLASSES ...
+"""
+import os
 import sys
 import time
 
@@ -21,20 +35,67 @@ def median_ms(fn, runs):
     return t[len(t) // 2]
 
 
+def attempt(what, name, fn):
+    try:
+        return fn()
+    except Exception as e:  # a path this torch lacks or fails on: reported, not fatal
+        print(f"torch_forward: {name}: {what} unavailable: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
+              file=sys.stderr)
+        return None
+
+
 def main():
-    threads, runs = int(sys.argv[1]), int(sys.argv[2])
+    threads, runs, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    os.makedirs(out, exist_ok=True)
     torch.set_num_threads(threads)
-    for spec in sys.argv[3:]:
+    v2 = int(torch.__version__.split(".")[0]) >= 2
+    for spec in sys.argv[4:]:
         name, path, size, classes = spec.split(":")
         model = getattr(torchvision.models, name)(weights=None, num_classes=int(classes))
         model.load_state_dict(torch.load(path))
         model.eval()
         x = torch.randn(1, 3, int(size), int(size))
+        r = {}
         with torch.no_grad():
-            eager = median_ms(lambda: model(x), runs)
-            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x)))
-            opt = median_ms(lambda: frozen(x), runs)
-        print(name, "%.2f" % eager, "%.2f" % opt, flush=True)
+            r["eager"] = median_ms(lambda: model(x), runs)
+
+            def frozen():
+                f = torch.jit.freeze(torch.jit.trace(model, x))
+                try:
+                    g = torch.jit.optimize_for_inference(f)
+                    g(x)
+                    return median_ms(lambda: g(x), runs), "freeze+ofi"
+                except Exception:
+                    return median_ms(lambda: f(x), runs), "freeze"
+            fr = attempt("frozen", name, frozen)
+            if fr:
+                r["frozen"], r["frozen_note"] = fr
+            if v2:
+                def compiled():
+                    import torch._inductor.config as cfg
+                    cfg.freezing = True
+                    c = torch.compile(model)
+                    return median_ms(lambda: c(x), runs)
+                r["compiled"] = attempt("torch.compile", name, compiled)
+                torch._dynamo.reset()
+
+                def aoti():
+                    ep = torch.export.export(model, (x,))
+                    pt2 = os.path.join(out, name + ".pt2")
+                    torch._inductor.aoti_compile_and_package(ep, package_path=pt2, inductor_configs={
+                        "aot_inductor.metadata": {"ptm.architecture": name, "ptm.input_size": size,
+                                                  "ptm.max_batch": "1", "ptm.dynamic_batch": "0"}})
+                    runner = torch._inductor.aoti_load_package(pt2)
+                    return median_ms(lambda: runner(x), runs), pt2
+                a = attempt("AOTInductor", name, aoti)
+                if a:
+                    r["aoti"], r["pt2"] = a
+        line = [name]
+        for k in ("eager", "frozen", "compiled", "aoti"):
+            line.append(f"{k}=" + ("%.2f" % r[k] if r.get(k) is not None else "n/a"))
+        line.append("frozen_note=" + r.get("frozen_note", "n/a"))
+        line.append("pt2=" + r.get("pt2", "n/a"))
+        print(" ".join(line), flush=True)
 
 
 if __name__ == "__main__":

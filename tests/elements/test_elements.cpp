@@ -149,6 +149,15 @@ TEST(Infer, BadModelsFailWithTheReason) {
   Outcome half;
   run(src("RGB", 64, 64, 1) + "ptminfer device=cpu precision=fp16 model=" + model() + kSink, half);
   EXPECT_NE(half.error.find("precision need a CUDA device"), std::string::npos) << half.error;
+  // A .pt2 whose shared object is no program: refused naming the package
+  // (and, on LibTorch 1.13, that there is no package loader).
+  Outcome pt2;
+  run(src("RGB", 64, 64, 1) + "ptminfer model=" + fixture("aoti_layout.pt2") + kSink, pt2);
+  EXPECT_NE(pt2.error.find("AOTInductor package"), std::string::npos) << pt2.error;
+#if !PTM_HAVE_AOTI
+  EXPECT_NE(pt2.error.find("has no package loader"), std::string::npos) << pt2.error;
+#endif
+  EXPECT_TRUE(pt2.results.empty());
   EXPECT_FALSE(std::filesystem::exists(fixture("CANARY")));
 }
 

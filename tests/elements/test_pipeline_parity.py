@@ -34,17 +34,10 @@ TRANSFORMS = {  # torchvision's IMAGENET1K_V1 eval transforms
 }
 
 
-def caps_size(caps):
-    """Width and height of the caps' first structure (GStreamer 1.26's Python
-    overrides hand it out as a context manager, 1.22's directly)."""
-    s = caps.get_structure(0)
-    if hasattr(s, "__enter__"):
-        with s as st:
-            return st.get_value("width"), st.get_value("height")
-    return s.get_value("width"), s.get_value("height")
-
-
-def pipeline_results(model_path, classes, resize, crop, interp, with_preprocess):
+def pipeline_results(model_path, classes, resize, crop, interp, with_preprocess, extra="", frames_wanted=FRAMES,
+                     names=None):
+    """The first frames of VIDEO as the appsink saw them, and ptminfer's
+    full logit vector for each (and, in `names`, its class ids and labels)."""
     pre = ""
     if with_preprocess:
         pre = (f"ptmpreprocess resize={resize} size={crop} "
@@ -53,18 +46,20 @@ def pipeline_results(model_path, classes, resize, crop, interp, with_preprocess)
     desc = (f'filesrc location="{VIDEO}" ! decodebin ! videoconvert ! capsfilter name=limit caps=video/x-raw,format=RGB ! '
             f"tee name=t t. ! queue ! appsink name=out sync=false "
             f"t. ! queue ! {pre}"
-            f'ptminfer model="{model_path}" output=logits top-k={classes} ! ptmoverlay ! fakesink sync=false')
+            f'ptminfer model="{model_path}" output=logits top-k={classes} {extra} ! ptmoverlay ! fakesink sync=false')
     p = Gst.parse_launch(desc)
-    classify.stop_after(p.get_by_name("limit").get_static_pad("src"), FRAMES)
+    classify.stop_after(p.get_by_name("limit").get_static_pad("src"), frames_wanted)
     sink = p.get_by_name("out")
     bus = p.get_bus()
     p.set_state(Gst.State.PLAYING)
+    # Prerolled first: ptminfer loads its model before any frame flows.
+    p.get_state(300 * Gst.SECOND)
     frames, logits = [], {}
     while True:
         sample = sink.emit("try-pull-sample", 10 * Gst.SECOND)
         if sample is None:
             break
-        w, h = caps_size(sample.get_caps())
+        w, h = classify.caps_size(sample.get_caps())
         buf = sample.get_buffer()
         ok, info = buf.map(Gst.MapFlags.READ)
         stride = (w * 3 + 3) // 4 * 4
@@ -77,6 +72,7 @@ def pipeline_results(model_path, classes, resize, crop, interp, with_preprocess)
         if msg is None or msg.type == Gst.MessageType.EOS:
             break
         if msg.type == Gst.MessageType.ERROR:
+            p.set_state(Gst.State.NULL)
             raise RuntimeError(msg.parse_error()[0].message)
         s = msg.get_structure()
         if msg.type == Gst.MessageType.ELEMENT and s.get_name() == "ptm-classification":
@@ -84,6 +80,8 @@ def pipeline_results(model_path, classes, resize, crop, interp, with_preprocess)
             for i, v in zip(s.get_value("class-ids"), s.get_value("scores")):
                 vec[i] = v
             logits[s.get_value("frame")] = vec
+            if names is not None:
+                names[s.get_value("frame")] = (list(s.get_value("class-ids")), list(s.get_value("labels")))
     p.set_state(Gst.State.NULL)
     return frames, logits
 

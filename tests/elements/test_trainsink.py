@@ -34,18 +34,13 @@ import torchvision  # noqa: E402
 import torchvision.transforms as T  # noqa: E402
 from PIL import Image  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "pipelines"))
+import classify  # noqa: E402  (caps_size)
+
 PATTERNS = ["smpte", "checkers-8", "circular", "ball"]
 RECIPE = dict(epochs=40, learning_rate=1e-3, batch_size=16, seed=7)
 
 
-def caps_size(caps):
-    """Width and height of the caps' first structure (GStreamer 1.26's Python
-    overrides hand it out as a context manager, 1.22's directly)."""
-    s = caps.get_structure(0)
-    if hasattr(s, "__enter__"):
-        with s as st:
-            return st.get_value("width"), st.get_value("height")
-    return s.get_value("width"), s.get_value("height")
 
 
 def run(desc, label_pads=None, collect=None):
@@ -60,7 +55,7 @@ def run(desc, label_pads=None, collect=None):
                                                 Gst.Structure.new_from_string(f'ptm-label, label="{label}"')))
         if collect is not None:
             buf = info.get_buffer()
-            w, h = caps_size(pad.get_current_caps())
+            w, h = classify.caps_size(pad.get_current_caps())
             ok, m = buf.map(Gst.MapFlags.READ)
             frames[label].append(Image.frombuffer("RGB", (w, h), bytes(m.data), "raw", "RGB", (w * 3 + 3) // 4 * 4, 1).copy())
             buf.unmap(m)

@@ -182,6 +182,42 @@ TEST(Formats, AllFormatsGiveIdenticalTensors) {
   EXPECT_EQ(sniff_format(fixture("wrapped_model.pth")), FileFormat::TorchZip);
 }
 
+// An AOTInductor package's layout (tests/fixtures/make_fixtures.py writes
+// one whose shared object is not machine code): recognised from its
+// content, its metadata read without loading anything, and refused by the
+// weights reader and, with the reason, by the classifier.
+TEST(Package, RecognisedAndReadWithoutRunningIt) {
+  const std::string p = fixture("aoti_layout.pt2");
+  EXPECT_EQ(sniff_format(p), FileFormat::AOTInductor);
+  const PackageInfo info = read_package_info(p);
+  ASSERT_EQ(info.models, std::vector<std::string>{"model"});
+  ASSERT_NE(info.find("ptm.architecture"), nullptr);
+  EXPECT_EQ(*info.find("ptm.architecture"), "resnet18");
+  ASSERT_NE(info.find("AOTI_DEVICE_KEY"), nullptr);
+  EXPECT_EQ(*info.find("AOTI_DEVICE_KEY"), "cpu");
+  EXPECT_GT(info.compiled_bytes, 0u);
+  EXPECT_NE(error_of([&] { read_checkpoint(p); }).find("is an AOTInductor package (.pt2)"), std::string::npos);
+  EXPECT_NE(error_of([] { read_package_info(fixture("resnet18.pth")); }).find("not an AOTInductor package"),
+            std::string::npos);
+  ClassifierOptions o;
+  o.model = p;
+  const std::string why = error_of([&] { Classifier c(o); });
+#if PTM_HAVE_AOTI
+  EXPECT_NE(why.find("could not be loaded as an AOTInductor package"), std::string::npos) << why;
+#else
+  EXPECT_NE(why.find("has no package loader (LibTorch 2.6 or later has)"), std::string::npos) << why;
+#endif
+  std::printf("[ package  ] %s\n", why.c_str());
+  // A package for another device is refused before anything is loaded.
+  o.model = fixture("aoti_layout_cuda.pt2");
+  const std::string dev = error_of([&] { Classifier c(o); });
+#if PTM_HAVE_AOTI
+  EXPECT_NE(dev.find("was exported for cuda, not cpu"), std::string::npos) << dev;
+#else
+  EXPECT_NE(dev.find("has no package loader"), std::string::npos) << dev;
+#endif
+}
+
 TEST(Loading, StrictRefusesAndReportsKeys) {
   const StateDict& sd = reference_state();
   auto m = create_architecture("resnet34", 1000);
