@@ -5,12 +5,16 @@ set -u
 inspect=$1
 fx=$2
 fail=0
+# Address space: 2 GiB for the work (a normal load of these files needs
+# ~0.2 GB resident) on top of the shared libraries' own mappings, which are
+# several GB with a CUDA LibTorch (cuBLAS, cuDNN...) and ~0.5 GB without.
+libs_kb=$(ldd "$inspect" | awk '/=> \// {print $3}' | xargs -r stat -Lc %s | awk '{s += $1} END {print int(s * 1.25 / 1024)}')
+limit_kb=$((2097152 + libs_kb))
 check() {  # check NAME EXPECTED_EXIT PATTERN -- ARGS...
   local name=$1 want=$2 pattern=$3
   shift 4
   local out rc
-  # 2 GiB of address space: a normal load of these files needs ~0.2 GB resident.
-  out=$( (ulimit -v 2097152; "$inspect" "$@") 2>&1 )
+  out=$( (ulimit -v $limit_kb; "$inspect" "$@") 2>&1 )
   rc=$?
   if [ "$rc" -ne "$want" ] || ! grep -qE -- "$pattern" <<<"$out"; then
     echo "FAIL $name: exit $rc (want $want), output:"
@@ -34,7 +38,7 @@ check crc-off 0 'CRC checks not possible' -- "$fx/fmt_resnet18_crc_off.pth"
 for bad in evil_system.pth evil_eval.pth evil_legacy.pth whole_model.pth huge_entry.pth huge_header.safetensors \
            overflow_shape.safetensors gap.safetensors not_a_model.txt empty.pth fmt_complex64.pth \
            fmt_crc_off_pickle_count.pth fmt_crc_off_cd_size.pth; do
-  out=$( (ulimit -v 2097152; "$inspect" "$fx/$bad") 2>&1 ); rc=$?
+  out=$( (ulimit -v $limit_kb; "$inspect" "$fx/$bad") 2>&1 ); rc=$?
   lines=$(printf '%s\n' "$out" | wc -l)
   if [ "$rc" -ne 1 ] || [ "$lines" -ne 1 ] || ! grep -q '^ptm-inspect: ' <<<"$out"; then
     echo "FAIL $bad: exit $rc, $lines lines: $out"; fail=1
