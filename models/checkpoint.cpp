@@ -480,12 +480,12 @@ bool is_torchscript(const ZipArchive& zip) {
   return false;
 }
 
-// An AOTInductor package: "archive_format" holding "pt2", or compiled model
-// files under data/aotinductor/ (optionally below one top folder).
+// An AOTInductor package: compiled model files under data/aotinductor/, at
+// the archive's top (torch 2.6 and later) or below one top folder.
 const std::string kAotiDir = "data/aotinductor/";
 
 std::string below_top(const std::string& name) {
-  if (name.rfind(kAotiDir, 0) == 0 || name == "archive_format") return name;
+  if (name.rfind(kAotiDir, 0) == 0) return name;
   const auto slash = name.find('/');
   return slash == std::string::npos ? name : name.substr(slash + 1);
 }

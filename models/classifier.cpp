@@ -23,7 +23,6 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <unistd.h>
 
 #include "architectures.h"
 #include "error.h"
@@ -425,27 +424,9 @@ void Classifier::Impl::load_package(const ClassifierOptions& o) {
 }
 
 void Classifier::Impl::load_labels(const ClassifierOptions& o) {
-  std::string file = o.labels;
-  if (file.empty()) {
-    // A labels file written beside the model (ptmtrainsink does) is used.
-    const std::string beside = labels_path_beside(o.model);
-    if (::access(beside.c_str(), R_OK) == 0) {
-      file = beside;
-      info.notes.push_back("labels from " + beside);
-    }
-  }
-  if (!file.empty()) {
-    info.labels = read_labels_file(file);
-    if (int64_t(info.labels.size()) != info.num_classes)
-      throw ModelError("'" + file + "' has " + std::to_string(info.labels.size()) +
-                       " labels but the model has " + std::to_string(info.num_classes) + " classes");
-  } else if (!package_labels.empty()) {
-    info.labels = package_labels;
-  } else if (info.num_classes == 1000) {
-    info.labels = imagenet_labels();
-  } else {
-    for (int64_t i = 0; i < info.num_classes; ++i) info.labels.push_back("class " + std::to_string(i));
-  }
+  std::string from;
+  info.labels = resolve_labels(o.model, o.labels, info.num_classes, package_labels, &from);
+  if (o.labels.empty() && !from.empty()) info.notes.push_back("labels from " + from);
 }
 
 Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl>()) {

@@ -1,5 +1,7 @@
 #include "labels.h"
 
+#include <unistd.h>
+
 #include "bytes.h"
 
 namespace ptm {
@@ -29,6 +31,28 @@ std::string labels_path_beside(const std::string& model) {
   const auto dot = model.find_last_of('.');
   const bool has_ext = dot != std::string::npos && (slash == std::string::npos || dot > slash + 1);
   return (has_ext ? model.substr(0, dot) : model) + ".labels.txt";
+}
+
+std::vector<std::string> resolve_labels(const std::string& model_path, const std::string& file, int64_t classes,
+                                        const std::vector<std::string>& carried, std::string* from) {
+  std::string use = file;
+  // A labels file written beside the model (ptmtrainsink does) is used.
+  if (use.empty() && ::access(labels_path_beside(model_path).c_str(), R_OK) == 0) use = labels_path_beside(model_path);
+  if (from) *from = use;
+  std::vector<std::string> labels;
+  if (!use.empty()) {
+    labels = read_labels_file(use);
+    if (int64_t(labels.size()) != classes)
+      throw ModelError("'" + use + "' has " + std::to_string(labels.size()) + " labels but the model has " +
+                       std::to_string(classes) + " classes");
+  } else if (!carried.empty()) {
+    labels = carried;
+  } else if (classes == 1000) {
+    labels = imagenet_labels();
+  } else {
+    for (int64_t i = 0; i < classes; ++i) labels.push_back("class " + std::to_string(i));
+  }
+  return labels;
 }
 
 }  // namespace ptm

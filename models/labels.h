@@ -1,6 +1,7 @@
 // Class labels: ImageNet-1k built in, or a text file with one label per line.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -16,5 +17,13 @@ std::vector<std::string> read_labels_file(const std::string& path);
 // The labels file ptmtrainsink writes beside a model: "<stem>.labels.txt"
 // for "<stem>.<ext>".
 std::string labels_path_beside(const std::string& model_path);
+
+// The labels of the model at `model_path` with `classes` outputs, in this
+// order: `file` when given; the labels file beside the model; `carried`
+// (e.g. a package's own) when not empty; ImageNet's for 1000 classes;
+// "class N". `from` receives the file used ("" otherwise). A file whose
+// count differs from `classes` throws ModelError naming it.
+std::vector<std::string> resolve_labels(const std::string& model_path, const std::string& file, int64_t classes,
+                                        const std::vector<std::string>& carried, std::string* from);
 
 }  // namespace ptm

@@ -12,7 +12,6 @@
 #include <ATen/core/Tensor.h>
 #include <nlohmann/json.hpp>
 #include <torch/version.h>
-#include <unistd.h>
 
 #include "models/checkpoint.h"
 #include "models/loader.h"
@@ -96,13 +95,8 @@ int export_weights(const std::string& file, std::string arch, int64_t classes, c
   for (const auto& b : model->named_buffers(true)) sd.entries.push_back({b.key(), b.value().detach()});
   ptm::save_state_dict(out, sd);
   // Labels as ptminfer would take them for FILE.
-  std::vector<std::string> labels;
-  std::string from = labels_file;
-  if (from.empty() && ::access(ptm::labels_path_beside(file).c_str(), R_OK) == 0) from = ptm::labels_path_beside(file);
-  if (!from.empty()) labels = ptm::read_labels_file(from);
-  else if (n == 1000) labels = ptm::imagenet_labels();
-  if (!labels.empty() && int64_t(labels.size()) != n)
-    throw ptm::ModelError("'" + from + "' has " + std::to_string(labels.size()) + " labels for " + std::to_string(n) + " classes");
+  std::string from;
+  const std::vector<std::string> labels = ptm::resolve_labels(file, labels_file, n, {}, &from);
   nlohmann::json j;
   j["architecture"] = arch;
   j["num_classes"] = n;
@@ -112,7 +106,7 @@ int export_weights(const std::string& file, std::string arch, int64_t classes, c
   j["mean"] = {0.485, 0.456, 0.406};
   j["std"] = {0.229, 0.224, 0.225};
   j["labels"] = labels;
-  j["labels_from"] = from.empty() ? (labels.empty() ? "none" : "imagenet") : from;
+  j["labels_from"] = from.empty() ? (n == 1000 ? "imagenet" : "class N") : from;
   j["load_report"] = r.summary();
   j["notes"] = ck.notes;
   std::cout << j.dump() << "\n";
