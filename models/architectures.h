@@ -21,8 +21,9 @@ class ClassifierModuleImpl : public torch::nn::Module {
 using ClassifierModulePtr = std::shared_ptr<ClassifierModuleImpl>;
 
 // Builds `name` (a torchvision name, e.g. "resnet50") with `num_classes`
-// outputs and torchvision's initialisation. Throws ModelError for an
-// unknown name, listing the known ones.
-ClassifierModulePtr create_architecture(const std::string& name, int64_t num_classes);
+// outputs and torchvision's initialisation; `image_size` matters only to
+// architectures with position tables (0: the architecture's default).
+// Throws ModelError for an unknown name, listing the known ones.
+ClassifierModulePtr create_architecture(const std::string& name, int64_t num_classes, int64_t image_size = 0);
 
 }  // namespace ptm

@@ -308,6 +308,8 @@ void Classifier::Impl::load_weights(const ClassifierOptions& o) {
   info.crop_size = a->crop_size;
   info.resize_size = a->resize_size;
   info.bicubic = a->interpolation == Interpolation::Bicubic;
+  info.mean = a->mean;
+  info.std = a->std;
   if (!o.optimize) return;
   try {
     script = optimised(*eager, info.crop_size, options(), channels_last);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "loader.h"
+#include "registry.h"
 
 namespace at {
 class Tensor;
@@ -47,7 +48,7 @@ struct ModelInfo {
   int64_t parameters = 0;
   int crop_size = 224, resize_size = 256;  // torchvision's eval transform for it
   bool bicubic = false;                     // ... and its interpolation
-  std::array<float, 3> mean{{0.485f, 0.456f, 0.406f}}, std{{0.229f, 0.224f, 0.225f}};  // ... and normalisation
+  std::array<float, 3> mean = kImageNetMean, std = kImageNetStd;  // ... and normalisation
   int64_t max_batch = 0;  // images per model call (0: any; .pt2 packages have a largest)
   std::vector<std::string> labels;
   LoadReport report;

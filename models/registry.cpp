@@ -2,33 +2,59 @@
 
 namespace ptm {
 
+// The factories (arch/*.cpp); declared here so that this file needs no
+// LibTorch header.
+namespace arch {
+using Ptr = std::shared_ptr<ClassifierModuleImpl>;
+Ptr make_resnet(const std::string&, const ArchParams&);
+Ptr make_vgg(const std::string&, const ArchParams&);
+Ptr make_alexnet(const std::string&, const ArchParams&);
+Ptr make_squeezenet(const std::string&, const ArchParams&);
+Ptr make_densenet(const std::string&, const ArchParams&);
+Ptr make_mobilenet_v2(const std::string&, const ArchParams&);
+Ptr make_mobilenet_v3(const std::string&, const ArchParams&);
+Ptr make_efficientnet(const std::string&, const ArchParams&);
+Ptr make_shufflenet_v2(const std::string&, const ArchParams&);
+}  // namespace arch
+
 const std::vector<ArchInfo>& architectures() {
   using I = Interpolation;
   static const std::vector<ArchInfo> list = [] {
     std::vector<ArchInfo> v;
-    auto add = [&](std::string name, std::string family, std::string head, int crop = 224,
+    // crop, resize and interpolation: torchvision's eval transform of the
+    // architecture's first weights.
+    auto add = [&](std::string name, std::string family, std::string head, ArchFactory make, int crop = 224,
                    int resize = 256, I interp = I::Bilinear) {
-      v.push_back({std::move(name), std::move(family), std::move(head), crop, resize, interp});
+      ArchInfo a;
+      a.name = std::move(name);
+      a.family = std::move(family);
+      a.head = std::move(head);
+      a.make = make;
+      a.crop_size = crop;
+      a.resize_size = resize;
+      a.interpolation = interp;
+      v.push_back(std::move(a));
     };
     for (const char* n : {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                           "resnext50_32x4d", "wide_resnet50_2"})
-      add(n, "resnet", "fc");
+      add(n, "resnet", "fc", arch::make_resnet);
     for (const char* n : {"vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"})
-      add(n, "vgg", "classifier.6");
-    add("alexnet", "alexnet", "classifier.6");
-    add("squeezenet1_0", "squeezenet", "classifier.1");
-    add("squeezenet1_1", "squeezenet", "classifier.1");
+      add(n, "vgg", "classifier.6", arch::make_vgg);
+    add("alexnet", "alexnet", "classifier.6", arch::make_alexnet);
+    add("squeezenet1_0", "squeezenet", "classifier.1", arch::make_squeezenet);
+    add("squeezenet1_1", "squeezenet", "classifier.1", arch::make_squeezenet);
     for (const char* n : {"densenet121", "densenet161", "densenet169", "densenet201"})
-      add(n, "densenet", "classifier");
-    add("mobilenet_v2", "mobilenet_v2", "classifier.1");
-    add("mobilenet_v3_small", "mobilenet_v3", "classifier.3");
-    add("mobilenet_v3_large", "mobilenet_v3", "classifier.3");
+      add(n, "densenet", "classifier", arch::make_densenet);
+    add("mobilenet_v2", "mobilenet_v2", "classifier.1", arch::make_mobilenet_v2);
+    add("mobilenet_v3_small", "mobilenet_v3", "classifier.3", arch::make_mobilenet_v3);
+    add("mobilenet_v3_large", "mobilenet_v3", "classifier.3", arch::make_mobilenet_v3);
     const int crops[] = {224, 240, 288, 300, 380, 456, 528, 600};
     const int resizes[] = {256, 256, 288, 320, 384, 456, 528, 600};
     for (int b = 0; b < 8; ++b)
-      add("efficientnet_b" + std::to_string(b), "efficientnet", "classifier.1", crops[b], resizes[b], I::Bicubic);
+      add("efficientnet_b" + std::to_string(b), "efficientnet", "classifier.1", arch::make_efficientnet, crops[b],
+          resizes[b], I::Bicubic);
     for (const char* n : {"shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"})
-      add(n, "shufflenet_v2", "fc");
+      add(n, "shufflenet_v2", "fc", arch::make_shufflenet_v2);
     return v;
   }();
   return list;

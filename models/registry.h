@@ -1,6 +1,9 @@
 // Names and facts of the built-in architectures (no LibTorch types here).
 #pragma once
 
+#include <array>
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -9,13 +12,31 @@ namespace ptm {
 
 enum class Interpolation { Bilinear, Bicubic };
 
+class ClassifierModuleImpl;  // architectures.h
+
+// What a factory builds: the class count, and for architectures whose
+// parameters depend on it (position tables) the input size.
+struct ArchParams {
+  int64_t num_classes = 1000;
+  int64_t image_size = 0;  // 0: the architecture's default (ArchInfo::crop_size)
+};
+using ArchFactory = std::shared_ptr<ClassifierModuleImpl> (*)(const std::string& name, const ArchParams& params);
+
+constexpr std::array<float, 3> kImageNetMean{{0.485f, 0.456f, 0.406f}};
+constexpr std::array<float, 3> kImageNetStd{{0.229f, 0.224f, 0.225f}};
+
+// Adding an architecture: its module file under arch/ (torchvision's
+// attribute names, a factory), and its rows in registry.cpp; detection
+// signatures, parity fixtures' names and docs follow from this table.
 struct ArchInfo {
   std::string name;      // torchvision's builder name
   std::string family;    // resnet, vgg, ...
   std::string head;      // state-dict prefix of the classification head
-  int crop_size = 224;   // torchvision's IMAGENET1K_V1 eval transform
+  ArchFactory make = nullptr;
+  int crop_size = 224;   // torchvision's eval transform of the first weights
   int resize_size = 256;
   Interpolation interpolation = Interpolation::Bilinear;
+  std::array<float, 3> mean = kImageNetMean, std = kImageNetStd;
 };
 
 const std::vector<ArchInfo>& architectures();

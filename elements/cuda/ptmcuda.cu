@@ -40,6 +40,7 @@ struct Params {
   int pad;
   int bgr;
   int channels_last;
+  int vertical_first;  // ResamplePlan::vertical_first
   int type;  // OutputType
   // Device tables: x_first, x_count, x_weights, y_first, y_count, y_weights, lut.
   const int32_t *x_first, *x_count, *x_weights, *y_first, *y_count, *y_weights;
@@ -78,9 +79,10 @@ PTM_HD void fetch(const Params& p, int x, int y, int rgb[3]) {
   rgb[2] = c[2];
 }
 
-// One thread per output pixel: the horizontal pass of every source row the
-// vertical filter reads (rounded to 8 bits, as Pillow does), the vertical
-// pass, then normalisation and the layout and type of the model input.
+// One thread per output pixel: the first pass (horizontal, or vertical where
+// the plan says) of every source row or column the second pass reads,
+// rounded to 8 bits as Pillow does, the second pass, then normalisation and
+// the layout and type of the model input.
 PTM_HD void preprocess_pixel(const Params& p, int ox, int oy) {
   const int rx = ox + p.crop_left, ry = oy + p.crop_top;
   int px[3] = {p.pad, p.pad, p.pad};
@@ -90,19 +92,24 @@ PTM_HD void preprocess_pixel(const Params& p, int ox, int oy) {
     const int yf = p.y_first[iy], yn = p.y_count[iy];
     const int32_t* xw = p.x_weights + size_t(ix) * size_t(p.kx);
     const int32_t* yw = p.y_weights + size_t(iy) * size_t(p.ky);
+    // Outer taps over the second pass's axis, inner over the first's.
+    const int outer_n = p.vertical_first ? xn : yn, inner_n = p.vertical_first ? yn : xn;
+    const int32_t* outer_w = p.vertical_first ? xw : yw;
+    const int32_t* inner_w = p.vertical_first ? yw : xw;
     int32_t acc[3] = {1 << (kBits - 1), 1 << (kBits - 1), 1 << (kBits - 1)};
-    for (int t = 0; t < yn; ++t) {
+    for (int t = 0; t < outer_n; ++t) {
       int32_t h[3] = {1 << (kBits - 1), 1 << (kBits - 1), 1 << (kBits - 1)};
-      for (int s = 0; s < xn; ++s) {
+      for (int s = 0; s < inner_n; ++s) {
         int rgb[3];
-        fetch(p, xf + s, yf + t, rgb);
-        h[0] += rgb[0] * xw[s];
-        h[1] += rgb[1] * xw[s];
-        h[2] += rgb[2] * xw[s];
+        if (p.vertical_first) fetch(p, xf + t, yf + s, rgb);
+        else fetch(p, xf + s, yf + t, rgb);
+        h[0] += rgb[0] * inner_w[s];
+        h[1] += rgb[1] * inner_w[s];
+        h[2] += rgb[2] * inner_w[s];
       }
-      acc[0] += clip8(h[0]) * yw[t];
-      acc[1] += clip8(h[1]) * yw[t];
-      acc[2] += clip8(h[2]) * yw[t];
+      acc[0] += clip8(h[0]) * outer_w[t];
+      acc[1] += clip8(h[1]) * outer_w[t];
+      acc[2] += clip8(h[2]) * outer_w[t];
     }
     px[0] = clip8(acc[0]);
     px[1] = clip8(acc[1]);
@@ -155,6 +162,7 @@ Params make_params(const ResamplePlan& pl, const DeviceFrame& f, const int32_t* 
   p.pad = pl.pad_value;
   p.bgr = pl.bgr;
   p.channels_last = channels_last;
+  p.vertical_first = pl.vertical_first;
   p.type = int(type);
   p.x_first = tables[0];
   p.x_count = tables[1];

@@ -39,7 +39,7 @@
 GST_DEBUG_CATEGORY_STATIC(gst_ptm_preprocess_debug);
 #define GST_CAT_DEFAULT gst_ptm_preprocess_debug
 
-enum { PROP_0, PROP_SIZE, PROP_RESIZE, PROP_MODE, PROP_INTERPOLATION, PROP_MEAN, PROP_STD, PROP_CHANNEL_ORDER };
+enum { PROP_0, PROP_SIZE, PROP_RESIZE, PROP_MODE, PROP_INTERPOLATION, PROP_MEAN, PROP_STD, PROP_CHANNEL_ORDER, PROP_PASS_ORDER };
 
 #define GST_TYPE_PTM_RESIZE_MODE (gst_ptm_resize_mode_get_type())
 static GType gst_ptm_resize_mode_get_type(void) {
@@ -61,6 +61,20 @@ static GType gst_ptm_interpolation_get_type(void) {
                                       {int(ptm::Filter::Bicubic), "Antialiased bicubic (PIL)", "bicubic"},
                                       {0, nullptr, nullptr}};
   if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmInterpolation", values));
+  return type;
+}
+
+#define GST_TYPE_PTM_PASS_ORDER (gst_ptm_pass_order_get_type())
+static GType gst_ptm_pass_order_get_type(void) {
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {int(ptm::PassOrder::Pillow13),
+       "As Pillow 13 and later: vertically first when the height shrinks by more than twice as many pixels as the "
+       "width",
+       "pillow13"},
+      {int(ptm::PassOrder::Pillow12), "As Pillow 12 and earlier: always horizontally first", "pillow12"},
+      {0, nullptr, nullptr}};
+  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmPassOrder", values));
   return type;
 }
 
@@ -164,6 +178,7 @@ static void gst_ptm_preprocess_set_property(GObject* object, guint id, const GVa
       break;
     }
     case PROP_CHANNEL_ORDER: c.bgr = g_value_get_enum(value) == 1; break;
+    case PROP_PASS_ORDER: c.pass_order = ptm::PassOrder(g_value_get_enum(value)); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); return;
   }
   const std::string err = c.validate();
@@ -211,6 +226,7 @@ static void gst_ptm_preprocess_get_property(GObject* object, guint id, GValue* v
     case PROP_MEAN: g_value_set_string(value, triple_str(c.mean).c_str()); break;
     case PROP_STD: g_value_set_string(value, triple_str(c.std).c_str()); break;
     case PROP_CHANNEL_ORDER: g_value_set_enum(value, c.bgr ? 1 : 0); break;
+    case PROP_PASS_ORDER: g_value_set_enum(value, int(c.pass_order)); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
@@ -406,6 +422,13 @@ static void gst_ptm_preprocess_class_init(GstPtmPreprocessClass* klass) {
       gobject_class, PROP_CHANNEL_ORDER,
       g_param_spec_enum("channel-order", "Channel order", "Channel order of the tensor", GST_TYPE_PTM_CHANNEL_ORDER,
                         0, live));
+  g_object_class_install_property(
+      gobject_class, PROP_PASS_ORDER,
+      g_param_spec_enum("pass-order", "Pass order",
+                        "Order of the resize's horizontal and vertical passes, as the Pillow version the model was "
+                        "trained with does it (a frame shrunk much more in height than in width can differ by one "
+                        "level in some pixels)",
+                        GST_TYPE_PTM_PASS_ORDER, int(ptm::PassOrder::Pillow13), live));
   gst_element_class_set_static_metadata(element_class, "PyTorch preprocessing", "Filter/Converter/Video",
                                         "Attaches the model input tensor (torchvision transform) to each frame",
                                         "ptm developers");
@@ -418,6 +441,7 @@ static void gst_ptm_preprocess_class_init(GstPtmPreprocessClass* klass) {
   bt->transform_ip = GST_DEBUG_FUNCPTR(gst_ptm_preprocess_transform_ip);
   bt->passthrough_on_same_caps = FALSE;
   gst_type_mark_as_plugin_api(GST_TYPE_PTM_RESIZE_MODE, GstPluginAPIFlags(0));
+  gst_type_mark_as_plugin_api(GST_TYPE_PTM_PASS_ORDER, GstPluginAPIFlags(0));
   gst_type_mark_as_plugin_api(GST_TYPE_PTM_INTERPOLATION, GstPluginAPIFlags(0));
   gst_type_mark_as_plugin_api(GST_TYPE_PTM_CHANNEL_ORDER, GstPluginAPIFlags(0));
   GST_DEBUG_CATEGORY_INIT(gst_ptm_preprocess_debug, "ptmpreprocess", 0, "PyTorch preprocessing");

@@ -197,6 +197,9 @@ ResamplePlan Preprocessor::plan(const FrameView& f) const {
   p.bgr = c.bgr;
   for (size_t i = 0; i < 3; ++i) std::copy(lut_[i].begin(), lut_[i].end(), p.lut.begin() + long(i * 256));
   p.yuv = yuv_table(f.matrix, f.full_range);
+  // Pillow 13's rule, on the whole image's sizes (Resample.c).
+  const int shrink_h = f.height - g.resized_height, shrink_w = f.width - g.resized_width;
+  p.vertical_first = c.pass_order == PassOrder::Pillow13 && shrink_h > 0 && shrink_h > 2 * shrink_w;
   p.rx0 = std::max(0, g.crop_left);
   p.rx1 = std::min(g.resized_width, g.crop_left + c.crop_width);
   p.ry0 = std::max(0, g.crop_top);
@@ -225,37 +228,55 @@ void Preprocessor::run_u8(const FrameView& f, uint8_t* out) {
   // Source columns and rows those output pixels read.
   const int sx0 = p.x_first.front(), sx1 = p.x_first.back() + p.x_count.back();
   const int sy0 = p.y_first.front(), sy1 = p.y_first.back() + p.y_count.back();
-  rgb_row_.resize(size_t(sx1 - sx0) * 3);
+  const int sw = sx1 - sx0;
+  rgb_row_.resize(size_t(sw) * 3);
+  // One tap loop for both passes: `src` steps by `step` bytes a tap.
+  auto tap3 = [](const uint8_t* src, size_t step, const int32_t* k, int n, uint8_t* dst) {
+    int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
+    for (int t = 0; t < n; ++t, src += step) {
+      s0 += src[0] * k[t];
+      s1 += src[1] * k[t];
+      s2 += src[2] * k[t];
+    }
+    dst[0] = clip8(s0);
+    dst[1] = clip8(s1);
+    dst[2] = clip8(s2);
+  };
+  auto out_row = [&](int y) {
+    return out + (size_t(y + p.ry0 - g.crop_top) * size_t(cw) + size_t(p.rx0 - g.crop_left)) * 3;
+  };
+  if (p.vertical_first) {
+    // Source block, vertical pass over its columns (8-bit rows), then the
+    // horizontal pass into the output window.
+    src_.resize(size_t(sy1 - sy0) * size_t(sw) * 3);
+    for (int y = sy0; y < sy1; ++y) fetch_row(f, y, sx0, sx1, &src_[size_t(y - sy0) * size_t(sw) * 3]);
+    hpass_.resize(size_t(sw) * 3);
+    for (int y = 0; y < oh; ++y) {
+      const int32_t* k = &p.y_weights[size_t(y) * size_t(p.ky)];
+      const uint8_t* col = &src_[size_t(p.y_first[size_t(y)] - sy0) * size_t(sw) * 3];
+      for (int x = 0; x < sw; ++x) tap3(col + size_t(x) * 3, size_t(sw) * 3, k, p.y_count[size_t(y)], &hpass_[size_t(x) * 3]);
+      uint8_t* dst = out_row(y);
+      for (int x = 0; x < ow; ++x, dst += 3)
+        tap3(&hpass_[size_t(p.x_first[size_t(x)] - sx0) * 3], 3, &p.x_weights[size_t(x) * size_t(p.kx)],
+             p.x_count[size_t(x)], dst);
+    }
+    return;
+  }
   hpass_.resize(size_t(sy1 - sy0) * size_t(ow) * 3);
-  // Horizontal pass (Pillow resamples horizontally first, rounding to 8 bits).
+  // Horizontal pass (rounded to 8 bits), then the vertical pass straight into
+  // the output window.
   for (int y = sy0; y < sy1; ++y) {
     fetch_row(f, y, sx0, sx1, rgb_row_.data());
     uint8_t* dst = &hpass_[size_t(y - sy0) * size_t(ow) * 3];
-    for (int x = 0; x < ow; ++x, dst += 3) {
-      const int32_t* k = &p.x_weights[size_t(x) * size_t(p.kx)];
-      const uint8_t* src = &rgb_row_[size_t(p.x_first[size_t(x)] - sx0) * 3];
-      int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
-      for (int t = 0; t < p.x_count[size_t(x)]; ++t, src += 3) {
-        s0 += src[0] * k[t];
-        s1 += src[1] * k[t];
-        s2 += src[2] * k[t];
-      }
-      dst[0] = clip8(s0);
-      dst[1] = clip8(s1);
-      dst[2] = clip8(s2);
-    }
+    for (int x = 0; x < ow; ++x, dst += 3)
+      tap3(&rgb_row_[size_t(p.x_first[size_t(x)] - sx0) * 3], 3, &p.x_weights[size_t(x) * size_t(p.kx)],
+           p.x_count[size_t(x)], dst);
   }
-  // Vertical pass straight into the output window.
   for (int y = 0; y < oh; ++y) {
     const int32_t* k = &p.y_weights[size_t(y) * size_t(p.ky)];
-    const int first = p.y_first[size_t(y)] - sy0, n = p.y_count[size_t(y)];
-    uint8_t* dst = out + (size_t(y + p.ry0 - g.crop_top) * size_t(cw) + size_t(p.rx0 - g.crop_left)) * 3;
-    for (int i = 0; i < ow * 3; ++i) {
-      int32_t s = 1 << (kPrecisionBits - 1);
-      const uint8_t* src = &hpass_[size_t(first) * size_t(ow) * 3 + size_t(i)];
-      for (int t = 0; t < n; ++t, src += size_t(ow) * 3) s += *src * k[t];
-      dst[i] = clip8(s);
-    }
+    const uint8_t* col = &hpass_[size_t(p.y_first[size_t(y)] - sy0) * size_t(ow) * 3];
+    uint8_t* dst = out_row(y);
+    for (int x = 0; x < ow; ++x) tap3(col + size_t(x) * 3, size_t(ow) * 3, k, p.y_count[size_t(y)], dst + size_t(x) * 3);
   }
 }
 

@@ -34,6 +34,12 @@ enum class ResizeMode {
 
 enum class Filter { Bilinear, Bicubic };
 
+// Order of a resize's two separable passes. Pillow rounds to 8 bits between
+// them, so the order moves some pixels by one level. Pillow 12 and earlier
+// always resize horizontally first; Pillow 13 resizes vertically first when
+// the height shrinks by more than twice as many pixels as the width.
+enum class PassOrder { Pillow13, Pillow12 };
+
 struct PreprocessConfig {
   ResizeMode mode = ResizeMode::ShorterSide;
   Filter filter = Filter::Bilinear;
@@ -43,6 +49,7 @@ struct PreprocessConfig {
   std::array<float, 3> std{{0.229f, 0.224f, 0.225f}};
   bool bgr = false;       // channel order of the output tensor
   uint8_t pad_value = 0;  // Letterbox padding and CenterCrop padding of small images
+  PassOrder pass_order = PassOrder::Pillow13;
 
   // Empty when valid, else what is wrong.
   std::string validate() const;
@@ -77,6 +84,8 @@ struct ResamplePlan {
   std::vector<int32_t> y_first, y_count, y_weights;
   uint8_t pad_value = 0;
   bool bgr = false;
+  // The vertical pass first (then the horizontal one reads its 8-bit rows).
+  bool vertical_first = false;
   // Output channel c of an 8-bit value v: lut[c * 256 + v] ((v / 255 - mean) / std).
   std::array<float, 3 * 256> lut{};
   // I420/NV12 to RGB (yuv_table of the frame's matrix and range).
@@ -104,7 +113,7 @@ class Preprocessor {
  private:
   PreprocessConfig config_;
   std::array<std::array<float, 256>, 3> lut_{};
-  std::vector<uint8_t> rgb_row_, hpass_, u8_;
+  std::vector<uint8_t> rgb_row_, hpass_, src_, u8_;
 };
 
 }  // namespace ptm

@@ -96,7 +96,8 @@ void add_vgg_head(Stack& c, int64_t in, int64_t hidden, int64_t n) {
 
 }  // namespace
 
-ClassifierModulePtr make_vgg(const std::string& name, int64_t n) {
+ClassifierModulePtr make_vgg(const std::string& name, const ArchParams& p) {
+  const int64_t n = p.num_classes;
   static const std::map<std::string, std::vector<int>> cfgs = {
       {"vgg11", {64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0}},
       {"vgg13", {64, 64, 0, 128, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0}},
@@ -122,7 +123,8 @@ ClassifierModulePtr make_vgg(const std::string& name, int64_t n) {
   return m;
 }
 
-ClassifierModulePtr make_alexnet(int64_t n) {
+ClassifierModulePtr make_alexnet(const std::string&, const ArchParams& p) {
+  const int64_t n = p.num_classes;
   auto m = std::make_shared<StackClassifier>(6);
   Stack& f = *m->features;
   f.add(conv(3, 64, 11, 4, 2, 1, true));
@@ -149,7 +151,8 @@ ClassifierModulePtr make_alexnet(int64_t n) {
   return m;
 }
 
-ClassifierModulePtr make_squeezenet(const std::string& name, int64_t n) {
+ClassifierModulePtr make_squeezenet(const std::string& name, const ArchParams& p) {
+  const int64_t n = p.num_classes;
   auto m = std::make_shared<SqueezeNet>();
   Stack& f = *m->features;
   auto fire = [&](int64_t in, int64_t s, int64_t e1, int64_t e3) {

@@ -4,6 +4,7 @@
 #include <torch/nn.h>
 
 #include "../architectures.h"
+#include "../registry.h"
 
 namespace ptm::arch {
 
@@ -104,16 +105,5 @@ class Chain : public torch::nn::Module {
 };
 template <typename Block>
 using ChainPtr = std::shared_ptr<Chain<Block>>;
-
-// Factories per family (arch/*.cpp).
-ClassifierModulePtr make_resnet(const std::string& name, int64_t num_classes);
-ClassifierModulePtr make_vgg(const std::string& name, int64_t num_classes);
-ClassifierModulePtr make_alexnet(int64_t num_classes);
-ClassifierModulePtr make_squeezenet(const std::string& name, int64_t num_classes);
-ClassifierModulePtr make_densenet(const std::string& name, int64_t num_classes);
-ClassifierModulePtr make_mobilenet_v2(int64_t num_classes);
-ClassifierModulePtr make_mobilenet_v3(const std::string& name, int64_t num_classes);
-ClassifierModulePtr make_efficientnet(const std::string& name, int64_t num_classes);
-ClassifierModulePtr make_shufflenet_v2(const std::string& name, int64_t num_classes);
 
 }  // namespace ptm::arch

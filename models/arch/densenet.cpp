@@ -104,7 +104,8 @@ class DenseNet : public ClassifierModuleImpl {
 
 }  // namespace
 
-ClassifierModulePtr make_densenet(const std::string& name, int64_t n) {
+ClassifierModulePtr make_densenet(const std::string& name, const ArchParams& p) {
+  const int64_t n = p.num_classes;
   if (name == "densenet121") return std::make_shared<DenseNet>(32, std::vector<int64_t>{6, 12, 24, 16}, 64, n);
   if (name == "densenet161") return std::make_shared<DenseNet>(48, std::vector<int64_t>{6, 12, 36, 24}, 96, n);
   if (name == "densenet169") return std::make_shared<DenseNet>(32, std::vector<int64_t>{6, 12, 32, 32}, 64, n);

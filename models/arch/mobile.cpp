@@ -217,9 +217,12 @@ class EfficientNet : public ClassifierModuleImpl {
 
 }  // namespace
 
-ClassifierModulePtr make_mobilenet_v2(int64_t n) { return std::make_shared<MobileNetV2>(n); }
+ClassifierModulePtr make_mobilenet_v2(const std::string&, const ArchParams& p) {
+  return std::make_shared<MobileNetV2>(p.num_classes);
+}
 
-ClassifierModulePtr make_mobilenet_v3(const std::string& name, int64_t n) {
+ClassifierModulePtr make_mobilenet_v3(const std::string& name, const ArchParams& p) {
+  const int64_t n = p.num_classes;
   const bool F = false, T = true;
   if (name == "mobilenet_v3_large")
     return std::make_shared<MobileNetV3>(
@@ -242,7 +245,8 @@ ClassifierModulePtr make_mobilenet_v3(const std::string& name, int64_t n) {
   throw ModelError("unknown mobilenet_v3 variant '" + name + "'");
 }
 
-ClassifierModulePtr make_efficientnet(const std::string& name, int64_t n) {
+ClassifierModulePtr make_efficientnet(const std::string& name, const ArchParams& p) {
+  const int64_t n = p.num_classes;
   struct P {
     double w, d;
   };

@@ -123,7 +123,8 @@ class ResNetImpl : public ClassifierModuleImpl {
 
 }  // namespace
 
-ClassifierModulePtr make_resnet(const std::string& name, int64_t n) {
+ClassifierModulePtr make_resnet(const std::string& name, const ArchParams& p) {
+  const int64_t n = p.num_classes;
   if (name == "resnet18") return ResNetImpl::make<BasicBlock>({2, 2, 2, 2}, n, 1, 64);
   if (name == "resnet34") return ResNetImpl::make<BasicBlock>({3, 4, 6, 3}, n, 1, 64);
   if (name == "resnet50") return ResNetImpl::make<Bottleneck>({3, 4, 6, 3}, n, 1, 64);

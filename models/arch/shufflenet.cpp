@@ -106,7 +106,8 @@ class ShuffleNetV2 : public ClassifierModuleImpl {
 
 }  // namespace
 
-ClassifierModulePtr make_shufflenet_v2(const std::string& name, int64_t n) {
+ClassifierModulePtr make_shufflenet_v2(const std::string& name, const ArchParams& p) {
+  const int64_t n = p.num_classes;
   if (name == "shufflenet_v2_x0_5") return std::make_shared<ShuffleNetV2>(std::array<int64_t, 5>{24, 48, 96, 192, 1024}, n);
   if (name == "shufflenet_v2_x1_0") return std::make_shared<ShuffleNetV2>(std::array<int64_t, 5>{24, 116, 232, 464, 1024}, n);
   if (name == "shufflenet_v2_x1_5") return std::make_shared<ShuffleNetV2>(std::array<int64_t, 5>{24, 176, 352, 704, 1024}, n);

@@ -94,7 +94,7 @@ struct Outputs {
 };
 using Runner = std::function<Outputs(const Preprocessor&, const HostFrame&)>;
 
-// Every format, 5 frame sizes (odd and tiny ones too) and 4 transform
+// Every format, 6 frame sizes (odd and tiny ones too) and 5 transform
 // settings: `run` must give the CPU path's floats exactly.
 void expect_cpu_values(const Runner& run) {
   std::mt19937 rng(5);
@@ -102,8 +102,9 @@ void expect_cpu_values(const Runner& run) {
                                  PixelFormat::RGBx, PixelFormat::BGRx, PixelFormat::xRGB, PixelFormat::xBGR,
                                  PixelFormat::ARGB, PixelFormat::ABGR, PixelFormat::GRAY8, PixelFormat::I420,
                                  PixelFormat::NV12};
-  const std::pair<int, int> sizes[] = {{1920, 1080}, {641, 479}, {224, 224}, {100, 37}, {3, 5}};
-  std::vector<PreprocessConfig> configs(4);
+  // 300x500 stretched to 224x224 takes Pillow 13's vertical-first order.
+  const std::pair<int, int> sizes[] = {{1920, 1080}, {641, 479}, {300, 500}, {224, 224}, {100, 37}, {3, 5}};
+  std::vector<PreprocessConfig> configs(5);
   configs[1].filter = Filter::Bicubic;
   configs[1].resize_size = 232;
   configs[2].mode = ResizeMode::Stretch;
@@ -112,6 +113,8 @@ void expect_cpu_values(const Runner& run) {
   configs[3].pad_value = 114;
   configs[3].crop_width = 320;
   configs[3].crop_height = 192;
+  configs[4].mode = ResizeMode::Stretch;
+  configs[4].pass_order = PassOrder::Pillow12;
   size_t compared = 0;
   for (PixelFormat f : formats) {
     for (auto [w, h] : sizes) {

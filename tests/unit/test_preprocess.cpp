@@ -122,8 +122,12 @@ const PixelFormat kPacked[] = {PixelFormat::RGB,  PixelFormat::BGR,  PixelFormat
                                PixelFormat::xRGB, PixelFormat::ABGR, PixelFormat::RGBx, PixelFormat::BGRA,
                                PixelFormat::ARGB, PixelFormat::xBGR};
 
+// Both pass orders Pillow has used, each against its own references; the
+// fixtures hold at least one frame where the two differ.
 TEST(Preprocess, PackedFormatsMatchTorchvisionExactly) {
-  size_t checked = 0;
+  size_t checked = 0, orders_differ = 0;
+  const std::pair<PassOrder, const char*> orders[] = {{PassOrder::Pillow13, "pillow13"},
+                                                      {PassOrder::Pillow12, "pillow12"}};
   for (const auto& e : manifest()["preprocess"]) {
     const int w = e["width"], h = e["height"];
     const std::string img = e["image"];
@@ -131,25 +135,32 @@ TEST(Preprocess, PackedFormatsMatchTorchvisionExactly) {
     ASSERT_EQ(rgb.size(), size_t(w) * size_t(h) * 3);
     const std::string stem = img.substr(0, img.size() - 4);
     for (auto it = e["outputs"].begin(); it != e["outputs"].end(); ++it) {
-      PreprocessConfig c = config_named(it.key());
-      const auto want_u8 = read_bytes(stem + "." + it.key() + ".u8");
-      at::Tensor want = read_f32(stem + "." + it.key() + ".f32", {3, c.crop_height, c.crop_width});
-      Preprocessor p(c);
-      for (PixelFormat f : kPacked) {
-        Packed pk = pack(rgb, w, h, f, f == PixelFormat::RGB ? 0 : 13);
-        std::vector<uint8_t> u8(want_u8.size());
-        p.run_u8(pk.view, u8.data());
-        size_t diff = 0;
-        for (size_t i = 0; i < u8.size(); ++i) diff += u8[i] != want_u8[i];
-        EXPECT_EQ(diff, 0u) << stem << " " << it.key() << " format " << int(f) << ": pixels differing from PIL";
-        at::Tensor got = at::empty({3, c.crop_height, c.crop_width});
-        p.run(pk.view, got.data_ptr<float>());
-        EXPECT_LE((got - want).abs().max().item<double>(), 1e-6) << stem << " " << it.key();
-        ++checked;
+      const std::string base = stem + "." + it.key() + ".";
+      orders_differ += read_bytes(base + "pillow13.u8") != read_bytes(base + "pillow12.u8");
+      for (const auto& [order, order_name] : orders) {
+        PreprocessConfig c = config_named(it.key());
+        c.pass_order = order;
+        const auto want_u8 = read_bytes(base + order_name + ".u8");
+        at::Tensor want = read_f32(base + order_name + ".f32", {3, c.crop_height, c.crop_width});
+        Preprocessor p(c);
+        for (PixelFormat f : kPacked) {
+          Packed pk = pack(rgb, w, h, f, f == PixelFormat::RGB ? 0 : 13);
+          std::vector<uint8_t> u8(want_u8.size());
+          p.run_u8(pk.view, u8.data());
+          size_t diff = 0;
+          for (size_t i = 0; i < u8.size(); ++i) diff += u8[i] != want_u8[i];
+          EXPECT_EQ(diff, 0u) << stem << " " << it.key() << " " << order_name << " format " << int(f)
+                              << ": pixels differing from PIL";
+          at::Tensor got = at::empty({3, c.crop_height, c.crop_width});
+          p.run(pk.view, got.data_ptr<float>());
+          EXPECT_LE((got - want).abs().max().item<double>(), 1e-6) << stem << " " << it.key() << " " << order_name;
+          ++checked;
+        }
       }
     }
   }
-  EXPECT_GT(checked, 100u);
+  EXPECT_GT(checked, 200u);
+  EXPECT_GT(orders_differ, 0u) << "no fixture frame where Pillow 12's and 13's pass orders differ";
 }
 
 TEST(Preprocess, YuvInputWithinTolerance) {
@@ -160,7 +171,7 @@ TEST(Preprocess, YuvInputWithinTolerance) {
     const std::string stem = img.substr(0, img.size() - 4);
     const auto rgb = read_bytes(img);
     PreprocessConfig c;
-    at::Tensor want = read_f32(stem + ".bilinear_256_224.f32", {3, 224, 224});
+    at::Tensor want = read_f32(stem + ".bilinear_256_224.pillow13.f32", {3, 224, 224});
     const double range = (want.max() - want.min()).item<double>();
     Preprocessor p(c);
     for (PixelFormat f : {PixelFormat::I420, PixelFormat::NV12}) {
