@@ -18,15 +18,20 @@
 #include <c10/cuda/CUDAStream.h>
 #endif
 
+#include <dlfcn.h>
+#include <link.h>
+
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 
 #include "architectures.h"
 #include "error.h"
 #include "labels.h"
+#include "model_folder.h"
 #include "registry.h"
 #include "runtime.h"
 
@@ -155,7 +160,8 @@ struct Classifier::Impl {
   void load_weights(const ClassifierOptions& o);
   void load_package(const ClassifierOptions& o);
   void load_labels(const ClassifierOptions& o);
-  std::vector<std::string> package_labels;  // carried in the package's metadata
+  void apply_folder(const ModelFolder& f, Classifier& self);
+  std::vector<std::string> package_labels;  // carried in the package's metadata or a folder's config
 
   // x: on the device, in the model's type and memory format.
   at::Tensor run(const at::Tensor& x) {
@@ -352,6 +358,32 @@ std::array<float, 3> metadata_rgb(const PackageInfo& p, const std::string& key, 
 // TorchScript, trusted files only). Everything ptm needs besides comes from
 // the metadata tools/ptm-export writes ("ptm.*"); a package exported by
 // other means runs with torchvision's 224-pixel defaults, said in the notes.
+#if PTM_HAVE_AOTI
+namespace {
+// A package's compiled code takes LibTorch's C shim (aoti_torch_*) from the
+// process. It names no LibTorch itself when the exporting machine's link
+// found another one first (pip's torch beside Debian's libtorch-dev), and
+// ptm's LibTorch came in with the GStreamer plugin, privately (RTLD_LOCAL):
+// its libraries are made global once, before the first package loads.
+void expose_libtorch() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    std::vector<std::string> libs;
+    dl_iterate_phdr(
+        [](dl_phdr_info* i, size_t, void* out) {
+          const std::string name = i->dlpi_name ? i->dlpi_name : "";
+          const std::string base = name.substr(name.rfind('/') + 1);
+          if (base.rfind("libtorch", 0) == 0 || base.rfind("libc10", 0) == 0)
+            static_cast<std::vector<std::string>*>(out)->push_back(name);
+          return 0;
+        },
+        &libs);
+    for (const auto& l : libs) dlopen(l.c_str(), RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL);
+  });
+}
+}  // namespace
+#endif
+
 void Classifier::Impl::load_package(const ClassifierOptions& o) {
   const PackageInfo p = read_package_info(o.model);
 #if !PTM_HAVE_AOTI
@@ -402,6 +434,7 @@ void Classifier::Impl::load_package(const ClassifierOptions& o) {
     if (!j.is_array()) throw ModelError("'" + path + "': package metadata ptm.labels is not a list");
     for (const auto& l : j) package_labels.push_back(l.is_string() ? l.get<std::string>() : l.dump());
   }
+  expose_libtorch();
   try {
     package = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, name);
   } catch (const c10::Error& e) {
@@ -431,9 +464,17 @@ void Classifier::Impl::load_labels(const ClassifierOptions& o) {
   if (o.labels.empty() && !from.empty()) info.notes.push_back("labels from " + from);
 }
 
-Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl>()) {
+Classifier::Classifier(const ClassifierOptions& options) : impl_(std::make_unique<Impl>()) {
   Impl& im = *impl_;
+  ClassifierOptions o = options;
   im.info.path = o.model;
+  // A hub-style folder: the weights in it, labels and transform from its configs.
+  std::optional<ModelFolder> folder;
+  if (is_model_folder(o.model)) {
+    folder = read_model_folder(o.model);
+    o.model = folder->weights;
+    im.info.notes.insert(im.info.notes.end(), folder->notes.begin(), folder->notes.end());
+  }
   im.threads = runtime::resolve_threads(o.threads);
   runtime::init();
   runtime::use_threads(im.threads);
@@ -447,7 +488,79 @@ Classifier::Classifier(const ClassifierOptions& o) : impl_(std::make_unique<Impl
     im.load_package(o);
   else
     im.load_weights(o);
+  if (folder) im.apply_folder(*folder, *this);
   im.load_labels(o);
+  if (o.input_size > 0 && o.input_size != im.info.crop_size) {
+    if (const std::string why = set_input_size(o.input_size); !why.empty())
+      throw ModelError("'" + options.model + "' cannot take the input size " + std::to_string(o.input_size) + ": " + why);
+  }
+}
+
+// The folder's transform and labels where its configs give them (explicit
+// options, applied after, still win).
+void Classifier::Impl::apply_folder(const ModelFolder& f, Classifier& self) {
+  if (!f.architecture.empty() && f.architecture != info.architecture &&
+      f.architecture.substr(0, f.architecture.find('.')) != info.architecture)
+    info.notes.push_back("the config names the architecture '" + f.architecture + "'; the weights are " +
+                         info.architecture + "'s");
+  if (f.input_size > 0 && f.input_size != info.crop_size) {
+    if (const std::string why = self.set_input_size(f.input_size); !why.empty())
+      throw ModelError("'" + f.path + "': its config's input size " + std::to_string(f.input_size) + " does not fit: " + why);
+  }
+  if (f.resize_size > 0) info.resize_size = f.resize_size;
+  info.stretch = f.stretch;
+  if (f.interpolation) info.bicubic = *f.interpolation == Interpolation::Bicubic;
+  if (f.mean) info.mean = *f.mean;
+  if (f.std) info.std = *f.std;
+  if (!f.labels.empty()) {
+    if (int64_t(f.labels.size()) == info.num_classes) package_labels = f.labels;
+    else
+      info.notes.push_back("the config's " + std::to_string(f.labels.size()) + " labels are not used: the model has " +
+                           std::to_string(info.num_classes) + " classes");
+  }
+}
+
+std::string Classifier::set_input_size(int size) {
+  Impl& im = *impl_;
+  if (size == im.info.crop_size) return "";
+  const std::string wanted = std::to_string(size) + "x" + std::to_string(size);
+  if (size < 1 || size > 4096) return "input sizes run from 1 to 4096, not " + std::to_string(size);
+#if PTM_HAVE_AOTI
+  if (im.package)
+    return "the .pt2 package was compiled for " + std::to_string(im.info.crop_size) + "x" +
+           std::to_string(im.info.crop_size) + " inputs (export it again at " + wanted + ")";
+#endif
+  PTM_MODEL_SCOPE(im);
+  c10::InferenceMode guard;
+  // A probe at that size: architectures with position tables or fixed
+  // pooling, and TorchScript files traced at one size, fail here.
+  try {
+    at::Tensor probe = im.prepare(torch::zeros({1, 3, size, size}));
+    at::Tensor out = im.eager ? im.eager->forward(probe) : im.script.forward({probe}).toTensor();
+    if (out.dim() != 2 || out.size(1) != im.info.num_classes)
+      return "at " + wanted + " it gives " + shape_str(out.sizes().vec()) + " outputs, not N x " +
+             std::to_string(im.info.num_classes);
+  } catch (const c10::Error& e) {
+    return "it does not run at " + wanted + ": " + c10_message(e);
+  } catch (const std::exception& e) {
+    return "it does not run at " + wanted + ": " + e.what();
+  }
+  if (im.eager && im.use_script && im.script_size != 0) {
+    try {
+      im.script = optimised(*im.eager, size, im.options(), im.channels_last);
+      im.script_size = size;
+    } catch (const std::exception& e) {
+      im.use_script = false;
+      im.info.notes.push_back(std::string("optimised graph unavailable at ") + wanted + ", running eagerly: " + e.what());
+    }
+  }
+  im.info.resize_size = std::max(size, int(std::lround(double(size) * im.info.resize_size / im.info.crop_size)));
+  im.info.crop_size = size;
+  im.input = at::Tensor();  // input_buffer() makes one of the new size
+#if PTM_TORCH_CUDA
+  im.graphs.clear();
+#endif
+  return "";
 }
 
 Classifier::~Classifier() = default;

@@ -34,6 +34,7 @@ struct ClassifierOptions {
   Precision precision = Precision::Float32;  // Float16/BFloat16: CUDA only
   bool channels_last = false;  // CUDA: NHWC activations (tensor cores like them)
   bool cuda_graphs = false;    // CUDA: capture each batch size once, replay it after
+  int input_size = 0;  // height and width of the model input; 0: the model's own (package, architecture)
 };
 
 // Why `device` cannot run models here ("" when it can), e.g. a LibTorch
@@ -48,6 +49,7 @@ struct ModelInfo {
   int64_t parameters = 0;
   int crop_size = 224, resize_size = 256;  // torchvision's eval transform for it
   bool bicubic = false;                     // ... and its interpolation
+  bool stretch = false;                     // resized to crop_size x crop_size, aspect ratio not kept, no crop
   std::array<float, 3> mean = kImageNetMean, std = kImageNetStd;  // ... and normalisation
   int64_t max_batch = 0;  // images per model call (0: any; .pt2 packages have a largest)
   std::vector<std::string> labels;
@@ -71,6 +73,12 @@ class Classifier {
 
   // `input`: N x 3 x H x W float32, normalised. Returns N x num_classes logits.
   at::Tensor forward(const at::Tensor& input);
+
+  // Makes `size` x `size` the model's input (info().crop_size; resize_size
+  // keeps the crop's proportion, and the optimised graph is made for it)
+  // when the model runs at that size. Returns "" on success, else why not
+  // (nothing changes then).
+  std::string set_input_size(int size);
   // Plain-buffer form: `input` holds n*3*h*w floats; `logits` receives
   // n*num_classes floats.
   void forward(const float* input, int64_t n, int64_t h, int64_t w, std::vector<float>& logits);

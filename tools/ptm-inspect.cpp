@@ -1,4 +1,4 @@
-// ptm-inspect FILE [--arch NAME] [--num-classes N] [--key KEY]
+// ptm-inspect FILE|FOLDER [--arch NAME] [--num-classes N] [--key KEY]
 // Prints what a model file holds and which architecture it fits.
 // With --export-weights OUT it writes the weights with torchvision's keys
 // (as torch.save would) and prints, as JSON, what a .pt2 export needs:
@@ -19,12 +19,13 @@
 #include "models/architectures.h"
 #include "models/registry.h"
 #include "models/labels.h"
+#include "models/model_folder.h"
 #include "models/writer.h"
 
 namespace {
 
 int usage() {
-  std::cerr << "usage: ptm-inspect FILE [--arch NAME] [--num-classes N] [--key ENTRY] [--keys]\n"
+  std::cerr << "usage: ptm-inspect FILE|FOLDER [--arch NAME] [--num-classes N] [--key ENTRY] [--keys]\n"
                "       ptm-inspect FILE [--arch NAME] [--labels FILE] --export-weights OUT.pth\n"
                "  FILE           .pth/.pt (zip or legacy), safetensors, TorchScript or .pt2 package\n"
                "  --arch NAME    load into this architecture and print the key report\n"
@@ -117,6 +118,27 @@ int export_weights(const std::string& file, std::string arch, int64_t classes, c
 
 }  // namespace
 
+// What a hub-style folder's configs say, and where each piece came from.
+static void print_folder(const ptm::ModelFolder& f) {
+  auto triple = [](const std::optional<std::array<float, 3>>& v) {
+    std::ostringstream s;
+    if (v) s << (*v)[0] << ", " << (*v)[1] << ", " << (*v)[2];
+    else s << "(architecture's)";
+    return s.str();
+  };
+  std::cout << "folder:      " << f.path << "\n"
+            << "config arch: " << (f.architecture.empty() ? "(none)" : f.architecture) << "\n"
+            << "config:      input " << (f.input_size ? std::to_string(f.input_size) : "(architecture's)") << ", resize "
+            << (f.resize_size ? std::to_string(f.resize_size) : "(architecture's)")
+            << (f.stretch ? " (no crop, aspect ratio not kept)" : "") << ", "
+            << (f.interpolation ? (*f.interpolation == ptm::Interpolation::Bicubic ? "bicubic" : "bilinear")
+                                : "(architecture's interpolation)")
+            << ", mean " << triple(f.mean) << ", std " << triple(f.std) << "\n"
+            << "labels:      " << (f.labels.empty() ? std::string("(none in the config)") :
+                                   std::to_string(f.labels.size()) + ", e.g. '" + f.labels[0] + "'") << "\n";
+  for (const auto& n : f.notes) std::cout << "from:        " << n << "\n";
+}
+
 // docs/architectures.md, generated from the registry (a test keeps the
 // committed file equal to this output).
 static void print_architectures_markdown() {
@@ -175,6 +197,11 @@ int main(int argc, char** argv) {
   }
   if (file.empty()) return usage();
   try {
+    if (ptm::is_model_folder(file)) {
+      const ptm::ModelFolder f = ptm::read_model_folder(file);
+      print_folder(f);
+      file = f.weights;
+    }
     if (ptm::sniff_format(file) == ptm::FileFormat::AOTInductor) return print_package(file);
     if (!export_to.empty()) return export_weights(file, arch, classes, key, labels_file, export_to);
     ptm::ReadOptions ro;

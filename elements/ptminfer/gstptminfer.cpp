@@ -60,6 +60,7 @@ enum {
   PROP_PRECISION,
   PROP_CHANNELS_LAST,
   PROP_CUDA_GRAPHS,
+  PROP_INPUT_SIZE,
   PROP_STATS,
 };
 
@@ -118,6 +119,7 @@ struct Settings {
   ptm::Precision precision = ptm::Precision::Float32;
   bool channels_last = true;
   bool cuda_graphs = false;
+  int input_size = 0;
 };
 
 // Frames seen, by where they were read from (the "stats" property).
@@ -223,6 +225,7 @@ static ptm::InferSettings model_settings(const Settings& s) {
   is.model.labels = s.labels;
   is.model.num_classes = s.num_classes;
   is.model.threads = s.num_threads;
+  is.model.input_size = s.input_size;
   return is;
 }
 
@@ -241,22 +244,19 @@ static void start_reload(GstPtmInfer* self) {
   Private& p = *self->priv;
   if (p.loader.joinable()) p.loader.join();
   const Settings s = settings_copy(self);
-  int crop = 0;
   {
     std::lock_guard<std::mutex> g(p.reload_lock);
     if (!p.state) return;  // not running: start() loads it
-    crop = p.state->core->info().crop_size;
   }
   gst_object_ref(self);
-  p.loader = std::thread([self, s, crop] {
+  p.loader = std::thread([self, s] {
     Private& p = *self->priv;
     const FileStamp stamp = stamp_of(s.model);
     try {
+      // Runs at its own input size, or at input-size when set (the
+      // constructor refuses a model that cannot); upstream tensors are
+      // followed again after the swap.
       auto core = std::make_unique<ptm::InferCore>(model_settings(s));
-      if (core->info().crop_size != crop)
-        throw ptm::ModelError("it wants " + std::to_string(core->info().crop_size) + "x" +
-                              std::to_string(core->info().crop_size) + " input, the running model " +
-                              std::to_string(crop) + "x" + std::to_string(crop));
       {
         std::lock_guard<std::mutex> g(p.reload_lock);
         p.next_core = std::move(core);
@@ -332,7 +332,8 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
   }
   if (playing_or_paused(self) && (id == PROP_ARCHITECTURE || id == PROP_NUM_CLASSES || id == PROP_DEVICE ||
                                   id == PROP_NUM_THREADS || id == PROP_RESULTS_FILE || id == PROP_BATCH_SIZE ||
-                                  id == PROP_PRECISION || id == PROP_CHANNELS_LAST || id == PROP_CUDA_GRAPHS)) {
+                                  id == PROP_PRECISION || id == PROP_CHANNELS_LAST || id == PROP_CUDA_GRAPHS ||
+                                  id == PROP_INPUT_SIZE)) {
     GST_WARNING_OBJECT(self, "'%s' can only change in the NULL or READY state; ignored", pspec->name);
     return;
   }
@@ -359,6 +360,7 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
     case PROP_PRECISION: s.precision = ptm::Precision(g_value_get_enum(value)); break;
     case PROP_CHANNELS_LAST: s.channels_last = g_value_get_boolean(value); break;
     case PROP_CUDA_GRAPHS: s.cuda_graphs = g_value_get_boolean(value); break;
+    case PROP_INPUT_SIZE: s.input_size = g_value_get_int(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
@@ -400,6 +402,7 @@ static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value,
     case PROP_PRECISION: g_value_set_enum(value, int(s.precision)); break;
     case PROP_CHANNELS_LAST: g_value_set_boolean(value, s.channels_last); break;
     case PROP_CUDA_GRAPHS: g_value_set_boolean(value, s.cuda_graphs); break;
+    case PROP_INPUT_SIZE: g_value_set_int(value, s.input_size); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
@@ -521,7 +524,20 @@ static gboolean gst_ptm_infer_query(GstBaseTransform* trans, GstPadDirection dir
       const ptm::PreprocessConfig c = self->priv->state->core->preprocess_config();
       gst_structure_set(s, "resize", G_TYPE_INT, c.resize_size, "size", G_TYPE_INT, c.crop_width, "bicubic",
                         G_TYPE_BOOLEAN, c.filter == ptm::Filter::Bicubic, "model", G_TYPE_STRING,
-                        self->priv->state->core->info().architecture.c_str(), nullptr);
+                        self->priv->state->core->info().architecture.c_str(), "stretch", G_TYPE_BOOLEAN,
+                        c.mode == ptm::ResizeMode::Stretch, nullptr);
+      for (const char* field : {"mean", "std"}) {
+        const auto& v = field[0] == 'm' ? c.mean : c.std;
+        GValue arr = G_VALUE_INIT;
+        gst_value_array_init(&arr, 3);
+        for (float x : v) {
+          GValue d = G_VALUE_INIT;
+          g_value_init(&d, G_TYPE_DOUBLE);
+          g_value_set_double(&d, x);
+          gst_value_array_append_and_take_value(&arr, &d);
+        }
+        gst_structure_take_value(s, field, &arr);
+      }
       return TRUE;
     }
   }
@@ -555,6 +571,34 @@ static void post_result(GstPtmInfer* self, GstBuffer* buf, const ptm::FrameResul
   gst_structure_take_value(s, "labels", &labels);
   gst_structure_take_value(s, "scores", &scores);
   gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), s));
+}
+
+// Frames with an upstream tensor (ptmpreprocess) of another size: the model
+// takes that size when input-size is unset and it runs at it; else the
+// frames are preprocessed here, and a warning says once why. Called before
+// the buffer is queued (a batch of the old size finishes first).
+static bool follow_upstream_size(GstPtmInfer* self, State& st, const Settings& s, GstBuffer* buf) {
+  const GstPtmTensorMeta* tm = gst_buffer_get_ptm_tensor_meta(buf);
+  const int size = st.core->info().crop_size;
+  if (!tm || st.warned_tensor || (int(tm->width) == size && int(tm->height) == size)) return true;
+  std::string why;
+  if (tm->channels != 3 || tm->bgr) why = "the model takes RGB planes";
+  else if (tm->width != tm->height) why = "the model takes square inputs";
+  else if (s.input_size > 0) why = "input-size is " + std::to_string(s.input_size);
+  else {
+    if (!classify_pending(self, st)) return false;
+    why = st.core->set_input_size(int(tm->width));
+    if (why.empty()) {
+      GST_INFO_OBJECT(self, "running the model at the upstream tensors' %ux%u", tm->width, tm->height);
+      return true;
+    }
+  }
+  GST_ELEMENT_WARNING(self, STREAM, FORMAT,
+                      ("The upstream %ux%ux%u%s tensors are not used, frames are preprocessed here at %dx%d: %s",
+                       tm->channels, tm->height, tm->width, tm->bgr ? " BGR" : "", size, size, why.c_str()),
+                      (nullptr));
+  st.warned_tensor = true;
+  return true;
 }
 
 // Maps the frame and queues it in the core (preprocessed, or its tensor
@@ -601,11 +645,6 @@ static bool queue_buffer(GstPtmInfer* self, State& st, const Settings& s, GstBuf
     return false;
   }
   const float* tensor = ptm::fitting_tensor(buf, size, &unfit);
-  if (unfit && !st.warned_tensor) {
-    GST_WARNING_OBJECT(self, "the tensor meta is not the 3x%dx%d RGB input the model wants: preprocessing here", size,
-                       size);
-    st.warned_tensor = true;
-  }
   const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Preprocessing failed",
                                [&] { st.core->queue(ptm::frame_view(frame), tensor); });
   gst_video_frame_unmap(&frame);
@@ -662,7 +701,7 @@ static GstFlowReturn gst_ptm_infer_transform_ip(GstBaseTransform* trans, GstBuff
   State& st = *self->priv->state;
   const Settings s = settings_copy(self);
   maybe_swap(self, st, s);
-  if (!queue_buffer(self, st, s, buf)) return GST_FLOW_ERROR;
+  if (!follow_upstream_size(self, st, s, buf) || !queue_buffer(self, st, s, buf)) return GST_FLOW_ERROR;
   std::vector<ptm::FrameResult> r;
   if (!ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
                     [&] { r = st.core->flush(); }))
@@ -683,6 +722,10 @@ static GstFlowReturn gst_ptm_infer_submit_input_buffer(GstBaseTransform* trans, 
   }
   const Settings s = settings_copy(self);
   maybe_swap(self, st, s);
+  if (!follow_upstream_size(self, st, s, buf)) {
+    gst_buffer_unref(buf);
+    return GST_FLOW_ERROR;
+  }
   st.pending.push_back(buf);
   if (!queue_buffer(self, st, s, buf)) return GST_FLOW_ERROR;
   if (st.pending.size() >= st.batch && !classify_pending(self, st)) return GST_FLOW_ERROR;
@@ -852,6 +895,20 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
                            "On CUDA: capture the forward pass once per batch size and replay it (less launch "
                            "overhead for small models and batches); falls back to plain runs if capture fails",
                            FALSE, ready));
+  /**
+   * GstPtmInfer:input-size:
+   *
+   * Height and width of the model input. 0 takes, in order: the size of the
+   * tensors an upstream ptmpreprocess attaches (when the model runs at it),
+   * the model's own (a .pt2 package's, the architecture's default). A model
+   * that cannot run at the size asked fails to start, saying why.
+   */
+  g_object_class_install_property(
+      gobject_class, PROP_INPUT_SIZE,
+      g_param_spec_int("input-size", "Input size",
+                       "Height and width of the model input (0: an upstream ptmpreprocess's tensor size, else "
+                       "the model's own)",
+                       0, 4096, 0, ready));
   g_object_class_install_property(
       gobject_class, PROP_STATS,
       g_param_spec_boxed("stats", "Statistics",

@@ -20,6 +20,7 @@ PreprocessConfig preprocess_config_for(const ModelInfo& m) {
   c.resize_size = m.resize_size;
   c.crop_width = c.crop_height = m.crop_size;
   c.filter = m.bicubic ? Filter::Bicubic : Filter::Bilinear;
+  if (m.stretch) c.mode = ResizeMode::Stretch;
   c.mean = m.mean;
   c.std = m.std;
   return c;
@@ -53,6 +54,15 @@ void InferCore::update_scoring(const InferSettings& s) {
 }
 
 PreprocessConfig InferCore::preprocess_config() const { return preprocessor_.config(); }
+
+std::string InferCore::set_input_size(int size) {
+  if (!pending_.empty()) throw std::logic_error("InferCore::set_input_size with frames queued");
+  const std::string why = classifier_.set_input_size(size);
+  if (!why.empty()) return why;
+  preprocessor_ = Preprocessor(preprocess_config_for(classifier_.info()));
+  gpu_.reset();  // its kernel tables are for the old size
+  return "";
+}
 
 void InferCore::reset() {
   drop_queued();

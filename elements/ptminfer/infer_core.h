@@ -43,6 +43,10 @@ class InferCore {
   const InferSettings& settings() const { return settings_; }
   // The preprocessing that reproduces torchvision's eval transform for this model.
   PreprocessConfig preprocess_config() const;
+  // Runs the model at `size` x `size` from now on (Classifier::set_input_size;
+  // the preprocessing follows). Only between batches: nothing may be queued.
+  // Returns "" on success, else why not.
+  std::string set_input_size(int size);
 
   // One frame: `tensor` (3 x crop x crop floats) when an upstream
   // ptmpreprocess made one that fits, else the frame is preprocessed here.

@@ -22,6 +22,7 @@
 
 #include <gst/video/video.h>
 
+#include <cmath>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -123,7 +124,8 @@ struct PreprocessPrivate {
   ptm::PreprocessConfig settings;
   // Properties the application set; the others follow a downstream
   // ptminfer's model when one answers (else torchvision's ImageNet defaults).
-  bool set_size = false, set_resize = false, set_interpolation = false;
+  bool set_size = false, set_resize = false, set_interpolation = false, set_mean = false, set_std = false,
+       set_mode = false;
   bool dirty = true;  // settings changed since the core was built
   std::optional<State> state;
   ptm::CudaLink cuda;
@@ -191,27 +193,50 @@ static void gst_ptm_preprocess_set_property(GObject* object, guint id, const GVa
   if (id == PROP_SIZE) self->priv->set_size = true;
   if (id == PROP_RESIZE) self->priv->set_resize = true;
   if (id == PROP_INTERPOLATION) self->priv->set_interpolation = true;
+  if (id == PROP_MEAN) self->priv->set_mean = true;
+  if (id == PROP_MODE) self->priv->set_mode = true;
+  if (id == PROP_STD) self->priv->set_std = true;
 }
 
 // Asks downstream (a ptminfer) for its model's input transform and adopts
-// what the application did not set.
+// what the application did not set. An output size set without a resize
+// size keeps the model's proportion between them (torchvision's 256/224
+// when nothing answers): size=64 resizes to 73, then crops 64.
 static void adopt_model_input(GstPtmPreprocess* self, ptm::PreprocessConfig& c) {
   PreprocessPrivate& p = *self->priv;
-  if (p.set_size && p.set_resize && p.set_interpolation) return;
+  if (p.set_size && p.set_resize && p.set_interpolation && p.set_mean && p.set_std && p.set_mode) return;
+  gint size = 224, resize = 256;
   GstQuery* q = gst_query_new_custom(GST_QUERY_CUSTOM, gst_structure_new_empty("ptm-model-input"));
   if (gst_pad_peer_query(GST_BASE_TRANSFORM_SRC_PAD(self), q)) {
     const GstStructure* s = gst_query_get_structure(q);
-    gint size = 0, resize = 0;
-    gboolean bicubic = FALSE;
-    if (!p.set_size && gst_structure_get_int(s, "size", &size) && size > 0) c.crop_width = c.crop_height = size;
-    if (!p.set_resize && gst_structure_get_int(s, "resize", &resize) && resize > 0) c.resize_size = resize;
+    gint qs = 0, qr = 0;
+    gboolean bicubic = FALSE, stretch = FALSE;
+    if (!p.set_mode && gst_structure_get_boolean(s, "stretch", &stretch) && stretch) c.mode = ptm::ResizeMode::Stretch;
+    if (gst_structure_get_int(s, "size", &qs) && gst_structure_get_int(s, "resize", &qr) && qs > 0 && qr >= qs) {
+      size = qs;
+      resize = qr;
+    }
     if (!p.set_interpolation && gst_structure_get_boolean(s, "bicubic", &bicubic))
       c.filter = bicubic ? ptm::Filter::Bicubic : ptm::Filter::Bilinear;
-    GST_INFO_OBJECT(self, "following downstream model %s: resize %d, size %d, %s",
-                    gst_structure_get_string(s, "model"), c.resize_size, c.crop_width,
-                    c.filter == ptm::Filter::Bicubic ? "bicubic" : "bilinear");
+    // Normalisation: models trained with other statistics (hub configs, .pt2 metadata).
+    for (const char* field : {"mean", "std"}) {
+      const GValue* arr = gst_structure_get_value(s, field);
+      if ((field[0] == 'm' ? p.set_mean : p.set_std) || !arr || !GST_VALUE_HOLDS_ARRAY(arr) ||
+          gst_value_array_get_size(arr) != 3)
+        continue;
+      std::array<float, 3> v{};
+      for (guint i = 0; i < 3; ++i) v[i] = float(g_value_get_double(gst_value_array_get_value(arr, i)));
+      ptm::PreprocessConfig t = c;
+      (field[0] == 'm' ? t.mean : t.std) = v;
+      if (t.validate().empty()) c = t;
+    }
+    GST_INFO_OBJECT(self, "downstream model %s takes resize %d, size %d, %s", gst_structure_get_string(s, "model"),
+                    resize, size, c.filter == ptm::Filter::Bicubic ? "bicubic" : "bilinear");
   }
   gst_query_unref(q);
+  if (!p.set_size) c.crop_width = c.crop_height = size;
+  if (!p.set_resize)
+    c.resize_size = p.set_size ? std::max(c.crop_width, int(std::lround(double(c.crop_width) * resize / size))) : resize;
 }
 
 static void gst_ptm_preprocess_get_property(GObject* object, guint id, GValue* value, GParamSpec* pspec) {

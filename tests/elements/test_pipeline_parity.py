@@ -35,11 +35,16 @@ TRANSFORMS = {  # torchvision's IMAGENET1K_V1 eval transforms
 
 
 def pipeline_results(model_path, classes, resize, crop, interp, with_preprocess, extra="", frames_wanted=FRAMES,
-                     names=None):
+                     names=None, pre=None, warnings=None):
     """The first frames of VIDEO as the appsink saw them, and ptminfer's
-    full logit vector for each (and, in `names`, its class ids and labels)."""
-    pre = ""
-    if with_preprocess:
+    full logit vector for each (and, in `names`, its class ids and labels;
+    in `warnings`, the warning messages). `pre` replaces the ptmpreprocess
+    made from resize/crop/interp."""
+    if pre is not None:
+        pass
+    elif not with_preprocess:
+        pre = ""
+    else:
         pre = (f"ptmpreprocess resize={resize} size={crop} "
                f"interpolation={'bicubic' if interp == T.InterpolationMode.BICUBIC else 'bilinear'} ! ")
     # The frames the Python loop sees are taken before the overlay draws on them.
@@ -68,9 +73,13 @@ def pipeline_results(model_path, classes, resize, crop, interp, with_preprocess,
         frames.append(img)
     while True:  # until the inference branch is done too
         msg = bus.timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR
-                                     | Gst.MessageType.ELEMENT)
+                                     | Gst.MessageType.ELEMENT | Gst.MessageType.WARNING)
         if msg is None or msg.type == Gst.MessageType.EOS:
             break
+        if msg.type == Gst.MessageType.WARNING:
+            if warnings is not None:
+                warnings.append(msg.parse_warning()[0].message)
+            continue
         if msg.type == Gst.MessageType.ERROR:
             p.set_state(Gst.State.NULL)
             raise RuntimeError(msg.parse_error()[0].message)
@@ -84,6 +93,53 @@ def pipeline_results(model_path, classes, resize, crop, interp, with_preprocess,
                 names[s.get_value("frame")] = (list(s.get_value("class-ids")), list(s.get_value("labels")))
     p.set_state(Gst.State.NULL)
     return frames, logits
+
+
+# Models run at other resolutions: through an explicit ptmpreprocess size
+# (ptminfer takes the tensors' size), through ptminfer's input-size alone,
+# and an explicit ptminfer size that an upstream tensor does not fit (the
+# frames are preprocessed again at it, with one warning saying so).
+SIZE_CASES = [  # (ptmpreprocess, ptminfer extra, size the model must run at, warning expected)
+    ("ptmpreprocess size=64 ! ", "", 64, False),
+    ("", "input-size=64", 64, False),
+    ("ptmpreprocess size=384 ! ", "", 384, False),
+    ("", "input-size=384", 384, False),
+    ("ptmpreprocess size=64 ! ", "input-size=96", 96, True),
+]
+
+
+def other_sizes(fixtures, nc):
+    path = os.path.join(fixtures, "resnet18.pth")
+    model = torchvision.models.resnet18(weights=None, num_classes=nc)
+    model.load_state_dict(torch.load(path))
+    model.eval()
+    failures = 0
+    for pre, extra, size, warn in SIZE_CASES:
+        # torchvision's eval transform keeps the 256/224 proportion: 64 -> 73, 384 -> 439.
+        resize = round(size * 256 / 224)
+        tf = T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(),
+                        T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+        warnings = []
+        frames, logits = pipeline_results(path, nc, 0, 0, None, False, extra=extra, pre=pre, warnings=warnings)
+        what = f"{pre}ptminfer {extra}".strip()
+        if len(frames) != FRAMES or len(logits) != FRAMES:
+            print(f"FAIL {what}: {len(frames)} frames, {len(logits)} results, want {FRAMES}")
+            failures += 1
+            continue
+        worst = 0.0
+        for i, img in enumerate(frames):
+            with torch.no_grad():
+                ref = model(tf(img).unsqueeze(0))[0].double().numpy()
+            err = np.abs(logits[i] - ref).max() / max(1.0, np.abs(ref).max())
+            worst = max(worst, err)
+        told = [w for w in warnings if "not used" in w]
+        if worst > 1e-4 or (len(told) == 1) != warn:
+            print(f"FAIL {what}: rel. max diff {worst:.2e} against torchvision at {resize}/{size}; warnings {warnings}")
+            failures += 1
+        else:
+            print(f"ok   {what:45s} runs at {size}x{size} (resize {resize}): rel. max diff {worst:.2e}"
+                  + (f"; warned once: {told[0]}" if warn else ""))
+    return failures
 
 
 def main():
@@ -128,6 +184,8 @@ def main():
                   f"{FRAMES} frames of {os.path.basename(VIDEO)}, full logits rel. max diff {worst:.2e}, "
                   f"top-5 identical")
 
+    failures += other_sizes(fixtures, classes_of["resnet18"])
+
     # The Python embedding example reads the same results from the bus.
     res = classify.classify(os.path.join(fixtures, "resnet18.pth"), VIDEO, frames=5, top_k=3)
     if len(res) != 5 or any(len(r["labels"]) != 3 or not r["labels"][0] for r in res):
@@ -135,7 +193,7 @@ def main():
         failures += 1
     else:
         print(f"ok   pipelines/classify.py read {len(res)} frames, e.g. frame 0: {res[0]['labels'][0]}")
-    print(f"{3 * 2 + 1 - failures} passed, {failures} failed")
+    print(f"{3 * 2 + 1 + len(SIZE_CASES) - failures} passed, {failures} failed")
     return 1 if failures else 0
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Live model reload in ptminfer: 100 model swaps while a 30 fps live
-source flows — valid models, a corrupt file and a model needing another
-input size in turn. Every output frame must be classified by exactly one
+source flows — valid models (one of them with another input size, served
+at its own), a corrupt file, and with input-size set a model that cannot
+run at it, in turn. Every output frame must be classified by exactly one
 complete model (its full logit vector equals one valid model's), and a bad
 file must leave the previous model serving, with a warning and a
 'model-reload' message. Then reload-on-change picks up a replaced file.
@@ -22,7 +23,7 @@ from gi.repository import Gst  # noqa: E402  (before torch: see README, "Python 
 import numpy as np  # noqa: E402
 
 SOURCE = "videotestsrc is-live=true pattern=circular ! video/x-raw,format=RGB,width=160,height=120,framerate=30/1"  # a static picture: every frame the same
-VALID = ["mobilenet_v3_small", "shufflenet_v2_x0_5", "squeezenet1_1"]
+VALID = ["mobilenet_v3_small", "shufflenet_v2_x0_5", "efficientnet_b1", "squeezenet1_1"]  # efficientnet_b1: 240x240
 
 
 def logits_of(structure):
@@ -50,6 +51,35 @@ def reference(fixtures, name):
     return out
 
 
+def fixed_size_refusal(fixtures):
+    """With input-size set, a model that cannot run at it (alexnet's pooling
+    needs more than 32x32) is refused, saying why, and the running model
+    keeps serving."""
+    p = Gst.parse_launch(f"{SOURCE} ! ptminfer name=inf model={fixtures}/{VALID[0]}.pth input-size=32 output=logits "
+                         f"top-k=10 ! fakesink")
+    inf = p.get_by_name("inf")
+    bus = p.get_bus()
+    p.set_state(Gst.State.PLAYING)
+    p.get_state(60 * Gst.SECOND)
+    inf.set_property("model", f"{fixtures}/alexnet.pth")
+    reload, after = None, 0
+    deadline = time.time() + 60
+    while time.time() < deadline and after < 5:
+        m = bus.timed_pop_filtered(Gst.SECOND, Gst.MessageType.ELEMENT)
+        if m is None:
+            continue
+        s = m.get_structure()
+        if s.get_name() == "model-reload":
+            reload = (s.get_value("success"), s.get_value("reason"))
+        elif s.get_name() == "ptm-classification" and reload is not None:
+            after += 1
+    p.set_state(Gst.State.NULL)
+    ok = reload is not None and not reload[0] and "32x32" in reload[1] and after == 5
+    print(("ok   " if ok else "FAIL ") + f"input-size=32: alexnet refused on reload, the running model kept serving "
+          f"({reload}, {after} frames after)", flush=True)
+    return [] if ok else ["input-size reload"]
+
+
 def main():
     fixtures, out = sys.argv[1], sys.argv[2]
     os.makedirs(out, exist_ok=True)
@@ -58,9 +88,8 @@ def main():
     corrupt = os.path.join(out, "corrupt.pth")
     data = open(os.path.join(fixtures, "shufflenet_v2_x0_5.pth"), "rb").read()
     open(corrupt, "wb").write(data[: len(data) // 2])
-    incompatible = os.path.join(fixtures, "efficientnet_b1.pth")  # 240x240 input
-    cycle = [f"{fixtures}/{VALID[0]}.pth", corrupt, f"{fixtures}/{VALID[1]}.pth", incompatible,
-             f"{fixtures}/{VALID[2]}.pth"]
+    cycle = [f"{fixtures}/{VALID[0]}.pth", corrupt, f"{fixtures}/{VALID[1]}.pth", f"{fixtures}/{VALID[2]}.pth",
+             f"{fixtures}/{VALID[3]}.pth"]
 
     p = Gst.parse_launch(f"{SOURCE} ! ptminfer name=inf model={cycle[0]} output=logits top-k=10 ! fakesink")
     inf = p.get_by_name("inf")
@@ -143,13 +172,16 @@ def main():
     check(len(frames) > 200, f"{len(frames)} frames classified during {swaps:.1f} s of swapping")
     check(not stray, f"every frame classified by exactly one complete model ({len(stray)} strays)")
     check(len(reloads) >= 101, f"{len(reloads)} model-reload messages ({ok_reloads} loaded, {len(bad)} refused)")
-    check(all(("corrupt" in m and ("truncated" in r or "zip" in r or "CRC" in r)) or ("efficientnet_b1" in m and "240x240" in r)
-              for m, _, r, _ in bad) and len(bad) == 40, "bad files refused with the reason, 40 of them")
-    check(len([w for w in warnings if "keeps running" in w]) == 40 and not any(w.startswith("ERROR") for w in warnings),
+    check(all("corrupt" in m and ("truncated" in r or "zip" in r or "CRC" in r) for m, _, r, _ in bad) and len(bad) == 20,
+          "corrupt files refused with the reason, 20 of them")
+    check(len([w for w in warnings if "keeps running" in w]) == 20 and not any(w.startswith("ERROR") for w in warnings),
           "a warning per refused file, no error")
-    check(kept and len(bad) == 40, "the previous model kept serving after each refusal")
+    check(kept and len(bad) == 20, "the previous model kept serving after each refusal")
+    served = {name for name, r in refs.items() if any(same(f, r) for f in frames)}
+    check(served == set(VALID), f"every valid model served frames, efficientnet_b1 at its own 240x240 ({sorted(served)})")
     check(changed, "reload-on-change picked up the replaced file")
-    print(f"{7 - len(failures)} passed, {len(failures)} failed")
+    failures += fixed_size_refusal(fixtures)
+    print(f"{9 - len(failures)} passed, {len(failures)} failed")
     return 1 if failures else 0
 
 

@@ -47,7 +47,19 @@ for bad in evil_system.pth evil_eval.pth evil_legacy.pth whole_model.pth huge_en
   fi
 done
 "$inspect" /nonexistent.pth >/dev/null 2>&1; [ $? -eq 1 ] || { echo "FAIL missing file"; fail=1; }
-"$inspect" "$fx" >/dev/null 2>&1; [ $? -eq 1 ] || { echo "FAIL directory"; fail=1; }
+# Folders: a hub-style folder is read (model-folder test); one without
+# weights, or with several and none of the hub's names, fails saying so.
+dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
+out=$("$inspect" "$dir" 2>&1); rc=$?
+[ $rc -eq 1 ] && grep -q "has no weights" <<<"$out" || { echo "FAIL empty folder: exit $rc: $out"; fail=1; }
+cp "$fx/resnet18.pth" "$fx/resnet34.pth" "$dir/"
+out=$("$inspect" "$dir" 2>&1); rc=$?
+[ $rc -eq 1 ] && grep -q "several weights files (resnet.*pth, resnet.*pth); name one" <<<"$out" ||
+  { echo "FAIL folder with two weights files: exit $rc: $out"; fail=1; }
+echo '{"label_names": ["a", 1]}' > "$dir/config.json"; rm "$dir/resnet34.pth"
+out=$("$inspect" "$dir" 2>&1); rc=$?
+[ $rc -eq 1 ] && grep -q "config.json label_names must be strings" <<<"$out" ||
+  { echo "FAIL folder with a bad config: exit $rc: $out"; fail=1; }
 "$inspect" >/dev/null 2>&1; [ $? -eq 2 ] || { echo "FAIL usage"; fail=1; }
 [ -e "$fx/CANARY" ] && { echo "FAIL: a pickled command ran"; fail=1; }
 exit $fail
