@@ -123,6 +123,12 @@ def main():
         deadline = time.time() + 30
         while len(reloads) == n and time.time() < deadline:
             time.sleep(0.01)
+        # A loaded model takes over at the next frame: wait for its first
+        # result, so that what follows is attributed to it.
+        name = os.path.basename(cycle[i % len(cycle)])[:-4]
+        if len(reloads) > n and reloads[-1][1] and name in refs:
+            while time.time() < deadline and not (frames and same(frames[-1], refs[name])):
+                time.sleep(0.01)
         time.sleep(0.1)  # let a few frames through with the outcome
     swaps = time.time() - start
 
