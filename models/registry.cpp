@@ -36,8 +36,10 @@ const std::vector<ArchInfo>& architectures() {
       v.push_back(std::move(a));
     };
     for (const char* n : {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                          "resnext50_32x4d", "wide_resnet50_2"})
+                          "resnext50_32x4d", "wide_resnet50_2", "resnext101_32x8d"})
       add(n, "resnet", "fc", arch::make_resnet);
+    add("resnext101_64x4d", "resnet", "fc", arch::make_resnet, 224, 232);
+    add("wide_resnet101_2", "resnet", "fc", arch::make_resnet);
     for (const char* n : {"vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"})
       add(n, "vgg", "classifier.6", arch::make_vgg);
     add("alexnet", "alexnet", "classifier.6", arch::make_alexnet);
