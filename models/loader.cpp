@@ -56,8 +56,15 @@ const std::vector<Signature>& signatures() {
   return sigs;
 }
 
-bool is_head_key(const std::string& key, const std::string& head) {
-  return key.size() > head.size() && key.compare(0, head.size(), head) == 0 && key[head.size()] == '.';
+bool under_prefix(const std::string& key, const std::string& prefix) {
+  return key.size() > prefix.size() && key.compare(0, prefix.size(), prefix) == 0 && key[prefix.size()] == '.';
+}
+
+// A key under one of the architecture's ignored prefixes (ArchInfo::ignored).
+bool ignored_key(const ArchInfo& info, const std::string& key) {
+  for (const auto& p : info.ignored)
+    if (under_prefix(key, p)) return true;
+  return false;
 }
 
 bool optional_key(const std::string& key) {
@@ -73,7 +80,9 @@ Candidate compare(const Signature& sig, const std::unordered_map<std::string, co
   const std::string& head = sig.info->head;
   auto hw = sd.find(head + ".weight");
   c.num_classes = hw != sd.end() && hw->second->dim() > 0 ? hw->second->size(0) : 0;
-  size_t present = 0;
+  size_t present = 0, ignored = 0;
+  if (!sig.info->ignored.empty())
+    for (const auto& [key, tensor] : sd) ignored += ignored_key(*sig.info, key);
   for (const auto& k : sig.keys) {
     auto it = sd.find(k.key);
     if (it == sd.end()) {
@@ -82,11 +91,11 @@ Candidate compare(const Signature& sig, const std::unordered_map<std::string, co
     }
     ++present;
     std::vector<int64_t> want = k.shape;
-    if (is_head_key(k.key, head) && !want.empty()) want[0] = c.num_classes;
+    if (under_prefix(k.key, head) && !want.empty()) want[0] = c.num_classes;
     if (shape_of(*it->second) == want) ++c.matched;
     else ++c.mismatched;
   }
-  c.unexpected = sd.size() - present;
+  c.unexpected = sd.size() - present - ignored;
   const double total = double(sig.keys.size() + c.unexpected);
   c.score = total > 0 ? double(c.matched) / total : 0;
   return c;
@@ -176,7 +185,7 @@ LoadReport load_into(torch::nn::Module& module, const std::string& architecture,
   at::NoGradGuard no_grad;
   for (auto& [key, target] : targets) {
     auto it = sd.find(key);
-    const bool in_head = is_head_key(key, head);
+    const bool in_head = under_prefix(key, head);
     if (it == sd.end()) {
       if (optional_key(key)) {
         ++skipped_nbt;
@@ -200,8 +209,18 @@ LoadReport load_into(torch::nn::Module& module, const std::string& architecture,
   }
   std::unordered_map<std::string, bool> known;
   for (const auto& t : targets) known.emplace(t.first, true);
-  for (const auto& e : state.entries)
-    if (!known.count(e.name)) r.unexpected.push_back(e.name);
+  size_t ignored = 0;
+  for (const auto& e : state.entries) {
+    if (known.count(e.name)) continue;
+    if (info && ignored_key(*info, e.name)) ++ignored;
+    else r.unexpected.push_back(e.name);
+  }
+  if (ignored) {
+    std::string prefixes;
+    for (const auto& p : info->ignored) prefixes += (prefixes.empty() ? "" : ", ") + p;
+    r.notes.push_back(std::to_string(ignored) + " tensors of training-only parts (" + prefixes +
+                      ") ignored: unused in inference");
+  }
   if (skipped_nbt) r.notes.push_back(std::to_string(skipped_nbt) + " BatchNorm num_batches_tracked counters absent (older checkpoint); left at 0");
   if (options.strict && !r.clean())
     throw ModelError("the weights do not fit " + r.summary() + ":\n" + r.details());

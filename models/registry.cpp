@@ -15,6 +15,9 @@ Ptr make_mobilenet_v2(const std::string&, const ArchParams&);
 Ptr make_mobilenet_v3(const std::string&, const ArchParams&);
 Ptr make_efficientnet(const std::string&, const ArchParams&);
 Ptr make_shufflenet_v2(const std::string&, const ArchParams&);
+Ptr make_mnasnet(const std::string&, const ArchParams&);
+Ptr make_googlenet(const std::string&, const ArchParams&);
+Ptr make_inception_v3(const std::string&, const ArchParams&);
 }  // namespace arch
 
 const std::vector<ArchInfo>& architectures() {
@@ -36,8 +39,10 @@ const std::vector<ArchInfo>& architectures() {
       v.push_back(std::move(a));
     };
     for (const char* n : {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                          "resnext50_32x4d", "wide_resnet50_2"})
+                          "resnext50_32x4d", "wide_resnet50_2", "resnext101_32x8d"})
       add(n, "resnet", "fc", arch::make_resnet);
+    add("resnext101_64x4d", "resnet", "fc", arch::make_resnet, 224, 232);
+    add("wide_resnet101_2", "resnet", "fc", arch::make_resnet);
     for (const char* n : {"vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"})
       add(n, "vgg", "classifier.6", arch::make_vgg);
     add("alexnet", "alexnet", "classifier.6", arch::make_alexnet);
@@ -55,6 +60,16 @@ const std::vector<ArchInfo>& architectures() {
           resizes[b], I::Bicubic);
     for (const char* n : {"shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"})
       add(n, "shufflenet_v2", "fc", arch::make_shufflenet_v2);
+    // Published weights come without the auxiliary heads, training
+    // checkpoints (aux_logits=True) with them.
+    add("googlenet", "googlenet", "fc", arch::make_googlenet);
+    v.back().ignored = {"aux1", "aux2"};
+    add("inception_v3", "inception", "fc", arch::make_inception_v3, 299, 342);
+    v.back().ignored = {"AuxLogits"};
+    add("mnasnet0_5", "mnasnet", "classifier.1", arch::make_mnasnet);
+    add("mnasnet0_75", "mnasnet", "classifier.1", arch::make_mnasnet, 224, 232);
+    add("mnasnet1_0", "mnasnet", "classifier.1", arch::make_mnasnet);
+    add("mnasnet1_3", "mnasnet", "classifier.1", arch::make_mnasnet, 224, 232);
     return v;
   }();
   return list;

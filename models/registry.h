@@ -37,6 +37,10 @@ struct ArchInfo {
   int resize_size = 256;
   Interpolation interpolation = Interpolation::Bilinear;
   std::array<float, 3> mean = kImageNetMean, std = kImageNetStd;
+  // State-dict prefixes of training-only parts the module does not build
+  // (auxiliary classifiers): a checkpoint may carry them or not; their keys
+  // are accepted and ignored, by detection and loading alike.
+  std::vector<std::string> ignored;
 };
 
 const std::vector<ArchInfo>& architectures();

@@ -1,6 +1,7 @@
-// torchvision.models.{mobilenetv2, mobilenetv3, efficientnet (v1)}: inverted
-// residual networks built from Conv2dNormActivation blocks.
+// torchvision.models.{mobilenetv2, mobilenetv3, efficientnet (v1), mnasnet}:
+// inverted residual networks.
 #include <cmath>
+#include <map>
 
 #include "common.h"
 
@@ -215,6 +216,69 @@ class EfficientNet : public ClassifierModuleImpl {
   torch::nn::Linear fc_{nullptr};
 };
 
+// ---- MNASNet (B1). torchvision writes its layers out as plain Sequentials
+// (ReLU slots take an index), not as Conv2dNormActivation blocks.
+
+void add_conv_bn(Blocks& b, int64_t in, int64_t out, int64_t k, int64_t stride, int64_t groups, bool relu) {
+  b.add(conv(in, out, k, stride, k / 2, groups).ptr());
+  b.add(batchnorm(out).ptr());  // momentum 1 - 0.9997 in training; eval ignores it
+  if (relu) b.add(torch::nn::ReLU().ptr());
+}
+
+class MnasInvertedResidual : public InvertedResidualBase {
+ public:
+  MnasInvertedResidual(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t expand) {
+    const int64_t mid = in * expand;
+    auto b = std::make_shared<Blocks>();
+    add_conv_bn(*b, in, mid, 1, 1, 1, true);
+    add_conv_bn(*b, mid, mid, k, stride, mid, true);
+    add_conv_bn(*b, mid, out, 1, 1, 1, false);
+    set_body("layers", b, in == out && stride == 1);
+  }
+};
+
+// torchvision's _round_to_multiple_of: rounds up unless that would add more
+// than about 10 % (bias 0.9), unlike make_divisible's round-to-nearest.
+int64_t round_to_multiple_of(double v, int64_t divisor) {
+  const int64_t nv = std::max<int64_t>(divisor, int64_t(v + divisor / 2.0) / divisor * divisor);
+  return double(nv) >= 0.9 * v ? nv : nv + divisor;
+}
+
+class MNASNet : public ClassifierModuleImpl {
+ public:
+  MNASNet(double alpha, int64_t n) {
+    int64_t d[8];
+    const int64_t base[8] = {32, 16, 24, 40, 80, 96, 192, 320};
+    for (int i = 0; i < 8; ++i) d[i] = round_to_multiple_of(double(base[i]) * alpha, 8);
+    layers = std::make_shared<Blocks>();
+    add_conv_bn(*layers, 3, d[0], 3, 2, 1, true);
+    add_conv_bn(*layers, d[0], d[0], 3, 1, d[0], true);
+    add_conv_bn(*layers, d[0], d[1], 1, 1, 1, false);
+    // (kernel, stride, expansion, repeats) of each stack; its first block
+    // takes the stride and the width change.
+    const int64_t stacks[6][4] = {{3, 2, 3, 3}, {5, 2, 3, 3}, {5, 2, 6, 3}, {3, 1, 6, 2}, {5, 2, 6, 4}, {3, 1, 6, 1}};
+    for (int s = 0; s < 6; ++s) {
+      auto stack = std::make_shared<Blocks>();
+      const auto& c = stacks[s];
+      for (int64_t r = 0; r < c[3]; ++r)
+        stack->add(std::make_shared<MnasInvertedResidual>(r == 0 ? d[s + 1] : d[s + 2], d[s + 2], c[0],
+                                                          r == 0 ? c[1] : 1, c[2]));
+      layers->add(stack);
+    }
+    add_conv_bn(*layers, d[7], 1280, 1, 1, 1, true);
+    register_module("layers", layers);
+    auto c = std::make_shared<Blocks>();
+    fc_ = c->register_module("1", torch::nn::Linear(1280, n));  // "0" is the dropout
+    register_module("classifier", c);
+  }
+  at::Tensor embed(const at::Tensor& x) override { return layers->forward(x).mean({2, 3}); }
+  at::Tensor logits(const at::Tensor& f) override { return fc_(f); }
+  std::shared_ptr<Blocks> layers;
+
+ private:
+  torch::nn::Linear fc_{nullptr};
+};
+
 }  // namespace
 
 ClassifierModulePtr make_mobilenet_v2(const std::string&, const ArchParams& p) {
@@ -258,6 +322,18 @@ ClassifierModulePtr make_efficientnet(const std::string& name, const ArchParams&
   // b5-b7 use BatchNorm(eps=1e-3, momentum=0.01), b0-b4 PyTorch's default.
   const Norm bn = b >= 5 ? Norm{0.001, 0.01} : Norm{};
   return std::make_shared<EfficientNet>(params[b].w, params[b].d, bn, n);
+}
+
+ClassifierModulePtr make_mnasnet(const std::string& name, const ArchParams& p) {
+  // Checkpoints of torchvision's current layout (state-dict _version 2, stem
+  // widths scaled by alpha); version-1 files of 0_5/0_75/1_3 have a fixed
+  // 32/16 stem and do not match these shapes.
+  static const std::map<std::string, double> alphas = {
+      {"mnasnet0_5", 0.5}, {"mnasnet0_75", 0.75}, {"mnasnet1_0", 1.0}, {"mnasnet1_3", 1.3}};
+  auto it = alphas.find(name);
+  if (it == alphas.end())
+    throw ModelError("unknown mnasnet variant '" + name + "' (mnasnet0_5, mnasnet0_75, mnasnet1_0, mnasnet1_3)");
+  return std::make_shared<MNASNet>(it->second, p.num_classes);
 }
 
 }  // namespace ptm::arch

@@ -132,6 +132,9 @@ ClassifierModulePtr make_resnet(const std::string& name, const ArchParams& p) {
   if (name == "resnet152") return ResNetImpl::make<Bottleneck>({3, 8, 36, 3}, n, 1, 64);
   if (name == "resnext50_32x4d") return ResNetImpl::make<Bottleneck>({3, 4, 6, 3}, n, 32, 4);
   if (name == "wide_resnet50_2") return ResNetImpl::make<Bottleneck>({3, 4, 6, 3}, n, 1, 128);
+  if (name == "resnext101_32x8d") return ResNetImpl::make<Bottleneck>({3, 4, 23, 3}, n, 32, 8);
+  if (name == "resnext101_64x4d") return ResNetImpl::make<Bottleneck>({3, 4, 23, 3}, n, 64, 4);
+  if (name == "wide_resnet101_2") return ResNetImpl::make<Bottleneck>({3, 4, 23, 3}, n, 1, 128);
   throw ModelError("unknown resnet variant '" + name + "'");
 }
 

@@ -12,6 +12,7 @@
 #include "models/architectures.h"
 #include "models/classifier.h"
 #include "models/labels.h"
+#include "models/loader.h"
 #include "models/pickle.h"
 #include "models/registry.h"
 
@@ -243,11 +244,52 @@ TEST(Registry, EveryNameBuildsAndHasAHead) {
     ASSERT_TRUE(params.contains(a.head + ".weight")) << a.name;
     EXPECT_EQ(params[a.head + ".weight"].size(0), 7) << a.name;
     at::NoGradGuard ng;
-    at::Tensor y = m->forward(at::zeros({1, 3, 64, 64}));
+    // 80: small, and above the smallest input every architecture takes
+    // (inception_v3's 75).
+    at::Tensor y = m->forward(at::zeros({1, 3, 80, 80}));
     EXPECT_EQ(y.sizes(), (at::IntArrayRef{1, 7})) << a.name;
   }
   EXPECT_THROW(create_architecture("resnet9000", 10), ModelError);
   EXPECT_THROW(create_architecture("resnet18", 0), ModelError);
+}
+
+StateDict state_of(torch::nn::Module& m) {
+  StateDict sd;
+  for (const auto& p : m.named_parameters()) sd.entries.push_back({p.key(), p.value().clone()});
+  for (const auto& b : m.named_buffers()) sd.entries.push_back({b.key(), b.value().clone()});
+  return sd;
+}
+
+// Auxiliary heads (ArchInfo::ignored) may be in a checkpoint or not: both
+// detect and load cleanly; keys under other prefixes still count.
+TEST(Loader, IgnoredPrefixesAreOptional) {
+  auto m = create_architecture("googlenet", 10);
+  StateDict plain = state_of(*m);
+  StateDict with_aux = plain;
+  with_aux.entries.push_back({"aux1.conv.conv.weight", at::zeros({128, 512, 1, 1})});
+  with_aux.entries.push_back({"aux2.fc2.weight", at::zeros({10, 1024})});
+  for (const StateDict* sd : {&plain, &with_aux}) {
+    Candidate c = detect_architecture(*sd);
+    EXPECT_EQ(c.name, "googlenet");
+    EXPECT_EQ(c.num_classes, 10);
+    auto target = create_architecture("googlenet", 10);
+    LoadReport r = load_into(*target, "googlenet", *sd, {});
+    EXPECT_TRUE(r.clean()) << r.details();
+    EXPECT_EQ(r.loaded, plain.size());
+  }
+  LoadReport r = load_into(*create_architecture("googlenet", 10), "googlenet", with_aux, {});
+  ASSERT_EQ(r.notes.size(), 1u);
+  EXPECT_NE(r.notes[0].find("2 tensors"), std::string::npos) << r.notes[0];
+
+  StateDict stray = plain;
+  stray.entries.push_back({"aux3.fc.weight", at::zeros({10, 4})});
+  stray.entries.push_back({"AuxLogits.fc.weight", at::zeros({10, 768})});  // inception_v3's, not googlenet's
+  EXPECT_THROW(detect_architecture(stray), ModelError);
+  LoadOptions lenient;
+  lenient.strict = false;
+  LoadReport bad = load_into(*create_architecture("googlenet", 10), "googlenet", stray, lenient);
+  EXPECT_EQ(bad.unexpected, (std::vector<std::string>{"aux3.fc.weight", "AuxLogits.fc.weight"}));
+  EXPECT_THROW(load_into(*create_architecture("googlenet", 10), "googlenet", stray, {}), ModelError);
 }
 
 }  // namespace
