@@ -17,6 +17,9 @@ class ClassifierModuleImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x) { return logits(embed(x)); }
   virtual at::Tensor embed(const at::Tensor& x) = 0;
   virtual at::Tensor logits(const at::Tensor& features) = 0;
+  // The one input size (S x S) the module takes when its parameters fix it
+  // (ViT's position table); 0: any size.
+  virtual int64_t fixed_input_size() const { return 0; }
 };
 using ClassifierModulePtr = std::shared_ptr<ClassifierModuleImpl>;
 

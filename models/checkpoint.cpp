@@ -138,8 +138,9 @@ void strip_prefixes(StateDict& sd, std::vector<std::string>& notes) {
 }
 
 // Key spellings of older torchvision releases, rewritten to today's, as data:
-// (pattern, replacement). torchvision's own DenseNet loader applies the
-// first one to its published weights.
+// (pattern, replacement). torchvision's own loaders apply the same: DenseNet
+// to its published weights, ViT's MLP block to checkpoints saved before
+// torchvision 0.13 (`_load_from_state_dict`, version < 2).
 struct KeyRule {
   const char* contains;  // cheap prefilter: keys without it are left alone
   const char* pattern;
@@ -149,6 +150,10 @@ struct KeyRule {
 const KeyRule kKeyRules[] = {
     {"denselayer", R"(^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$)",
      "$1$2", "renamed DenseNet keys from torchvision's published layout ('norm.1' -> 'norm1')"},
+    {"mlp.linear_1", R"(^(encoder\.layers\.encoder_layer_\d+\.mlp)\.linear_1\.(weight|bias)$)", "$1.0.$2",
+     "renamed ViT MLP keys from torchvision < 0.13 ('mlp.linear_1' -> 'mlp.0')"},
+    {"mlp.linear_2", R"(^(encoder\.layers\.encoder_layer_\d+\.mlp)\.linear_2\.(weight|bias)$)", "$1.3.$2",
+     "renamed ViT MLP keys from torchvision < 0.13 ('mlp.linear_2' -> 'mlp.3')"},
 };
 
 void normalize_keys(StateDict& sd, std::vector<std::string>& notes) {

@@ -294,14 +294,25 @@ void Classifier::Impl::load_weights(const ClassifierOptions& o) {
   }
   if (o.num_classes > 0) classes = o.num_classes;
   if (classes <= 0) throw ModelError("'" + o.model + "': cannot tell the number of classes; set it explicitly");
-  eager = create_architecture(arch, classes);
+  // A position table fixes the input size: build the model at the size the
+  // weights were made for (0: the architecture's default).
+  const int64_t table_size = input_size_of(arch, ck.state);
+  eager = create_architecture(arch, classes, table_size);
   LoadOptions lo;
   lo.strict = o.strict;
   lo.num_classes = o.num_classes;
   lo.share_memory = ck.state.nbytes() * 4 >= int64_t(ck.file_bytes) * 3;
   info.report = load_into(*eager, arch, ck.state, lo);
   eager->eval();
-  eager->to(device, dtype);
+  // Module::to(device, dtype) would turn integer buffers (Swin's position
+  // indices) into floats: only floating-point tensors take the dtype.
+  eager->to(device);
+  if (dtype != at::kFloat) {
+    torch::NoGradGuard ng;
+    for (auto& t : eager->parameters()) t.set_data(t.to(dtype));
+    for (auto& t : eager->buffers())
+      if (t.is_floating_point()) t.set_data(t.to(dtype));
+  }
   if (channels_last) {
     torch::NoGradGuard ng;
     for (auto& p : eager->parameters())
@@ -313,6 +324,13 @@ void Classifier::Impl::load_weights(const ClassifierOptions& o) {
   const ArchInfo* a = find_architecture(arch);
   info.crop_size = a->crop_size;
   info.resize_size = a->resize_size;
+  if (const int64_t s = eager->fixed_input_size(); s > 0 && s != a->crop_size) {
+    // Weights for another size: torchvision's crop/resize ratio kept.
+    info.crop_size = int(s);
+    info.resize_size = int(std::lround(double(s) * a->resize_size / a->crop_size));
+    info.notes.push_back(arch + " built for " + std::to_string(s) + "x" + std::to_string(s) + " input (from '" +
+                         a->position_table + "'), resize " + std::to_string(info.resize_size));
+  }
   info.bicubic = a->interpolation == Interpolation::Bicubic;
   info.mean = a->mean;
   info.std = a->std;
@@ -573,9 +591,22 @@ const std::string& Classifier::label(int64_t index) const {
   return index >= 0 && index < int64_t(l.size()) ? l[size_t(index)] : unknown;
 }
 
-at::Tensor Classifier::forward(const at::Tensor& input) {
+namespace {
+// Architectures with a fixed input size (ViT) refuse others up front, with
+// the sizes named, rather than failing inside LibTorch.
+void check_input(const at::Tensor& input, const ClassifierModulePtr& eager, const ModelInfo& info) {
   if (input.dim() != 4 || input.size(1) != 3)
     throw ModelError("model input must be N x 3 x H x W, got " + shape_str(input.sizes().vec()));
+  const int64_t s = eager ? eager->fixed_input_size() : 0;
+  if (s > 0 && (input.size(2) != s || input.size(3) != s))
+    throw ModelError(info.architecture + " takes " + std::to_string(s) + "x" + std::to_string(s) +
+                     " input (the size its position table was made for), got " + std::to_string(input.size(2)) +
+                     "x" + std::to_string(input.size(3)) + " (height x width)");
+}
+}  // namespace
+
+at::Tensor Classifier::forward(const at::Tensor& input) {
+  check_input(input, impl_->eager, impl_->info);
   c10::InferenceMode guard;
   PTM_MODEL_SCOPE(*impl_);
   try {
@@ -605,6 +636,7 @@ void require_linear_head(const ClassifierModulePtr& m, const ModelInfo& info) {
 
 at::Tensor Classifier::features(const at::Tensor& input) {
   require_linear_head(impl_->eager, impl_->info);
+  check_input(input, impl_->eager, impl_->info);
   c10::InferenceMode guard;
   PTM_MODEL_SCOPE(*impl_);
   return impl_->eager->embed(impl_->prepare(input)).to(torch::kCPU, at::kFloat);
@@ -623,7 +655,9 @@ std::string Classifier::head_prefix() const {
 StateDict Classifier::state_dict() const {
   require_linear_head(impl_->eager, impl_->info);
   StateDict sd;
-  auto host = [](const at::Tensor& t) { return t.detach().to(torch::kCPU, at::kFloat).contiguous(); };
+  auto host = [](const at::Tensor& t) {
+    return t.detach().to(torch::kCPU, t.is_floating_point() ? at::kFloat : t.scalar_type()).contiguous();
+  };
   for (const auto& p : impl_->eager->named_parameters(true)) sd.entries.push_back({p.key(), host(p.value())});
   for (const auto& b : impl_->eager->named_buffers(true)) sd.entries.push_back({b.key(), host(b.value())});
   return sd;

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
@@ -74,6 +75,23 @@ bool optional_key(const std::string& key) {
 
 std::vector<int64_t> shape_of(const at::Tensor& t) { return t.sizes().vec(); }
 
+int64_t square_root(int64_t n) {
+  if (n < 1) return 0;
+  const auto r = int64_t(std::llround(std::sqrt(double(n))));
+  return r * r == n ? r : 0;
+}
+
+// A position table is 1 x (1 + (S/P)^2) x D. The signature holds it at the
+// registry's input size, which gives the patch size P; a table of another
+// token count that is still a square grid plus the class token fits too,
+// and names the size S the weights were made for (0: it does not fit).
+int64_t table_input_size(const ArchInfo& info, const std::vector<int64_t>& want, const std::vector<int64_t>& got) {
+  if (want.size() != 3 || got.size() != 3 || got[0] != want[0] || got[2] != want[2]) return 0;
+  const int64_t grid0 = square_root(want[1] - 1), grid = square_root(got[1] - 1);
+  if (grid0 == 0 || grid == 0) return 0;
+  return grid * (info.crop_size / grid0);
+}
+
 Candidate compare(const Signature& sig, const std::unordered_map<std::string, const at::Tensor*>& sd) {
   Candidate c;
   c.name = sig.info->name;
@@ -90,6 +108,12 @@ Candidate compare(const Signature& sig, const std::unordered_map<std::string, co
       continue;
     }
     ++present;
+    if (k.key == sig.info->position_table) {
+      c.image_size = table_input_size(*sig.info, k.shape, shape_of(*it->second));
+      if (c.image_size > 0) ++c.matched;
+      else ++c.mismatched;
+      continue;
+    }
     std::vector<int64_t> want = k.shape;
     if (under_prefix(k.key, head) && !want.empty()) want[0] = c.num_classes;
     if (shape_of(*it->second) == want) ++c.matched;
@@ -133,6 +157,17 @@ Candidate detect_architecture(const StateDict& sd) {
   }
   msg << ". Pass the architecture explicitly to see the key report";
   throw ModelError(msg.str());
+}
+
+int64_t input_size_of(const std::string& architecture, const StateDict& state) {
+  for (const auto& sig : signatures()) {
+    if (sig.info->name != architecture || sig.info->position_table.empty()) continue;
+    const at::Tensor* t = state.find(sig.info->position_table);
+    if (!t) return 0;
+    for (const auto& k : sig.keys)
+      if (k.key == sig.info->position_table) return table_input_size(*sig.info, k.shape, shape_of(*t));
+  }
+  return 0;
 }
 
 std::string LoadReport::summary() const {

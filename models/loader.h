@@ -36,6 +36,7 @@ struct LoadReport {
 struct Candidate {
   std::string name;
   int64_t num_classes = 0;
+  int64_t image_size = 0;  // read from a position table (ViT); 0: not fixed by the weights
   size_t matched = 0, missing = 0, unexpected = 0, mismatched = 0;
   double score = 0;  // 1.0 = exact
   bool exact() const { return missing == 0 && unexpected == 0 && mismatched == 0; }
@@ -45,6 +46,10 @@ struct Candidate {
 std::vector<Candidate> rank_architectures(const StateDict& sd);
 // The exact match, or ModelError listing the closest candidates.
 Candidate detect_architecture(const StateDict& sd);
+// The input size the weights of `architecture` were made for, where its
+// position table fixes it (ViT: 384 for a (1, 577, 768) vit_b_16 table);
+// 0 for other architectures, or when the table is absent or not square.
+int64_t input_size_of(const std::string& architecture, const StateDict& sd);
 
 struct LoadOptions {
   bool strict = true;

@@ -18,6 +18,12 @@ Ptr make_shufflenet_v2(const std::string&, const ArchParams&);
 Ptr make_mnasnet(const std::string&, const ArchParams&);
 Ptr make_googlenet(const std::string&, const ArchParams&);
 Ptr make_inception_v3(const std::string&, const ArchParams&);
+Ptr make_convnext(const std::string&, const ArchParams&);
+Ptr make_efficientnet_v2(const std::string&, const ArchParams&);
+Ptr make_regnet(const std::string&, const ArchParams&);
+Ptr make_vit(const std::string&, const ArchParams&);
+Ptr make_swin(const std::string&, const ArchParams&);
+Ptr make_maxvit(const std::string&, const ArchParams&);
 }  // namespace arch
 
 const std::vector<ArchInfo>& architectures() {
@@ -58,8 +64,10 @@ const std::vector<ArchInfo>& architectures() {
     for (int b = 0; b < 8; ++b)
       add("efficientnet_b" + std::to_string(b), "efficientnet", "classifier.1", arch::make_efficientnet, crops[b],
           resizes[b], I::Bicubic);
-    for (const char* n : {"shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"})
-      add(n, "shufflenet_v2", "fc", arch::make_shufflenet_v2);
+    add("shufflenet_v2_x0_5", "shufflenet_v2", "fc", arch::make_shufflenet_v2);
+    add("shufflenet_v2_x1_0", "shufflenet_v2", "fc", arch::make_shufflenet_v2);
+    add("shufflenet_v2_x1_5", "shufflenet_v2", "fc", arch::make_shufflenet_v2, 224, 232);
+    add("shufflenet_v2_x2_0", "shufflenet_v2", "fc", arch::make_shufflenet_v2, 224, 232);
     // Published weights come without the auxiliary heads, training
     // checkpoints (aux_logits=True) with them.
     add("googlenet", "googlenet", "fc", arch::make_googlenet);
@@ -70,6 +78,36 @@ const std::vector<ArchInfo>& architectures() {
     add("mnasnet0_75", "mnasnet", "classifier.1", arch::make_mnasnet, 224, 232);
     add("mnasnet1_0", "mnasnet", "classifier.1", arch::make_mnasnet);
     add("mnasnet1_3", "mnasnet", "classifier.1", arch::make_mnasnet, 224, 232);
+    add("convnext_tiny", "convnext", "classifier.2", arch::make_convnext, 224, 236);
+    add("convnext_small", "convnext", "classifier.2", arch::make_convnext, 224, 230);
+    add("convnext_base", "convnext", "classifier.2", arch::make_convnext, 224, 232);
+    add("convnext_large", "convnext", "classifier.2", arch::make_convnext, 224, 232);
+    add("efficientnet_v2_s", "efficientnet_v2", "classifier.1", arch::make_efficientnet_v2, 384, 384);
+    add("efficientnet_v2_m", "efficientnet_v2", "classifier.1", arch::make_efficientnet_v2, 480, 480);
+    add("efficientnet_v2_l", "efficientnet_v2", "classifier.1", arch::make_efficientnet_v2, 480, 480, I::Bicubic);
+    v.back().mean = v.back().std = {0.5f, 0.5f, 0.5f};
+    for (const char* n : {"regnet_x_400mf", "regnet_x_800mf", "regnet_x_1_6gf", "regnet_x_3_2gf", "regnet_x_8gf",
+                          "regnet_x_16gf", "regnet_x_32gf", "regnet_y_400mf", "regnet_y_800mf", "regnet_y_1_6gf",
+                          "regnet_y_3_2gf", "regnet_y_8gf", "regnet_y_16gf", "regnet_y_32gf"})
+      add(n, "regnet", "fc", arch::make_regnet);
+    // Its only weights are SWAG's end-to-end fine-tune at 384.
+    add("regnet_y_128gf", "regnet", "fc", arch::make_regnet, 384, 384, I::Bicubic);
+    auto vit = [&](std::string name, int crop = 224, int resize = 256, I interp = I::Bilinear) {
+      add(std::move(name), "vit", "heads.head", arch::make_vit, crop, resize, interp);
+      v.back().position_table = "encoder.pos_embedding";
+    };
+    vit("vit_b_16");
+    vit("vit_b_32");
+    vit("vit_l_16", 224, 242);
+    vit("vit_l_32");
+    vit("vit_h_14", 518, 518, I::Bicubic);  // its only weights (SWAG) are for 518
+    add("swin_t", "swin", "head", arch::make_swin, 224, 232, I::Bicubic);
+    add("swin_s", "swin", "head", arch::make_swin, 224, 246, I::Bicubic);
+    add("swin_b", "swin", "head", arch::make_swin, 224, 238, I::Bicubic);
+    add("swin_v2_t", "swin_v2", "head", arch::make_swin, 256, 260, I::Bicubic);
+    add("swin_v2_s", "swin_v2", "head", arch::make_swin, 256, 260, I::Bicubic);
+    add("swin_v2_b", "swin_v2", "head", arch::make_swin, 256, 272, I::Bicubic);
+    add("maxvit_t", "maxvit", "classifier.5", arch::make_maxvit, 224, 224, I::Bicubic);
     return v;
   }();
   return list;

@@ -41,6 +41,10 @@ struct ArchInfo {
   // (auxiliary classifiers): a checkpoint may carry them or not; their keys
   // are accepted and ignored, by detection and loading alike.
   std::vector<std::string> ignored;
+  // Architectures whose input size is fixed by a learnt position table
+  // (ViT): its state-dict key. Its token count is free in detection, and
+  // gives the size a checkpoint was trained at.
+  std::string position_table;
 };
 
 const std::vector<ArchInfo>& architectures();

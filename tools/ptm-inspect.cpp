@@ -3,6 +3,7 @@
 // With --export-weights OUT it writes the weights with torchvision's keys
 // (as torch.save would) and prints, as JSON, what a .pt2 export needs:
 // architecture, classes, eval transform and labels (tools/ptm-export).
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -88,7 +89,7 @@ int export_weights(const std::string& file, std::string arch, int64_t classes, c
   }
   const int64_t n = classes > 0 ? classes : found;
   if (n <= 0) throw ptm::ModelError("'" + file + "': cannot tell the number of classes; give --num-classes");
-  auto model = ptm::create_architecture(arch, n);
+  auto model = ptm::create_architecture(arch, n, ptm::input_size_of(arch, ck.state));
   ptm::LoadOptions lo;
   lo.strict = true;
   lo.num_classes = classes;
@@ -103,8 +104,10 @@ int export_weights(const std::string& file, std::string arch, int64_t classes, c
   nlohmann::json j;
   j["architecture"] = arch;
   j["num_classes"] = n;
-  j["input_size"] = info->crop_size;
-  j["resize_size"] = info->resize_size;
+  // Weights made for another input size (ViT) keep torchvision's crop/resize ratio.
+  const int64_t size = model->fixed_input_size() > 0 ? model->fixed_input_size() : info->crop_size;
+  j["input_size"] = size;
+  j["resize_size"] = std::lround(double(size) * info->resize_size / info->crop_size);
   j["interpolation"] = info->interpolation == ptm::Interpolation::Bicubic ? "bicubic" : "bilinear";
   j["mean"] = info->mean;
   j["std"] = info->std;
@@ -153,7 +156,9 @@ static void print_architectures_markdown() {
                "A `.pth`, `.safetensors` or checkpoint of one of these loads with no `architecture=`: the "
                "architecture and class count are detected from the tensor names and shapes. The default "
                "preprocessing is torchvision's evaluation transform of the architecture's first published "
-               "weights: resize the shorter side to *resize*, centre-crop *input*, then normalise.\n\n"
+               "weights: resize the shorter side to *resize*, centre-crop *input*, then normalise. A ViT takes only the "
+               "input size its position table was made for: weights made for another size (e.g. vit_b_16 at 384) "
+               "run at that size, with torchvision's resize/crop ratio.\n\n"
                "| architecture | family | input | resize | interpolation | mean | std | head |\n"
                "|---|---|---|---|---|---|---|---|\n";
   for (const auto& a : ptm::architectures())
@@ -239,6 +244,9 @@ int main(int argc, char** argv) {
     if (!ranked.empty() && ranked[0].exact()) {
       std::cout << "architecture: " << ranked[0].name << "\n"
                 << "classes:     " << ranked[0].num_classes << "\n";
+      if (ranked[0].image_size > 0)
+        std::cout << "input size:  " << ranked[0].image_size << "x" << ranked[0].image_size
+                  << " (fixed by its position table)\n";
     } else {
       std::cout << "architecture: unknown; closest:";
       for (size_t i = 0; i < std::min<size_t>(3, ranked.size()); ++i)
@@ -253,7 +261,7 @@ int main(int argc, char** argv) {
         const at::Tensor* w = ck.state.find(info->head + ".weight");
         n = w && w->dim() > 0 ? w->size(0) : 1000;
       }
-      auto model = ptm::create_architecture(arch, n);
+      auto model = ptm::create_architecture(arch, n, ptm::input_size_of(arch, ck.state));
       ptm::LoadOptions lo;
       lo.strict = false;
       lo.num_classes = classes;

@@ -3,12 +3,14 @@
 
 #include <torch/nn.h>
 
+#include <functional>
+
 #include "../architectures.h"
 #include "../registry.h"
 
 namespace ptm::arch {
 
-enum class Act { None, ReLU, ReLU6, Hardswish, Hardsigmoid, SiLU, Sigmoid };
+enum class Act { None, ReLU, ReLU6, Hardswish, Hardsigmoid, SiLU, Sigmoid, GELU };
 
 inline at::Tensor activate(Act a, at::Tensor x) {
   switch (a) {
@@ -19,6 +21,7 @@ inline at::Tensor activate(Act a, at::Tensor x) {
     case Act::Hardsigmoid: return torch::hardsigmoid(x);
     case Act::SiLU: return torch::silu(x);
     case Act::Sigmoid: return torch::sigmoid(x);
+    case Act::GELU: return torch::gelu(x);
   }
   return x;
 }
@@ -105,5 +108,23 @@ class Chain : public torch::nn::Module {
 };
 template <typename Block>
 using ChainPtr = std::shared_ptr<Chain<Block>>;
+
+// A Sequential of heterogeneous blocks, each with forward(Tensor), under
+// "0", "1", ...
+class Blocks : public torch::nn::Module {
+ public:
+  template <typename M>
+  void add(std::shared_ptr<M> m) {
+    register_module(std::to_string(fns_.size()), m);
+    fns_.push_back([m](const at::Tensor& x) { return m->forward(x); });
+  }
+  at::Tensor forward(at::Tensor x) {
+    for (auto& f : fns_) x = f(x);
+    return x;
+  }
+
+ private:
+  std::vector<std::function<at::Tensor(const at::Tensor&)>> fns_;
+};
 
 }  // namespace ptm::arch

@@ -1,4 +1,4 @@
-// torchvision.models.{mobilenetv2, mobilenetv3, efficientnet (v1), mnasnet}:
+// torchvision.models.{mobilenetv2, mobilenetv3, efficientnet (v1, v2), mnasnet}:
 // inverted residual networks.
 #include <cmath>
 #include <map>
@@ -11,23 +11,6 @@ namespace ptm::arch {
 namespace {
 
 using Block = std::shared_ptr<torch::nn::Module>;
-
-// A Sequential of heterogeneous blocks, each with forward(Tensor).
-class Blocks : public torch::nn::Module {
- public:
-  template <typename M>
-  void add(std::shared_ptr<M> m) {
-    register_module(std::to_string(fns_.size()), m);
-    fns_.push_back([m](const at::Tensor& x) { return m->forward(x); });
-  }
-  at::Tensor forward(at::Tensor x) {
-    for (auto& f : fns_) x = f(x);
-    return x;
-  }
-
- private:
-  std::vector<std::function<at::Tensor(const at::Tensor&)>> fns_;
-};
 
 std::shared_ptr<ConvNormActImpl> cna(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t groups,
                                      Act act, Norm norm = {}, int64_t dilation = 1) {
@@ -155,14 +138,16 @@ class MobileNetV3 : public ClassifierModuleImpl {
   torch::nn::Linear fc0_{nullptr}, fc3_{nullptr};
 };
 
-// ---- EfficientNet (v1)
+// ---- EfficientNet (v1 and v2)
 
+// One stage: `layers` blocks, the first taking `in` channels at `stride`.
 struct MBConfig {
   int64_t expand, k, stride, in, out, layers;
+  bool fused = false;  // v2's FusedMBConv (a full convolution instead of 1x1 + depthwise)
 };
 
-// Stochastic depth is the identity in eval, so MBConv is a plain
-// inverted residual here.
+// Stochastic depth is the identity in eval, so MBConv and FusedMBConv are
+// plain inverted residuals here.
 class MBConv : public InvertedResidualBase {
  public:
   MBConv(const MBConfig& c, Norm bn) {
@@ -177,33 +162,45 @@ class MBConv : public InvertedResidualBase {
   }
 };
 
+class FusedMBConv : public InvertedResidualBase {
+ public:
+  FusedMBConv(const MBConfig& c, Norm bn) {
+    const int64_t expanded = make_divisible(double(c.in * c.expand));
+    auto b = std::make_shared<Blocks>();
+    if (expanded != c.in) {
+      b->add(cna(c.in, expanded, c.k, c.stride, 1, Act::SiLU, bn));
+      b->add(cna(expanded, c.out, 1, 1, 1, Act::None, bn));
+    } else {
+      b->add(cna(c.in, c.out, c.k, c.stride, 1, Act::SiLU, bn));
+    }
+    set_body("block", b, c.stride == 1 && c.in == c.out);
+  }
+};
+
 class EfficientNet : public ClassifierModuleImpl {
  public:
-  EfficientNet(double width, double depth, Norm bn, int64_t n) {
-    const MBConfig base[] = {{1, 3, 1, 32, 16, 1},  {6, 3, 2, 16, 24, 2},   {6, 5, 2, 24, 40, 2},
-                             {6, 3, 2, 40, 80, 3},  {6, 5, 1, 80, 112, 3},  {6, 5, 2, 112, 192, 4},
-                             {6, 3, 1, 192, 320, 1}};
-    auto ch = [&](int64_t c) { return make_divisible(double(c) * width); };
+  // `stages` with their final channel and layer counts; `last` channels
+  // before the head.
+  EfficientNet(const std::vector<MBConfig>& stages, int64_t last, Norm bn, int64_t n) {
     features = std::make_shared<Blocks>();
-    features->add(cna(3, ch(base[0].in), 3, 2, 1, Act::SiLU, bn));
-    int64_t last = 0;
-    for (const auto& s : base) {
+    features->add(cna(3, stages.front().in, 3, 2, 1, Act::SiLU, bn));
+    for (const auto& s : stages) {
       auto stage = std::make_shared<Blocks>();
-      const int64_t layers = int64_t(std::ceil(double(s.layers) * depth));
-      for (int64_t i = 0; i < layers; ++i) {
+      for (int64_t i = 0; i < s.layers; ++i) {
         MBConfig c = s;
-        c.in = i == 0 ? ch(s.in) : ch(s.out);
-        c.out = ch(s.out);
+        c.in = i == 0 ? s.in : s.out;
         c.stride = i == 0 ? s.stride : 1;
-        stage->add(std::make_shared<MBConv>(c, bn));
+        if (c.fused)
+          stage->add(std::make_shared<FusedMBConv>(c, bn));
+        else
+          stage->add(std::make_shared<MBConv>(c, bn));
       }
       features->add(stage);
-      last = ch(s.out);
     }
-    features->add(cna(last, 4 * last, 1, 1, 1, Act::SiLU, bn));
+    features->add(cna(stages.back().out, last, 1, 1, 1, Act::SiLU, bn));
     register_module("features", features);
     auto c = std::make_shared<Blocks>();
-    fc_ = c->register_module("1", torch::nn::Linear(4 * last, n));
+    fc_ = c->register_module("1", torch::nn::Linear(last, n));
     register_module("classifier", c);
   }
   at::Tensor embed(const at::Tensor& x) override {
@@ -279,6 +276,41 @@ class MNASNet : public ClassifierModuleImpl {
   torch::nn::Linear fc_{nullptr};
 };
 
+// v1: one base table scaled in width (channels, rounded to multiples of 8)
+// and depth (layers, rounded up).
+std::shared_ptr<EfficientNet> efficientnet_v1(double width, double depth, Norm bn, int64_t n) {
+  const MBConfig base[] = {{1, 3, 1, 32, 16, 1},  {6, 3, 2, 16, 24, 2},   {6, 5, 2, 24, 40, 2},
+                           {6, 3, 2, 40, 80, 3},  {6, 5, 1, 80, 112, 3},  {6, 5, 2, 112, 192, 4},
+                           {6, 3, 1, 192, 320, 1}};
+  auto ch = [&](int64_t c) { return make_divisible(double(c) * width); };
+  std::vector<MBConfig> stages;
+  for (MBConfig s : base) {
+    s.in = ch(s.in);
+    s.out = ch(s.out);
+    s.layers = int64_t(std::ceil(double(s.layers) * depth));
+    stages.push_back(s);
+  }
+  return std::make_shared<EfficientNet>(stages, 4 * stages.back().out, bn, n);
+}
+
+// EfficientNetV2's stages as torchvision builds them (no width or depth
+// scaling): expand, kernel, stride, in, out, layers, fused.
+std::vector<MBConfig> efficientnet_v2_stages(const std::string& name) {
+  const bool fused = true, mb = false;
+  if (name == "efficientnet_v2_s")
+    return {{1, 3, 1, 24, 24, 2, fused}, {4, 3, 2, 24, 48, 4, fused},  {4, 3, 2, 48, 64, 4, fused},
+            {4, 3, 2, 64, 128, 6, mb},   {6, 3, 1, 128, 160, 9, mb},   {6, 3, 2, 160, 256, 15, mb}};
+  if (name == "efficientnet_v2_m")
+    return {{1, 3, 1, 24, 24, 3, fused}, {4, 3, 2, 24, 48, 5, fused},  {4, 3, 2, 48, 80, 5, fused},
+            {4, 3, 2, 80, 160, 7, mb},   {6, 3, 1, 160, 176, 14, mb},  {6, 3, 2, 176, 304, 18, mb},
+            {6, 3, 1, 304, 512, 5, mb}};
+  if (name == "efficientnet_v2_l")
+    return {{1, 3, 1, 32, 32, 4, fused}, {4, 3, 2, 32, 64, 7, fused},  {4, 3, 2, 64, 96, 7, fused},
+            {4, 3, 2, 96, 192, 10, mb},  {6, 3, 1, 192, 224, 19, mb},  {6, 3, 2, 224, 384, 25, mb},
+            {6, 3, 1, 384, 640, 7, mb}};
+  throw ModelError("unknown efficientnet_v2 variant '" + name + "' (efficientnet_v2_s, _m or _l)");
+}
+
 }  // namespace
 
 ClassifierModulePtr make_mobilenet_v2(const std::string&, const ArchParams& p) {
@@ -310,7 +342,6 @@ ClassifierModulePtr make_mobilenet_v3(const std::string& name, const ArchParams&
 }
 
 ClassifierModulePtr make_efficientnet(const std::string& name, const ArchParams& p) {
-  const int64_t n = p.num_classes;
   struct P {
     double w, d;
   };
@@ -321,7 +352,12 @@ ClassifierModulePtr make_efficientnet(const std::string& name, const ArchParams&
   const int b = name[14] - '0';
   // b5-b7 use BatchNorm(eps=1e-3, momentum=0.01), b0-b4 PyTorch's default.
   const Norm bn = b >= 5 ? Norm{0.001, 0.01} : Norm{};
-  return std::make_shared<EfficientNet>(params[b].w, params[b].d, bn, n);
+  return efficientnet_v1(params[b].w, params[b].d, bn, p.num_classes);
+}
+
+ClassifierModulePtr make_efficientnet_v2(const std::string& name, const ArchParams& p) {
+  // Last channel 1280; BatchNorm eps 1e-3 (momentum PyTorch's default).
+  return std::make_shared<EfficientNet>(efficientnet_v2_stages(name), 1280, Norm{0.001, 0.1}, p.num_classes);
 }
 
 ClassifierModulePtr make_mnasnet(const std::string& name, const ArchParams& p) {

@@ -82,7 +82,8 @@ def pipeline_results(model_path, classes, resize, crop, interp, with_preprocess,
             continue
         if msg.type == Gst.MessageType.ERROR:
             p.set_state(Gst.State.NULL)
-            raise RuntimeError(msg.parse_error()[0].message)
+            err, debug = msg.parse_error()
+            raise RuntimeError(f"{err.message} ({debug})")
         s = msg.get_structure()
         if msg.type == Gst.MessageType.ELEMENT and s.get_name() == "ptm-classification":
             vec = np.zeros(classes, dtype=np.float64)
@@ -142,6 +143,47 @@ def other_sizes(fixtures, nc):
     return failures
 
 
+def fixed_size(fixtures, nc):
+    """A ViT takes only the size its position table was made for: an
+    explicit other size is an error naming both sizes; an upstream tensor of
+    another size is not used (one warning says so) and the frame is
+    preprocessed at the model's own size, as torchvision would."""
+    path = os.path.join(fixtures, "vit_b_32.pth")
+    failures = 0
+    try:
+        pipeline_results(path, nc, 0, 0, None, False, extra="input-size=64", pre="")
+        print("FAIL vit_b_32 input-size=64: no error")
+        failures += 1
+    except RuntimeError as e:
+        if not all(part in str(e) for part in ("vit_b_32", "64x64", "224x224")):
+            print(f"FAIL vit_b_32 input-size=64: the error does not name the model and both sizes: {e}")
+            failures += 1
+        else:
+            print(f"ok   ptminfer vit_b_32 input-size=64 refused: {e}")
+    model = torchvision.models.vit_b_32(weights=None, num_classes=nc)
+    model.load_state_dict(torch.load(path))
+    model.eval()
+    tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                    T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    warnings = []
+    frames, logits = pipeline_results(path, nc, 0, 0, None, False, pre="ptmpreprocess size=64 ! ", warnings=warnings,
+                                      frames_wanted=3)
+    worst = 0.0
+    for i, img in enumerate(frames):
+        with torch.no_grad():
+            ref = model(tf(img).unsqueeze(0))[0].double().numpy()
+        worst = max(worst, np.abs(logits[i] - ref).max() / max(1.0, np.abs(ref).max()) if i in logits else 1.0)
+    told = [w for w in warnings if "not used" in w]
+    if len(frames) != 3 or len(logits) != 3 or worst > 1e-4 or len(told) != 1:
+        print(f"FAIL ptmpreprocess size=64 ! ptminfer vit_b_32: {len(frames)} frames, {len(logits)} results, "
+              f"rel. max diff {worst:.2e}; warnings {warnings}")
+        failures += 1
+    else:
+        print(f"ok   ptmpreprocess size=64 ! ptminfer vit_b_32: runs at 224x224, rel. max diff {worst:.2e}; "
+              f"warned once: {told[0]}")
+    return failures
+
+
 def main():
     global classify
     fixtures, repo = sys.argv[1], sys.argv[2]
@@ -185,6 +227,7 @@ def main():
                   f"top-5 identical")
 
     failures += other_sizes(fixtures, classes_of["resnet18"])
+    failures += fixed_size(fixtures, classes_of["vit_b_32"])
 
     # The Python embedding example reads the same results from the bus.
     res = classify.classify(os.path.join(fixtures, "resnet18.pth"), VIDEO, frames=5, top_k=3)
@@ -193,7 +236,7 @@ def main():
         failures += 1
     else:
         print(f"ok   pipelines/classify.py read {len(res)} frames, e.g. frame 0: {res[0]['labels'][0]}")
-    print(f"{3 * 2 + 1 + len(SIZE_CASES) - failures} passed, {failures} failed")
+    print(f"{3 * 2 + 1 + len(SIZE_CASES) + 2 - failures} passed, {failures} failed")
     return 1 if failures else 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """AOTInductor packages end to end: tools/ptm-export turns checkpoints into
-.pt2 packages (resnet18 and efficientnet_b0 from the fixtures, read by ptm;
-vit_b_16, a transformer ptm has no built-in definition of, read by Python),
+.pt2 packages (resnet18 and efficientnet_b0 from the fixtures, and a
+7-class vit_b_16 with labels beside it, all read by ptm),
 ptm-inspect reads their metadata without running them, and a real video
 through `ptminfer model=x.pt2` gives torchvision's eval logits for every
 frame (max |diff| <= 1e-4 x max(1, max |logit|), top-5 identical) with the
@@ -61,7 +61,7 @@ def main():
     n = classes_of["efficientnet_b0"]
     cases.append(("efficientnet_b0", os.path.join(fixtures, "efficientnet_b0.pth"), [],
                   None if n == 1000 else [f"class {i}" for i in range(n)], (256, 224, "bicubic")))
-    # vit_b_16: torchvision's definition, labels beside the checkpoint.
+    # vit_b_16: a transformer, labels beside the checkpoint.
     vit = torchvision.models.vit_b_16(weights=None, num_classes=7)
     with torch.no_grad():  # not the zero-initialised head torchvision starts with
         vit.heads.head.weight.normal_(0, 0.02)

@@ -10,11 +10,13 @@
 
 #include "../common/fixtures.h"
 #include "models/architectures.h"
+#include "models/checkpoint.h"
 #include "models/classifier.h"
 #include "models/labels.h"
 #include "models/loader.h"
 #include "models/pickle.h"
 #include "models/registry.h"
+#include "models/writer.h"
 
 namespace ptm::test {
 namespace {
@@ -238,15 +240,23 @@ TEST(TopK, OrderAndTies) {
 
 TEST(Registry, EveryNameBuildsAndHasAHead) {
   for (const auto& a : architectures()) {
-    if (a.family == "vgg" && a.name != "vgg11") continue;  // large; parity covers them
-    auto m = create_architecture(a.name, 7);
+    // Large; parity covers them.
+    if (a.family == "vgg" && a.name != "vgg11") continue;
+    if (a.family == "vit" && a.name != "vit_b_32") continue;
+    if (a.name == "regnet_y_128gf" || a.name == "regnet_y_32gf" || a.name == "convnext_large") continue;
+    // A position table fixes the input size: build it for 64x64.
+    const int64_t size = a.position_table.empty() ? 0 : 64;
+    auto m = create_architecture(a.name, 7, size);
+    EXPECT_EQ(m->fixed_input_size(), size) << a.name;
     auto params = m->named_parameters();
     ASSERT_TRUE(params.contains(a.head + ".weight")) << a.name;
     EXPECT_EQ(params[a.head + ".weight"].size(0), 7) << a.name;
     at::NoGradGuard ng;
     // 80: small, and above the smallest input every architecture takes
     // (inception_v3's 75).
-    at::Tensor y = m->forward(at::zeros({1, 3, 80, 80}));
+    // (ViT: the size of its table; MaxViT: its 7x7 windows must tile).
+    const int64_t side = size > 0 ? size : a.family == "maxvit" ? 224 : 80;
+    at::Tensor y = m->forward(at::zeros({1, 3, side, side}));
     EXPECT_EQ(y.sizes(), (at::IntArrayRef{1, 7})) << a.name;
   }
   EXPECT_THROW(create_architecture("resnet9000", 10), ModelError);
@@ -290,6 +300,51 @@ TEST(Loader, IgnoredPrefixesAreOptional) {
   LoadReport bad = load_into(*create_architecture("googlenet", 10), "googlenet", stray, lenient);
   EXPECT_EQ(bad.unexpected, (std::vector<std::string>{"aux3.fc.weight", "AuxLogits.fc.weight"}));
   EXPECT_THROW(load_into(*create_architecture("googlenet", 10), "googlenet", stray, {}), ModelError);
+}
+
+TEST(Registry, PositionTableFixesTheInputSize) {
+  auto m = create_architecture("vit_b_32", 5, 96);  // 3x3 patches + the class token
+  EXPECT_EQ(m->fixed_input_size(), 96);
+  EXPECT_EQ(m->named_parameters()["encoder.pos_embedding"].sizes(), (at::IntArrayRef{1, 10, 768}));
+  {
+    at::NoGradGuard ng;
+    EXPECT_EQ(m->forward(at::zeros({2, 3, 96, 96})).sizes(), (at::IntArrayRef{2, 5}));
+    EXPECT_THROW(m->forward(at::zeros({1, 3, 64, 64})), ModelError);
+  }
+  EXPECT_THROW(create_architecture("vit_b_32", 5, 100), ModelError);  // not whole patches
+
+  // Detection takes any square grid, and reads the size from it.
+  StateDict sd = state_of(*m);
+  Candidate c = detect_architecture(sd);
+  EXPECT_EQ(c.name, "vit_b_32");
+  EXPECT_EQ(c.num_classes, 5);
+  EXPECT_EQ(c.image_size, 96);
+  EXPECT_EQ(input_size_of("vit_b_32", sd), 96);
+  EXPECT_EQ(input_size_of("resnet18", sd), 0);
+  // 11 tokens are no square grid plus the class token.
+  for (auto& e : sd.entries)
+    if (e.name == "encoder.pos_embedding") e.tensor = at::zeros({1, 11, 768});
+  EXPECT_THROW(detect_architecture(sd), ModelError);
+  EXPECT_EQ(input_size_of("vit_b_32", sd), 0);
+}
+
+TEST(KeyRules, ViTMlpKeysOfOldTorchvision) {
+  StateDict sd;
+  for (const char* k : {"encoder.layers.encoder_layer_0.mlp.linear_1.weight", "encoder.layers.encoder_layer_11.mlp.linear_2.bias",
+                        "features.mlp.linear_1.weight"})
+    sd.entries.push_back({k, at::ones({2})});
+  const auto path = (std::filesystem::temp_directory_path() / "ptm-old-vit-keys.pth").string();
+  save_state_dict(path, sd);
+  Checkpoint ck = read_checkpoint(path);
+  std::filesystem::remove(path);
+  std::vector<std::string> names;
+  for (const auto& e : ck.state.entries) names.push_back(e.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"encoder.layers.encoder_layer_0.mlp.0.weight",
+                                             "encoder.layers.encoder_layer_11.mlp.3.bias",
+                                             "features.mlp.linear_1.weight"}));
+  bool noted = false;
+  for (const auto& n : ck.notes) noted = noted || n.find("mlp.linear_1") != std::string::npos;
+  EXPECT_TRUE(noted);
 }
 
 }  // namespace

@@ -1,0 +1,132 @@
+// torchvision.models.convnext: ConvNeXt (tiny, small, base, large).
+#include "common.h"
+
+#include "../error.h"
+
+namespace ptm::arch {
+namespace {
+
+constexpr double kLayerNormEps = 1e-6;
+
+// LayerNorm over the channels of an NCHW tensor, computed channels-last as
+// torchvision does (its LayerNorm2d and the norm inside CNBlock).
+at::Tensor channel_norm(const at::Tensor& x, torch::nn::LayerNorm ln) {
+  return ln(x.permute({0, 2, 3, 1})).permute({0, 3, 1, 2});
+}
+
+torch::nn::LayerNorm layer_norm(int64_t channels) {
+  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({channels}).eps(kLayerNormEps));
+}
+
+// features.0: a 4x4 stride-4 patchify convolution, then LayerNorm2d
+// (torchvision's Conv2dNormActivation with bias and no activation).
+class Stem : public torch::nn::Module {
+ public:
+  explicit Stem(int64_t out) {
+    conv_ = register_module("0", conv(3, out, 4, 4, 0, 1, true));
+    norm_ = register_module("1", layer_norm(out));
+  }
+  at::Tensor forward(const at::Tensor& x) { return channel_norm(conv_(x), norm_); }
+
+ private:
+  torch::nn::Conv2d conv_{nullptr};
+  torch::nn::LayerNorm norm_{nullptr};
+};
+
+// Between stages: LayerNorm2d, then a 2x2 stride-2 convolution.
+class Downsample : public torch::nn::Module {
+ public:
+  Downsample(int64_t in, int64_t out) {
+    norm_ = register_module("0", layer_norm(in));
+    conv_ = register_module("1", conv(in, out, 2, 2, 0, 1, true));
+  }
+  at::Tensor forward(const at::Tensor& x) { return conv_(channel_norm(x, norm_)); }
+
+ private:
+  torch::nn::LayerNorm norm_{nullptr};
+  torch::nn::Conv2d conv_{nullptr};
+};
+
+// A Linear applied to each pixel of an NCHW tensor, run as a 1x1
+// convolution: the same sums (up to float rounding), but through oneDNN's
+// convolution, which on a channels-last tensor is some 40x faster here than
+// the reference-BLAS GEMM a Linear on (N, H, W, C) goes through.
+at::Tensor per_pixel(const at::Tensor& x, torch::nn::Linear fc) {
+  const at::Tensor& w = fc->weight;
+  return at::conv2d(x, w.view({w.size(0), w.size(1), 1, 1}), fc->bias);
+}
+
+// Depthwise 7x7, then LayerNorm and an MLP per pixel, scaled per channel
+// and added to the input. torchvision's `block` Sequential holds parameter-
+// free modules too (permutes, GELU), so its parameters sit at 0, 2, 3, 5.
+// Stochastic depth is the identity in eval.
+class CNBlock : public torch::nn::Module {
+ public:
+  explicit CNBlock(int64_t dim) {
+    auto block = register_module("block", std::make_shared<torch::nn::Module>());
+    dwconv_ = block->register_module("0", conv(dim, dim, 7, 1, 3, dim, true));
+    norm_ = block->register_module("2", layer_norm(dim));
+    fc1_ = block->register_module("3", torch::nn::Linear(dim, 4 * dim));
+    fc2_ = block->register_module("5", torch::nn::Linear(4 * dim, dim));
+    layer_scale = register_parameter("layer_scale", torch::full({dim, 1, 1}, 1e-6));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    at::Tensor y = channel_norm(dwconv_(x), norm_);  // NCHW view of channels-last data
+    y = per_pixel(torch::gelu(per_pixel(y, fc1_)), fc2_);
+    return layer_scale * y + x;
+  }
+  at::Tensor layer_scale;
+
+ private:
+  torch::nn::Conv2d dwconv_{nullptr};
+  torch::nn::LayerNorm norm_{nullptr};
+  torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
+};
+
+struct Stage {
+  int64_t dim, depth;
+};
+
+class ConvNeXt : public ClassifierModuleImpl {
+ public:
+  // A downsampling layer between consecutive stages.
+  ConvNeXt(const std::vector<Stage>& stages, int64_t n) {
+    features = register_module("features", std::make_shared<Blocks>());
+    features->add(std::make_shared<Stem>(stages.front().dim));
+    for (size_t s = 0; s < stages.size(); ++s) {
+      auto stage = std::make_shared<Chain<std::shared_ptr<CNBlock>>>();
+      for (int64_t i = 0; i < stages[s].depth; ++i) stage->push_back(std::make_shared<CNBlock>(stages[s].dim));
+      features->add(stage);
+      if (s + 1 < stages.size()) features->add(std::make_shared<Downsample>(stages[s].dim, stages[s + 1].dim));
+    }
+    const int64_t last = stages.back().dim;
+    auto classifier = register_module("classifier", std::make_shared<torch::nn::Module>());
+    norm_ = classifier->register_module("0", layer_norm(last));
+    fc_ = classifier->register_module("2", torch::nn::Linear(last, n));
+  }
+  at::Tensor embed(const at::Tensor& x) override {
+    at::Tensor f = torch::adaptive_avg_pool2d(features->forward(x), {1, 1});
+    return channel_norm(f, norm_).flatten(1);
+  }
+  at::Tensor logits(const at::Tensor& f) override { return fc_(f); }
+  std::shared_ptr<Blocks> features;
+
+ private:
+  torch::nn::LayerNorm norm_{nullptr};
+  torch::nn::Linear fc_{nullptr};
+};
+
+}  // namespace
+
+ClassifierModulePtr make_convnext(const std::string& name, const ArchParams& p) {
+  auto stages = [&]() -> std::vector<Stage> {
+    if (name == "convnext_tiny") return {{96, 3}, {192, 3}, {384, 9}, {768, 3}};
+    if (name == "convnext_small") return {{96, 3}, {192, 3}, {384, 27}, {768, 3}};
+    if (name == "convnext_base") return {{128, 3}, {256, 3}, {512, 27}, {1024, 3}};
+    if (name == "convnext_large") return {{192, 3}, {384, 3}, {768, 27}, {1536, 3}};
+    throw ModelError("unknown convnext variant '" + name + "' (convnext_tiny, _small, _base or _large)");
+  };
+  return std::make_shared<ConvNeXt>(stages(), p.num_classes);
+}
+
+}  // namespace ptm::arch

@@ -1,0 +1,51 @@
+// Pieces shared by the transformer architectures (vit.cpp, swin.cpp);
+// private to models/arch.
+#pragma once
+
+#include "common.h"
+
+namespace ptm::arch {
+
+inline torch::nn::LayerNorm layer_norm(int64_t dim, double eps) {
+  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps));
+}
+
+// nn.init.trunc_normal_ as torchvision calls it: cut at +-2 absolute, which
+// for these small deviations only trims values that never occur.
+inline void trunc_normal_(at::Tensor t, double std) {
+  at::NoGradGuard ng;
+  t.normal_(0.0, std).clamp_(-2.0, 2.0);
+}
+
+// at::linear over the last dimension, through oneDNN for float32 on the
+// CPU: at::linear goes to the system BLAS, which on Debian is the reference
+// one (about 2 GFLOP/s here; oneDNN is ~30x faster on these layer sizes).
+// The batch dimension stays -1 so a traced graph serves any batch.
+inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) {
+  if (!x.is_cpu() || x.scalar_type() != at::kFloat || !at::hasMKLDNN()) return at::linear(x, w, b);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.front() = -1;
+  shape.back() = w.size(0);
+  c10::optional<at::Tensor> bias;
+  if (b.defined()) bias = b.to_mkldnn();
+  return at::mkldnn_linear(x.reshape({-1, x.size(-1)}).to_mkldnn(), w.to_mkldnn(), bias).to_dense().view(shape);
+}
+inline at::Tensor linear(const torch::nn::Linear& l, const at::Tensor& x) { return linear(x, l->weight, l->bias); }
+
+// torchvision.ops.MLP(in, [hidden, out], activation_layer=nn.GELU):
+// Linear "0", GELU, Dropout, Linear "3", Dropout (keys 0 and 3).
+class MlpImpl : public torch::nn::Module {
+ public:
+  MlpImpl(int64_t dim, int64_t hidden) {
+    fc1_ = register_module("0", torch::nn::Linear(dim, hidden));
+    fc2_ = register_module("3", torch::nn::Linear(hidden, dim));
+  }
+  at::Tensor forward(const at::Tensor& x) { return linear(fc2_, torch::gelu(linear(fc1_, x))); }
+  std::vector<torch::nn::Linear> linears() const { return {fc1_, fc2_}; }
+
+ private:
+  torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+}  // namespace ptm::arch
