@@ -327,7 +327,7 @@ void Classifier::Impl::load_weights(const ClassifierOptions& o) {
   if (const int64_t s = eager->fixed_input_size(); s > 0 && s != a->crop_size) {
     // Weights for another size: torchvision's crop/resize ratio kept.
     info.crop_size = int(s);
-    info.resize_size = int(std::lround(double(s) * a->resize_size / a->crop_size));
+    info.resize_size = scaled_resize(int(s), a->resize_size, a->crop_size);
     info.notes.push_back(arch + " built for " + std::to_string(s) + "x" + std::to_string(s) + " input (from '" +
                          a->position_table + "'), resize " + std::to_string(info.resize_size));
   }
@@ -572,7 +572,7 @@ std::string Classifier::set_input_size(int size) {
       im.info.notes.push_back(std::string("optimised graph unavailable at ") + wanted + ", running eagerly: " + e.what());
     }
   }
-  im.info.resize_size = std::max(size, int(std::lround(double(size) * im.info.resize_size / im.info.crop_size)));
+  im.info.resize_size = scaled_resize(size, im.info.resize_size, im.info.crop_size);
   im.info.crop_size = size;
   im.input = at::Tensor();  // input_buffer() makes one of the new size
 #if PTM_TORCH_CUDA

@@ -1,5 +1,8 @@
 #include "registry.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace ptm {
 
 // The factories (arch/*.cpp); declared here so that this file needs no
@@ -117,6 +120,10 @@ const ArchInfo* find_architecture(std::string_view name) {
   for (const auto& a : architectures())
     if (a.name == name) return &a;
   return nullptr;
+}
+
+int scaled_resize(int size, int resize, int crop) {
+  return std::max(size, int(std::lround(double(size) * resize / crop)));
 }
 
 std::string architecture_names() {

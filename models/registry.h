@@ -50,5 +50,9 @@ struct ArchInfo {
 const std::vector<ArchInfo>& architectures();
 const ArchInfo* find_architecture(std::string_view name);
 std::string architecture_names();  // comma-separated, for messages
+// The resize side for an input of `size` that keeps a transform's
+// resize/crop proportion (torchvision's 256/224 gives 73 for 64), never
+// below the input itself.
+int scaled_resize(int size, int resize, int crop);
 
 }  // namespace ptm

@@ -3,7 +3,6 @@
 // With --export-weights OUT it writes the weights with torchvision's keys
 // (as torch.save would) and prints, as JSON, what a .pt2 export needs:
 // architecture, classes, eval transform and labels (tools/ptm-export).
-#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -107,7 +106,7 @@ int export_weights(const std::string& file, std::string arch, int64_t classes, c
   // Weights made for another input size (ViT) keep torchvision's crop/resize ratio.
   const int64_t size = model->fixed_input_size() > 0 ? model->fixed_input_size() : info->crop_size;
   j["input_size"] = size;
-  j["resize_size"] = std::lround(double(size) * info->resize_size / info->crop_size);
+  j["resize_size"] = ptm::scaled_resize(int(size), info->resize_size, info->crop_size);
   j["interpolation"] = info->interpolation == ptm::Interpolation::Bicubic ? "bicubic" : "bilinear";
   j["mean"] = info->mean;
   j["std"] = info->std;

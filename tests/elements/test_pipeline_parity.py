@@ -109,6 +109,20 @@ SIZE_CASES = [  # (ptmpreprocess, ptminfer extra, size the model must run at, wa
 ]
 
 
+def worst_error(model, tf, frames, logits):
+    """The largest max |diff| / max(1, max |logit|) of ptminfer's logits
+    against the Python loop (model on tf(frame)) over the frames; 1.0 for a
+    frame without a result."""
+    worst = 0.0
+    for i, img in enumerate(frames):
+        if i not in logits:
+            return 1.0
+        with torch.no_grad():
+            ref = model(tf(img).unsqueeze(0))[0].double().numpy()
+        worst = max(worst, np.abs(logits[i] - ref).max() / max(1.0, np.abs(ref).max()))
+    return worst
+
+
 def other_sizes(fixtures, nc):
     path = os.path.join(fixtures, "resnet18.pth")
     model = torchvision.models.resnet18(weights=None, num_classes=nc)
@@ -127,12 +141,7 @@ def other_sizes(fixtures, nc):
             print(f"FAIL {what}: {len(frames)} frames, {len(logits)} results, want {FRAMES}")
             failures += 1
             continue
-        worst = 0.0
-        for i, img in enumerate(frames):
-            with torch.no_grad():
-                ref = model(tf(img).unsqueeze(0))[0].double().numpy()
-            err = np.abs(logits[i] - ref).max() / max(1.0, np.abs(ref).max())
-            worst = max(worst, err)
+        worst = worst_error(model, tf, frames, logits)
         told = [w for w in warnings if "not used" in w]
         if worst > 1e-4 or (len(told) == 1) != warn:
             print(f"FAIL {what}: rel. max diff {worst:.2e} against torchvision at {resize}/{size}; warnings {warnings}")
@@ -168,11 +177,7 @@ def fixed_size(fixtures, nc):
     warnings = []
     frames, logits = pipeline_results(path, nc, 0, 0, None, False, pre="ptmpreprocess size=64 ! ", warnings=warnings,
                                       frames_wanted=3)
-    worst = 0.0
-    for i, img in enumerate(frames):
-        with torch.no_grad():
-            ref = model(tf(img).unsqueeze(0))[0].double().numpy()
-        worst = max(worst, np.abs(logits[i] - ref).max() / max(1.0, np.abs(ref).max()) if i in logits else 1.0)
+    worst = worst_error(model, tf, frames, logits)
     told = [w for w in warnings if "not used" in w]
     if len(frames) != 3 or len(logits) != 3 or worst > 1e-4 or len(told) != 1:
         print(f"FAIL ptmpreprocess size=64 ! ptminfer vit_b_32: {len(frames)} frames, {len(logits)} results, "
