@@ -23,6 +23,7 @@
 
 #include <gst/video/video.h>
 
+#include <condition_variable>
 #include <deque>
 #include <sys/stat.h>
 #include <thread>
@@ -176,12 +177,18 @@ struct Private {
   Settings settings;
   std::optional<State> state;  // built in start(), dropped in stop()
 
-  // Live reload: a model loads on `loader`; the streaming thread swaps it in
-  // between two buffers, so no frame ever sees a half-loaded model.
-  std::mutex reload_lock;  // guards next_core
+  // Live reload: one loader thread, started at the first request, loads the
+  // requested model in the background (a request not yet started is
+  // replaced by a newer one); the streaming thread swaps a loaded model in
+  // between two buffers and never waits for a load.
+  std::mutex reload_lock;  // guards state's presence and everything below
+  std::condition_variable reload_wake;
   std::thread loader;
+  std::optional<Settings> request;
+  bool loader_quit = false;
   std::unique_ptr<ptm::InferCore> next_core;
-  FileStamp loaded_stamp;
+  std::string watched;     // the file reload-on-change compares
+  FileStamp loaded_stamp;  // its version last loaded, or being loaded
   gint64 last_check_us = 0;
 
   ptm::CudaLink cuda;  // the CUDA context shared with neighbours
@@ -238,44 +245,68 @@ static void post_reload(GstPtmInfer* self, const std::string& model, bool ok, co
                                                 nullptr)));
 }
 
-// Loads the configured model on a background thread; on success it waits in
+// The loader thread: loads what is requested; on success the model waits in
 // next_core for the streaming thread, on failure the old model keeps serving.
-static void start_reload(GstPtmInfer* self) {
+static void loader_main(GstPtmInfer* self) {
   Private& p = *self->priv;
-  if (p.loader.joinable()) p.loader.join();
-  const Settings s = settings_copy(self);
-  {
-    std::lock_guard<std::mutex> g(p.reload_lock);
-    if (!p.state) return;  // not running: start() loads it
-  }
-  gst_object_ref(self);
-  p.loader = std::thread([self, s] {
-    Private& p = *self->priv;
-    const FileStamp stamp = stamp_of(s.model);
+  std::unique_lock<std::mutex> g(p.reload_lock);
+  for (;;) {
+    p.reload_wake.wait(g, [&] { return p.loader_quit || p.request; });
+    if (p.loader_quit) return;
+    const Settings s = std::move(*p.request);
+    p.request.reset();
+    if (p.watched == s.model) p.loaded_stamp = stamp_of(s.model);  // the version read now
+    g.unlock();
+    std::unique_ptr<ptm::InferCore> core;
+    std::string error;
     try {
       // Runs at its own input size, or at input-size when set (the
       // constructor refuses a model that cannot); upstream tensors are
       // followed again after the swap.
-      auto core = std::make_unique<ptm::InferCore>(model_settings(s));
-      {
-        std::lock_guard<std::mutex> g(p.reload_lock);
-        p.next_core = std::move(core);
-        p.loaded_stamp = stamp;
-      }
-      GST_INFO_OBJECT(self, "loaded %s; it takes over at the next frame", s.model.c_str());
-      post_reload(self, s.model, true, "");
+      core = std::make_unique<ptm::InferCore>(model_settings(s));
     } catch (const std::exception& e) {
-      {
-        std::lock_guard<std::mutex> g(p.reload_lock);
-        p.loaded_stamp = stamp;  // do not retry the same bad file
-      }
+      error = e.what();
+    }
+    if (core) {
+      GST_INFO_OBJECT(self, "loaded %s; it takes over at the next frame", s.model.c_str());
+    } else {
       GST_ELEMENT_WARNING(self, RESOURCE, OPEN_READ,
                           ("Could not reload model '%s'; the previous model keeps running", s.model.c_str()),
-                          ("%s", e.what()));
-      post_reload(self, s.model, false, e.what());
+                          ("%s", error.c_str()));
     }
-    gst_object_unref(self);
-  });
+    g.lock();
+    if (p.loader_quit) return;  // stopping: the element no longer runs a model
+    if (core) p.next_core = std::move(core);  // replaces one loaded but not yet taken
+    g.unlock();
+    post_reload(self, s.model, error.empty(), error);
+    g.lock();
+  }
+}
+
+// Asks the loader thread for a model with these settings; returns at once.
+static void request_reload(GstPtmInfer* self, const Settings& s) {
+  Private& p = *self->priv;
+  std::lock_guard<std::mutex> g(p.reload_lock);
+  if (!p.state) return;  // not running: start() loads it
+  p.request = s;
+  if (!p.loader.joinable()) p.loader = std::thread(loader_main, self);
+  p.reload_wake.notify_one();
+}
+
+// Stops the loader thread, waiting for a load in progress.
+static void stop_loader(Private& p) {
+  std::thread t;
+  {
+    std::lock_guard<std::mutex> g(p.reload_lock);
+    p.loader_quit = true;
+    p.request.reset();
+    t = std::move(p.loader);
+  }
+  p.reload_wake.notify_all();
+  if (t.joinable()) t.join();
+  std::lock_guard<std::mutex> g(p.reload_lock);
+  p.loader_quit = false;
+  p.next_core.reset();
 }
 
 static bool classify_pending(GstPtmInfer* self, State& st);
@@ -288,18 +319,18 @@ static void maybe_swap(GstPtmInfer* self, State& st, const Settings& s) {
     const gint64 now = g_get_monotonic_time();
     if (now - p.last_check_us > 500000) {
       p.last_check_us = now;
-      FileStamp current = stamp_of(s.model), loaded;
+      const FileStamp current = stamp_of(s.model);
+      bool changed;
       {
         std::lock_guard<std::mutex> g(p.reload_lock);
-        loaded = p.loaded_stamp;
+        // A model set while playing is watched from its request on, so it
+        // is not loaded twice.
+        changed = p.watched == s.model && !(current == p.loaded_stamp) && current.size > 0;
+        if (changed) p.loaded_stamp = current;
       }
-      if (!(current == loaded) && current.size > 0) {
-        {
-          std::lock_guard<std::mutex> g(p.reload_lock);
-          p.loaded_stamp = current;
-        }
+      if (changed) {
         GST_INFO_OBJECT(self, "%s changed on disk: reloading", s.model.c_str());
-        start_reload(self);
+        request_reload(self, s);
       }
     }
   }
@@ -322,12 +353,17 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
   // Model-defining properties take effect at the next start.
   if (playing_or_paused(self) && (id == PROP_MODEL || id == PROP_LABELS)) {
     // A new model (or labels) while running: load it in the background.
+    const std::string v = g_value_get_string(value) ? g_value_get_string(value) : "";
+    if (id == PROP_MODEL) {
+      std::lock_guard<std::mutex> g(self->priv->reload_lock);
+      self->priv->watched = v;
+      self->priv->loaded_stamp = stamp_of(v);
+    }
     {
       std::lock_guard<std::mutex> g(self->priv->lock);
-      (id == PROP_MODEL ? self->priv->settings.model : self->priv->settings.labels) =
-          g_value_get_string(value) ? g_value_get_string(value) : "";
+      (id == PROP_MODEL ? self->priv->settings.model : self->priv->settings.labels) = v;
     }
-    start_reload(self);
+    request_reload(self, settings_copy(self));
     return;
   }
   if (playing_or_paused(self) && (id == PROP_ARCHITECTURE || id == PROP_NUM_CLASSES || id == PROP_DEVICE ||
@@ -438,6 +474,7 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
     std::lock_guard<std::mutex> g(self->priv->stats_lock);
     self->priv->counters = Counters();
   }
+  const FileStamp stamp = stamp_of(s.model);
   State st;
   const bool ok = ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
                                "Could not load model '" + s.model + "'",
@@ -455,17 +492,19 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
                   st.core->on_cuda() ? "CUDA" : "CPU");
   for (const auto& n : m.notes) GST_INFO_OBJECT(self, "%s", n.c_str());
   std::lock_guard<std::mutex> g(self->priv->reload_lock);
-  self->priv->loaded_stamp = stamp_of(s.model);
+  self->priv->watched = s.model;
+  self->priv->loaded_stamp = stamp;
   self->priv->state.emplace(std::move(st));
   return TRUE;
 }
 
 static gboolean gst_ptm_infer_stop(GstBaseTransform* trans) {
   Private& p = *GST_PTM_INFER(trans)->priv;
-  if (p.loader.joinable()) p.loader.join();
-  std::lock_guard<std::mutex> g(p.reload_lock);
-  p.next_core.reset();
-  p.state.reset();
+  {
+    std::lock_guard<std::mutex> g(p.reload_lock);
+    p.state.reset();  // no new requests from here on
+  }
+  stop_loader(p);
   return TRUE;
 }
 
@@ -767,7 +806,7 @@ static void gst_ptm_infer_set_context(GstElement* element, GstContext* context) 
 
 static void gst_ptm_infer_finalize(GObject* object) {
   Private* p = GST_PTM_INFER(object)->priv;
-  if (p->loader.joinable()) p->loader.join();
+  stop_loader(*p);
   delete p;
   G_OBJECT_CLASS(gst_ptm_infer_parent_class)->finalize(object);
 }
@@ -799,8 +838,9 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
       g_param_spec_string("model", "Model file",
                           "Model file (.pth/.pt state dict or checkpoint, .safetensors, or TorchScript). "
                           "Loaded at start; set while playing, the new model loads in the background and takes "
-                          "over between two frames (a file that fails to load or needs another input size "
-                          "leaves the old model running, with a warning and a 'model-reload' message)",
+                          "over between two frames (the newest value replaces one not yet loading; a file that fails "
+                          "to load or needs another input size leaves the old model running, with a warning and a "
+                          "'model-reload' message)",
                           nullptr, live));
   g_object_class_install_property(
       gobject_class, PROP_ARCHITECTURE,

@@ -142,7 +142,7 @@ class WindowAttention : public torch::nn::Module {
     if (v2_) {  // V2 has no key bias: its slot is held at zero
       b = torch::cat({b.narrow(0, 0, dim), torch::zeros_like(b.narrow(0, dim, dim)), b.narrow(0, 2 * dim, dim)});
     }
-    at::Tensor t = (v2_ ? at::linear(x, qkv->weight, b) : linear(x, qkv->weight, b)).reshape({-1, len, 3, heads_, hd}).permute({2, 0, 3, 1, 4});
+    at::Tensor t = linear(x, qkv->weight, b).reshape({-1, len, 3, heads_, hd}).permute({2, 0, 3, 1, 4});
     at::Tensor q = t[0], k = t[1], v = t[2], attn;
     if (v2_) {
       namespace F = torch::nn::functional;
