@@ -126,12 +126,17 @@ const Value& unwrap(const Value& root, const ReadOptions& opt, Checkpoint& ck) {
 }
 
 void strip_prefixes(StateDict& sd, std::vector<std::string>& notes) {
-  for (const char* prefix : {"module.", "_orig_mod.", "module."}) {
-    const std::string p(prefix);
-    bool all = !sd.entries.empty();
+  // DataParallel's module., torch.compile's _orig_mod., and any other first
+  // name every key shares: a wrapping module's attribute (a LightningModule's
+  // model., net., backbone.). Every architecture ptm builds has more than one
+  // top-level name (a body and a head), so a shared one is never its own.
+  for (int level = 0; level < 4 && !sd.entries.empty(); ++level) {
+    const std::string& first = sd.entries.front().name;
+    const size_t dot = first.find('.');
+    if (dot == std::string::npos || dot == 0) return;
+    const std::string p = first.substr(0, dot + 1);
     for (const auto& e : sd.entries)
-      if (e.name.rfind(p, 0) != 0) all = false;
-    if (!all) continue;
+      if (e.name.size() <= p.size() || e.name.compare(0, p.size(), p) != 0) return;
     for (auto& e : sd.entries) e.name.erase(0, p.size());
     notes.push_back("stripped prefix '" + p + "' from every key");
   }

@@ -162,6 +162,9 @@ struct Classifier::Impl {
   void load_labels(const ClassifierOptions& o);
   void apply_folder(const ModelFolder& f, Classifier& self);
   std::vector<std::string> package_labels;  // carried in the package's metadata or a folder's config
+  // The architecture a folder's config names: taken where the weights fit
+  // it and another architecture of the same layout too (timm's DeiT, ViT).
+  std::string preferred;
 
   // x: on the device, in the model's type and memory format.
   at::Tensor run(const at::Tensor& x) {
@@ -287,6 +290,14 @@ void Classifier::Impl::load_weights(const ClassifierOptions& o) {
     Candidate c = detect_architecture(ck.state);
     arch = c.name;
     classes = c.num_classes;
+    if (std::find(c.also.begin(), c.also.end(), preferred) != c.also.end()) {
+      c.also.insert(c.also.begin(), arch);
+      c.also.erase(std::find(c.also.begin(), c.also.end(), preferred));
+      arch = preferred;
+    }
+    for (const auto& other : c.also)
+      info.notes.push_back("the weights fit " + other + " as well (the same layout, another default "
+                           "preprocessing): architecture=" + other + " picks it");
   } else {
     const ArchInfo* a = find_architecture(arch);
     if (!a) throw ModelError("unknown architecture '" + arch + "'; known: " + architecture_names());
@@ -491,6 +502,7 @@ Classifier::Classifier(const ClassifierOptions& options) : impl_(std::make_uniqu
   if (is_model_folder(o.model)) {
     folder = read_model_folder(o.model);
     o.model = folder->weights;
+    im.preferred = folder->architecture.substr(0, folder->architecture.find('.'));  // timm's name.tag
     im.info.notes.insert(im.info.notes.end(), folder->notes.begin(), folder->notes.end());
   }
   im.threads = runtime::resolve_threads(o.threads);
@@ -517,8 +529,9 @@ Classifier::Classifier(const ClassifierOptions& options) : impl_(std::make_uniqu
 // The folder's transform and labels where its configs give them (explicit
 // options, applied after, still win).
 void Classifier::Impl::apply_folder(const ModelFolder& f, Classifier& self) {
-  if (!f.architecture.empty() && f.architecture != info.architecture &&
-      f.architecture.substr(0, f.architecture.find('.')) != info.architecture)
+  const std::string named = f.architecture.substr(0, f.architecture.find('.'));  // timm's name.tag
+  if (!f.architecture.empty() && f.architecture != info.architecture && named != info.architecture &&
+      "timm/" + named != info.architecture)
     info.notes.push_back("the config names the architecture '" + f.architecture + "'; the weights are " +
                          info.architecture + "'s");
   if (f.input_size > 0 && f.input_size != info.crop_size) {

@@ -147,7 +147,11 @@ std::vector<Candidate> rank_architectures(const StateDict& state) {
 
 Candidate detect_architecture(const StateDict& sd) {
   auto ranked = rank_architectures(sd);
-  if (!ranked.empty() && ranked[0].exact() && ranked[0].num_classes > 0) return ranked[0];
+  if (!ranked.empty() && ranked[0].exact() && ranked[0].num_classes > 0) {
+    Candidate c = ranked[0];
+    for (size_t i = 1; i < ranked.size() && ranked[i].exact(); ++i) c.also.push_back(ranked[i].name);
+    return c;
+  }
   std::ostringstream msg;
   msg << "the weights match no built-in architecture; closest:";
   for (size_t i = 0; i < std::min<size_t>(3, ranked.size()); ++i) {

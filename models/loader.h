@@ -40,6 +40,9 @@ struct Candidate {
   size_t matched = 0, missing = 0, unexpected = 0, mismatched = 0;
   double score = 0;  // 1.0 = exact
   bool exact() const { return missing == 0 && unexpected == 0 && mismatched == 0; }
+  // Other architectures the weights fit exactly (the same layout, e.g. timm's
+  // ViT and DeiT of one width): detection answers the first listed.
+  std::vector<std::string> also;
 };
 
 // Ranks every built-in architecture against the state dict, best first.

@@ -80,8 +80,8 @@ int positive(const json& v, const std::string& what) {
 // timm: {"architecture", "num_classes", "label_names", "pretrained_cfg":
 // {"input_size": [3, H, W], "crop_pct", "crop_mode", "interpolation", "mean", "std"}}.
 void read_timm(const json& c, const std::string& file, ModelFolder& f) {
+  if (!c.contains("pretrained_cfg") || !c["pretrained_cfg"].is_object()) return;  // const []: no missing keys
   const json& p = c["pretrained_cfg"];
-  if (!p.is_object()) return;
   const std::string at = file + " pretrained_cfg.";
   std::vector<std::string> took;
   if (p.contains("input_size")) {

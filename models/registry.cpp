@@ -25,6 +25,7 @@ Ptr make_convnext(const std::string&, const ArchParams&);
 Ptr make_efficientnet_v2(const std::string&, const ArchParams&);
 Ptr make_regnet(const std::string&, const ArchParams&);
 Ptr make_vit(const std::string&, const ArchParams&);
+Ptr make_timm_vit(const std::string&, const ArchParams&);
 Ptr make_swin(const std::string&, const ArchParams&);
 Ptr make_maxvit(const std::string&, const ArchParams&);
 }  // namespace arch
@@ -111,6 +112,33 @@ const std::vector<ArchInfo>& architectures() {
     add("swin_v2_s", "swin_v2", "head", arch::make_swin, 256, 260, I::Bicubic);
     add("swin_v2_b", "swin_v2", "head", arch::make_swin, 256, 272, I::Bicubic);
     add("maxvit_t", "maxvit", "classifier.5", arch::make_maxvit, 224, 224, I::Bicubic);
+
+    // timm's models under timm's names and key names; crop, resize (timm:
+    // floor(crop / crop_pct)), interpolation, mean and std from the model's
+    // default pretrained config. DeiT has the layout of the ViT of its width:
+    // detection answers the ViT (listed first); architecture= picks DeiT's
+    // preprocessing.
+    auto timm_vit = [&](std::string name, bool imagenet_norm) {
+      add(std::move(name), "vit", "head", arch::make_timm_vit, 224, 248, I::Bicubic);
+      v.back().source = "timm";
+      v.back().position_table = "pos_embed";
+      if (!imagenet_norm) v.back().mean = v.back().std = {0.5f, 0.5f, 0.5f};
+    };
+    for (const char* n : {"vit_tiny_patch16_224", "vit_small_patch16_224", "vit_small_patch32_224",
+                          "vit_base_patch16_224", "vit_base_patch32_224", "vit_large_patch16_224"})
+      timm_vit(n, false);
+    for (const char* n : {"deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224"})
+      timm_vit(n, true);
+    // Where timm's name is torchvision's too, ptm's is timm/<name> (as on
+    // the Hugging Face hub).
+    auto timm = [&](std::string name, std::string family, std::string head, ArchFactory make, int crop, int resize) {
+      add(std::move(name), std::move(family), std::move(head), make, crop, resize, I::Bicubic);
+      v.back().source = "timm";
+    };
+    timm("timm/convnext_tiny", "convnext", "head.fc", arch::make_convnext, 224, 235);  // crop_pct 0.95
+    timm("timm/convnext_small", "convnext", "head.fc", arch::make_convnext, 224, 235);
+    timm("timm/convnext_base", "convnext", "head.fc", arch::make_convnext, 224, 256);  // 0.875
+    timm("timm/convnext_large", "convnext", "head.fc", arch::make_convnext, 224, 256);
     return v;
   }();
   return list;

@@ -29,8 +29,9 @@ constexpr std::array<float, 3> kImageNetStd{{0.229f, 0.224f, 0.225f}};
 // attribute names, a factory), and its rows in registry.cpp; detection
 // signatures, parity fixtures' names and docs follow from this table.
 struct ArchInfo {
-  std::string name;      // torchvision's builder name
+  std::string name;      // torchvision's builder name, or timm's model name
   std::string family;    // resnet, vgg, ...
+  std::string source = "torchvision";  // whose modules, key names and transform: torchvision or timm
   std::string head;      // state-dict prefix of the classification head
   ArchFactory make = nullptr;
   int crop_size = 224;   // torchvision's eval transform of the first weights

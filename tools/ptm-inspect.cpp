@@ -155,13 +155,18 @@ static void print_architectures_markdown() {
                "A `.pth`, `.safetensors` or checkpoint of one of these loads with no `architecture=`: the "
                "architecture and class count are detected from the tensor names and shapes. The default "
                "preprocessing is torchvision's evaluation transform of the architecture's first published "
-               "weights: resize the shorter side to *resize*, centre-crop *input*, then normalise. A ViT takes only the "
+               "weights (timm's architectures: timm's transform of the model's default pretrained config, "
+               "resize = floor(input / crop_pct)): resize the shorter side to *resize*, centre-crop *input*, then "
+               "normalise. A model folder's config.json overrides it. A ViT takes only the "
                "input size its position table was made for: weights made for another size (e.g. vit_b_16 at 384) "
-               "run at that size, with torchvision's resize/crop ratio.\n\n"
-               "| architecture | family | input | resize | interpolation | mean | std | head |\n"
-               "|---|---|---|---|---|---|---|---|\n";
+               "run at that size, with the resize/crop ratio kept. timm's DeiT has the layout of timm's ViT of "
+               "its width: its weights are detected as the ViT; `architecture=deit_...` (or a folder's config "
+               "naming it) picks DeiT's preprocessing.\n\n"
+               "| architecture | source | family | input | resize | interpolation | mean | std | head |\n"
+               "|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& a : ptm::architectures())
-    std::cout << "| " << a.name << " | " << a.family << " | " << a.crop_size << " | " << a.resize_size << " | "
+    std::cout << "| " << a.name << " | " << a.source << " | " << a.family << " | " << a.crop_size << " | "
+              << a.resize_size << " | "
               << (a.interpolation == ptm::Interpolation::Bicubic ? "bicubic" : "bilinear") << " | "
               << triple(a.mean) << " | " << triple(a.std) << " | `" << a.head << "` |\n";
   std::cout << "\n" << ptm::architectures().size() << " architectures.\n";
@@ -246,6 +251,9 @@ int main(int argc, char** argv) {
       if (ranked[0].image_size > 0)
         std::cout << "input size:  " << ranked[0].image_size << "x" << ranked[0].image_size
                   << " (fixed by its position table)\n";
+      for (size_t i = 1; i < ranked.size() && ranked[i].exact(); ++i)
+        std::cout << "also fits:   " << ranked[i].name << " (the same layout, another default preprocessing: "
+                  << "--arch " << ranked[i].name << ", or architecture= in ptminfer)\n";
     } else {
       std::cout << "architecture: unknown; closest:";
       for (size_t i = 0; i < std::min<size_t>(3, ranked.size()); ++i)

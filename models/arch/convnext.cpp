@@ -1,4 +1,5 @@
-// torchvision.models.convnext: ConvNeXt (tiny, small, base, large).
+// torchvision.models.convnext: ConvNeXt (tiny, small, base, large), and
+// timm's ConvNeXt of the same sizes under timm's names (timm/convnext_*).
 #include "common.h"
 
 #include "../error.h"
@@ -87,6 +88,76 @@ struct Stage {
   int64_t dim, depth;
 };
 
+// timm's ConvNeXtBlock (conv_mlp off): conv_dw, norm, mlp.fc1/fc2, and the
+// per-channel scale gamma, a vector.
+class TimmBlock : public torch::nn::Module {
+ public:
+  explicit TimmBlock(int64_t dim) {
+    conv_dw_ = register_module("conv_dw", conv(dim, dim, 7, 1, 3, dim, true));
+    norm_ = register_module("norm", layer_norm(dim));
+    auto mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
+    fc1_ = mlp->register_module("fc1", torch::nn::Linear(dim, 4 * dim));
+    fc2_ = mlp->register_module("fc2", torch::nn::Linear(4 * dim, dim));
+    gamma = register_parameter("gamma", torch::full({dim}, 1e-6));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    at::Tensor y = channel_norm(conv_dw_(x), norm_);
+    y = per_pixel(torch::gelu(per_pixel(y, fc1_)), fc2_);
+    return gamma.view({-1, 1, 1}) * y + x;
+  }
+  at::Tensor gamma;
+
+ private:
+  torch::nn::Conv2d conv_dw_{nullptr};
+  torch::nn::LayerNorm norm_{nullptr};
+  torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
+};
+
+// timm's ConvNeXtStage: downsample (from the second stage on), blocks.
+class TimmStage : public torch::nn::Module {
+ public:
+  TimmStage(int64_t in, const Stage& s) {
+    if (in != s.dim) down_ = register_module("downsample", std::make_shared<Downsample>(in, s.dim));
+    blocks_ = register_module("blocks", std::make_shared<Chain<std::shared_ptr<TimmBlock>>>());
+    for (int64_t i = 0; i < s.depth; ++i) blocks_->push_back(std::make_shared<TimmBlock>(s.dim));
+  }
+  at::Tensor forward(const at::Tensor& x) { return blocks_->forward(down_ ? down_->forward(x) : x); }
+
+ private:
+  std::shared_ptr<Downsample> down_;
+  std::shared_ptr<Chain<std::shared_ptr<TimmBlock>>> blocks_;
+};
+
+// timm.models.convnext.ConvNeXt: stem, stages, and the NormMlpClassifierHead
+// (average pool, LayerNorm2d, fc) as head.norm and head.fc.
+class TimmConvNeXt : public ClassifierModuleImpl {
+ public:
+  TimmConvNeXt(const std::vector<Stage>& stages, int64_t n) {
+    stem_ = register_module("stem", std::make_shared<Stem>(stages.front().dim));
+    auto all = register_module("stages", std::make_shared<Blocks>());
+    int64_t in = stages.front().dim;
+    for (const auto& s : stages) {
+      all->add(std::make_shared<TimmStage>(in, s));
+      in = s.dim;
+    }
+    stages_ = all;
+    auto head = register_module("head", std::make_shared<torch::nn::Module>());
+    norm_ = head->register_module("norm", layer_norm(in));
+    fc_ = head->register_module("fc", torch::nn::Linear(in, n));
+  }
+  at::Tensor embed(const at::Tensor& x) override {
+    at::Tensor f = torch::adaptive_avg_pool2d(stages_->forward(stem_->forward(x)), {1, 1});
+    return channel_norm(f, norm_).flatten(1);
+  }
+  at::Tensor logits(const at::Tensor& f) override { return fc_(f); }
+
+ private:
+  std::shared_ptr<Stem> stem_;
+  std::shared_ptr<Blocks> stages_;
+  torch::nn::LayerNorm norm_{nullptr};
+  torch::nn::Linear fc_{nullptr};
+};
+
 class ConvNeXt : public ClassifierModuleImpl {
  public:
   // A downsampling layer between consecutive stages.
@@ -119,13 +190,16 @@ class ConvNeXt : public ClassifierModuleImpl {
 }  // namespace
 
 ClassifierModulePtr make_convnext(const std::string& name, const ArchParams& p) {
+  const bool timm = name.rfind("timm/", 0) == 0;
+  const std::string size = timm ? name.substr(5) : name;
   auto stages = [&]() -> std::vector<Stage> {
-    if (name == "convnext_tiny") return {{96, 3}, {192, 3}, {384, 9}, {768, 3}};
-    if (name == "convnext_small") return {{96, 3}, {192, 3}, {384, 27}, {768, 3}};
-    if (name == "convnext_base") return {{128, 3}, {256, 3}, {512, 27}, {1024, 3}};
-    if (name == "convnext_large") return {{192, 3}, {384, 3}, {768, 27}, {1536, 3}};
+    if (size == "convnext_tiny") return {{96, 3}, {192, 3}, {384, 9}, {768, 3}};
+    if (size == "convnext_small") return {{96, 3}, {192, 3}, {384, 27}, {768, 3}};
+    if (size == "convnext_base") return {{128, 3}, {256, 3}, {512, 27}, {1024, 3}};
+    if (size == "convnext_large") return {{192, 3}, {384, 3}, {768, 27}, {1536, 3}};
     throw ModelError("unknown convnext variant '" + name + "' (convnext_tiny, _small, _base or _large)");
   };
+  if (timm) return std::make_shared<TimmConvNeXt>(stages(), p.num_classes);
   return std::make_shared<ConvNeXt>(stages(), p.num_classes);
 }
 

@@ -33,12 +33,13 @@ inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Ten
 inline at::Tensor linear(const torch::nn::Linear& l, const at::Tensor& x) { return linear(x, l->weight, l->bias); }
 
 // torchvision.ops.MLP(in, [hidden, out], activation_layer=nn.GELU):
-// Linear "0", GELU, Dropout, Linear "3", Dropout (keys 0 and 3).
+// Linear "0", GELU, Dropout, Linear "3", Dropout (keys 0 and 3); timm's Mlp
+// names them fc1 and fc2.
 class MlpImpl : public torch::nn::Module {
  public:
-  MlpImpl(int64_t dim, int64_t hidden) {
-    fc1_ = register_module("0", torch::nn::Linear(dim, hidden));
-    fc2_ = register_module("3", torch::nn::Linear(hidden, dim));
+  MlpImpl(int64_t dim, int64_t hidden, const char* fc1 = "0", const char* fc2 = "3") {
+    fc1_ = register_module(fc1, torch::nn::Linear(dim, hidden));
+    fc2_ = register_module(fc2, torch::nn::Linear(hidden, dim));
   }
   at::Tensor forward(const at::Tensor& x) { return linear(fc2_, torch::gelu(linear(fc1_, x))); }
   std::vector<torch::nn::Linear> linears() const { return {fc1_, fc2_}; }

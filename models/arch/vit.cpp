@@ -1,5 +1,6 @@
 // torchvision.models.vision_transformer: ViT-B/L/H with a class token, a
-// learnt position table and pre-norm encoder blocks.
+// learnt position table and pre-norm encoder blocks; and timm's
+// VisionTransformer (ViT-Ti/S/B/L, DeiT), the same network under timm's names.
 #include <cmath>
 
 #include "transformer.h"
@@ -9,9 +10,26 @@
 namespace ptm::arch {
 namespace {
 
+// Multi-head self-attention over N x L x D tokens from a packed q/k/v
+// projection (q, k, v blocks of D rows each) and an output projection.
+// Reshapes keep the batch as -1 so a traced graph serves every batch size.
+at::Tensor self_attention(const at::Tensor& x, const at::Tensor& qkv_w, const at::Tensor& qkv_b,
+                          const torch::nn::Linear& proj, int64_t heads) {
+  const int64_t len = x.size(1), dim = x.size(2), hd = dim / heads;
+  at::Tensor qkv = linear(x, qkv_w, qkv_b).reshape({-1, len, 3, heads, hd}).permute({2, 0, 3, 1, 4});
+  at::Tensor q = qkv[0] / std::sqrt(double(hd));
+  at::Tensor attn = torch::softmax(torch::matmul(q, qkv[1].transpose(-2, -1)), -1);
+  return linear(proj, torch::matmul(attn, qkv[2]).transpose(1, 2).reshape({-1, len, dim}));
+}
+
+std::string size_str(const std::vector<int64_t>& s) {
+  std::string r;
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? "x" : "") + std::to_string(s[i]);
+  return r;
+}
+
 // nn.MultiheadAttention's parameters (packed q/k/v projection, out_proj)
-// used as batch-first self-attention. Reshapes keep the batch as -1 so a
-// traced graph serves every batch size.
+// used as batch-first self-attention.
 class SelfAttention : public torch::nn::Module {
  public:
   SelfAttention(int64_t dim, int64_t heads) : heads_(heads) {
@@ -21,15 +39,7 @@ class SelfAttention : public torch::nn::Module {
     torch::nn::init::xavier_uniform_(in_proj_weight);
     torch::nn::init::zeros_(out_proj->bias);
   }
-  at::Tensor forward(const at::Tensor& x) {
-    const int64_t len = x.size(1), dim = x.size(2), hd = dim / heads_;
-    at::Tensor qkv = linear(x, in_proj_weight, in_proj_bias)
-                         .reshape({-1, len, 3, heads_, hd})
-                         .permute({2, 0, 3, 1, 4});
-    at::Tensor q = qkv[0] / std::sqrt(double(hd));
-    at::Tensor attn = torch::softmax(torch::matmul(q, qkv[1].transpose(-2, -1)), -1);
-    return linear(out_proj, torch::matmul(attn, qkv[2]).transpose(1, 2).reshape({-1, len, dim}));
-  }
+  at::Tensor forward(const at::Tensor& x) { return self_attention(x, in_proj_weight, in_proj_bias, out_proj, heads_); }
   at::Tensor in_proj_weight, in_proj_bias;
   torch::nn::Linear out_proj{nullptr};
 
@@ -121,7 +131,7 @@ class VisionTransformerImpl : public ClassifierModuleImpl {
   at::Tensor embed(const at::Tensor& input) override {
     if (input.dim() != 4 || input.size(2) != image_size_ || input.size(3) != image_size_)
       throw ModelError(name_ + " takes " + std::to_string(image_size_) + "x" + std::to_string(image_size_) +
-                       " images (its position table's size), got " + shape_str(input.sizes().vec()));
+                       " images (its position table's size), got " + size_str(input.sizes().vec()));
     at::Tensor x = conv_proj(input).flatten(2).transpose(1, 2);  // N x patches x D
     // expand_as (not a size read) keeps the traced graph batch-agnostic.
     x = torch::cat({class_token.expand_as(x.narrow(1, 0, 1)), x}, 1);
@@ -136,11 +146,94 @@ class VisionTransformerImpl : public ClassifierModuleImpl {
   std::shared_ptr<Heads> heads;
 
  private:
-  static std::string shape_str(const std::vector<int64_t>& s) {
-    std::string r;
-    for (size_t i = 0; i < s.size(); ++i) r += (i ? "x" : "") + std::to_string(s[i]);
-    return r;
+  std::string name_;
+  int64_t image_size_;
+};
+
+// timm's Attention: qkv (biased) and proj.
+class TimmAttention : public torch::nn::Module {
+ public:
+  TimmAttention(int64_t dim, int64_t heads) : heads_(heads) {
+    qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
+    proj = register_module("proj", torch::nn::Linear(dim, dim));
   }
+  at::Tensor forward(const at::Tensor& x) { return self_attention(x, qkv->weight, qkv->bias, proj, heads_); }
+  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+
+ private:
+  int64_t heads_;
+};
+
+// timm's Block without layer scale: norm1, attn, norm2, mlp (fc1, fc2).
+class TimmBlock : public torch::nn::Module {
+ public:
+  TimmBlock(int64_t dim, int64_t heads, int64_t mlp_dim) {
+    norm1 = register_module("norm1", layer_norm(dim, 1e-6));
+    attn = register_module("attn", std::make_shared<TimmAttention>(dim, heads));
+    norm2 = register_module("norm2", layer_norm(dim, 1e-6));
+    mlp = register_module("mlp", Mlp(dim, mlp_dim, "fc1", "fc2"));
+    at::NoGradGuard ng;
+    for (auto* l : {&attn->qkv, &attn->proj}) trunc_normal_((*l)->weight, 0.02), torch::nn::init::zeros_((*l)->bias);
+    for (auto& l : mlp->linears()) trunc_normal_(l->weight, 0.02), torch::nn::init::zeros_(l->bias);
+  }
+  at::Tensor forward(const at::Tensor& input) {
+    at::Tensor x = input + attn->forward(norm1(input));
+    return x + mlp(norm2(x));
+  }
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  std::shared_ptr<TimmAttention> attn;
+  Mlp mlp{nullptr};
+};
+
+// timm's PatchEmbed: one strided convolution, "proj".
+class PatchEmbed : public torch::nn::Module {
+ public:
+  PatchEmbed(int64_t dim, int64_t patch) {
+    proj = register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, dim, patch).stride(patch)));
+  }
+  at::Tensor forward(const at::Tensor& x) { return proj(x).flatten(2).transpose(1, 2); }
+  torch::nn::Conv2d proj{nullptr};
+};
+
+// timm.models.vision_transformer.VisionTransformer as its vit_*_patch*_224
+// and deit_*_patch16_224 models build it: class token, a position table
+// over it and the patches, token pooling after the final norm.
+class TimmVisionTransformerImpl : public ClassifierModuleImpl {
+ public:
+  TimmVisionTransformerImpl(const VitConfig& c, int64_t image_size, int64_t num_classes)
+      : name_(c.name), image_size_(image_size) {
+    const int64_t grid = image_size / c.patch;
+    patch_embed = register_module("patch_embed", std::make_shared<PatchEmbed>(c.dim, c.patch));
+    cls_token = register_parameter("cls_token", torch::empty({1, 1, c.dim}).normal_(0.0, 1e-6));
+    pos_embed = register_parameter("pos_embed", torch::empty({1, grid * grid + 1, c.dim}));
+    trunc_normal_(pos_embed, 0.02);
+    blocks = register_module("blocks", std::make_shared<Blocks>());
+    for (int64_t i = 0; i < c.layers; ++i) blocks->add(std::make_shared<TimmBlock>(c.dim, c.heads, c.mlp_dim));
+    norm = register_module("norm", layer_norm(c.dim, 1e-6));
+    head = register_module("head", torch::nn::Linear(c.dim, num_classes));
+    at::NoGradGuard ng;
+    trunc_normal_(head->weight, 0.02);
+    torch::nn::init::zeros_(head->bias);
+  }
+
+  at::Tensor embed(const at::Tensor& input) override {
+    if (input.dim() != 4 || input.size(2) != image_size_ || input.size(3) != image_size_)
+      throw ModelError(name_ + " takes " + std::to_string(image_size_) + "x" + std::to_string(image_size_) +
+                       " images (its position table's size), got " + size_str(input.sizes().vec()));
+    at::Tensor x = patch_embed->forward(input);
+    x = torch::cat({cls_token.expand_as(x.narrow(1, 0, 1)), x}, 1) + pos_embed;
+    return norm(blocks->forward(x)).select(1, 0);
+  }
+  at::Tensor logits(const at::Tensor& f) override { return linear(head, f); }
+  int64_t fixed_input_size() const override { return image_size_; }
+
+  std::shared_ptr<PatchEmbed> patch_embed;
+  at::Tensor cls_token, pos_embed;
+  std::shared_ptr<Blocks> blocks;
+  torch::nn::LayerNorm norm{nullptr};
+  torch::nn::Linear head{nullptr};
+
+ private:
   std::string name_;
   int64_t image_size_;
 };
@@ -151,18 +244,35 @@ const VitConfig kConfigs[] = {
     {"vit_h_14", 14, 32, 16, 1280, 5120},
 };
 
+const VitConfig kTimmConfigs[] = {
+    {"vit_tiny_patch16_224", 16, 12, 3, 192, 768},      {"vit_small_patch16_224", 16, 12, 6, 384, 1536},
+    {"vit_small_patch32_224", 32, 12, 6, 384, 1536},    {"vit_base_patch16_224", 16, 12, 12, 768, 3072},
+    {"vit_base_patch32_224", 32, 12, 12, 768, 3072},    {"vit_large_patch16_224", 16, 24, 16, 1024, 4096},
+    {"deit_tiny_patch16_224", 16, 12, 3, 192, 768},     {"deit_small_patch16_224", 16, 12, 6, 384, 1536},
+    {"deit_base_patch16_224", 16, 12, 12, 768, 3072},
+};
+
+int64_t checked_size(const std::string& name, const VitConfig& c, const ArchParams& p) {
+  const int64_t size = p.image_size > 0 ? p.image_size : find_architecture(name)->crop_size;
+  if (size < c.patch || size % c.patch != 0)
+    throw ModelError(name + " cuts its input into " + std::to_string(c.patch) + "-pixel patches: an image size of " +
+                     std::to_string(size) + " is not a multiple of that");
+  return size;
+}
+
 }  // namespace
 
 ClassifierModulePtr make_vit(const std::string& name, const ArchParams& p) {
-  for (const auto& c : kConfigs) {
-    if (name != c.name) continue;
-    const int64_t size = p.image_size > 0 ? p.image_size : find_architecture(name)->crop_size;
-    if (size < c.patch || size % c.patch != 0)
-      throw ModelError(name + " cuts its input into " + std::to_string(c.patch) + "-pixel patches: an image size of " +
-                       std::to_string(size) + " is not a multiple of that");
-    return std::make_shared<VisionTransformerImpl>(c, size, p.num_classes);
-  }
+  for (const auto& c : kConfigs)
+    if (name == c.name) return std::make_shared<VisionTransformerImpl>(c, checked_size(name, c, p), p.num_classes);
   throw ModelError("unknown vision transformer variant '" + name + "'");
+}
+
+ClassifierModulePtr make_timm_vit(const std::string& name, const ArchParams& p) {
+  for (const auto& c : kTimmConfigs)
+    if (name == c.name)
+      return std::make_shared<TimmVisionTransformerImpl>(c, checked_size(name, c, p), p.num_classes);
+  throw ModelError("unknown timm vision transformer variant '" + name + "'");
 }
 
 }  // namespace ptm::arch

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <limits>
 #include <fstream>
+#include <unistd.h>
 
 #include "../common/fixtures.h"
 #include "models/architectures.h"
@@ -242,8 +243,10 @@ TEST(Registry, EveryNameBuildsAndHasAHead) {
   for (const auto& a : architectures()) {
     // Large; parity covers them.
     if (a.family == "vgg" && a.name != "vgg11") continue;
-    if (a.family == "vit" && a.name != "vit_b_32") continue;
-    if (a.name == "regnet_y_128gf" || a.name == "regnet_y_32gf" || a.name == "convnext_large") continue;
+    if (a.family == "vit" && a.name != "vit_b_32" && a.name != "vit_tiny_patch16_224") continue;
+    if (a.name == "regnet_y_128gf" || a.name == "regnet_y_32gf" || a.name == "convnext_large" ||
+        a.name == "timm/convnext_large")
+      continue;
     // A position table fixes the input size: build it for 64x64.
     const int64_t size = a.position_table.empty() ? 0 : 64;
     auto m = create_architecture(a.name, 7, size);
@@ -268,6 +271,69 @@ StateDict state_of(torch::nn::Module& m) {
   for (const auto& p : m.named_parameters()) sd.entries.push_back({p.key(), p.value().clone()});
   for (const auto& b : m.named_buffers()) sd.entries.push_back({b.key(), b.value().clone()});
   return sd;
+}
+
+// A first name every key shares is a wrapping module's attribute (a
+// LightningModule's model., DataParallel's module.): stripped, level by
+// level; keys that do not all share it are left as they are.
+TEST(Checkpoint, SharedPrefixesAreStripped) {
+  auto m = create_architecture("resnet18", 7);
+  StateDict wrapped = state_of(*m);
+  for (auto& e : wrapped.entries) e.name = "model.module." + e.name;
+  const auto path = std::filesystem::temp_directory_path() / ("ptm-prefix-" + std::to_string(::getpid()) + ".ckpt");
+  save_state_dict(path.string(), wrapped);
+  Checkpoint ck = read_checkpoint(path.string());
+  Candidate c = detect_architecture(ck.state);
+  EXPECT_EQ(c.name, "resnet18");
+  EXPECT_EQ(c.num_classes, 7);
+  std::string notes;
+  for (const auto& n : ck.notes) notes += n + "\n";
+  EXPECT_NE(notes.find("stripped prefix 'model.'"), std::string::npos) << notes;
+  EXPECT_NE(notes.find("stripped prefix 'module.'"), std::string::npos) << notes;
+
+  wrapped.entries.push_back({"criterion.weight", at::ones({7})});  // not under model.
+  save_state_dict(path.string(), wrapped);
+  ck = read_checkpoint(path.string());
+  EXPECT_EQ(ck.state.entries.front().name.rfind("model.module.", 0), 0u);
+  EXPECT_THROW(detect_architecture(ck.state), ModelError);
+  std::filesystem::remove(path);
+}
+
+// timm's DeiT has the layout of timm's ViT of its width: detection answers
+// the ViT and names DeiT too; architecture= or a folder's config naming DeiT
+// picks it, and with it DeiT's preprocessing (ImageNet mean and std).
+TEST(Loader, SameLayoutArchitecturesAreNamed) {
+  auto m = create_architecture("deit_tiny_patch16_224", 10);
+  StateDict sd = state_of(*m);
+  Candidate c = detect_architecture(sd);
+  EXPECT_EQ(c.name, "vit_tiny_patch16_224");
+  EXPECT_EQ(c.num_classes, 10);
+  EXPECT_EQ(c.also, std::vector<std::string>{"deit_tiny_patch16_224"});
+  // torchvision's architectures are told apart by their weights alone.
+  EXPECT_TRUE(detect_architecture(state_of(*create_architecture("vit_b_32", 10))).also.empty());
+
+  const auto dir = std::filesystem::temp_directory_path() / ("ptm-deit-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  save_state_dict((dir / "pytorch_model.bin").string(), sd);
+  ClassifierOptions o;
+  o.model = (dir / "pytorch_model.bin").string();
+  o.optimize = false;
+  Classifier vit(o);
+  EXPECT_EQ(vit.info().architecture, "vit_tiny_patch16_224");
+  EXPECT_FLOAT_EQ(vit.info().mean[0], 0.5f);
+  bool named = false;
+  for (const auto& n : vit.info().notes) named |= n.find("architecture=deit_tiny_patch16_224") != std::string::npos;
+  EXPECT_TRUE(named) << "no note naming DeiT";
+  o.architecture = "deit_tiny_patch16_224";
+  EXPECT_FLOAT_EQ(Classifier(o).info().mean[0], 0.485f);
+  // A timm folder's config naming DeiT (with a pretrained tag) picks it.
+  std::ofstream(dir / "config.json") << R"({"architecture": "deit_tiny_patch16_224.fb_in1k", "num_classes": 10})";
+  o.architecture.clear();
+  o.model = dir.string();
+  Classifier deit(o);
+  EXPECT_EQ(deit.info().architecture, "deit_tiny_patch16_224");
+  for (const auto& n : deit.info().notes) EXPECT_EQ(n.find("the config names"), std::string::npos) << n;
+  std::filesystem::remove_all(dir);
 }
 
 // Auxiliary heads (ArchInfo::ignored) may be in a checkpoint or not: both
