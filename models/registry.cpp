@@ -135,6 +135,10 @@ const std::vector<ArchInfo>& architectures() {
       add(std::move(name), std::move(family), std::move(head), make, crop, resize, I::Bicubic);
       v.back().source = "timm";
     };
+    for (const char* n : {"resnet18d", "resnet26d", "resnet34d", "resnet50d"})
+      timm(n, "resnet", "fc", arch::make_resnet, 224, 256);  // crop_pct 0.875
+    timm("resnet101d", "resnet", "fc", arch::make_resnet, 256, 269);  // 0.95 at 256
+    timm("resnet152d", "resnet", "fc", arch::make_resnet, 256, 269);
     timm("timm/convnext_tiny", "convnext", "head.fc", arch::make_convnext, 224, 235);  // crop_pct 0.95
     timm("timm/convnext_small", "convnext", "head.fc", arch::make_convnext, 224, 235);
     timm("timm/convnext_base", "convnext", "head.fc", arch::make_convnext, 224, 256);  // 0.875

@@ -1,5 +1,6 @@
 // torchvision.models.resnet: ResNet (v1.5: stride in the 3x3 conv),
-// ResNeXt and Wide ResNet.
+// ResNeXt and Wide ResNet; and timm's ResNet-D (resnet*d: a deep 3x3 stem
+// and average-pooled shortcuts), whose other keys are torchvision's.
 #include "common.h"
 
 #include "../error.h"
@@ -10,6 +11,7 @@ namespace {
 struct BlockConfig {
   int64_t inplanes, planes, stride, groups, base_width;
   bool downsample;
+  bool avg_down = false;  // ResNet-D's shortcut: 2x2 average pool, then a 1x1 conv
 };
 
 class ResidualBlock : public torch::nn::Module {
@@ -18,17 +20,47 @@ class ResidualBlock : public torch::nn::Module {
 };
 using ResidualBlockPtr = std::shared_ptr<ResidualBlock>;
 
+// The shortcut's projection: a strided 1x1 conv and BatchNorm ("0", "1"),
+// or timm's downsample_avg: AvgPool2d(2, stride, ceil_mode, no padding
+// counted) where the stride is 2 (an Identity otherwise), then a 1x1 conv
+// and BatchNorm ("1", "2").
 class Downsample : public torch::nn::Module {
  public:
-  Downsample(int64_t in, int64_t out, int64_t stride) {
-    conv_ = register_module("0", conv(in, out, 1, stride));
-    bn_ = register_module("1", batchnorm(out));
+  Downsample(int64_t in, int64_t out, int64_t stride, bool avg) : pool_(avg && stride > 1), stride_(stride) {
+    conv_ = register_module(avg ? "1" : "0", conv(in, out, 1, avg ? 1 : stride));
+    bn_ = register_module(avg ? "2" : "1", batchnorm(out));
   }
-  at::Tensor forward(const at::Tensor& x) { return bn_(conv_(x)); }
+  at::Tensor forward(const at::Tensor& x) {
+    if (!pool_) return bn_(conv_(x));
+    return bn_(conv_(torch::avg_pool2d(x, {2, 2}, {stride_, stride_}, {0, 0}, /*ceil_mode=*/true,
+                                       /*count_include_pad=*/false)));
+  }
 
  private:
+  bool pool_;
+  int64_t stride_;
   torch::nn::Conv2d conv_{nullptr};
   torch::nn::BatchNorm2d bn_{nullptr};
+};
+
+// ResNet-D's stem: three 3x3 convs (the first strided) with BatchNorm and
+// ReLU between them; the stem's last BatchNorm is the network's bn1.
+class DeepStem : public torch::nn::Module {
+ public:
+  DeepStem(int64_t width, int64_t out) {
+    c0_ = register_module("0", conv(3, width, 3, 2, 1));
+    b1_ = register_module("1", batchnorm(width));
+    c3_ = register_module("3", conv(width, width, 3, 1, 1));
+    b4_ = register_module("4", batchnorm(width));
+    c6_ = register_module("6", conv(width, out, 3, 1, 1));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    return c6_(torch::relu(b4_(c3_(torch::relu(b1_(c0_(x)))))));
+  }
+
+ private:
+  torch::nn::Conv2d c0_{nullptr}, c3_{nullptr}, c6_{nullptr};
+  torch::nn::BatchNorm2d b1_{nullptr}, b4_{nullptr};
 };
 
 class BasicBlock : public ResidualBlock {
@@ -40,7 +72,8 @@ class BasicBlock : public ResidualBlock {
     conv2 = register_module("conv2", conv(c.planes, c.planes, 3, 1, 1));
     bn2 = register_module("bn2", batchnorm(c.planes));
     if (c.downsample)
-      downsample = register_module("downsample", std::make_shared<Downsample>(c.inplanes, c.planes, c.stride));
+      downsample =
+          register_module("downsample", std::make_shared<Downsample>(c.inplanes, c.planes, c.stride, c.avg_down));
   }
   at::Tensor forward(at::Tensor x) override {
     at::Tensor out = torch::relu(bn1(conv1(x)));
@@ -66,7 +99,7 @@ class Bottleneck : public ResidualBlock {
     bn3 = register_module("bn3", batchnorm(c.planes * expansion));
     if (c.downsample)
       downsample = register_module(
-          "downsample", std::make_shared<Downsample>(c.inplanes, c.planes * expansion, c.stride));
+          "downsample", std::make_shared<Downsample>(c.inplanes, c.planes * expansion, c.stride, c.avg_down));
   }
   at::Tensor forward(at::Tensor x) override {
     at::Tensor out = torch::relu(bn1(conv1(x)));
@@ -84,9 +117,10 @@ class ResNetImpl : public ClassifierModuleImpl {
  public:
   template <typename B>
   static std::shared_ptr<ResNetImpl> make(std::array<int64_t, 4> layers, int64_t num_classes,
-                                          int64_t groups, int64_t width_per_group) {
+                                          int64_t groups, int64_t width_per_group, bool resnet_d = false) {
     auto m = std::make_shared<ResNetImpl>();
-    m->conv1 = m->register_module("conv1", conv(3, 64, 7, 2, 3));
+    if (resnet_d) m->deep_stem = m->register_module("conv1", std::make_shared<DeepStem>(32, 64));
+    else m->conv1 = m->register_module("conv1", conv(3, 64, 7, 2, 3));
     m->bn1 = m->register_module("bn1", batchnorm(64));
     int64_t inplanes = 64;
     const int64_t planes[] = {64, 128, 256, 512};
@@ -95,7 +129,7 @@ class ResNetImpl : public ClassifierModuleImpl {
       const int64_t stride = s == 0 ? 1 : 2;
       for (int64_t b = 0; b < layers[s]; ++b) {
         BlockConfig c{inplanes, planes[s], b == 0 ? stride : 1, groups, width_per_group,
-                      b == 0 && (stride != 1 || inplanes != planes[s] * B::expansion)};
+                      b == 0 && (stride != 1 || inplanes != planes[s] * B::expansion), resnet_d};
         layer->push_back(std::make_shared<B>(c));
         inplanes = planes[s] * B::expansion;
       }
@@ -106,14 +140,15 @@ class ResNetImpl : public ClassifierModuleImpl {
   }
 
   at::Tensor embed(const at::Tensor& input) override {
-    at::Tensor x = torch::relu(bn1(conv1(input)));
+    at::Tensor x = torch::relu(bn1(deep_stem ? deep_stem->forward(input) : conv1(input)));
     x = torch::max_pool2d(x, 3, 2, 1);
     for (auto& l : layers_) x = l->forward(x);
     return torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
   }
   at::Tensor logits(const at::Tensor& f) override { return fc(f); }
 
-  torch::nn::Conv2d conv1{nullptr};
+  torch::nn::Conv2d conv1{nullptr};  // or, in ResNet-D:
+  std::shared_ptr<DeepStem> deep_stem;
   torch::nn::BatchNorm2d bn1{nullptr};
   torch::nn::Linear fc{nullptr};
 
@@ -135,6 +170,12 @@ ClassifierModulePtr make_resnet(const std::string& name, const ArchParams& p) {
   if (name == "resnext101_32x8d") return ResNetImpl::make<Bottleneck>({3, 4, 23, 3}, n, 32, 8);
   if (name == "resnext101_64x4d") return ResNetImpl::make<Bottleneck>({3, 4, 23, 3}, n, 64, 4);
   if (name == "wide_resnet101_2") return ResNetImpl::make<Bottleneck>({3, 4, 23, 3}, n, 1, 128);
+  if (name == "resnet18d") return ResNetImpl::make<BasicBlock>({2, 2, 2, 2}, n, 1, 64, true);
+  if (name == "resnet34d") return ResNetImpl::make<BasicBlock>({3, 4, 6, 3}, n, 1, 64, true);
+  if (name == "resnet26d") return ResNetImpl::make<Bottleneck>({2, 2, 2, 2}, n, 1, 64, true);
+  if (name == "resnet50d") return ResNetImpl::make<Bottleneck>({3, 4, 6, 3}, n, 1, 64, true);
+  if (name == "resnet101d") return ResNetImpl::make<Bottleneck>({3, 4, 23, 3}, n, 1, 64, true);
+  if (name == "resnet152d") return ResNetImpl::make<Bottleneck>({3, 8, 36, 3}, n, 1, 64, true);
   throw ModelError("unknown resnet variant '" + name + "'");
 }
 
