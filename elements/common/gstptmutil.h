@@ -19,6 +19,20 @@ constexpr GParamFlags kParamReady =
 constexpr GParamFlags kParamLive =
     GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING);
 
+// One rule for every element, from the flags above: a kParamReady property
+// set in PAUSED or PLAYING is refused with a warning (its value stays the
+// one that runs, and reading it says so). Call first in set_property.
+inline bool settable_now(GstElement* element, const GParamSpec* pspec) {
+  if (!(pspec->flags & GST_PARAM_MUTABLE_READY)) return true;
+  GST_OBJECT_LOCK(element);
+  const GstState state = GST_STATE(element);
+  GST_OBJECT_UNLOCK(element);
+  if (state != GST_STATE_PAUSED && state != GST_STATE_PLAYING) return true;
+  GST_WARNING_OBJECT(element, "'%s' can only change in the NULL or READY state; ignored (it keeps its value)",
+                     pspec->name);
+  return false;
+}
+
 // The raw formats every ptm element accepts, for caps strings.
 #define PTM_VIDEO_FORMATS "{ RGB, BGR, RGBA, BGRA, RGBx, BGRx, xRGB, xBGR, ARGB, ABGR, GRAY8, I420, NV12 }"
 

@@ -366,13 +366,7 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
     request_reload(self, settings_copy(self));
     return;
   }
-  if (playing_or_paused(self) && (id == PROP_ARCHITECTURE || id == PROP_NUM_CLASSES || id == PROP_DEVICE ||
-                                  id == PROP_NUM_THREADS || id == PROP_RESULTS_FILE || id == PROP_BATCH_SIZE ||
-                                  id == PROP_PRECISION || id == PROP_CHANNELS_LAST || id == PROP_CUDA_GRAPHS ||
-                                  id == PROP_INPUT_SIZE)) {
-    GST_WARNING_OBJECT(self, "'%s' can only change in the NULL or READY state; ignored", pspec->name);
-    return;
-  }
+  if (!ptm::settable_now(GST_ELEMENT(self), pspec)) return;
   std::lock_guard<std::mutex> g(self->priv->lock);
   Settings& s = self->priv->settings;
   auto str = [&](const GValue* v) { return std::string(g_value_get_string(v) ? g_value_get_string(v) : ""); };

@@ -114,6 +114,7 @@ static Settings settings_copy(GstPtmTrainSink* self) {
 
 static void gst_ptm_train_sink_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
   auto* self = GST_PTM_TRAIN_SINK(object);
+  if (!ptm::settable_now(GST_ELEMENT(self), pspec)) return;
   std::lock_guard<std::mutex> g(self->priv->lock);
   Settings& s = self->priv->settings;
   auto str = [&] { return std::string(g_value_get_string(value) ? g_value_get_string(value) : ""); };

@@ -408,6 +408,55 @@ TEST(Meta, SurvivesBufferCopies) {
   gst_buffer_unref(b);
 }
 
+// Properties that take effect at start (GST_PARAM_MUTABLE_READY) are refused
+// while PAUSED or PLAYING, on every element: the value read back is the one
+// that runs. In READY they change again.
+TEST(Elements, ReadyOnlyPropertiesKeepTheirValueWhilePlaying) {
+  const std::string out = (std::filesystem::temp_directory_path() / "ptm-ready-only.pth").string();
+  GError* err = nullptr;
+  GstElement* pipe = gst_parse_launch(("videotestsrc is-live=true ! video/x-raw,width=64,height=48 ! tee name=t "
+                                       "t. ! queue ! ptminfer name=inf model=" + model() + " ! fakesink "
+                                       "t. ! queue ! ptmtrainsink name=train model=" + model() + " output=" + out)
+                                          .c_str(),
+                                      &err);
+  ASSERT_TRUE(pipe) << (err ? err->message : "?");
+  GstElement* inf = gst_bin_get_by_name(GST_BIN(pipe), "inf");
+  GstElement* train = gst_bin_get_by_name(GST_BIN(pipe), "train");
+  ASSERT_NE(gst_element_set_state(pipe, GST_STATE_PLAYING), GST_STATE_CHANGE_FAILURE);
+  ASSERT_EQ(gst_element_get_state(pipe, nullptr, nullptr, 60 * GST_SECOND), GST_STATE_CHANGE_SUCCESS);
+  auto str = [](GstElement* e, const char* name) {
+    gchar* v = nullptr;
+    g_object_get(e, name, &v, nullptr);
+    std::string r = v ? v : "";
+    g_free(v);
+    return r;
+  };
+  auto integer = [](GstElement* e, const char* name) {
+    gint v = 0;
+    g_object_get(e, name, &v, nullptr);
+    return v;
+  };
+  g_object_set(train, "model", "/elsewhere.pth", "architecture", "vgg11", "num-threads", 3, nullptr);
+  g_object_set(inf, "architecture", "vgg11", "input-size", 64, nullptr);
+  EXPECT_EQ(str(train, "model"), model());
+  EXPECT_EQ(str(train, "architecture"), "");
+  EXPECT_EQ(integer(train, "num-threads"), 0);
+  EXPECT_EQ(str(inf, "architecture"), "");
+  EXPECT_EQ(integer(inf, "input-size"), 0);
+  g_object_set(train, "epochs", 3, nullptr);  // live: changes while playing
+  EXPECT_EQ(integer(train, "epochs"), 3);
+  gst_element_set_state(pipe, GST_STATE_READY);
+  g_object_set(train, "model", "/elsewhere.pth", nullptr);
+  g_object_set(inf, "input-size", 64, nullptr);
+  EXPECT_EQ(str(train, "model"), "/elsewhere.pth");
+  EXPECT_EQ(integer(inf, "input-size"), 64);
+  gst_element_set_state(pipe, GST_STATE_NULL);
+  gst_object_unref(inf);
+  gst_object_unref(train);
+  gst_object_unref(pipe);
+  std::filesystem::remove(out);
+}
+
 TEST(Elements, StateCyclingWithDefaults) {
   for (const char* name : {"ptmpreprocess", "ptminfer", "ptmoverlay"}) {
     GstElement* e = gst_element_factory_make(name, nullptr);
