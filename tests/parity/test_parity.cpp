@@ -177,7 +177,7 @@ TEST(Parity, EveryArchitectureIsCovered) {
 
 void register_dynamic_tests() {
   for (const auto& e : manifest().value("unavailable", nlohmann::json::array())) {
-    const std::string name = e["architecture"], why = e["reason"];
+    const std::string name = e.value("test", std::string(e["architecture"])), why = e["reason"];
     ::testing::RegisterTest("Parity", name.c_str(), nullptr, nullptr, __FILE__, __LINE__,
                             [why]() -> ::testing::Test* { return new Unavailable(why); });
   }
