@@ -27,6 +27,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 
 #include "architectures.h"
 #include "error.h"
@@ -62,13 +63,94 @@ void mirror(torch::nn::Module& src, torch::jit::Module& dst,
 // dies with SIGFPE inside oneDNN 3.6 on the converted graph (Python's own
 // torch.jit.optimize_for_inference does the same), so 2.x runs the frozen
 // graph (BatchNorm folded, constants propagated) without the conversion.
+#if TORCH_VERSION_MAJOR < 2
+// LibTorch 1.13's oneDNN conversion replaces hardswish, hardsigmoid,
+// hardtanh (ReLU6) and clamp by element-wise ops of its own
+// (prim::MKLDNNHardSwish_ and the like) that compute part of the tensor
+// wrongly where the channel count is not a multiple of oneDNN's channel
+// block (16 with AVX-512): a 1x1 conv 40 -> 120 + hardswish is off by 40-100%
+// of its largest output, 40 -> 240 by 4e-7; timm's mobilenetv3_small_100 ends
+// 35% off. Graphs with these ops are checked against the eager model once at
+// load; where they differ, the ops run on dense tensors (aten's own kernels).
+bool dnnl_eltwise(c10::Symbol k) {
+  static const std::set<std::string> names = {
+      "prim::MKLDNNHardSwish", "prim::MKLDNNHardSwish_", "prim::MKLDNNHardSigmoid", "prim::MKLDNNHardSigmoid_",
+      "prim::MKLDNNHardTanh",  "prim::MKLDNNHardTanh_",  "prim::MKLDNNClamp",       "prim::MKLDNNClamp_"};
+  return names.count(k.toQualString()) > 0;
+}
+
+std::vector<torch::jit::Node*> dnnl_eltwise_nodes(const std::shared_ptr<torch::jit::Graph>& g) {
+  std::vector<torch::jit::Node*> found;
+  for (torch::jit::Node* n : g->nodes())
+    if (dnnl_eltwise(n->kind())) found.push_back(n);
+  return found;
+}
+
+// Each such op becomes to_dense -> aten op -> to_mkldnn.
+void densify(const std::shared_ptr<torch::jit::Graph>& g) {
+  for (torch::jit::Node* n : dnnl_eltwise_nodes(g)) {
+    const std::string kind = n->kind().toQualString();
+    torch::jit::WithInsertPoint at_node(n);
+    torch::jit::Value* x = n->input(0);
+    torch::jit::Value* none = g->insertConstant(c10::IValue());
+    torch::jit::Value* dense = g->insert(c10::Symbol::fromQualString("aten::to_dense"), {x, none});
+    torch::jit::Value* y = nullptr;
+    if (kind.rfind("prim::MKLDNNHardSwish", 0) == 0) {
+      y = g->insert(c10::Symbol::fromQualString("aten::hardswish"), {dense});
+    } else if (kind.rfind("prim::MKLDNNHardSigmoid", 0) == 0) {
+      y = g->insert(c10::Symbol::fromQualString("aten::hardsigmoid"), {dense});
+    } else {
+      const double lo = n->f(c10::Symbol::attr("min_val")), hi = n->f(c10::Symbol::attr("max_val"));
+      y = g->insert(c10::Symbol::fromQualString("aten::clamp"),
+                    {dense, g->insertConstant(c10::Scalar(lo)), g->insertConstant(c10::Scalar(hi))});
+    }
+    torch::jit::Value* back = g->insert(c10::Symbol::fromQualString("aten::to_mkldnn"), {y, none});
+    n->output()->replaceAllUsesWith(back);
+    if (kind.back() == '_') x->replaceAllUsesAfterNodeWith(back->node(), back);  // in place: x was the result
+    n->destroy();
+  }
+}
+
+// Largest difference relative to max(1, max |eager|) on one input.
+double graph_error(ClassifierModuleImpl& model, torch::jit::Module& m, const at::Tensor& example) {
+  torch::NoGradGuard no_grad;
+  const at::Tensor want = model.forward(example), got = m.forward({example}).toTensor();
+  const double scale = std::max(1.0, want.abs().max().item<double>());
+  return (got - want).abs().max().item<double>() / scale;
+}
+#endif
+
+torch::jit::Module traced_optimised(ClassifierModuleImpl& model, const at::Tensor& example, bool densified);
+
 torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
-                             bool channels_last) {
+                             bool channels_last, std::vector<std::string>* notes = nullptr) {
+  at::Tensor example = torch::rand({1, 3, size, size}, options);
+  if (channels_last) example = example.contiguous(at::MemoryFormat::ChannelsLast);
+#if TORCH_VERSION_MAJOR < 2
+  torch::jit::Module m = traced_optimised(model, example, false);
+  if (dnnl_eltwise_nodes(m.get_method("forward").graph()).empty()) return m;
+  constexpr double kTolerance = 1e-4;
+  const double err = graph_error(model, m, example);
+  if (err <= kTolerance) return m;
+  // A fresh module: a graph that has run keeps its executor's plan.
+  torch::jit::Module fixed = traced_optimised(model, example, true);
+  const double fixed_err = graph_error(model, fixed, example);
+  if (fixed_err > kTolerance)
+    throw ModelError("the optimised graph differs from the model (" + std::to_string(fixed_err) +
+                     " of the largest logit)");
+  if (notes)
+    notes->push_back("oneDNN's hardswish/hardsigmoid/clamp gave wrong results on this model (" +
+                     std::to_string(err) + " of the largest logit): those run on dense tensors");
+  return fixed;
+#else
+  return traced_optimised(model, example, false);
+#endif
+}
+
+torch::jit::Module traced_optimised(ClassifierModuleImpl& model, const at::Tensor& example, bool densified) {
   auto cu = std::make_shared<torch::jit::CompilationUnit>();
   torch::jit::Module m(c10::QualifiedName("__torch__.ptm.Classifier"), cu, true);
   mirror(model, m, cu);
-  at::Tensor example = torch::rand({1, 3, size, size}, options);
-  if (channels_last) example = example.contiguous(at::MemoryFormat::ChannelsLast);
   auto fn = [&model](torch::jit::Stack in) -> torch::jit::Stack {
     return {model.forward(in.at(0).toTensor())};
   };
@@ -79,9 +161,12 @@ torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at
   m.type()->addMethod(method);
   m.eval();
 #if TORCH_VERSION_MAJOR >= 2
+  (void)densified;
   return torch::jit::freeze(m);
 #else
-  return torch::jit::optimize_for_inference(m);
+  torch::jit::Module o = torch::jit::optimize_for_inference(m);
+  if (densified) densify(o.get_method("forward").graph());
+  return o;
 #endif
 }
 
@@ -347,7 +432,7 @@ void Classifier::Impl::load_weights(const ClassifierOptions& o) {
   info.std = a->std;
   if (!o.optimize) return;
   try {
-    script = optimised(*eager, info.crop_size, options(), channels_last);
+    script = optimised(*eager, info.crop_size, options(), channels_last, &info.notes);
     use_script = true;
     script_size = info.crop_size;
   } catch (const c10::Error& e) {
@@ -578,7 +663,7 @@ std::string Classifier::set_input_size(int size) {
   }
   if (im.eager && im.use_script && im.script_size != 0) {
     try {
-      im.script = optimised(*im.eager, size, im.options(), im.channels_last);
+      im.script = optimised(*im.eager, size, im.options(), im.channels_last, &im.info.notes);
       im.script_size = size;
     } catch (const std::exception& e) {
       im.use_script = false;

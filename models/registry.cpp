@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 namespace ptm {
 
@@ -28,6 +29,7 @@ Ptr make_vit(const std::string&, const ArchParams&);
 Ptr make_timm_vit(const std::string&, const ArchParams&);
 Ptr make_swin(const std::string&, const ArchParams&);
 Ptr make_maxvit(const std::string&, const ArchParams&);
+Ptr make_timm_efficientnet(const std::string&, const ArchParams&);
 }  // namespace arch
 
 const std::vector<ArchInfo>& architectures() {
@@ -143,6 +145,29 @@ const std::vector<ArchInfo>& architectures() {
     timm("timm/convnext_small", "convnext", "head.fc", arch::make_convnext, 224, 235);
     timm("timm/convnext_base", "convnext", "head.fc", arch::make_convnext, 224, 256);  // 0.875
     timm("timm/convnext_large", "convnext", "head.fc", arch::make_convnext, 224, 256);
+    // timm's EfficientNet / MobileNet builder (timm.models.efficientnet, mobilenetv3).
+    timm("timm/efficientnet_b0", "efficientnet", "classifier", arch::make_timm_efficientnet, 224, 256);
+    timm("timm/efficientnet_b1", "efficientnet", "classifier", arch::make_timm_efficientnet, 240, 266);
+    v.back().mean = v.back().std = {0.5f, 0.5f, 0.5f};  // its default weights (ra4_e3600_r240_in1k)
+    timm("timm/efficientnet_b2", "efficientnet", "classifier", arch::make_timm_efficientnet, 256, 292);
+    timm("timm/efficientnet_b3", "efficientnet", "classifier", arch::make_timm_efficientnet, 288, 329);
+    timm("timm/efficientnet_b4", "efficientnet", "classifier", arch::make_timm_efficientnet, 320, 365);
+    for (const char* n : {"mobilenetv3_large_100", "mobilenetv3_small_050", "mobilenetv3_small_075",
+                          "mobilenetv3_small_100"})
+      timm(n, "mobilenet_v3", "classifier", arch::make_timm_efficientnet, 224, 256);
+    timm("mobilenetv4_conv_small", "mobilenet_v4", "classifier", arch::make_timm_efficientnet, 224, 256);
+    timm("mobilenetv4_conv_medium", "mobilenet_v4", "classifier", arch::make_timm_efficientnet, 256, 269);
+    timm("mobilenetv4_conv_large", "mobilenet_v4", "classifier", arch::make_timm_efficientnet, 384, 404);
+    // timm's RegNets, resized for the crop fraction of each one's default
+    // weights (pycls' 0.875: 256, torchvision's v2 recipe 0.965: 232, timm's 0.95: 235).
+    const std::pair<const char*, int> regnets[] = {
+        {"regnetx_002", 256}, {"regnetx_004", 256}, {"regnetx_006", 256}, {"regnetx_008", 232},
+        {"regnetx_016", 232}, {"regnetx_032", 232}, {"regnetx_040", 256}, {"regnetx_064", 256},
+        {"regnetx_080", 232}, {"regnetx_120", 256}, {"regnetx_160", 232}, {"regnetx_320", 232},
+        {"regnety_002", 256}, {"regnety_004", 232}, {"regnety_006", 256}, {"regnety_008", 256},
+        {"regnety_016", 232}, {"regnety_032", 235}, {"regnety_040", 235}, {"regnety_064", 235},
+        {"regnety_080", 235}, {"regnety_120", 235}, {"regnety_160", 235}, {"regnety_320", 232}};
+    for (const auto& [n, resize] : regnets) timm(n, "regnet", "head.fc", arch::make_regnet, 224, resize);
     return v;
   }();
   return list;

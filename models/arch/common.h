@@ -64,6 +64,23 @@ class ConvNormActImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ConvNormAct);
 
+// timm's ConvNormAct (timm.layers): keys "conv" and "bn", timm's symmetric
+// padding ((stride - 1) + (k - 1)) / 2.
+class TimmConvNormActImpl : public torch::nn::Module {
+ public:
+  TimmConvNormActImpl(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t groups, Act act) : act_(act) {
+    conv_ = register_module("conv", conv(in, out, k, stride, ((stride - 1) + (k - 1)) / 2, groups));
+    bn_ = register_module("bn", batchnorm(out));
+  }
+  at::Tensor forward(const at::Tensor& x) { return activate(act_, bn_(conv_(x))); }
+
+ private:
+  Act act_;
+  torch::nn::Conv2d conv_{nullptr};
+  torch::nn::BatchNorm2d bn_{nullptr};
+};
+TORCH_MODULE(TimmConvNormAct);
+
 // torchvision.ops.SqueezeExcitation (fc1, fc2 are 1x1 convolutions).
 class SqueezeExcitationImpl : public torch::nn::Module {
  public:
