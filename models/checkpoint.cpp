@@ -86,16 +86,80 @@ std::string describe_keys(const Value& d) {
     }
     if (!s.empty()) s += ", ";
     s += key->is(Value::Kind::Str) ? "'" + key->s + "'" : std::string("<") + key->kind_name() + ">";
-    s += std::string(" (") + val->kind_name() + ")";
+    s += " (" + (pickle::is_placeholder(*val) ? pickle::describe(*val, 60) : std::string(val->kind_name())) + ")";
   }
   return s;
 }
 
-const Value& unwrap(const Value& root, const ReadOptions& opt, Checkpoint& ck) {
+// A pickled torch.nn.Module (torch.save(model)): an Object whose BUILD state
+// has the module's `_parameters`, `_buffers` and `_modules`.
+bool is_module(const Value& v) {
+  return v.is(Value::Kind::Object) && v.state && v.state->is(Value::Kind::Dict) &&
+         dict_get(*v.state, "_parameters") && dict_get(*v.state, "_modules");
+}
+
+// Its state dict, as module.state_dict() orders it: each module's
+// parameters, then its persistent buffers, then its submodules'.
+void flatten_module(const Value& m, const std::string& prefix, Value& out, const std::string& path, int depth) {
+  if (depth > 64) throw ModelError("'" + path + "': modules nested deeper than 64");
+  const Value& st = *m.state;
+  std::unordered_set<std::string> transient;
+  if (const Value* np = dict_get(st, "_non_persistent_buffers_set"))
+    for (const auto& n : np->items)
+      if (n->is(Value::Kind::Str)) transient.insert(n->s);
+  auto take = [&](const char* field, bool buffers) {
+    const Value* d = dict_get(st, field);
+    if (!d || !d->is(Value::Kind::Dict)) return;
+    for (const auto& [k, v] : d->dict) {
+      if (!k->is(Value::Kind::Str) || v->is(Value::Kind::None) || (buffers && transient.count(k->s))) continue;
+      if (!v->is(Value::Kind::Tensor))
+        throw ModelError("'" + path + "': " +
+                         (pickle::is_placeholder(*v) ? pickle::refusal(*v, "the tensor '" + prefix + k->s + "'")
+                                                     : "'" + prefix + k->s + "' is a " + v->kind_name() + ", not a tensor"));
+      out.dict.emplace_back(pickle::make_str(prefix + k->s), v);
+    }
+  };
+  take("_parameters", false);
+  take("_buffers", true);
+  const Value* subs = dict_get(st, "_modules");
+  if (!subs || !subs->is(Value::Kind::Dict)) return;
+  for (const auto& [k, v] : subs->dict) {
+    if (!k->is(Value::Kind::Str) || v->is(Value::Kind::None)) continue;
+    if (!is_module(*v))
+      throw ModelError("'" + path + "': submodule '" + prefix + k->s + "' is a " + pickle::describe(*v, 60) +
+                       ", not a module");
+    flatten_module(*v, prefix + k->s + ".", out, path, depth + 1);
+  }
+}
+
+// The module a pickled object stands for: itself, or the module a wrapper
+// is made around (torch.compile's OptimizedModule pickles as
+// OptimizedModule(model, context)); nullptr when it is neither.
+const Value* module_of(const Value& v) {
+  if (is_module(v)) return &v;
+  if (v.is(Value::Kind::Object) && !v.items.empty() && is_module(*v.items[0])) return v.items[0].get();
+  return nullptr;
+}
+
+// The state dict of a whole pickled model, kept alive in `keep`.
+const Value& module_state(const Value& wrapper, Checkpoint& ck, std::vector<Ref>& keep) {
+  const Value& m = *module_of(wrapper);
+  Ref d = std::make_shared<Value>();
+  d->kind = Value::Kind::Dict;
+  flatten_module(m, "", *d, ck.path, 0);
+  keep.push_back(d);
+  ck.notes.push_back("a whole pickled model (" + wrapper.s + (&m != &wrapper ? " around " + m.s : std::string()) +
+                     "): its weights read from the module tree, nothing from the file run");
+  return *d;
+}
+
+const Value& unwrap(const Value& root, const ReadOptions& opt, Checkpoint& ck, std::vector<Ref>& keep) {
   const Value* cur = &root;
   for (int level = 0; level < 4; ++level) {
+    if (module_of(*cur)) cur = &module_state(*cur, ck, keep);
     if (!cur->is(Value::Kind::Dict))
-      throw ModelError("'" + ck.path + "' holds a " + cur->kind_name() +
+      throw ModelError("'" + ck.path + "' holds a " +
+                       (pickle::is_placeholder(*cur) ? pickle::describe(*cur, 80) : std::string(cur->kind_name())) +
                        ", not a state dict (a dict of tensors)");
     if (is_tensor_dict(*cur) && (opt.wrapper_key.empty() || level > 0)) return *cur;
     const Value* next = nullptr;
@@ -109,7 +173,7 @@ const Value& unwrap(const Value& root, const ReadOptions& opt, Checkpoint& ck) {
     } else {
       for (const char* k : kWrapperKeys) {
         const Value* v = dict_get(*cur, k);
-        if (v && v->is(Value::Kind::Dict) && !v->dict.empty()) {
+        if (v && ((v->is(Value::Kind::Dict) && !v->dict.empty()) || module_of(*v))) {
           next = v;
           used = k;
           break;
@@ -120,6 +184,11 @@ const Value& unwrap(const Value& root, const ReadOptions& opt, Checkpoint& ck) {
       throw ModelError("'" + ck.path + "' holds no state dict: its top level has " +
                        describe_keys(*cur));
     ck.wrapper_key += (ck.wrapper_key.empty() ? "" : ".") + used;
+    // What else the wrapper holds that Python would have had to import
+    // (an argparse.Namespace, numpy scalars): kept inert and reported.
+    for (const auto& [k, v] : cur->dict)
+      if (k->is(Value::Kind::Str) && k->s != used && (pickle::is_placeholder(*v) || !v->tag.empty()))
+        ck.notes.push_back("kept inert, not used: '" + k->s + "' " + pickle::describe(*v));
     cur = next;
   }
   throw ModelError("'" + ck.path + "': state dict nested too deeply");
@@ -185,6 +254,8 @@ void collect(const Value& dict, Checkpoint& ck) {
   size_t swapped = 0;
   for (const auto& [k, v] : dict.dict) {
     if (!k->is(Value::Kind::Str)) continue;
+    if (pickle::is_placeholder(*v))
+      throw ModelError("'" + ck.path + "': " + pickle::refusal(*v, "the value of '" + k->s + "' in the state dict"));
     if (!v->is(Value::Kind::Tensor)) {
       ck.notes.push_back("ignored non-tensor entry '" + k->s + "' (" + v->kind_name() + ")");
       continue;
@@ -236,6 +307,7 @@ StorageId parse_pid(const Value& pid, bool legacy, const std::string& what) {
   if (pickle::as_str(*pid.items[0], "persistent id tag") != "storage")
     throw ModelError(what + ": unknown persistent id '" + pid.items[0]->s + "'");
   const Value& type = *pid.items[1];
+  if (pickle::is_placeholder(type)) throw ModelError(what + ": " + pickle::refusal(type, "a storage type"));
   if (!type.is(Value::Kind::Global) || !type.names_storage)
     throw ModelError(what + ": persistent id does not name a storage type");
   StorageId id;
@@ -315,7 +387,8 @@ void read_zip(Checkpoint& ck, const ZipArchive& zip, const ReadOptions& opt) {
     return r;
   };
   Ref root = pickle::load(zip.data(*pkl, true), pkl->size, persistent, what);
-  collect(unwrap(*root, opt, ck), ck);
+  std::vector<Ref> keep;
+  collect(unwrap(*root, opt, ck, keep), ck);
 }
 
 // --------------------------------------------------------- legacy format
@@ -381,7 +454,8 @@ void read_legacy(Checkpoint& ck, Bytes file, const ReadOptions& opt) {
   }
   for (const auto& [key, v] : storages)
     if (!v->storage->bytes.defined()) throw ModelError(what + ": data of storage '" + key + "' is missing");
-  collect(unwrap(*root, opt, ck), ck);
+  std::vector<Ref> keep;
+  collect(unwrap(*root, opt, ck, keep), ck);
 }
 
 // ---------------------------------------------------------- safetensors

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <unordered_map>
 
 #include "bytes.h"
@@ -84,8 +85,10 @@ enum Op : uint8_t {
   PROTO = 0x80, NEWOBJ = 0x81, TUPLE1 = 0x85, TUPLE2 = 0x86, TUPLE3 = 0x87, NEWTRUE = 0x88,
   NEWFALSE = 0x89, LONG1 = 0x8a, SHORT_BINBYTES = 'C', BINBYTES = 'B',
   SHORT_BINUNICODE = 0x8c, BINUNICODE8 = 0x8d, BINBYTES8 = 0x8e, EMPTY_SET = 0x8f,
-  ADDITEMS = 0x90, STACK_GLOBAL = 0x93, MEMOIZE = 0x94, FRAME = 0x95,
+  ADDITEMS = 0x90, NEWOBJ_EX = 0x92, STACK_GLOBAL = 0x93, MEMOIZE = 0x94, FRAME = 0x95,
 };
+
+uint64_t load_unsigned(const uint8_t* p, int size, bool big_endian);
 
 class Machine;
 // What calling an allowed global builds; nullptr for the tensor classes,
@@ -153,7 +156,7 @@ class Machine {
   }
   void set_items(Value& d, std::vector<Ref>& kv) {
     if (kv.size() % 2) fail("odd number of items for a dict");
-    if (!d.is(Value::Kind::Dict)) fail(std::string("SETITEM(S) on a ") + d.kind_name());
+    if (!d.is(Value::Kind::Dict) && !d.is(Value::Kind::Object)) fail(std::string("SETITEM(S) on a ") + d.kind_name());
     for (size_t k = 0; k < kv.size(); k += 2) {
       adopt(d, kv[k]);
       adopt(d, kv[k + 1]);
@@ -161,10 +164,11 @@ class Machine {
     }
   }
   void append_items(Value& l, std::vector<Ref>& items) {
-    if (l.is(Value::Kind::List)) {
+    if (l.is(Value::Kind::List) || l.is(Value::Kind::Object)) {
+      auto& to = l.is(Value::Kind::List) ? l.items : l.appended;  // an Object's items are its arguments
       for (auto& it : items) {
         adopt(l, it);
-        l.items.push_back(it);
+        to.push_back(it);
       }
     } else {
       fail(std::string("APPEND(S) on a ") + l.kind_name());
@@ -173,6 +177,9 @@ class Machine {
 
   Ref global(const std::string& module, const std::string& name);
   Ref call(const Value& fn, const Value& args);
+  Ref placeholder(const std::string& name, const Value& args);
+  Ref numpy_scalar(const Value& args);
+  [[noreturn]] void refuse(const Value& v, const std::string& role) const { fail(refusal(v, role)); }
   Ref tensor(const Value& storage, const DType& dtype, const Value& offset, const Value& size,
              const Value& stride, const Value* metadata);
   bool negated(const Value& metadata);
@@ -189,6 +196,7 @@ class Machine {
   std::vector<Ref> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, Ref> memo_;
+  int proto_ = 0;  // the stream's protocol (0 until a PROTO opcode says)
 };
 
 // The one allowlist: everything a state dict or a plain training checkpoint
@@ -218,7 +226,16 @@ const Callable* find_callable(const std::string& name) {
   return nullptr;
 }
 
-Ref Machine::global(const std::string& module, const std::string& name) {
+Ref Machine::global(const std::string& module_name, const std::string& name) {
+  // Protocols 0-2 spell modules as Python 2 did: named as Python 3 does
+  // (pickle's own _compat_pickle maps them back the same way).
+  static const std::map<std::string, std::string> py2 = {
+      {"__builtin__", "builtins"}, {"copy_reg", "copyreg"}, {"exceptions", "builtins"}, {"commands", "subprocess"},
+      {"cPickle", "pickle"}, {"Queue", "queue"}, {"UserDict", "collections"}, {"UserList", "collections"},
+      {"UserString", "collections"}, {"repr", "reprlib"}, {"thread", "_thread"}, {"StringIO", "io"},
+      {"cStringIO", "io"}, {"urllib2", "urllib.request"}, {"urlparse", "urllib.parse"}, {"httplib", "http.client"}};
+  const auto renamed = proto_ < 3 ? py2.find(module_name) : py2.end();
+  const std::string& module = renamed == py2.end() ? module_name : renamed->second;
   std::string full = module + "." + name;
   Ref g = make(Value::Kind::Global);
   g->s = full;
@@ -235,11 +252,9 @@ Ref Machine::global(const std::string& module, const std::string& name) {
     g->names_storage = true;
     return g;
   }
-  if (!find_callable(full))
-    fail("refusing to load global '" + full +
-         "': only tensors and plain containers may be read from a checkpoint "
-         "(nothing in the file is executed). If this file holds a whole pickled "
-         "model or custom objects, re-save it with torch.save(model.state_dict(), path)");
+  // Anything else is a placeholder, never resolved: what it builds is an
+  // inert Object (see placeholder()).
+  g->inert = !find_callable(full);
   return g;
 }
 
@@ -267,6 +282,7 @@ bool Machine::negated(const Value& metadata) {
 
 Ref Machine::tensor(const Value& st, const DType& dtype, const Value& offset_v, const Value& size,
                     const Value& stride, const Value* metadata) {
+  if (is_placeholder(st)) refuse(st, "a tensor's storage");
   if (!st.is(Value::Kind::Storage)) fail("tensor record without a storage");
   Storage& storage = *st.storage;
   // torch.save refuses to store one storage viewed with two dtypes; a file
@@ -314,6 +330,7 @@ Ref Machine::tensor(const Value& st, const DType& dtype, const Value& offset_v, 
 Ref Machine::rebuild_tensor_v2(const Value& args) {
   if (args.items.size() < 4 || args.items.size() > 7) fail("malformed tensor record");
   const Value& st = *args.items[0];
+  if (is_placeholder(st)) refuse(st, "a tensor's storage");
   if (!st.is(Value::Kind::Storage)) fail("tensor record without a storage");
   return tensor(st, *st.storage->dtype, *args.items[1], *args.items[2], *args.items[3],
                 args.items.size() == 7 ? args.items[6].get() : nullptr);
@@ -324,6 +341,7 @@ Ref Machine::rebuild_tensor_v2(const Value& args) {
 Ref Machine::rebuild_tensor_v3(const Value& args) {
   if (args.items.size() < 7 || args.items.size() > 8) fail("malformed tensor record (v3)");
   const Value& dt = *args.items[6];
+  if (is_placeholder(dt)) refuse(dt, "a tensor's dtype");
   if (!dt.is(Value::Kind::Global) || !dt.dtype || dt.names_storage) fail("tensor record (v3) without a dtype");
   return tensor(*args.items[0], *dt.dtype, *args.items[1], *args.items[2], *args.items[3],
                 args.items.size() == 8 ? args.items[7].get() : nullptr);
@@ -335,6 +353,7 @@ Ref Machine::ordered_dict(const Value& args) {
 }
 
 Ref Machine::rebuild_parameter(const Value& args) {
+  if (!args.items.empty() && is_placeholder(*args.items[0])) refuse(*args.items[0], "a parameter's tensor");
   if (args.items.empty() || !args.items[0]->is(Value::Kind::Tensor)) fail("parameter record without a tensor");
   return args.items[0];  // requires_grad and hooks do not matter for weights
 }
@@ -343,6 +362,8 @@ Ref Machine::rebuild_parameter(const Value& args) {
 // allowed call; the type must be a plain tensor type.
 Ref Machine::rebuild_from_type_v2(const Value& args) {
   if (args.items.size() < 3 || !args.items[1]->is(Value::Kind::Global)) fail("_rebuild_from_type_v2 with an unsupported type");
+  if (args.items[1]->inert) refuse(*args.items[1], "a tensor type");
+  if (is_placeholder(*args.items[0])) refuse(*args.items[0], "a tensor's rebuild function");
   const Callable* type = find_callable(args.items[1]->s);
   if (!type || type->build) fail("_rebuild_from_type_v2 with an unsupported type");
   const Value& inner = *args.items[0];
@@ -376,14 +397,132 @@ Ref Machine::set(const Value& args) {
 }
 
 Ref Machine::call(const Value& fn, const Value& args) {
-  if (!fn.is(Value::Kind::Global)) fail(std::string("cannot call a ") + fn.kind_name());
   if (!args.is(Value::Kind::Tuple)) fail("call arguments are not a tuple");
+  // A placeholder called (a __reduce__ chain through one): another one.
+  if (fn.is(Value::Kind::Object)) return placeholder(fn.s + "(...)", args);
+  if (!fn.is(Value::Kind::Global)) fail(std::string("cannot call a ") + fn.kind_name());
+  if (fn.inert) return placeholder(fn.s, args);
   if (fn.names_storage) fail("storage '" + fn.s + "' cannot be constructed directly");
   if (fn.dtype) fail("refusing to call dtype '" + fn.s + "'");
   const Callable* c = find_callable(fn.s);
   if (!c) fail("refusing to call '" + fn.s + "'");
   if (!c->build) fail("refusing to construct '" + fn.s + "'");
   return (this->*c->build)(args);
+}
+
+// What calling or instantiating a global outside the allowlist builds: an
+// Object naming it, with its arguments, or for a few well-known names the
+// plain value it stands for. Nothing is called.
+Ref Machine::placeholder(const std::string& name, const Value& args) {
+  const auto& a = args.items;
+  if (name == "collections.defaultdict") return make(Value::Kind::Dict);  // its default factory does not matter
+  if (name == "_codecs.encode" && a.size() == 2 && a[0]->is(Value::Kind::Str) && a[1]->is(Value::Kind::Str) &&
+      (a[1]->s == "latin1" || a[1]->s == "latin-1")) {
+    // Python 3 bytes in a protocol-2 pickle: text of code points 0-255
+    // (UTF-8 here), one byte each.
+    Ref b = make(Value::Kind::Bytes);
+    const std::string& t = a[0]->s;
+    for (size_t k = 0; k < t.size(); ++k) {
+      const uint8_t c = uint8_t(t[k]);
+      if (c < 0x80) {
+        b->s += char(c);
+      } else if ((c == 0xc2 || c == 0xc3) && k + 1 < t.size()) {
+        b->s += char(((c & 0x03) << 6) | (uint8_t(t[++k]) & 0x3f));
+      } else {
+        fail("_codecs.encode: text outside latin-1");
+      }
+    }
+    return b;
+  }
+  if (name == "numpy.core.multiarray.scalar" || name == "numpy._core.multiarray.scalar") {
+    if (Ref v = numpy_scalar(args)) return v;
+  }
+  if (name == "builtins.bytearray" && !a.empty() &&
+      (a[0]->is(Value::Kind::Bytes) || a[0]->is(Value::Kind::Str))) {
+    Ref b = make(Value::Kind::Bytes);
+    b->s = a[0]->s;
+    b->tag = "bytearray";
+    return b;
+  }
+  if (name == "builtins.complex" && a.size() == 2 && a[0]->is(Value::Kind::Float) && a[1]->is(Value::Kind::Float)) {
+    Ref c = make(Value::Kind::Str);
+    char buf[80];
+    std::snprintf(buf, sizeof buf, "(%.17g%+.17gj)", a[0]->f, a[1]->f);
+    c->s = buf;
+    c->tag = "complex";
+    return c;
+  }
+  Ref o = make(Value::Kind::Object);
+  o->s = name;
+  // numpy arrays: _reconstruct(ndarray, (0,), b'b') + BUILD (version, shape,
+  // dtype, fortran order, data); described by shape and dtype.
+  if (name == "numpy.core.multiarray._reconstruct" || name == "numpy._core.multiarray._reconstruct") {
+    o->s = "numpy.ndarray";
+    return o;
+  }
+  // copyreg._reconstructor(cls, base, state): protocol 0/1's form of an
+  // instance of cls.
+  if (name == "copyreg._reconstructor" && a.size() == 3 && a[0]->is(Value::Kind::Global)) {
+    o->s = a[0]->s;
+    if (!a[2]->is(Value::Kind::None)) {
+      adopt(*o, a[2]);
+      o->state = a[2];
+    }
+    return o;
+  }
+  for (const auto& it : a) adopt(*o, it);
+  o->items = a;
+  return o;
+}
+
+// numpy.core.multiarray.scalar(dtype, bytes): a numpy scalar of a plain
+// numeric dtype, decoded from its bytes; nullptr when it is anything else.
+Ref Machine::numpy_scalar(const Value& args) {
+  if (args.items.size() != 2) return nullptr;
+  const Value& dt = *args.items[0];
+  const Value& data = *args.items[1];
+  if (!dt.is(Value::Kind::Object) || dt.s != "numpy.dtype" || dt.items.empty() || !dt.items[0]->is(Value::Kind::Str) ||
+      !data.is(Value::Kind::Bytes))
+    return nullptr;
+  const std::string& code = dt.items[0]->s;  // "f8", "i8", "b1", ...
+  bool big = false;
+  if (dt.state && dt.state->is(Value::Kind::Tuple) && dt.state->items.size() > 1 &&
+      dt.state->items[1]->is(Value::Kind::Str))
+    big = dt.state->items[1]->s == ">";
+  if (code.size() < 2 || code.size() > 3) return nullptr;
+  const char k = code[0];
+  const int size = std::atoi(code.c_str() + 1);
+  if (size_t(size) != data.s.size() || (k != 'f' && k != 'i' && k != 'u' && k != 'b') ||
+      (size != 1 && size != 2 && size != 4 && size != 8))
+    return nullptr;
+  const uint64_t u = load_unsigned(reinterpret_cast<const uint8_t*>(data.s.data()), size, big);
+  Ref v;
+  if (k == 'f') {
+    v = make(Value::Kind::Float);
+    if (size == 8) {
+      std::memcpy(&v->f, &u, 8);
+    } else if (size == 4) {
+      float f;
+      const uint32_t w = uint32_t(u);
+      std::memcpy(&f, &w, 4);
+      v->f = f;
+    } else if (size == 2) {
+      v->f = float(c10::Half(uint16_t(u), c10::Half::from_bits()));
+    } else {
+      return nullptr;
+    }
+    v->tag = "numpy.float" + std::to_string(size * 8);
+  } else if (k == 'b') {
+    v = make(Value::Kind::Bool);
+    v->b = u != 0;
+    v->tag = "numpy.bool_";
+  } else {
+    v = make(Value::Kind::Int);
+    const int bits = size * 8;
+    v->i = k == 'i' && bits < 64 && (u >> (bits - 1)) ? int64_t(u | (~uint64_t(0) << bits)) : int64_t(u);
+    v->tag = std::string(k == 'i' ? "numpy.int" : "numpy.uint") + std::to_string(bits);
+  }
+  return v;
 }
 
 Ref Machine::run() {
@@ -395,6 +534,7 @@ Ref Machine::run() {
       case PROTO: {
         uint8_t proto = in_.u8();
         if (proto > 5) fail("unsupported pickle protocol " + std::to_string(proto));
+        proto_ = proto;
         break;
       }
       case FRAME: in_.u64(); break;  // the whole stream is in memory
@@ -559,18 +699,29 @@ Ref Machine::run() {
         push(call(*fn, *args));
         break;
       }
-      case NEWOBJ: {  // no class may be instantiated
+      case NEWOBJ: case NEWOBJ_EX: {  // cls.__new__(cls, *args): an OrderedDict or a placeholder
+        if (op == NEWOBJ_EX) pop();  // keyword arguments: not kept
         Ref args = pop(), cls = pop();
         if (cls->is(Value::Kind::Global) && cls->s == "collections.OrderedDict") {
           push(make(Value::Kind::Dict));
           break;
         }
+        if (cls->is(Value::Kind::Global) && cls->inert) {
+          if (!args->is(Value::Kind::Tuple)) fail("NEWOBJ arguments are not a tuple");
+          push(placeholder(cls->s, *args));
+          break;
+        }
         fail("refusing to instantiate '" + (cls->is(Value::Kind::Global) ? cls->s : std::string("?")) + "'");
       }
-      case BUILD: {  // state for an object made by an allowed call
+      case BUILD: {  // an object's state: kept on placeholders, ignored on dicts and tensors
         Ref state = pop();
         Value& obj = *top();
         if (obj.is(Value::Kind::Dict) || obj.is(Value::Kind::Tensor)) break;  // e.g. OrderedDict._metadata
+        if (obj.is(Value::Kind::Object)) {
+          adopt(obj, state);
+          obj.state = state;
+          break;
+        }
         fail(std::string("BUILD on a ") + obj.kind_name());
       }
       case BINPERSID: {
@@ -694,9 +845,126 @@ const char* Value::kind_name() const {
     case Kind::Tensor: return "tensor";
     case Kind::Storage: return "storage";
     case Kind::Global: return "global";
+    case Kind::Object: return "object";
   }
   return "?";
 }
+
+bool is_placeholder(const Value& v) {
+  return v.is(Value::Kind::Object) || (v.is(Value::Kind::Global) && v.inert);
+}
+
+std::string refusal(const Value& v, const std::string& role) {
+  const bool named = v.is(Value::Kind::Object) || v.is(Value::Kind::Global);
+  return "refusing to load global '" + (named ? v.s : std::string(v.kind_name())) + "' as " + role +
+         ": only tensors may be there (nothing in the file is executed). If this file holds custom objects "
+         "in place of weights, re-save it with torch.save(model.state_dict(), path)";
+}
+
+namespace {
+
+void describe_into(const Value& v, std::string& out, size_t budget);
+
+void describe_seq(const std::vector<Ref>& items, const char* open, const char* close, std::string& out,
+                  size_t budget) {
+  out += open;
+  for (size_t k = 0; k < items.size(); ++k) {
+    if (out.size() > budget) {
+      out += "...";
+      break;
+    }
+    if (k) out += ", ";
+    describe_into(*items[k], out, budget);
+  }
+  out += close;
+}
+
+void describe_into(const Value& v, std::string& out, size_t budget) {
+  if (out.size() > budget) {
+    out += "...";
+    return;
+  }
+  char buf[64];
+  switch (v.kind) {
+    case Value::Kind::None: out += "None"; return;
+    case Value::Kind::Bool: out += v.b ? "True" : "False"; return;
+    case Value::Kind::Int: out += std::to_string(v.i); return;
+    case Value::Kind::Float:
+      std::snprintf(buf, sizeof buf, "%.6g", v.f);
+      out += buf;
+      return;
+    case Value::Kind::Str:
+      if (!v.tag.empty()) out += v.s;
+      else out += "'" + v.s.substr(0, 80) + (v.s.size() > 80 ? "...'" : "'");
+      return;
+    case Value::Kind::Bytes: out += "<" + std::to_string(v.s.size()) + " bytes>"; return;
+    case Value::Kind::Tuple: describe_seq(v.items, "(", v.items.size() == 1 ? ",)" : ")", out, budget); return;
+    case Value::Kind::List: describe_seq(v.items, "[", "]", out, budget); return;
+    case Value::Kind::Dict:
+      out += "{";
+      for (size_t k = 0; k < v.dict.size(); ++k) {
+        if (out.size() > budget) {
+          out += "...";
+          break;
+        }
+        if (k) out += ", ";
+        describe_into(*v.dict[k].first, out, budget);
+        out += ": ";
+        describe_into(*v.dict[k].second, out, budget);
+      }
+      out += "}";
+      return;
+    case Value::Kind::Tensor:
+      out += "tensor [";
+      for (size_t d = 0; d < v.view_sizes.size(); ++d) out += (d ? ", " : "") + std::to_string(v.view_sizes[d]);
+      out += std::string("] ") + (v.dtype ? v.dtype->name : "?");
+      return;
+    case Value::Kind::Storage: out += "storage"; return;
+    case Value::Kind::Global: out += v.s; return;
+    case Value::Kind::Object:
+      out += v.s;
+      if (v.s == "numpy.ndarray" && v.state && v.state->is(Value::Kind::Tuple) && v.state->items.size() > 2) {
+        out += " ";
+        describe_into(*v.state->items[1], out, budget);  // the shape
+        const Value& dt = *v.state->items[2];
+        if (dt.is(Value::Kind::Object) && dt.s == "numpy.dtype" && !dt.items.empty() && dt.items[0]->is(Value::Kind::Str)) {
+          const std::string& c = dt.items[0]->s;  // "f4": float32
+          const std::map<char, std::string> kinds = {{'f', "float"}, {'i', "int"}, {'u', "uint"}, {'b', "bool"}};
+          const auto k = c.empty() ? kinds.end() : kinds.find(c[0]);
+          out += " " + (k == kinds.end() ? c : k->second + (c[0] == 'b' ? "" : std::to_string(8 * std::atoi(c.c_str() + 1))));
+        }
+        return;
+      }
+      // Keyword-style objects (argparse.Namespace, dataclasses): name(k=v, ...).
+      if (v.items.empty() && v.state && v.state->is(Value::Kind::Dict)) {
+        out += "(";
+        size_t k = 0;
+        for (const auto& [key, val] : v.state->dict) {
+          if (out.size() > budget) {
+            out += "...";
+            break;
+          }
+          if (k++) out += ", ";
+          out += key->is(Value::Kind::Str) ? key->s : std::string("?");
+          out += "=";
+          describe_into(*val, out, budget);
+        }
+        out += ")";
+        return;
+      }
+      describe_seq(v.items, "(", ")", out, budget);
+      return;
+  }
+}
+
+}  // namespace
+
+std::string describe(const Value& v, size_t budget) {
+  std::string out = v.tag.empty() ? std::string() : v.tag + " = ";
+  describe_into(v, out, budget);
+  return out;
+}
+
 
 const at::Tensor& materialize(const Value& v, const std::string& what) {
   if (!v.is(Value::Kind::Tensor)) throw ModelError(what + ": expected a tensor, found " + v.kind_name());

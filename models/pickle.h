@@ -3,9 +3,15 @@
 // It understands the opcodes `torch.save` emits (protocols 2-5) and builds an
 // inert value tree. Globals are resolved against one fixed allowlist of the
 // names a state dict or training checkpoint needs (plus the dtype table
-// below); any other global (a pickled module, `os.system`, `builtins.eval`,
-// ...) stops the read with an error naming it. Nothing from the file is ever
-// called or imported. Tensor records are v2 (a typed storage: torch.save for
+// below). Any other global (`argparse.Namespace`, a pickled module's class,
+// `os.system`, ...) becomes an inert placeholder: calling or instantiating it
+// gives an Object holding its qualified name, its arguments and its BUILD
+// state as plain values. Nothing from the file is ever called or imported. A
+// few such objects are decoded into readable values (numpy scalars,
+// `_codecs.encode`, `collections.defaultdict`, `builtins.complex` and
+// `bytearray`). Placeholders are refused, by name, where tensors must be (a
+// storage, a tensor record's arguments, a state dict's values: see
+// refusal()). Tensor records are v2 (a typed storage: torch.save for
 // the classic dtypes) and v3 (an untyped byte storage plus a dtype: torch
 // 2.x for float8, uint16/32/64 and other new dtypes).
 #pragma once
@@ -68,13 +74,13 @@ struct Storage {
 };
 
 struct Value {
-  enum class Kind { None, Bool, Int, Float, Str, Bytes, Tuple, List, Dict, Tensor, Storage, Global };
+  enum class Kind { None, Bool, Int, Float, Str, Bytes, Tuple, List, Dict, Tensor, Storage, Global, Object };
   Kind kind = Kind::None;
   bool b = false;
   int64_t i = 0;
   double f = 0.0;
-  std::string s;                            // Str, Bytes, Global ("module.name")
-  std::vector<Ref> items;                   // Tuple, List
+  std::string s;                            // Str, Bytes, Global and Object ("module.name")
+  std::vector<Ref> items;                   // Tuple, List; Object: the arguments it was made with
   std::vector<std::pair<Ref, Ref>> dict;    // Dict, in insertion order
   mutable at::Tensor tensor;                // Tensor, once materialised
   // A tensor record: storage plus a view validated against its size. The
@@ -87,6 +93,12 @@ struct Value {
   // `names_storage`, the dtype of the storage class it names.
   const DType* dtype = nullptr;
   bool names_storage = false;
+  bool inert = false;                       // Global: outside the allowlist, a placeholder
+  Ref state;                                // Object: its BUILD state (or null)
+  std::vector<Ref> appended;                // Object: items APPENDed to it
+  // What a decoded value was in Python where its kind does not say
+  // (`numpy.float64`, `bytearray`, `complex`).
+  std::string tag;
   int depth = 0;                            // nesting depth, bounded
 
   bool is(Kind k) const { return kind == k; }
@@ -112,6 +124,16 @@ Ref load(const uint8_t* data, size_t size, const PersistentLoad& persistent_load
 // (big-endian files, float8 to float32, unsigned to int64). `what` names
 // the tensor in errors (a refused dtype, a uint64 value int64 cannot hold).
 const at::Tensor& materialize(const Value& v, const std::string& what);
+
+// A placeholder: an Object or a Global outside the allowlist.
+bool is_placeholder(const Value& v);
+// The error for a placeholder found where a tensor (or a storage, a tensor
+// type...) must be: "refusing to load global 'posix.system' as <role>: ...".
+std::string refusal(const Value& v, const std::string& role);
+// A one-line description for reports: `argparse.Namespace(lr=0.1, ...)`,
+// `numpy.float64 = 0.934`, `tensor [64, 3, 7, 7] float32`; at most about
+// `budget` characters.
+std::string describe(const Value& v, size_t budget = 160);
 
 // Helpers for readers.
 int64_t as_int(const Value& v, const char* what);

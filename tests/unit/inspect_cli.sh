@@ -35,7 +35,9 @@ check report-bad 1 'mis-shaped: fc.weight expects \[1000, 2048\], file has \[100
 check new-head 0 'new classification head' -- "$fx/wrapped_model.pth" --arch resnet18 --num-classes 3
 check unknown 1 'architecture: unknown; closest: resnet18' -- "$fx/unknown_layout.pth"
 check crc-off 0 'CRC checks not possible' -- "$fx/fmt_resnet18_crc_off.pth"
-for bad in evil_system.pth evil_eval.pth evil_legacy.pth whole_model.pth huge_entry.pth huge_header.safetensors \
+check whole-model 0 'whole pickled model \(torchvision\.models\.resnet\.ResNet\)' -- "$fx/whole_model.pth"
+check inert 0 "kept inert, not used: 'args' argparse\.Namespace" -- "$fx/timm_saver.pth"
+for bad in evil_system.pth evil_eval.pth evil_legacy.pth placeholder_in_state_dict.pth huge_entry.pth huge_header.safetensors \
            overflow_shape.safetensors gap.safetensors not_a_model.txt empty.pth fmt_complex64.pth \
            fmt_crc_off_pickle_count.pth fmt_crc_off_cd_size.pth; do
   out=$( (ulimit -v $limit_kb; "$inspect" "$fx/$bad") 2>&1 ); rc=$?

@@ -69,6 +69,14 @@ class Variant : public ::testing::Test {
     const double err = relative_error(got, want);
     EXPECT_LE(err, 1e-4) << e_["kind"];
     for (int64_t r = 0; r < x.size(0); ++r) EXPECT_EQ(top5(got[r]), top5(want[r]));
+    // What the load report must say (objects kept inert, a whole model).
+    for (const auto& want_note : e_.value("notes", nlohmann::json::array())) {
+      const std::string n = want_note;
+      const auto& notes = clf.info().notes;
+      EXPECT_TRUE(std::any_of(notes.begin(), notes.end(), [&](const std::string& s) { return s.find(n) != std::string::npos; }))
+          << "no note with \"" << n << "\"; notes: " << nlohmann::json(notes).dump();
+    }
+    EXPECT_FALSE(fs::exists(fixture("CANARY"))) << "a pickled command ran";
     std::printf("[ variant ] %-50s %s rel. max diff %.2e\n", std::string(e_["kind"]).c_str(),
                 clf.info().format.c_str(), err);
   }
@@ -317,7 +325,7 @@ struct Since {
 };
 constexpr Since kVariantsSince[] = {
     {"zip", 1, 0}, {"crc_off", 1, 0}, {"crc_off_small", 1, 0}, {"dtypes", 1, 0}, {"legacy_big_endian", 1, 0},
-    {"big_endian", 2, 1}, {"dtypes_big_endian", 2, 1}, {"float8_resnet18", 2, 1},
+    {"big_endian", 2, 1}, {"dtypes_big_endian", 2, 1}, {"float8_resnet18", 2, 1}, {"whole_compiled", 2, 0},
 };
 constexpr Since kRefusedSince[] = {
     {"crc_off_cd_size", 1, 0}, {"crc_off_record_size", 1, 0}, {"crc_off_local_offset", 1, 0},
