@@ -56,13 +56,6 @@ void mirror(torch::nn::Module& src, torch::jit::Module& dst,
   }
 }
 
-// The model as a frozen graph: traced from the torch::nn modules (the one
-// definition of each architecture), BatchNorm folded into convolutions,
-// and with LibTorch 1.13 converted to oneDNN (optimize_for_inference).
-// LibTorch 2.x's oneDNN conversion is not usable: Debian 13's 2.6 fails or
-// dies with SIGFPE inside oneDNN 3.6 on the converted graph (Python's own
-// torch.jit.optimize_for_inference does the same), so 2.x runs the frozen
-// graph (BatchNorm folded, constants propagated) without the conversion.
 #if TORCH_VERSION_MAJOR < 2
 // LibTorch 1.13's oneDNN conversion replaces hardswish, hardsigmoid,
 // hardtanh (ReLU6) and clamp by element-wise ops of its own
@@ -120,8 +113,38 @@ double graph_error(ClassifierModuleImpl& model, torch::jit::Module& m, const at:
 }
 #endif
 
-torch::jit::Module traced_optimised(ClassifierModuleImpl& model, const at::Tensor& example, bool densified);
+// The model as a frozen graph: traced from the torch::nn modules (the one
+// definition of each architecture), BatchNorm folded into convolutions,
+// and with LibTorch 1.13 converted to oneDNN (optimize_for_inference).
+// LibTorch 2.x's oneDNN conversion is not usable: Debian 13's 2.6 fails or
+// dies with SIGFPE inside oneDNN 3.6 on the converted graph (Python's own
+// torch.jit.optimize_for_inference does the same), so 2.x runs the frozen
+// graph (BatchNorm folded, constants propagated) without the conversion.
+torch::jit::Module traced_optimised(ClassifierModuleImpl& model, const at::Tensor& example, bool densified) {
+  auto cu = std::make_shared<torch::jit::CompilationUnit>();
+  torch::jit::Module m(c10::QualifiedName("__torch__.ptm.Classifier"), cu, true);
+  mirror(model, m, cu);
+  auto fn = [&model](torch::jit::Stack in) -> torch::jit::Stack {
+    return {model.forward(in.at(0).toTensor())};
+  };
+  auto traced = torch::jit::tracer::trace(
+      {example}, fn, [](const at::Tensor&) { return std::string(); }, true, false, &m);
+  auto graph = traced.first->graph;
+  auto method = cu->create_function(c10::QualifiedName(*m.type()->name(), "forward"), graph);
+  m.type()->addMethod(method);
+  m.eval();
+#if TORCH_VERSION_MAJOR >= 2
+  (void)densified;
+  return torch::jit::freeze(m);
+#else
+  torch::jit::Module o = torch::jit::optimize_for_inference(m);
+  if (densified) densify(o.get_method("forward").graph());
+  return o;
+#endif
+}
 
+// The optimised graph of `model` at size x size, checked where LibTorch 1.13
+// is known to compute wrongly (see dnnl_eltwise).
 torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
                              bool channels_last, std::vector<std::string>* notes = nullptr) {
   at::Tensor example = torch::rand({1, 3, size, size}, options);
@@ -147,28 +170,6 @@ torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at
 #endif
 }
 
-torch::jit::Module traced_optimised(ClassifierModuleImpl& model, const at::Tensor& example, bool densified) {
-  auto cu = std::make_shared<torch::jit::CompilationUnit>();
-  torch::jit::Module m(c10::QualifiedName("__torch__.ptm.Classifier"), cu, true);
-  mirror(model, m, cu);
-  auto fn = [&model](torch::jit::Stack in) -> torch::jit::Stack {
-    return {model.forward(in.at(0).toTensor())};
-  };
-  auto traced = torch::jit::tracer::trace(
-      {example}, fn, [](const at::Tensor&) { return std::string(); }, true, false, &m);
-  auto graph = traced.first->graph;
-  auto method = cu->create_function(c10::QualifiedName(*m.type()->name(), "forward"), graph);
-  m.type()->addMethod(method);
-  m.eval();
-#if TORCH_VERSION_MAJOR >= 2
-  (void)densified;
-  return torch::jit::freeze(m);
-#else
-  torch::jit::Module o = torch::jit::optimize_for_inference(m);
-  if (densified) densify(o.get_method("forward").graph());
-  return o;
-#endif
-}
 
 torch::Device parse_device(const std::string& name) {
   try {

@@ -339,38 +339,31 @@ std::vector<Design> designs() {
   const char* eff[] = {"timm/efficientnet_b0", "timm/efficientnet_b1", "timm/efficientnet_b2",
                        "timm/efficientnet_b3", "timm/efficientnet_b4"};
   for (int i = 0; i < 5; ++i) v[i].name = eff[i];
-  const SeStyle v3se{true, true, true, Act::Hardsigmoid};
-  auto v3 = [&](const char* name, bool large, double mult) {
-    Design d;
-    d.name = name;
-    d.stages = large ? kMobileNetV3Large : kMobileNetV3Small;
-    d.channel_multiplier = mult;
-    d.stem = 16;
-    d.fix_stem = mult < 0.75;
-    d.num_features = large ? 1280 : 1024;
-    d.act = Act::Hardswish;
-    d.se = v3se;
-    d.head = Design::MobileNetV3;
-    v.push_back(d);
-  };
-  v3("mobilenetv3_large_075", true, 0.75);
-  v3("mobilenetv3_large_100", true, 1.0);
-  v3("mobilenetv3_small_050", false, 0.5);
-  v3("mobilenetv3_small_075", false, 0.75);
-  v3("mobilenetv3_small_100", false, 1.0);
-  auto v4 = [&](const char* name, const std::vector<std::vector<std::string>>& stages, int64_t stem) {
+  // MobileNetV3 and V4: the head's 1x1 conv after pooling, MobileNetV3's
+  // squeeze-excitation (V4's conv models have none).
+  auto mobilenet = [&](const char* name, const std::vector<std::vector<std::string>>& stages, double mult,
+                       int64_t stem, int64_t features, Act act, Design::Head head) {
     Design d;
     d.name = name;
     d.stages = stages;
+    d.channel_multiplier = mult;
     d.stem = stem;
-    d.act = Act::ReLU;
-    d.se = v3se;
-    d.head = Design::MobileNetV4;
+    // timm keeps the stem unscaled below 0.75 (V3) and below 1 (V4).
+    d.fix_stem = head == Design::MobileNetV3 ? mult < 0.75 : mult < 1.0;
+    d.num_features = features;
+    d.act = act;
+    d.se = SeStyle{true, true, true, Act::Hardsigmoid};
+    d.head = head;
     v.push_back(d);
   };
-  v4("mobilenetv4_conv_small", kMobileNetV4ConvSmall, 32);
-  v4("mobilenetv4_conv_medium", kMobileNetV4ConvMedium, 32);
-  v4("mobilenetv4_conv_large", kMobileNetV4ConvLarge, 24);
+  const auto v3 = Design::MobileNetV3, v4 = Design::MobileNetV4;
+  mobilenet("mobilenetv3_large_100", kMobileNetV3Large, 1.0, 16, 1280, Act::Hardswish, v3);
+  mobilenet("mobilenetv3_small_050", kMobileNetV3Small, 0.5, 16, 1024, Act::Hardswish, v3);
+  mobilenet("mobilenetv3_small_075", kMobileNetV3Small, 0.75, 16, 1024, Act::Hardswish, v3);
+  mobilenet("mobilenetv3_small_100", kMobileNetV3Small, 1.0, 16, 1024, Act::Hardswish, v3);
+  mobilenet("mobilenetv4_conv_small", kMobileNetV4ConvSmall, 1.0, 32, 1280, Act::ReLU, v4);
+  mobilenet("mobilenetv4_conv_medium", kMobileNetV4ConvMedium, 1.0, 32, 1280, Act::ReLU, v4);
+  mobilenet("mobilenetv4_conv_large", kMobileNetV4ConvLarge, 1.0, 24, 1280, Act::ReLU, v4);
   return v;
 }
 
