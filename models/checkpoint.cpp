@@ -76,6 +76,15 @@ const char* const kWrapperKeys[] = {"state_dict", "model_state_dict", "model", "
                                     "network", "state_dict_ema", "model_ema", "ema",
                                     "module", "weights", "params"};
 
+// Exponential-moving-average copies of the weights, as training tools name them.
+const char* const kEmaKeys[] = {"state_dict_ema", "model_ema", "ema"};
+
+bool is_ema_key(const std::string& k) {
+  for (const char* e : kEmaKeys)
+    if (k == e) return true;
+  return false;
+}
+
 std::string describe_keys(const Value& d) {
   std::string s;
   size_t k = 0;
@@ -171,18 +180,50 @@ const Value& unwrap(const Value& root, const ReadOptions& opt, Checkpoint& ck, s
                          "'; its top level holds " + describe_keys(*cur));
       used = opt.wrapper_key;
     } else {
-      for (const char* k : kWrapperKeys) {
+      auto usable = [&](const char* k) {
         const Value* v = dict_get(*cur, k);
-        if (v && ((v->is(Value::Kind::Dict) && !v->dict.empty()) || module_of(*v))) {
+        return v && ((v->is(Value::Kind::Dict) && !v->dict.empty()) || module_of(*v)) ? v : nullptr;
+      };
+      for (const char* k : kWrapperKeys) {
+        if (const Value* v = usable(k)) {
           next = v;
           used = k;
           break;
         }
       }
+      // A training checkpoint with both (timm's CheckpointSaver, YOLO-style
+      // {'model', 'ema'}): the EMA weights, usually the better ones, as
+      // timm's own loader takes them; the other set is named in a note.
+      if (next && !is_ema_key(used))
+        for (const char* k : kEmaKeys)
+          if (const Value* v = usable(k)) {
+            ck.notes.push_back("took the EMA weights '" + std::string(k) + "' (usually the better ones), not '" +
+                               used + "': checkpoint-key=" + used + " (ptm-inspect --key " + used +
+                               ") takes those");
+            next = v;
+            used = k;
+            break;
+          }
+    }
+    if (!next && (opt.wrapper_key.empty() || level > 0)) {
+      // Keys no training tool uses ({'run': {'weights': ...}}): the one
+      // entry that holds a dict or a module, when there is only one.
+      const Value* only = nullptr;
+      size_t dicts = 0;
+      for (const auto& [k, v] : cur->dict)
+        if (k->is(Value::Kind::Str) && ((v->is(Value::Kind::Dict) && !v->dict.empty()) || module_of(*v))) {
+          ++dicts;
+          only = v.get();
+          used = k->s;
+        }
+      if (dicts == 1) {
+        next = only;
+        ck.notes.push_back("weights looked for under '" + used + "', the only entry holding a dict");
+      }
     }
     if (!next)
-      throw ModelError("'" + ck.path + "' holds no state dict: its top level has " +
-                       describe_keys(*cur));
+      throw ModelError("'" + ck.path + "' holds no state dict" + (level ? " under '" + ck.wrapper_key + "'" : "") +
+                       ": it has " + describe_keys(*cur) + " (checkpoint-key names the entry to use)");
     ck.wrapper_key += (ck.wrapper_key.empty() ? "" : ".") + used;
     // What else the wrapper holds that Python would have had to import
     // (an argparse.Namespace, numpy scalars): kept inert and reported.

@@ -369,6 +369,7 @@ void Classifier::Impl::load_weights(const ClassifierOptions& o) {
   ReadOptions ro;
   ro.wrapper_key = o.wrapper_key;
   Checkpoint ck = read_checkpoint(o.model, ro);
+  select_weights_prefix(ck.state, ck.notes, o.architecture);
   info.notes = ck.notes;
   std::string arch = o.architecture;
   int64_t classes = 0;

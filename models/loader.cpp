@@ -145,6 +145,38 @@ std::vector<Candidate> rank_architectures(const StateDict& state) {
   return out;
 }
 
+std::string differences(const Candidate& c, const StateDict& state) {
+  const Signature* sig = nullptr;
+  for (const auto& s : signatures())
+    if (s.info->name == c.name) sig = &s;
+  std::ostringstream out;
+  out << c.name << ": " << c.matched << " of " << (sig ? sig->keys.size() : 0) << " keys and shapes match ("
+      << c.missing << " missing, " << c.unexpected << " unexpected, " << c.mismatched << " mis-shaped)";
+  if (!sig) return out.str();
+  std::unordered_map<std::string, const KeySpec*> want;
+  for (const auto& k : sig->keys) want.emplace(k.key, &k);
+  const at::Tensor* hw = state.find(sig->info->head + ".weight");
+  const int64_t classes = hw && hw->dim() > 0 ? hw->size(0) : 0;
+  std::string missing, unexpected, misshaped;
+  for (const auto& k : sig->keys)
+    if (missing.empty() && !optional_key(k.key) && !state.find(k.key)) missing = k.key;
+  for (const auto& e : state.entries) {
+    auto it = want.find(e.name);
+    if (it == want.end()) {
+      if (unexpected.empty() && !ignored_key(*sig->info, e.name)) unexpected = e.name;
+      continue;
+    }
+    std::vector<int64_t> shape = it->second->shape;
+    if (under_prefix(e.name, sig->info->head) && !shape.empty()) shape[0] = classes;
+    if (misshaped.empty() && e.name != sig->info->position_table && shape_of(e.tensor) != shape)
+      misshaped = e.name + " is " + shape_str(shape_of(e.tensor)) + ", " + c.name + " has " + shape_str(shape);
+  }
+  if (!missing.empty()) out << "; first missing: " << missing;
+  if (!unexpected.empty()) out << "; first unexpected: " << unexpected;
+  if (!misshaped.empty()) out << "; first mis-shaped: " << misshaped;
+  return out.str();
+}
+
 Candidate detect_architecture(const StateDict& sd) {
   auto ranked = rank_architectures(sd);
   if (!ranked.empty() && ranked[0].exact() && ranked[0].num_classes > 0) {
@@ -154,13 +186,74 @@ Candidate detect_architecture(const StateDict& sd) {
   }
   std::ostringstream msg;
   msg << "the weights match no built-in architecture; closest:";
-  for (size_t i = 0; i < std::min<size_t>(3, ranked.size()); ++i) {
-    const Candidate& c = ranked[i];
-    msg << (i ? ";" : "") << " " << c.name << " (" << int(c.score * 100) << "% of keys match: "
-        << c.missing << " missing, " << c.unexpected << " unexpected, " << c.mismatched << " mis-shaped)";
-  }
+  for (size_t i = 0; i < std::min<size_t>(3, ranked.size()); ++i)
+    msg << (i ? ";" : "") << " " << differences(ranked[i], sd);
   msg << ". Pass the architecture explicitly to see the key report";
   throw ModelError(msg.str());
+}
+
+namespace {
+
+bool fits(const StateDict& sd, const std::string& architecture) {
+  if (architecture.empty()) {
+    const auto ranked = rank_architectures(sd);
+    return !ranked.empty() && ranked[0].exact() && ranked[0].num_classes > 0;
+  }
+  std::unordered_map<std::string, const at::Tensor*> map;
+  for (const auto& e : sd.entries) map.emplace(e.name, &e.tensor);
+  for (const auto& sig : signatures())
+    if (sig.info->name == architecture) return compare(sig, map).exact();
+  return false;
+}
+
+StateDict under(const StateDict& sd, const std::string& prefix) {
+  StateDict out;
+  for (const auto& e : sd.entries)
+    if (e.name.size() > prefix.size() && e.name.compare(0, prefix.size(), prefix) == 0)
+      out.entries.push_back({e.name.substr(prefix.size()), e.tensor});
+  return out;
+}
+
+}  // namespace
+
+bool select_weights_prefix(StateDict& sd, std::vector<std::string>& notes, const std::string& architecture) {
+  if (sd.entries.empty() || fits(sd, architecture)) return false;
+  // Every prefix of one to three names, by the number of keys under it.
+  std::unordered_map<std::string, size_t> count;
+  for (const auto& e : sd.entries) {
+    size_t dot = 0;
+    for (int depth = 0; depth < 3; ++depth) {
+      dot = e.name.find('.', dot);
+      if (dot == std::string::npos) break;
+      ++dot;
+      ++count[e.name.substr(0, dot)];
+    }
+  }
+  std::vector<std::pair<std::string, size_t>> prefixes(count.begin(), count.end());
+  std::sort(prefixes.begin(), prefixes.end(), [](const auto& a, const auto& b) {
+    return a.second != b.second ? a.second > b.second : a.first < b.first;
+  });
+  // The largest group that fits: the weights of the model, not of the loss,
+  // a teacher or a metric beside it. Bounded: 32 groups tried at most.
+  for (size_t i = 0; i < prefixes.size() && i < 32; ++i) {
+    const auto& [prefix, n] = prefixes[i];
+    if (n < 2) break;
+    StateDict sub = under(sd, prefix);
+    if (!fits(sub, architecture)) continue;
+    std::string others;
+    size_t left = 0;
+    for (const auto& e : sd.entries)
+      if (e.name.compare(0, prefix.size(), prefix) != 0 && left++ < 3)
+        others += (others.empty() ? "'" : ", '") + e.name + "'";
+    notes.push_back("took the " + std::to_string(n) + " tensors under '" + prefix + "' (prefix stripped; they fit " +
+                    (architecture.empty() ? rank_architectures(sub)[0].name : architecture) + ")" +
+                    (left ? ", left out " + std::to_string(left) + " other tensor(s): " + others +
+                                (left > 3 ? ", ..." : "")
+                          : std::string()));
+    sd = std::move(sub);
+    return true;
+  }
+  return false;
 }
 
 int64_t input_size_of(const std::string& architecture, const StateDict& state) {

@@ -47,8 +47,19 @@ struct Candidate {
 
 // Ranks every built-in architecture against the state dict, best first.
 std::vector<Candidate> rank_architectures(const StateDict& sd);
-// The exact match, or ModelError listing the closest candidates.
+// The exact match, or ModelError naming the closest candidates: how many of
+// their keys and shapes match, and the first keys that differ.
 Candidate detect_architecture(const StateDict& sd);
+// One candidate against the state dict: "resnet18: 102 of 122 keys and
+// shapes match (...); first missing: layer4.0.conv1.weight; ...".
+std::string differences(const Candidate& c, const StateDict& sd);
+// Weights under a prefix that not every key shares (a LightningModule's
+// `model.` beside its loss's `criterion.weight`; a teacher beside the
+// student): when the keys as they are fit no built-in architecture (or not
+// `architecture`, when given), the largest group of keys under a common
+// prefix (one to three names) that fits is taken, the prefix stripped, and
+// a note says what was taken and left out. Returns whether `sd` changed.
+bool select_weights_prefix(StateDict& sd, std::vector<std::string>& notes, const std::string& architecture = "");
 // The input size the weights of `architecture` were made for, where its
 // position table fixes it (ViT: 384 for a (1, 577, 768) vit_b_16 table);
 // 0 for other architectures, or when the table is absent or not square.

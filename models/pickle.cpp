@@ -106,6 +106,10 @@ class Machine {
       : in_(data, size, what), pl_(pl), what_(std::move(what)) {}
 
   Ref run();
+  bool scalar_op(uint8_t op);
+  bool collection_op(uint8_t op);
+  bool memo_op(uint8_t op);
+  bool object_op(uint8_t op);
   size_t pos() const { return in_.pos(); }
 
   // The allowed calls (see kCallables).
@@ -452,6 +456,37 @@ Ref Machine::placeholder(const std::string& name, const Value& args) {
     c->tag = "complex";
     return c;
   }
+  // torch.__version__ (a str subclass) as torch 1.10 and later pickle it.
+  if (name == "torch.torch_version.TorchVersion" && a.size() == 1 && a[0]->is(Value::Kind::Str)) {
+    Ref v = make(Value::Kind::Str);
+    v->s = a[0]->s;
+    v->tag = name;
+    return v;
+  }
+  // A torchvision weights enum member (ResNet50_Weights.IMAGENET1K_V2):
+  // pickled as getattr(cls, name) (Python 3.11's Enum), named by its
+  // member name, never looked up; or as cls(value), its value a Weights
+  // record, named by its url.
+  auto weights_enum = [](const std::string& n) {
+    return n.rfind("torchvision.models.", 0) == 0 && n.size() > 8 && n.compare(n.size() - 8, 8, "_Weights") == 0;
+  };
+  if (name == "builtins.getattr" && a.size() == 2 && a[0]->is(Value::Kind::Global) && weights_enum(a[0]->s) &&
+      a[1]->is(Value::Kind::Str)) {
+    Ref v = make(Value::Kind::Str);
+    v->s = a[1]->s;
+    v->tag = a[0]->s;
+    return v;
+  }
+  if (weights_enum(name) && a.size() == 1 && a[0]->is(Value::Kind::Object) && a[0]->state &&
+      a[0]->state->is(Value::Kind::Dict)) {
+    for (const auto& [k, val] : a[0]->state->dict)
+      if (k->is(Value::Kind::Str) && k->s == "url" && val->is(Value::Kind::Str)) {
+        Ref v = make(Value::Kind::Str);
+        v->s = val->s;
+        v->tag = name;
+        return v;
+      }
+  }
   Ref o = make(Value::Kind::Object);
   o->s = name;
   // numpy arrays: _reconstruct(ndarray, (0,), b'b') + BUILD (version, shape,
@@ -525,6 +560,8 @@ Ref Machine::numpy_scalar(const Value& args) {
   return v;
 }
 
+// The interpreter loop: framing and stack marks here, each family of
+// opcodes in its own function (false: not one of that family).
 Ref Machine::run() {
   size_t ops = 0;
   while (true) {
@@ -535,208 +572,240 @@ Ref Machine::run() {
         uint8_t proto = in_.u8();
         if (proto > 5) fail("unsupported pickle protocol " + std::to_string(proto));
         proto_ = proto;
-        break;
+        continue;
       }
-      case FRAME: in_.u64(); break;  // the whole stream is in memory
+      case FRAME: in_.u64(); continue;  // the whole stream is in memory
       case STOP: return pop();
-      case MARK: marks_.push_back(stack_.size()); break;
-      case POP: pop(); break;
-      case POP_MARK: pop_mark(); break;
-      case DUP: push(top()); break;
-      case NONE: push(make(Value::Kind::None)); break;
-      case NEWTRUE: case NEWFALSE: {
-        Ref v = make(Value::Kind::Bool);
-        v->b = op == NEWTRUE;
-        push(v);
-        break;
-      }
-      case BININT: push(make_int(in_.i32())); break;
-      case BININT1: push(make_int(in_.u8())); break;
-      case BININT2: push(make_int(in_.u16())); break;
-      case LONG1: {
-        // Wider integers (the legacy format's magic number) keep their
-        // low 64 bits: nothing we read needs more.
-        uint8_t n = in_.u8();
-        const uint8_t* p = in_.take(n);
-        uint64_t u = 0;
-        for (int k = 0; k < n && k < 8; ++k) u |= uint64_t(p[k]) << (8 * k);
-        if (n > 0 && n < 8 && (p[n - 1] & 0x80)) u |= ~uint64_t(0) << (8 * n);
-        push(make_int(int64_t(u)));
-        break;
-      }
-      case INT: {  // text; "01"/"00" are booleans
-        std::string s = in_.line();
-        Ref v;
-        if (s == "01" || s == "00") {
-          v = make(Value::Kind::Bool);
-          v->b = s == "01";
-        } else {
-          try {
-            v = make_int(std::stoll(s));
-          } catch (...) {
-            fail("bad INT literal");
-          }
-        }
-        push(v);
-        break;
-      }
-      case LONG: {  // text
-        std::string s = in_.line();
-        if (!s.empty() && s.back() == 'L') s.pop_back();
-        try {
-          push(make_int(std::stoll(s)));
-        } catch (...) {
-          fail("bad LONG literal");
-        }
-        break;
-      }
-      case BINFLOAT: {  // big-endian
-        const uint8_t* p = in_.take(8);
-        uint64_t u = 0;
-        for (int k = 0; k < 8; ++k) u = (u << 8) | p[k];
-        Ref v = make(Value::Kind::Float);
-        std::memcpy(&v->f, &u, 8);
-        push(v);
-        break;
-      }
-      case BINUNICODE: push(make_str(in_.str(in_.u32()))); break;
-      case SHORT_BINUNICODE: push(make_str(in_.str(in_.u8()))); break;
-      case BINUNICODE8: push(make_str(in_.str(in_.u64()))); break;
-      case BINSTRING: push(make_str(in_.str(in_.u32()))); break;
-      case SHORT_BINSTRING: push(make_str(in_.str(in_.u8()))); break;
-      case BINBYTES: case SHORT_BINBYTES: case BINBYTES8: {
-        uint64_t n = op == BINBYTES ? in_.u32() : op == SHORT_BINBYTES ? in_.u8() : in_.u64();
-        Ref v = make(Value::Kind::Bytes);
-        v->s = in_.str(n);
-        push(v);
-        break;
-      }
-      case EMPTY_LIST: push(make(Value::Kind::List)); break;
-      case EMPTY_DICT: push(make(Value::Kind::Dict)); break;
-      case EMPTY_TUPLE: push(make(Value::Kind::Tuple)); break;
-      case EMPTY_SET: push(make(Value::Kind::List)); break;  // a set, read as a list
-      case LIST: push(make_seq(Value::Kind::List, pop_mark())); break;
-      case TUPLE: push(make_seq(Value::Kind::Tuple, pop_mark())); break;
-      case TUPLE1: push(make_seq(Value::Kind::Tuple, {pop()})); break;
-      case TUPLE2: {
-        Ref b = pop(), a = pop();
-        push(make_seq(Value::Kind::Tuple, {a, b}));
-        break;
-      }
-      case TUPLE3: {
-        Ref c = pop(), b = pop(), a = pop();
-        push(make_seq(Value::Kind::Tuple, {a, b, c}));
-        break;
-      }
-      case DICT: {
-        auto kv = pop_mark();
-        Ref d = make(Value::Kind::Dict);
-        set_items(*d, kv);
-        push(d);
-        break;
-      }
-      case SETITEM: {
-        Ref v = pop(), k = pop();
-        std::vector<Ref> kv{k, v};
-        set_items(*top(), kv);
-        break;
-      }
-      case SETITEMS: {
-        auto kv = pop_mark();
-        set_items(*top(), kv);
-        break;
-      }
-      case APPEND: {
-        std::vector<Ref> one{pop()};
-        append_items(*top(), one);
-        break;
-      }
-      case APPENDS: case ADDITEMS: {
-        auto items = pop_mark();
-        append_items(*top(), items);
-        break;
-      }
-      case BINPUT: memo_put(in_.u8()); break;
-      case LONG_BINPUT: memo_put(in_.u32()); break;
-      case MEMOIZE: memo_put(memo_.size()); break;
-      case PUT: {
-        std::string s = in_.line();
-        try {
-          memo_put(std::stoull(s));
-        } catch (const ModelError&) {
-          throw;
-        } catch (...) {
-          fail("bad PUT index");
-        }
-        break;
-      }
-      case BINGET: push(memo_get(in_.u8())); break;
-      case LONG_BINGET: push(memo_get(in_.u32())); break;
-      case GET: {
-        std::string s = in_.line();
-        try {
-          push(memo_get(std::stoull(s)));
-        } catch (const ModelError&) {
-          throw;
-        } catch (...) {
-          fail("bad GET index");
-        }
-        break;
-      }
-      case GLOBAL: {
-        std::string module = in_.line();
-        std::string name = in_.line();
-        push(global(module, name));
-        break;
-      }
-      case STACK_GLOBAL: {
-        Ref name = pop(), module = pop();
-        push(global(as_str(*module, "global module"), as_str(*name, "global name")));
-        break;
-      }
-      case REDUCE: {
-        Ref args = pop(), fn = pop();
-        push(call(*fn, *args));
-        break;
-      }
-      case NEWOBJ: case NEWOBJ_EX: {  // cls.__new__(cls, *args): an OrderedDict or a placeholder
-        if (op == NEWOBJ_EX) pop();  // keyword arguments: not kept
-        Ref args = pop(), cls = pop();
-        if (cls->is(Value::Kind::Global) && cls->s == "collections.OrderedDict") {
-          push(make(Value::Kind::Dict));
-          break;
-        }
-        if (cls->is(Value::Kind::Global) && cls->inert) {
-          if (!args->is(Value::Kind::Tuple)) fail("NEWOBJ arguments are not a tuple");
-          push(placeholder(cls->s, *args));
-          break;
-        }
-        fail("refusing to instantiate '" + (cls->is(Value::Kind::Global) ? cls->s : std::string("?")) + "'");
-      }
-      case BUILD: {  // an object's state: kept on placeholders, ignored on dicts and tensors
-        Ref state = pop();
-        Value& obj = *top();
-        if (obj.is(Value::Kind::Dict) || obj.is(Value::Kind::Tensor)) break;  // e.g. OrderedDict._metadata
-        if (obj.is(Value::Kind::Object)) {
-          adopt(obj, state);
-          obj.state = state;
-          break;
-        }
-        fail(std::string("BUILD on a ") + obj.kind_name());
-      }
-      case BINPERSID: {
-        Ref pid = pop();
-        if (!pl_) fail("persistent id in a stream that has none");
-        push(pl_(*pid));
-        break;
-      }
-      default: {
-        char buf[8];
-        std::snprintf(buf, sizeof buf, "0x%02x", op);
-        fail(std::string("unsupported pickle opcode ") + buf);
-      }
+      case MARK: marks_.push_back(stack_.size()); continue;
+      case POP: pop(); continue;
+      case POP_MARK: pop_mark(); continue;
+      case DUP: push(top()); continue;
+      default: break;
     }
+    if (scalar_op(op) || collection_op(op) || memo_op(op) || object_op(op)) continue;
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "0x%02x", op);
+    fail(std::string("unsupported pickle opcode ") + buf);
   }
+}
+
+// Literals: None, booleans, integers, floats, text and bytes.
+bool Machine::scalar_op(uint8_t op) {
+  switch (op) {
+    case NONE: push(make(Value::Kind::None)); break;
+    case NEWTRUE: case NEWFALSE: {
+      Ref v = make(Value::Kind::Bool);
+      v->b = op == NEWTRUE;
+      push(v);
+      break;
+    }
+    case BININT: push(make_int(in_.i32())); break;
+    case BININT1: push(make_int(in_.u8())); break;
+    case BININT2: push(make_int(in_.u16())); break;
+    case LONG1: {
+      // Wider integers (the legacy format's magic number) keep their
+      // low 64 bits: nothing we read needs more.
+      uint8_t n = in_.u8();
+      const uint8_t* p = in_.take(n);
+      uint64_t u = 0;
+      for (int k = 0; k < n && k < 8; ++k) u |= uint64_t(p[k]) << (8 * k);
+      if (n > 0 && n < 8 && (p[n - 1] & 0x80)) u |= ~uint64_t(0) << (8 * n);
+      push(make_int(int64_t(u)));
+      break;
+    }
+    case INT: {  // text; "01"/"00" are booleans
+      std::string s = in_.line();
+      Ref v;
+      if (s == "01" || s == "00") {
+        v = make(Value::Kind::Bool);
+        v->b = s == "01";
+      } else {
+        try {
+          v = make_int(std::stoll(s));
+        } catch (...) {
+          fail("bad INT literal");
+        }
+      }
+      push(v);
+      break;
+    }
+    case LONG: {  // text
+      std::string s = in_.line();
+      if (!s.empty() && s.back() == 'L') s.pop_back();
+      try {
+        push(make_int(std::stoll(s)));
+      } catch (...) {
+        fail("bad LONG literal");
+      }
+      break;
+    }
+    case BINFLOAT: {  // big-endian
+      const uint8_t* p = in_.take(8);
+      uint64_t u = 0;
+      for (int k = 0; k < 8; ++k) u = (u << 8) | p[k];
+      Ref v = make(Value::Kind::Float);
+      std::memcpy(&v->f, &u, 8);
+      push(v);
+      break;
+    }
+    case BINUNICODE: push(make_str(in_.str(in_.u32()))); break;
+    case SHORT_BINUNICODE: push(make_str(in_.str(in_.u8()))); break;
+    case BINUNICODE8: push(make_str(in_.str(in_.u64()))); break;
+    case BINSTRING: push(make_str(in_.str(in_.u32()))); break;
+    case SHORT_BINSTRING: push(make_str(in_.str(in_.u8()))); break;
+    case BINBYTES: case SHORT_BINBYTES: case BINBYTES8: {
+      uint64_t n = op == BINBYTES ? in_.u32() : op == SHORT_BINBYTES ? in_.u8() : in_.u64();
+      Ref v = make(Value::Kind::Bytes);
+      v->s = in_.str(n);
+      push(v);
+      break;
+    }
+    default: return false;
+  }
+  return true;
+}
+
+// Lists, tuples, dicts and sets, and the items added to them.
+bool Machine::collection_op(uint8_t op) {
+  switch (op) {
+    case EMPTY_LIST: push(make(Value::Kind::List)); break;
+    case EMPTY_DICT: push(make(Value::Kind::Dict)); break;
+    case EMPTY_TUPLE: push(make(Value::Kind::Tuple)); break;
+    case EMPTY_SET: push(make(Value::Kind::List)); break;  // a set, read as a list
+    case LIST: push(make_seq(Value::Kind::List, pop_mark())); break;
+    case TUPLE: push(make_seq(Value::Kind::Tuple, pop_mark())); break;
+    case TUPLE1: push(make_seq(Value::Kind::Tuple, {pop()})); break;
+    case TUPLE2: {
+      Ref b = pop(), a = pop();
+      push(make_seq(Value::Kind::Tuple, {a, b}));
+      break;
+    }
+    case TUPLE3: {
+      Ref c = pop(), b = pop(), a = pop();
+      push(make_seq(Value::Kind::Tuple, {a, b, c}));
+      break;
+    }
+    case DICT: {
+      auto kv = pop_mark();
+      Ref d = make(Value::Kind::Dict);
+      set_items(*d, kv);
+      push(d);
+      break;
+    }
+    case SETITEM: {
+      Ref v = pop(), k = pop();
+      std::vector<Ref> kv{k, v};
+      set_items(*top(), kv);
+      break;
+    }
+    case SETITEMS: {
+      auto kv = pop_mark();
+      set_items(*top(), kv);
+      break;
+    }
+    case APPEND: {
+      std::vector<Ref> one{pop()};
+      append_items(*top(), one);
+      break;
+    }
+    case APPENDS: case ADDITEMS: {
+      auto items = pop_mark();
+      append_items(*top(), items);
+      break;
+    }
+    default: return false;
+  }
+  return true;
+}
+
+// The memo: values stored by index and fetched again.
+bool Machine::memo_op(uint8_t op) {
+  switch (op) {
+    case BINPUT: memo_put(in_.u8()); break;
+    case LONG_BINPUT: memo_put(in_.u32()); break;
+    case MEMOIZE: memo_put(memo_.size()); break;
+    case PUT: {
+      std::string s = in_.line();
+      try {
+        memo_put(std::stoull(s));
+      } catch (const ModelError&) {
+        throw;
+      } catch (...) {
+        fail("bad PUT index");
+      }
+      break;
+    }
+    case BINGET: push(memo_get(in_.u8())); break;
+    case LONG_BINGET: push(memo_get(in_.u32())); break;
+    case GET: {
+      std::string s = in_.line();
+      try {
+        push(memo_get(std::stoull(s)));
+      } catch (const ModelError&) {
+        throw;
+      } catch (...) {
+        fail("bad GET index");
+      }
+      break;
+    }
+    default: return false;
+  }
+  return true;
+}
+
+// Globals, calls, instances, their state, and persistent ids (tensors' storages).
+bool Machine::object_op(uint8_t op) {
+  switch (op) {
+    case GLOBAL: {
+      std::string module = in_.line();
+      std::string name = in_.line();
+      push(global(module, name));
+      break;
+    }
+    case STACK_GLOBAL: {
+      Ref name = pop(), module = pop();
+      push(global(as_str(*module, "global module"), as_str(*name, "global name")));
+      break;
+    }
+    case REDUCE: {
+      Ref args = pop(), fn = pop();
+      push(call(*fn, *args));
+      break;
+    }
+    case NEWOBJ: case NEWOBJ_EX: {  // cls.__new__(cls, *args): an OrderedDict or a placeholder
+      if (op == NEWOBJ_EX) pop();  // keyword arguments: not kept
+      Ref args = pop(), cls = pop();
+      if (cls->is(Value::Kind::Global) && cls->s == "collections.OrderedDict") {
+        push(make(Value::Kind::Dict));
+        break;
+      }
+      if (cls->is(Value::Kind::Global) && cls->inert) {
+        if (!args->is(Value::Kind::Tuple)) fail("NEWOBJ arguments are not a tuple");
+        push(placeholder(cls->s, *args));
+        break;
+      }
+      fail("refusing to instantiate '" + (cls->is(Value::Kind::Global) ? cls->s : std::string("?")) + "'");
+    }
+    case BUILD: {  // an object's state: kept on placeholders, ignored on dicts and tensors
+      Ref state = pop();
+      Value& obj = *top();
+      if (obj.is(Value::Kind::Dict) || obj.is(Value::Kind::Tensor)) break;  // e.g. OrderedDict._metadata
+      if (obj.is(Value::Kind::Object)) {
+        adopt(obj, state);
+        obj.state = state;
+        break;
+      }
+      fail(std::string("BUILD on a ") + obj.kind_name());
+    }
+    case BINPERSID: {
+      Ref pid = pop();
+      if (!pl_) fail("persistent id in a stream that has none");
+      push(pl_(*pid));
+      break;
+    }
+    default: return false;
+  }
+  return true;
 }
 
 // ------------------------------------------------------------ decoding
@@ -894,7 +963,7 @@ void describe_into(const Value& v, std::string& out, size_t budget) {
       out += buf;
       return;
     case Value::Kind::Str:
-      if (!v.tag.empty()) out += v.s;
+      if (v.tag == "complex") out += v.s;
       else out += "'" + v.s.substr(0, 80) + (v.s.size() > 80 ? "...'" : "'");
       return;
     case Value::Kind::Bytes: out += "<" + std::to_string(v.s.size()) + " bytes>"; return;

@@ -74,6 +74,7 @@ int export_weights(const std::string& file, std::string arch, int64_t classes, c
   ptm::Checkpoint ck = ptm::read_checkpoint(file, ro);
   if (ck.format == ptm::FileFormat::TorchScript)
     throw ptm::ModelError("'" + file + "' is TorchScript: export the Python model it came from instead");
+  ptm::select_weights_prefix(ck.state, ck.notes, arch);
   int64_t found = 0;
   if (arch.empty()) {
     ptm::Candidate c = ptm::detect_architecture(ck.state);
@@ -216,6 +217,7 @@ int main(int argc, char** argv) {
     ptm::ReadOptions ro;
     ro.wrapper_key = key;
     ptm::Checkpoint ck = ptm::read_checkpoint(file, ro);
+    if (ck.format != ptm::FileFormat::TorchScript) ptm::select_weights_prefix(ck.state, ck.notes, arch);
     std::map<std::string, size_t> dtypes;
     int64_t params = 0, buffers = 0;
     auto ends_with = [](const std::string& s, const std::string& t) {
@@ -259,6 +261,8 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < std::min<size_t>(3, ranked.size()); ++i)
         std::cout << " " << ranked[i].name << " (" << int(ranked[i].score * 100) << "%)";
       std::cout << "\n";
+      for (size_t i = 0; i < std::min<size_t>(3, ranked.size()); ++i)
+        std::cout << "  " << ptm::differences(ranked[i], ck.state) << "\n";
     }
     if (!arch.empty()) {
       const ptm::ArchInfo* info = ptm::find_architecture(arch);

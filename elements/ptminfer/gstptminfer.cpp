@@ -44,6 +44,7 @@ enum {
   PROP_0,
   PROP_MODEL,
   PROP_ARCHITECTURE,
+  PROP_CHECKPOINT_KEY,
   PROP_LABELS,
   PROP_NUM_CLASSES,
   PROP_DEVICE,
@@ -106,7 +107,7 @@ static GType gst_ptm_score_output_get_type(void) {
 namespace {
 
 struct Settings {
-  std::string model, architecture, labels, results_file;
+  std::string model, architecture, checkpoint_key, labels, results_file;
   int num_classes = 0;
   GstPtmDevice device = PTM_DEVICE_AUTO;
   int num_threads = 0;
@@ -229,6 +230,7 @@ static ptm::InferSettings model_settings(const Settings& s) {
   is.model.cuda_graphs = s.cuda_graphs;
   is.model.model = s.model;
   is.model.architecture = s.architecture;
+  is.model.wrapper_key = s.checkpoint_key;
   is.model.labels = s.labels;
   is.model.num_classes = s.num_classes;
   is.model.threads = s.num_threads;
@@ -373,6 +375,7 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
   switch (id) {
     case PROP_MODEL: s.model = str(value); break;
     case PROP_ARCHITECTURE: s.architecture = str(value); break;
+    case PROP_CHECKPOINT_KEY: s.checkpoint_key = str(value); break;
     case PROP_LABELS: s.labels = str(value); break;
     case PROP_NUM_CLASSES: s.num_classes = g_value_get_int(value); break;
     case PROP_DEVICE: s.device = GstPtmDevice(g_value_get_enum(value)); break;
@@ -415,6 +418,7 @@ static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value,
   switch (id) {
     case PROP_MODEL: str(s.model); break;
     case PROP_ARCHITECTURE: str(s.architecture); break;
+    case PROP_CHECKPOINT_KEY: str(s.checkpoint_key); break;
     case PROP_LABELS: str(s.labels); break;
     case PROP_NUM_CLASSES: g_value_set_int(value, s.num_classes); break;
     case PROP_DEVICE: g_value_set_enum(value, s.device); break;
@@ -840,6 +844,13 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
       gobject_class, PROP_ARCHITECTURE,
       g_param_spec_string("architecture", "Architecture",
                           "torchvision architecture name (e.g. resnet50); empty: detected from the weights",
+                          nullptr, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_CHECKPOINT_KEY,
+      g_param_spec_string("checkpoint-key", "Checkpoint key",
+                          "Entry of a training checkpoint that holds the weights to use (e.g. state_dict, "
+                          "state_dict_ema, model); empty: found automatically, EMA weights first where a "
+                          "checkpoint has both (the load report names the other)",
                           nullptr, ready));
   g_object_class_install_property(
       gobject_class, PROP_LABELS,

@@ -159,6 +159,26 @@ TEST(Infer, BadModelsFailWithTheReason) {
 #endif
   EXPECT_TRUE(pt2.results.empty());
   EXPECT_FALSE(std::filesystem::exists(fixture("CANARY")));
+  // checkpoint-key naming an entry the checkpoint lacks: refused, the
+  // entries it has named.
+  Outcome key;
+  run(src("RGB", 64, 64, 1) + "ptminfer checkpoint-key=model_ema model=" + fixture("timm_saver_ema.pth.tar") + kSink,
+      key);
+  EXPECT_NE(key.error.find("has no entry 'model_ema'"), std::string::npos) << key.error;
+  EXPECT_NE(key.error.find("state_dict_ema"), std::string::npos) << key.error;
+  EXPECT_TRUE(key.results.empty());
+}
+
+// checkpoint-key picks one of a checkpoint's sets of weights: the raw
+// weights of a timm checkpoint instead of its EMA weights (the default).
+TEST(Infer, CheckpointKeyPicksTheWeights) {
+  Outcome ema, raw;
+  const std::string file = fixture("timm_saver_ema.pth.tar");
+  run(src("RGB", 64, 64, 2) + "ptminfer output=logits top-k=1000 model=" + file + kSink, ema);
+  run(src("RGB", 64, 64, 2) + "ptminfer output=logits top-k=1000 checkpoint-key=state_dict model=" + file + kSink, raw);
+  ASSERT_EQ(ema.results.size(), 2u) << ema.error;
+  ASSERT_EQ(raw.results.size(), 2u) << raw.error;
+  EXPECT_GT(max_rel_diff(ema.results[0], raw.results[0]), 1e-3) << "the same weights both times";
 }
 
 // Frames in CUDA memory where CUDA cannot be used: every element refuses

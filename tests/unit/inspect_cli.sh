@@ -37,6 +37,10 @@ check unknown 1 'architecture: unknown; closest: resnet18' -- "$fx/unknown_layou
 check crc-off 0 'CRC checks not possible' -- "$fx/fmt_resnet18_crc_off.pth"
 check whole-model 0 'whole pickled model \(torchvision\.models\.resnet\.ResNet\)' -- "$fx/whole_model.pth"
 check inert 0 "kept inert, not used: 'args' argparse\.Namespace" -- "$fx/timm_saver.pth"
+check lightning 0 "took the [0-9]+ tensors under 'model\.'.*left out 1 other tensor\(s\): 'criterion\.weight'" -- "$fx/lightning.ckpt"
+check ema 0 "took the EMA weights 'state_dict_ema'" -- "$fx/timm_saver_ema.pth.tar"
+check ema-key 0 "^weights in: +'state_dict'$" -- "$fx/timm_saver_ema.pth.tar" --key state_dict
+check unknown-detail 1 '^  resnet18: [0-9]+ of [0-9]+ keys and shapes match .*first missing: layer4\.' -- "$fx/unknown_layout.pth"
 for bad in evil_system.pth evil_eval.pth evil_legacy.pth placeholder_in_state_dict.pth huge_entry.pth huge_header.safetensors \
            overflow_shape.safetensors gap.safetensors not_a_model.txt empty.pth fmt_complex64.pth \
            fmt_crc_off_pickle_count.pth fmt_crc_off_cd_size.pth; do

@@ -62,6 +62,7 @@ class Variant : public ::testing::Test {
     at::Tensor want = read_f32(e_["logits"], {x.size(0), nc});
     ClassifierOptions o;
     o.model = fixture(file);
+    o.wrapper_key = e_.value("key", "");  // checkpoint-key: one of several sets of weights
     Classifier clf(o);
     EXPECT_EQ(clf.info().architecture, arch);
     EXPECT_EQ(clf.info().num_classes, nc);
@@ -544,8 +545,8 @@ class FormatCrcOffDamage : public ::testing::Test {
 
 void register_dynamic_tests() {
   for (const auto& e : manifest()["variants"])
-    ::testing::RegisterTest("Variant", std::string(e["file"]).c_str(), nullptr, nullptr, __FILE__, __LINE__,
-                            [e]() -> ::testing::Test* { return new Variant(e); });
+    ::testing::RegisterTest("Variant", e.value("test", std::string(e["file"])).c_str(), nullptr, nullptr, __FILE__,
+                            __LINE__, [e]() -> ::testing::Test* { return new Variant(e); });
   for (const auto& e : manifest()["negative"])
     ::testing::RegisterTest("Negative", std::string(e["file"]).c_str(), nullptr, nullptr, __FILE__, __LINE__,
                             [e]() -> ::testing::Test* { return new Negative(e); });

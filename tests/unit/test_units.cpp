@@ -328,12 +328,51 @@ TEST(Checkpoint, SharedPrefixesAreStripped) {
   EXPECT_NE(notes.find("stripped prefix 'model.'"), std::string::npos) << notes;
   EXPECT_NE(notes.find("stripped prefix 'module.'"), std::string::npos) << notes;
 
-  wrapped.entries.push_back({"criterion.weight", at::ones({7})});  // not under model.
+  // A key outside the shared prefix (the loss's class weights): nothing is
+  // stripped on reading, and the keys as they are fit nothing; the largest
+  // group under a prefix that fits is selected, the rest named.
+  wrapped.entries.push_back({"criterion.weight", at::ones({7})});
   save_state_dict(path.string(), wrapped);
   ck = read_checkpoint(path.string());
   EXPECT_EQ(ck.state.entries.front().name.rfind("model.module.", 0), 0u);
   EXPECT_THROW(detect_architecture(ck.state), ModelError);
+  std::vector<std::string> picked;
+  ASSERT_TRUE(select_weights_prefix(ck.state, picked));
+  c = detect_architecture(ck.state);
+  EXPECT_EQ(c.name, "resnet18");
+  EXPECT_EQ(c.num_classes, 7);
+  ASSERT_EQ(picked.size(), 1u);
+  EXPECT_NE(picked[0].find("tensors under 'model.module.'"), std::string::npos) << picked[0];
+  EXPECT_NE(picked[0].find("'criterion.weight'"), std::string::npos) << picked[0];
+  // Keys that fit already are left alone; with an architecture named, the
+  // group must fit that one.
+  EXPECT_FALSE(select_weights_prefix(ck.state, picked));
+  ck = read_checkpoint(path.string());
+  EXPECT_FALSE(select_weights_prefix(ck.state, picked, "resnet50"));
+  EXPECT_TRUE(select_weights_prefix(ck.state, picked, "resnet18"));
   std::filesystem::remove(path);
+}
+
+// Weights that fit nothing: the closest architectures are named with how
+// many keys and shapes match and the first keys that differ.
+TEST(Loader, UnknownLayoutsNameTheFirstDifferences) {
+  StateDict sd = state_of(*create_architecture("resnet18", 10));
+  sd.entries.erase(std::remove_if(sd.entries.begin(), sd.entries.end(),
+                                  [](const NamedTensor& e) { return e.name.rfind("layer4.1.", 0) == 0; }),
+                   sd.entries.end());
+  sd.entries.push_back({"extra.weight", at::zeros({3})});
+  for (auto& e : sd.entries)
+    if (e.name == "layer1.0.conv1.weight") e.tensor = at::zeros({64, 64, 1, 1});
+  std::string msg;
+  try {
+    detect_architecture(sd);
+  } catch (const ModelError& e) {
+    msg = e.what();
+  }
+  for (const std::string part : {"closest: resnet18: ", " keys and shapes match", "first missing: layer4.1.conv1.weight",
+                                 "first unexpected: extra.weight",
+                                 "first mis-shaped: layer1.0.conv1.weight is [64, 64, 1, 1], resnet18 has [64, 64, 3, 3]"})
+    EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
 }
 
 // timm's DeiT has the layout of timm's ViT of its width: detection answers
