@@ -46,7 +46,8 @@ struct ReadOptions {
   // Verify zip CRCs of every record (detects bit rot inside tensor data).
   bool verify_checksums = true;
   // Pick this wrapper key instead of the default order
-  // (state_dict, model_state_dict, model, net, state_dict_ema, ema, ...).
+  // (state_dict, model_state_dict, model, net, ...; EMA weights first where
+  // a checkpoint has both).
   std::string wrapper_key;
 };
 

@@ -16,7 +16,28 @@ namespace {
 
 constexpr int kMaxDepth = 200;
 
+// Memory for the values one pickle builds, bounded by its length: a value
+// costs ~300 bytes and an opcode as little as one, so a hostile pickle of
+// 100 MB could otherwise ask for 10 GB or more. Real checkpoints' pickles
+// need a few thousand values (the weights are storages, not values).
+constexpr size_t kValueBytes = sizeof(Value) + 32;  // with the shared_ptr's control block
+constexpr size_t kBudgetFloor = size_t(256) << 20;
+constexpr size_t kBudgetPerByte = 8;
+
+struct Budget {
+  size_t left = 0;
+  size_t limit = 0;
+  std::string what;
+};
+thread_local Budget* t_budget = nullptr;  // the pickle being read on this thread
+
 Ref make(Value::Kind k) {
+  if (Budget* b = t_budget) {
+    if (b->left < kValueBytes)
+      throw ModelError(b->what + ": the pickle builds more values than its length allows (over " +
+                       std::to_string(b->limit >> 20) + " MB of memory): refused");
+    b->left -= kValueBytes;
+  }
   auto v = std::make_shared<Value>();
   v->kind = k;
   return v;
@@ -1094,6 +1115,14 @@ const std::string& as_str(const Value& v, const char* what) {
 
 Ref load(const uint8_t* data, size_t size, const PersistentLoad& persistent_load,
          const std::string& what, size_t* consumed) {
+  Budget budget;
+  budget.limit = budget.left = kBudgetFloor + kBudgetPerByte * size;
+  budget.what = what;
+  struct Scope {
+    Budget* saved;
+    explicit Scope(Budget* b) : saved(t_budget) { t_budget = b; }
+    ~Scope() { t_budget = saved; }
+  } scope(&budget);
   Machine m(data, size, persistent_load, what);
   Ref r = m.run();
   if (consumed) *consumed = m.pos();

@@ -247,6 +247,25 @@ static void post_reload(GstPtmInfer* self, const std::string& model, bool ok, co
                                                 nullptr)));
 }
 
+// What was loaded, with the load report (what was unwrapped, stripped, kept
+// inert or left out of the checkpoint): a "model-loaded" element message at
+// start and after each reload, and the debug log.
+static void post_loaded(GstPtmInfer* self, const std::string& model, const ptm::ModelInfo& m) {
+  std::string report;
+  for (const auto& n : m.notes) {
+    report += (report.empty() ? "" : "\n") + n;
+    GST_INFO_OBJECT(self, "%s", n.c_str());
+  }
+  gst_element_post_message(
+      GST_ELEMENT(self),
+      gst_message_new_element(
+          GST_OBJECT(self),
+          gst_structure_new("model-loaded", "model", G_TYPE_STRING, model.c_str(), "architecture", G_TYPE_STRING,
+                            m.architecture.c_str(), "num-classes", G_TYPE_INT64, gint64(m.num_classes), "format",
+                            G_TYPE_STRING, m.format.c_str(), "input-size", G_TYPE_INT, m.crop_size, "report",
+                            G_TYPE_STRING, report.c_str(), nullptr)));
+}
+
 // The loader thread: loads what is requested; on success the model waits in
 // next_core for the streaming thread, on failure the old model keeps serving.
 static void loader_main(GstPtmInfer* self) {
@@ -269,7 +288,9 @@ static void loader_main(GstPtmInfer* self) {
     } catch (const std::exception& e) {
       error = e.what();
     }
+    std::optional<ptm::ModelInfo> loaded;
     if (core) {
+      loaded = core->info();  // the core itself is the streaming thread's once handed over
       GST_INFO_OBJECT(self, "loaded %s; it takes over at the next frame", s.model.c_str());
     } else {
       GST_ELEMENT_WARNING(self, RESOURCE, OPEN_READ,
@@ -280,6 +301,7 @@ static void loader_main(GstPtmInfer* self) {
     if (p.loader_quit) return;  // stopping: the element no longer runs a model
     if (core) p.next_core = std::move(core);  // replaces one loaded but not yet taken
     g.unlock();
+    if (loaded) post_loaded(self, s.model, *loaded);
     post_reload(self, s.model, error.empty(), error);
     g.lock();
   }
@@ -488,7 +510,7 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
   GST_INFO_OBJECT(self, "loaded %s: %s, %" G_GINT64_FORMAT " classes, %s, input %dx%d, on %s", s.model.c_str(),
                   m.architecture.c_str(), m.num_classes, m.format.c_str(), m.crop_size, m.crop_size,
                   st.core->on_cuda() ? "CUDA" : "CPU");
-  for (const auto& n : m.notes) GST_INFO_OBJECT(self, "%s", n.c_str());
+  post_loaded(self, s.model, m);
   std::lock_guard<std::mutex> g(self->priv->reload_lock);
   self->priv->watched = s.model;
   self->priv->loaded_stamp = stamp;

@@ -36,6 +36,7 @@ struct Outcome {
   std::vector<Result> results;
   std::vector<GstStructure*> messages;  // ptm-classification, owned
   std::string error;                    // first error message, if any
+  std::string report;                   // the model-loaded message's load report
   ~Outcome() {
     for (auto* s : messages) gst_structure_free(s);
   }
@@ -81,6 +82,8 @@ void run(const std::string& desc, Outcome& out, std::function<void(GstElement*, 
       const GstStructure* st = gst_message_get_structure(m);
       if (GST_MESSAGE_TYPE(m) == GST_MESSAGE_ELEMENT && gst_structure_has_name(st, "ptm-classification"))
         out.messages.push_back(gst_structure_copy(st));
+      if (GST_MESSAGE_TYPE(m) == GST_MESSAGE_ELEMENT && gst_structure_has_name(st, "model-loaded"))
+        out.report = gst_structure_get_string(st, "report") ? gst_structure_get_string(st, "report") : "";
       gst_message_unref(m);
     }
   };
@@ -169,6 +172,28 @@ TEST(Infer, BadModelsFailWithTheReason) {
   EXPECT_TRUE(key.results.empty());
 }
 
+// Every checkpoint layout the format tests load (training tools' files,
+// wrappers, prefixes, whole pickled models, other formats and dtypes of the
+// same weights) classifies a frame through ptminfer as the plain state dict
+// of those weights does.
+TEST(Infer, EveryCheckpointLayoutGivesTheSameResults) {
+  Outcome ref;
+  const std::string pipe = src("RGB", 96, 72, 1) + "ptminfer output=logits top-k=1000 model=";
+  run(pipe + fixture("model.safetensors") + kSink, ref);
+  ASSERT_EQ(ref.results.size(), 1u) << ref.error;
+  size_t n = 0;
+  for (const auto& e : manifest()["variants"]) {
+    if (e.value("logits", std::string()) != "variant.logits.f32" || e.contains("key")) continue;
+    const std::string file = e["file"];
+    Outcome got;
+    run(pipe + fixture(file) + kSink, got);
+    ASSERT_EQ(got.results.size(), 1u) << file << ": " << got.error;
+    EXPECT_LE(max_rel_diff(got.results[0], ref.results[0]), 1e-4) << file << " (" << e["kind"] << ")";
+    ++n;
+  }
+  EXPECT_GE(n, 20u) << "variants in the manifest";
+}
+
 // checkpoint-key picks one of a checkpoint's sets of weights: the raw
 // weights of a timm checkpoint instead of its EMA weights (the default).
 TEST(Infer, CheckpointKeyPicksTheWeights) {
@@ -179,6 +204,11 @@ TEST(Infer, CheckpointKeyPicksTheWeights) {
   ASSERT_EQ(ema.results.size(), 2u) << ema.error;
   ASSERT_EQ(raw.results.size(), 2u) << raw.error;
   EXPECT_GT(max_rel_diff(ema.results[0], raw.results[0]), 1e-3) << "the same weights both times";
+  // The load report, posted in the model-loaded message: which set was
+  // taken, and what was kept inert beside it.
+  EXPECT_NE(ema.report.find("took the EMA weights 'state_dict_ema'"), std::string::npos) << ema.report;
+  EXPECT_NE(ema.report.find("kept inert, not used: 'args' argparse.Namespace("), std::string::npos) << ema.report;
+  EXPECT_EQ(raw.report.find("EMA"), std::string::npos) << raw.report;
 }
 
 // Frames in CUDA memory where CUDA cannot be used: every element refuses

@@ -198,6 +198,8 @@ def main():
         if m is None or m.type != Gst.MessageType.ELEMENT:
             break
         s = m.get_structure()
+        if s.get_name() != "ptm-classification":
+            continue
         vec = np.zeros(4)
         for i, v in zip(s.get_value("class-ids"), s.get_value("scores")):
             vec[i] = v

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Small seed files for the reader fuzzer: one state dict in the zip,
-wrapped-zip, legacy and safetensors formats, saved without CRCs, and what
-the running torch has of the 2.x layouts (big-endian files, v3 tensor
-records of float8 and unsigned dtypes).
+wrapped-zip, legacy and safetensors formats, saved without CRCs, inert
+objects beside it, whole pickled models, and what the running torch has of
+the 2.x layouts (big-endian files, v3 tensor records of float8 and unsigned
+dtypes).
     make_seeds.py OUT_DIR"""
 import collections
 import os
@@ -34,5 +35,14 @@ for name in ("uint16", "uint32", "uint64"):
         v3[name] = torch.arange(6).to(getattr(torch, name))
 if len(v3) > len(sd):
     torch.save(v3, path("v3.pth"))
+# Inert objects beside the weights (placeholders, numpy scalars, a
+# Namespace) and whole pickled models (a module tree, DataParallel-wrapped).
+import argparse  # noqa: E402
+import numpy as np  # noqa: E402
+torch.save({"state_dict": sd, "args": argparse.Namespace(lr=0.1, model="m"), "acc": np.float64(0.5),
+            "epoch": np.int64(3), "mean": np.array([0.5, 0.25], dtype=np.float32)}, path("inert.pth"))
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(4, 5))
+torch.save(net, path("whole_model.pth"))
+torch.save(torch.nn.DataParallel(net), path("whole_dataparallel.pth"))
 formats.save_big_endian(v3, path("big_endian.pth"))  # no file before torch 2.1 (no byteorder record)
 open(path("stamp"), "w").write(torch.__version__ + "\n")

@@ -43,7 +43,7 @@ check ema-key 0 "^weights in: +'state_dict'$" -- "$fx/timm_saver_ema.pth.tar" --
 check unknown-detail 1 '^  resnet18: [0-9]+ of [0-9]+ keys and shapes match .*first missing: layer4\.' -- "$fx/unknown_layout.pth"
 for bad in evil_system.pth evil_eval.pth evil_legacy.pth placeholder_in_state_dict.pth huge_entry.pth huge_header.safetensors \
            overflow_shape.safetensors gap.safetensors not_a_model.txt empty.pth fmt_complex64.pth \
-           fmt_crc_off_pickle_count.pth fmt_crc_off_cd_size.pth; do
+           fmt_crc_off_pickle_count.pth fmt_crc_off_cd_size.pth placeholders_100mb.pth training_args.bin; do
   out=$( (ulimit -v $limit_kb; "$inspect" "$fx/$bad") 2>&1 ); rc=$?
   lines=$(printf '%s\n' "$out" | wc -l)
   if [ "$rc" -ne 1 ] || [ "$lines" -ne 1 ] || ! grep -q '^ptm-inspect: ' <<<"$out"; then
