@@ -157,6 +157,7 @@ const Value& module_state(const Value& wrapper, Checkpoint& ck, std::vector<Ref>
   d->kind = Value::Kind::Dict;
   flatten_module(m, "", *d, ck.path, 0);
   keep.push_back(d);
+  ck.module_class = m.s;
   ck.notes.push_back("a whole pickled model (" + wrapper.s + (&m != &wrapper ? " around " + m.s : std::string()) +
                      "): its weights read from the module tree, nothing from the file run");
   return *d;

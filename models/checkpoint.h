@@ -56,6 +56,7 @@ struct Checkpoint {
   FileFormat format = FileFormat::TorchZip;
   StateDict state;
   std::string wrapper_key;          // where the state dict was found ("" = top level)
+  std::string module_class;         // a whole pickled model's class ("torchvision.models.resnet.ResNet")
   std::vector<std::string> notes;   // unwrapping / prefix stripping done
   uint64_t file_bytes = 0;
 };

@@ -374,7 +374,19 @@ void Classifier::Impl::load_weights(const ClassifierOptions& o) {
   std::string arch = o.architecture;
   int64_t classes = 0;
   if (arch.empty()) {
-    Candidate c = detect_architecture(ck.state);
+    Candidate c;
+    try {
+      c = detect_architecture(ck.state);
+    } catch (const ModelError& e) {
+      // A whole pickled model names its class: said beside the closest
+      // layouts (a home-made class is not one ptm can build).
+      if (ck.module_class.empty()) throw;
+      throw ModelError(std::string(e.what()) + ". The file is a whole pickled " + ck.module_class +
+                       (ck.module_class.rfind("torchvision.", 0) == 0 || ck.module_class.rfind("timm.", 0) == 0
+                            ? " whose weights fit none of ptm's builds of it"
+                            : ", a class of its own: export its weights from a torchvision or timm architecture, "
+                              "or the model to TorchScript or a .pt2"));
+    }
     arch = c.name;
     classes = c.num_classes;
     if (std::find(c.also.begin(), c.also.end(), preferred) != c.also.end()) {

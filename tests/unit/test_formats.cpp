@@ -96,6 +96,10 @@ class Negative : public ::testing::Test {
     if (e_.value("stage", "") == "detect") {
       Checkpoint ck = read_checkpoint(path);
       msg = error_of([&] { detect_architecture(ck.state); });
+    } else if (e_.value("stage", "") == "classifier") {  // what ptminfer says
+      ClassifierOptions o;
+      o.model = path;
+      msg = error_of([&] { Classifier c(o); });
     } else {
       msg = error_of([&] { read_checkpoint(path); });
     }
