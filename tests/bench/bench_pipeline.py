@@ -18,7 +18,7 @@ import time
 import gi
 
 gi.require_version("Gst", "1.0")
-from gi.repository import Gst  # noqa: E402  (before torch: see README, "Python applications")
+from gi.repository import Gst  # noqa: E402
 import torch
 import torchvision
 import torchvision.transforms as T

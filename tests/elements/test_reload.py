@@ -19,7 +19,7 @@ import time
 import gi
 
 gi.require_version("Gst", "1.0")
-from gi.repository import Gst  # noqa: E402  (before torch: see README, "Python applications")
+from gi.repository import Gst  # noqa: E402
 
 import numpy as np  # noqa: E402
 

@@ -22,9 +22,6 @@ import sys
 
 import gi
 
-# GStreamer before torch: libgstreamer brings libunwind, PyTorch libgcc_s;
-# the first one loaded must serve both, or C++ exceptions crash the process
-# (see README, "Python applications").
 gi.require_version("Gst", "1.0")
 from gi.repository import Gst  # noqa: E402
 

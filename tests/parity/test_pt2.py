@@ -17,7 +17,7 @@ import sys
 import gi
 
 gi.require_version("Gst", "1.0")
-from gi.repository import Gst  # noqa: E402  (before torch: see README, "Python applications")
+from gi.repository import Gst  # noqa: E402
 import numpy as np
 import torch
 import torchvision
