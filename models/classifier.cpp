@@ -402,12 +402,15 @@ void Classifier::Impl::load_weights(const ClassifierOptions& o) {
     if (!a) throw ModelError("unknown architecture '" + arch + "'; known: " + architecture_names());
     if (const at::Tensor* w = ck.state.find(a->head + ".weight"); w && w->dim() > 0) classes = w->size(0);
   }
+  // A strict load of the file's own head fills every parameter: the
+  // module's random initialisation is skipped.
+  const bool filled = o.strict && (o.num_classes <= 0 || o.num_classes == classes);
   if (o.num_classes > 0) classes = o.num_classes;
   if (classes <= 0) throw ModelError("'" + o.model + "': cannot tell the number of classes; set it explicitly");
   // A position table fixes the input size: build the model at the size the
   // weights were made for (0: the architecture's default).
   const int64_t table_size = input_size_of(arch, ck.state);
-  eager = create_architecture(arch, classes, table_size);
+  eager = create_architecture(arch, classes, table_size, filled ? ArchInit::Empty : ArchInit::Random);
   LoadOptions lo;
   lo.strict = o.strict;
   lo.num_classes = o.num_classes;
@@ -751,7 +754,8 @@ at::Tensor Classifier::features(const at::Tensor& input) {
   check_input(input, impl_->eager, impl_->info);
   c10::InferenceMode guard;
   PTM_MODEL_SCOPE(*impl_);
-  return impl_->eager->embed(impl_->prepare(input)).to(torch::kCPU, at::kFloat);
+  const auto& m = impl_->eager;
+  return m->pre_logits(m->embed(impl_->prepare(input))).to(torch::kCPU, at::kFloat);
 }
 
 int64_t Classifier::feature_size() const {
@@ -762,6 +766,13 @@ int64_t Classifier::feature_size() const {
 std::string Classifier::head_prefix() const {
   const ArchInfo* a = find_architecture(impl_->info.architecture);
   return a ? a->head : "";
+}
+
+std::vector<std::string> Classifier::head_prefixes() const {
+  const ArchInfo* a = find_architecture(impl_->info.architecture);
+  if (!a) return {};
+  if (a->second_head.empty()) return {a->head};
+  return {a->head, a->second_head};
 }
 
 StateDict Classifier::state_dict() const {

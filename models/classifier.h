@@ -116,6 +116,9 @@ class Classifier {
   at::Tensor features(const at::Tensor& input);
   StateDict state_dict() const;
   std::string head_prefix() const;  // e.g. "fc", "classifier.1"
+  // The head and a second head of its shape (DeiT distilled: "head",
+  // "head_dist"): a trained head replaces each.
+  std::vector<std::string> head_prefixes() const;
   int64_t feature_size() const;
 
  private:

@@ -81,13 +81,14 @@ int64_t square_root(int64_t n) {
   return r * r == n ? r : 0;
 }
 
-// A position table is 1 x (1 + (S/P)^2) x D. The signature holds it at the
+// A position table is 1 x (T + (S/P)^2) x D, T the prefix tokens (class
+// token; DeiT's distillation token). The signature holds it at the
 // registry's input size, which gives the patch size P; a table of another
-// token count that is still a square grid plus the class token fits too,
+// token count that is still a square grid plus the prefix tokens fits too,
 // and names the size S the weights were made for (0: it does not fit).
 int64_t table_input_size(const ArchInfo& info, const std::vector<int64_t>& want, const std::vector<int64_t>& got) {
   if (want.size() != 3 || got.size() != 3 || got[0] != want[0] || got[2] != want[2]) return 0;
-  const int64_t grid0 = square_root(want[1] - 1), grid = square_root(got[1] - 1);
+  const int64_t grid0 = square_root(want[1] - info.prefix_tokens), grid = square_root(got[1] - info.prefix_tokens);
   if (grid0 == 0 || grid == 0) return 0;
   return grid * (info.crop_size / grid0);
 }
@@ -115,7 +116,7 @@ Candidate compare(const Signature& sig, const std::unordered_map<std::string, co
       continue;
     }
     std::vector<int64_t> want = k.shape;
-    if (under_prefix(k.key, head) && !want.empty()) want[0] = c.num_classes;
+    if (in_head(*sig.info, k.key) && !want.empty()) want[0] = c.num_classes;
     if (shape_of(*it->second) == want) ++c.matched;
     else ++c.mismatched;
   }
@@ -167,7 +168,7 @@ std::string differences(const Candidate& c, const StateDict& state) {
       continue;
     }
     std::vector<int64_t> shape = it->second->shape;
-    if (under_prefix(e.name, sig->info->head) && !shape.empty()) shape[0] = classes;
+    if (in_head(*sig->info, e.name) && !shape.empty()) shape[0] = classes;
     if (misshaped.empty() && e.name != sig->info->position_table && shape_of(e.tensor) != shape)
       misshaped = e.name + " is " + shape_str(shape_of(e.tensor)) + ", " + c.name + " has " + shape_str(shape);
   }
@@ -317,16 +318,16 @@ LoadReport load_into(torch::nn::Module& module, const std::string& architecture,
   at::NoGradGuard no_grad;
   for (auto& [key, target] : targets) {
     auto it = sd.find(key);
-    const bool in_head = under_prefix(key, head);
+    const bool head_key = info ? in_head(*info, key) : false;
     if (it == sd.end()) {
       if (optional_key(key)) {
         ++skipped_nbt;
         continue;
       }
-      if (!(r.head_replaced && in_head)) r.missing.push_back(key);
+      if (!(r.head_replaced && head_key)) r.missing.push_back(key);
       continue;
     }
-    if (r.head_replaced && in_head) continue;
+    if (r.head_replaced && head_key) continue;
     const at::Tensor& src = *it->second;
     if (src.sizes() != target.sizes()) {
       r.mismatched.push_back({key, shape_of(target), shape_of(src)});

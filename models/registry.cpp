@@ -131,6 +131,12 @@ const std::vector<ArchInfo>& architectures() {
       timm_vit(n, false);
     for (const char* n : {"deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224"})
       timm_vit(n, true);
+    for (const char* n : {"deit_tiny_distilled_patch16_224", "deit_small_distilled_patch16_224",
+                          "deit_base_distilled_patch16_224"}) {
+      timm_vit(n, true);
+      v.back().second_head = "head_dist";
+      v.back().prefix_tokens = 2;
+    }
     // Where timm's name is torchvision's too, ptm's is timm/<name> (as on
     // the Hugging Face hub).
     auto timm = [&](std::string name, std::string family, std::string head, ArchFactory make, int crop, int resize) {
@@ -177,6 +183,14 @@ const ArchInfo* find_architecture(std::string_view name) {
   for (const auto& a : architectures())
     if (a.name == name) return &a;
   return nullptr;
+}
+
+bool in_head(const ArchInfo& info, const std::string& key) {
+  auto under = [&](const std::string& prefix) {
+    return !prefix.empty() && key.size() > prefix.size() && key.compare(0, prefix.size(), prefix) == 0 &&
+           key[prefix.size()] == '.';
+  };
+  return under(info.head) || under(info.second_head);
 }
 
 int scaled_resize(int size, int resize, int crop) {

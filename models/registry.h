@@ -33,6 +33,9 @@ struct ArchInfo {
   std::string family;    // resnet, vgg, ...
   std::string source = "torchvision";  // whose modules, key names and transform: torchvision or timm
   std::string head;      // state-dict prefix of the classification head
+  // A second head of the same shape (DeiT's distillation head, whose logits
+  // are averaged with the head's): sized, replaced and trained with it.
+  std::string second_head;
   ArchFactory make = nullptr;
   int crop_size = 224;   // torchvision's eval transform of the first weights
   int resize_size = 256;
@@ -46,7 +49,12 @@ struct ArchInfo {
   // (ViT): its state-dict key. Its token count is free in detection, and
   // gives the size a checkpoint was trained at.
   std::string position_table;
+  int prefix_tokens = 1;  // the table's rows before the patches' (class, distillation tokens)
 };
+
+// `key` is in the classification head (or the second head): its first
+// dimension is the class count.
+bool in_head(const ArchInfo& info, const std::string& key);
 
 const std::vector<ArchInfo>& architectures();
 const ArchInfo* find_architecture(std::string_view name);

@@ -142,10 +142,11 @@ TrainOutcome TrainCore::train(const TrainSettings& t, const std::string& output,
 
   // The backbone's weights plus the new head, with torchvision's keys.
   StateDict sd = classifier_.state_dict();
-  const std::string head = classifier_.head_prefix();
-  for (auto& e : sd.entries) {
-    if (e.name == head + ".weight") e.tensor = out.head.weight;
-    if (e.name == head + ".bias") e.tensor = out.head.bias;
+  for (const std::string& head : classifier_.head_prefixes()) {
+    for (auto& e : sd.entries) {
+      if (e.name == head + ".weight") e.tensor = out.head.weight;
+      if (e.name == head + ".bias") e.tensor = out.head.bias;
+    }
   }
   out.model_path = output;
   out.labels_path = labels_path_beside(output);

@@ -48,7 +48,7 @@ class FireImpl : public torch::nn::Module {
     at::Tensor s = torch::relu(squeeze(x));
     return torch::cat({torch::relu(expand1x1(s)), torch::relu(expand3x3(s))}, 1);
   }
-  torch::nn::Conv2d squeeze{nullptr}, expand1x1{nullptr}, expand3x3{nullptr};
+  Conv2d squeeze{nullptr}, expand1x1{nullptr}, expand3x3{nullptr};
 };
 
 // features -> avgpool(n x n) -> flatten -> classifier[:-1] | classifier[-1]
@@ -85,13 +85,13 @@ class SqueezeNet : public ClassifierModuleImpl {
 };
 
 void add_vgg_head(Stack& c, int64_t in, int64_t hidden, int64_t n) {
-  c.add(torch::nn::Linear(in, hidden));
+  c.add(Linear(in, hidden));
   c.add_relu();
   c.add_dropout();
-  c.add(torch::nn::Linear(hidden, hidden));
+  c.add(Linear(hidden, hidden));
   c.add_relu();
   c.add_dropout();
-  c.add(torch::nn::Linear(hidden, n));
+  c.add(Linear(hidden, n));
 }
 
 }  // namespace
@@ -142,12 +142,12 @@ ClassifierModulePtr make_alexnet(const std::string&, const ArchParams& p) {
   f.add_maxpool(3, 2, false);
   Stack& c = *m->classifier;
   c.add_dropout();
-  c.add(torch::nn::Linear(256 * 6 * 6, 4096));
+  c.add(Linear(256 * 6 * 6, 4096));
   c.add_relu();
   c.add_dropout();
-  c.add(torch::nn::Linear(4096, 4096));
+  c.add(Linear(4096, 4096));
   c.add_relu();
-  c.add(torch::nn::Linear(4096, n));
+  c.add(Linear(4096, n));
   return m;
 }
 

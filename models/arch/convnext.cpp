@@ -30,7 +30,7 @@ class Stem : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x) { return channel_norm(conv_(x), norm_); }
 
  private:
-  torch::nn::Conv2d conv_{nullptr};
+  Conv2d conv_{nullptr};
   torch::nn::LayerNorm norm_{nullptr};
 };
 
@@ -45,14 +45,14 @@ class Downsample : public torch::nn::Module {
 
  private:
   torch::nn::LayerNorm norm_{nullptr};
-  torch::nn::Conv2d conv_{nullptr};
+  Conv2d conv_{nullptr};
 };
 
 // A Linear applied to each pixel of an NCHW tensor, run as a 1x1
 // convolution: the same sums (up to float rounding), but through oneDNN's
 // convolution, which on a channels-last tensor is some 40x faster here than
 // the reference-BLAS GEMM a Linear on (N, H, W, C) goes through.
-at::Tensor per_pixel(const at::Tensor& x, torch::nn::Linear fc) {
+at::Tensor per_pixel(const at::Tensor& x, Linear fc) {
   const at::Tensor& w = fc->weight;
   return at::conv2d(x, w.view({w.size(0), w.size(1), 1, 1}), fc->bias);
 }
@@ -67,8 +67,8 @@ class CNBlock : public torch::nn::Module {
     auto block = register_module("block", std::make_shared<torch::nn::Module>());
     dwconv_ = block->register_module("0", conv(dim, dim, 7, 1, 3, dim, true));
     norm_ = block->register_module("2", layer_norm(dim));
-    fc1_ = block->register_module("3", torch::nn::Linear(dim, 4 * dim));
-    fc2_ = block->register_module("5", torch::nn::Linear(4 * dim, dim));
+    fc1_ = block->register_module("3", Linear(dim, 4 * dim));
+    fc2_ = block->register_module("5", Linear(4 * dim, dim));
     layer_scale = register_parameter("layer_scale", torch::full({dim, 1, 1}, 1e-6));
   }
   at::Tensor forward(const at::Tensor& x) {
@@ -79,9 +79,9 @@ class CNBlock : public torch::nn::Module {
   at::Tensor layer_scale;
 
  private:
-  torch::nn::Conv2d dwconv_{nullptr};
+  Conv2d dwconv_{nullptr};
   torch::nn::LayerNorm norm_{nullptr};
-  torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
+  Linear fc1_{nullptr}, fc2_{nullptr};
 };
 
 struct Stage {
@@ -96,8 +96,8 @@ class TimmBlock : public torch::nn::Module {
     conv_dw_ = register_module("conv_dw", conv(dim, dim, 7, 1, 3, dim, true));
     norm_ = register_module("norm", layer_norm(dim));
     auto mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
-    fc1_ = mlp->register_module("fc1", torch::nn::Linear(dim, 4 * dim));
-    fc2_ = mlp->register_module("fc2", torch::nn::Linear(4 * dim, dim));
+    fc1_ = mlp->register_module("fc1", Linear(dim, 4 * dim));
+    fc2_ = mlp->register_module("fc2", Linear(4 * dim, dim));
     gamma = register_parameter("gamma", torch::full({dim}, 1e-6));
   }
   at::Tensor forward(const at::Tensor& x) {
@@ -108,9 +108,9 @@ class TimmBlock : public torch::nn::Module {
   at::Tensor gamma;
 
  private:
-  torch::nn::Conv2d conv_dw_{nullptr};
+  Conv2d conv_dw_{nullptr};
   torch::nn::LayerNorm norm_{nullptr};
-  torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
+  Linear fc1_{nullptr}, fc2_{nullptr};
 };
 
 // timm's ConvNeXtStage: downsample (from the second stage on), blocks.
@@ -143,7 +143,7 @@ class TimmConvNeXt : public ClassifierModuleImpl {
     stages_ = all;
     auto head = register_module("head", std::make_shared<torch::nn::Module>());
     norm_ = head->register_module("norm", layer_norm(in));
-    fc_ = head->register_module("fc", torch::nn::Linear(in, n));
+    fc_ = head->register_module("fc", Linear(in, n));
   }
   at::Tensor embed(const at::Tensor& x) override {
     at::Tensor f = torch::adaptive_avg_pool2d(stages_->forward(stem_->forward(x)), {1, 1});
@@ -155,7 +155,7 @@ class TimmConvNeXt : public ClassifierModuleImpl {
   std::shared_ptr<Stem> stem_;
   std::shared_ptr<Blocks> stages_;
   torch::nn::LayerNorm norm_{nullptr};
-  torch::nn::Linear fc_{nullptr};
+  Linear fc_{nullptr};
 };
 
 class ConvNeXt : public ClassifierModuleImpl {
@@ -173,7 +173,7 @@ class ConvNeXt : public ClassifierModuleImpl {
     const int64_t last = stages.back().dim;
     auto classifier = register_module("classifier", std::make_shared<torch::nn::Module>());
     norm_ = classifier->register_module("0", layer_norm(last));
-    fc_ = classifier->register_module("2", torch::nn::Linear(last, n));
+    fc_ = classifier->register_module("2", Linear(last, n));
   }
   at::Tensor embed(const at::Tensor& x) override {
     at::Tensor f = torch::adaptive_avg_pool2d(features->forward(x), {1, 1});
@@ -184,7 +184,7 @@ class ConvNeXt : public ClassifierModuleImpl {
 
  private:
   torch::nn::LayerNorm norm_{nullptr};
-  torch::nn::Linear fc_{nullptr};
+  Linear fc_{nullptr};
 };
 
 }  // namespace

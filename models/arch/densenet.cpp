@@ -19,7 +19,7 @@ class DenseLayer : public torch::nn::Module {
     return conv2(torch::relu(norm2(y)));
   }
   torch::nn::BatchNorm2d norm1{nullptr}, norm2{nullptr};
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  Conv2d conv1{nullptr}, conv2{nullptr};
 };
 
 class DenseBlock : public torch::nn::Module {
@@ -49,7 +49,7 @@ class Transition : public torch::nn::Module {
     return torch::avg_pool2d(conv(torch::relu(norm(x))), 2, 2);
   }
   torch::nn::BatchNorm2d norm{nullptr};
-  torch::nn::Conv2d conv{nullptr};
+  Conv2d conv{nullptr};
 };
 
 class Features : public torch::nn::Module {
@@ -79,7 +79,7 @@ class Features : public torch::nn::Module {
     }
     return norm5(x);
   }
-  torch::nn::Conv2d conv0{nullptr};
+  Conv2d conv0{nullptr};
   torch::nn::BatchNorm2d norm0{nullptr}, norm5{nullptr};
   int64_t channels = 0;
 
@@ -92,14 +92,14 @@ class DenseNet : public ClassifierModuleImpl {
  public:
   DenseNet(int64_t growth, std::vector<int64_t> blocks, int64_t init, int64_t n) {
     features = register_module("features", std::make_shared<Features>(growth, blocks, init));
-    classifier = register_module("classifier", torch::nn::Linear(features->channels, n));
+    classifier = register_module("classifier", Linear(features->channels, n));
   }
   at::Tensor embed(const at::Tensor& x) override {
     return torch::adaptive_avg_pool2d(torch::relu(features->forward(x)), {1, 1}).flatten(1);
   }
   at::Tensor logits(const at::Tensor& f) override { return classifier(f); }
   std::shared_ptr<Features> features;
-  torch::nn::Linear classifier{nullptr};
+  Linear classifier{nullptr};
 };
 
 }  // namespace

@@ -17,11 +17,11 @@ class BasicConv2dImpl : public torch::nn::Module {
   BasicConv2dImpl(int64_t in, int64_t out, torch::ExpandingArray<2> k, int64_t stride = 1,
                   torch::ExpandingArray<2> padding = 0) {
     conv = register_module(
-        "conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(padding).bias(false)));
+        "conv", Conv2d(torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(padding).bias(false)));
     bn = register_module("bn", batchnorm(out, Norm{0.001}));
   }
   at::Tensor forward(const at::Tensor& x) { return torch::relu(bn(conv(x))); }
-  torch::nn::Conv2d conv{nullptr};
+  Conv2d conv{nullptr};
   torch::nn::BatchNorm2d bn{nullptr};
 };
 TORCH_MODULE(BasicConv2d);
@@ -107,7 +107,7 @@ class GoogLeNet : public ClassifierModuleImpl {
     for (const auto& c : cfgs)
       blocks_.push_back(register_module(
           c.name, std::make_shared<GoogLeNetInception>(c.in, c.c1, c.c3red, c.c3, c.c5red, c.c5, c.pool)));
-    fc = register_module("fc", torch::nn::Linear(1024, n));
+    fc = register_module("fc", Linear(1024, n));
   }
   at::Tensor embed(const at::Tensor& input) override {
     at::Tensor x = transform_input_ ? imagenet_to_half_range(input) : input;
@@ -123,7 +123,7 @@ class GoogLeNet : public ClassifierModuleImpl {
   at::Tensor logits(const at::Tensor& f) override { return fc(f); }
 
   BasicConv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
-  torch::nn::Linear fc{nullptr};
+  Linear fc{nullptr};
 
  private:
   bool transform_input_;
@@ -261,7 +261,7 @@ class Inception3 : public ClassifierModuleImpl {
     mixed(std::make_shared<InceptionD>(768), "Mixed_7a");
     mixed(std::make_shared<InceptionE>(1280), "Mixed_7b");
     mixed(std::make_shared<InceptionE>(2048), "Mixed_7c");
-    fc = register_module("fc", torch::nn::Linear(2048, n));
+    fc = register_module("fc", Linear(2048, n));
   }
   at::Tensor embed(const at::Tensor& input) override {
     at::Tensor x = transform_input_ ? imagenet_to_half_range(input) : input;
@@ -273,7 +273,7 @@ class Inception3 : public ClassifierModuleImpl {
   }
   at::Tensor logits(const at::Tensor& f) override { return fc(f); }
 
-  torch::nn::Linear fc{nullptr};
+  Linear fc{nullptr};
 
  private:
   template <typename M>

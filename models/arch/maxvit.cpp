@@ -49,7 +49,7 @@ class MBConv : public torch::nn::Module {
   torch::nn::BatchNorm2d pre_norm_{nullptr};
   ConvNormAct conv_a_{nullptr}, conv_b_{nullptr};
   SqueezeExcitation se_{nullptr};
-  torch::nn::Conv2d conv_c_{nullptr};
+  Conv2d conv_c_{nullptr};
 };
 
 // RelativePositionalMultiHeadAttention over B x G x P x D token groups. Its
@@ -57,8 +57,8 @@ class MBConv : public torch::nn::Module {
 class RelativeAttention : public torch::nn::Module {
  public:
   RelativeAttention(int64_t dim, int64_t head_dim) : heads_(dim / head_dim), scale_(std::pow(double(dim), -0.5)) {
-    to_qkv = register_module("to_qkv", torch::nn::Linear(dim, 3 * dim));
-    merge = register_module("merge", torch::nn::Linear(dim, dim));
+    to_qkv = register_module("to_qkv", Linear(dim, 3 * dim));
+    merge = register_module("merge", Linear(dim, dim));
     const int64_t span = 2 * kPartition - 1;
     relative_position_bias_table = register_parameter("relative_position_bias_table", torch::zeros({span * span, heads_}));
     trunc_normal_(relative_position_bias_table, 0.02);
@@ -80,7 +80,7 @@ class RelativeAttention : public torch::nn::Module {
     at::Tensor out = torch::matmul(attn, v).permute({0, 1, 3, 2, 4}).reshape({-1, groups, len, dim});
     return linear(merge, out);
   }
-  torch::nn::Linear to_qkv{nullptr}, merge{nullptr};
+  Linear to_qkv{nullptr}, merge{nullptr};
   at::Tensor relative_position_bias_table, relative_position_index;
 
  private:
@@ -98,8 +98,8 @@ class PartitionAttention : public torch::nn::Module {
     attention_ = attn->register_module("1", std::make_shared<RelativeAttention>(dim, head_dim));
     auto mlp = register_module("mlp_layer", std::make_shared<torch::nn::Module>());
     mlp_norm_ = mlp->register_module("0", layer_norm(dim, 1e-5));
-    fc1_ = mlp->register_module("1", torch::nn::Linear(dim, 4 * dim));
-    fc2_ = mlp->register_module("3", torch::nn::Linear(4 * dim, dim));
+    fc1_ = mlp->register_module("1", Linear(dim, 4 * dim));
+    fc2_ = mlp->register_module("3", Linear(4 * dim, dim));
   }
   at::Tensor forward(const at::Tensor& input) {
     const int64_t c = input.size(1), h = input.size(2), w = input.size(3);
@@ -122,7 +122,7 @@ class PartitionAttention : public torch::nn::Module {
   bool grid_;
   torch::nn::LayerNorm attn_norm_{nullptr}, mlp_norm_{nullptr};
   std::shared_ptr<RelativeAttention> attention_;
-  torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
+  Linear fc1_{nullptr}, fc2_{nullptr};
 };
 
 class MaxVitLayer : public torch::nn::Module {
@@ -163,8 +163,8 @@ class MaxVit : public ClassifierModuleImpl {
     }
     auto c = register_module("classifier", std::make_shared<torch::nn::Module>());
     norm_ = c->register_module("2", layer_norm(in, 1e-5));
-    pre_logits_ = c->register_module("3", torch::nn::Linear(in, in));
-    fc_ = c->register_module("5", torch::nn::Linear(torch::nn::LinearOptions(in, n).bias(false)));
+    pre_logits_ = c->register_module("3", Linear(in, in));
+    fc_ = c->register_module("5", Linear(torch::nn::LinearOptions(in, n).bias(false)));
   }
   at::Tensor embed(const at::Tensor& input) override {
     // Every stage's map must divide into 7x7 windows (torchvision checks
@@ -190,7 +190,7 @@ class MaxVit : public ClassifierModuleImpl {
   std::shared_ptr<Blocks> stem_;
   std::vector<std::shared_ptr<Blocks>> stages_;
   torch::nn::LayerNorm norm_{nullptr};
-  torch::nn::Linear pre_logits_{nullptr}, fc_{nullptr};
+  Linear pre_logits_{nullptr}, fc_{nullptr};
 };
 
 }  // namespace

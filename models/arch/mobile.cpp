@@ -73,7 +73,7 @@ class MobileNetV2 : public ClassifierModuleImpl {
     features->add(cna(in, last, 1, 1, 1, Act::ReLU6));
     register_module("features", features);
     auto c = std::make_shared<Blocks>();
-    fc_ = torch::nn::Linear(last, n);
+    fc_ = Linear(last, n);
     register_module("classifier", c);
     c->register_module("1", fc_);
   }
@@ -84,7 +84,7 @@ class MobileNetV2 : public ClassifierModuleImpl {
   std::shared_ptr<Blocks> features;
 
  private:
-  torch::nn::Linear fc_{nullptr};
+  Linear fc_{nullptr};
 };
 
 // ---- MobileNetV3
@@ -123,8 +123,8 @@ class MobileNetV3 : public ClassifierModuleImpl {
     features->add(cna(last_in, last_out, 1, 1, 1, Act::Hardswish, bn));
     register_module("features", features);
     auto c = std::make_shared<Blocks>();
-    fc0_ = c->register_module("0", torch::nn::Linear(last_out, last_channel));
-    fc3_ = c->register_module("3", torch::nn::Linear(last_channel, n));
+    fc0_ = c->register_module("0", Linear(last_out, last_channel));
+    fc3_ = c->register_module("3", Linear(last_channel, n));
     register_module("classifier", c);
   }
   at::Tensor embed(const at::Tensor& x) override {
@@ -135,7 +135,7 @@ class MobileNetV3 : public ClassifierModuleImpl {
   std::shared_ptr<Blocks> features;
 
  private:
-  torch::nn::Linear fc0_{nullptr}, fc3_{nullptr};
+  Linear fc0_{nullptr}, fc3_{nullptr};
 };
 
 // ---- EfficientNet (v1 and v2)
@@ -200,7 +200,7 @@ class EfficientNet : public ClassifierModuleImpl {
     features->add(cna(stages.back().out, last, 1, 1, 1, Act::SiLU, bn));
     register_module("features", features);
     auto c = std::make_shared<Blocks>();
-    fc_ = c->register_module("1", torch::nn::Linear(last, n));
+    fc_ = c->register_module("1", Linear(last, n));
     register_module("classifier", c);
   }
   at::Tensor embed(const at::Tensor& x) override {
@@ -210,7 +210,7 @@ class EfficientNet : public ClassifierModuleImpl {
   std::shared_ptr<Blocks> features;
 
  private:
-  torch::nn::Linear fc_{nullptr};
+  Linear fc_{nullptr};
 };
 
 // ---- MNASNet (B1). torchvision writes its layers out as plain Sequentials
@@ -265,7 +265,7 @@ class MNASNet : public ClassifierModuleImpl {
     add_conv_bn(*layers, d[7], 1280, 1, 1, 1, true);
     register_module("layers", layers);
     auto c = std::make_shared<Blocks>();
-    fc_ = c->register_module("1", torch::nn::Linear(1280, n));  // "0" is the dropout
+    fc_ = c->register_module("1", Linear(1280, n));  // "0" is the dropout
     register_module("classifier", c);
   }
   at::Tensor embed(const at::Tensor& x) override { return layers->forward(x).mean({2, 3}); }
@@ -273,7 +273,7 @@ class MNASNet : public ClassifierModuleImpl {
   std::shared_ptr<Blocks> layers;
 
  private:
-  torch::nn::Linear fc_{nullptr};
+  Linear fc_{nullptr};
 };
 
 // v1: one base table scaled in width (channels, rounded to multiples of 8)

@@ -191,7 +191,7 @@ class RegNet : public ClassifierModuleImpl {
     }
     parent = this;
     if (d.timm) parent = register_module("head", std::make_shared<torch::nn::Module>()).get();
-    fc = parent->register_module("fc", torch::nn::Linear(width, n));
+    fc = parent->register_module("fc", Linear(width, n));
   }
   at::Tensor embed(const at::Tensor& input) override {
     at::Tensor x = stem ? stem(input) : timm_stem(input);
@@ -201,7 +201,7 @@ class RegNet : public ClassifierModuleImpl {
   at::Tensor logits(const at::Tensor& f) override { return fc(f); }
   ConvNormAct stem{nullptr};
   TimmConvNormAct timm_stem{nullptr};
-  torch::nn::Linear fc{nullptr};
+  Linear fc{nullptr};
 
  private:
   std::vector<std::shared_ptr<AnyStage>> stages_;

@@ -39,7 +39,7 @@ class Downsample : public torch::nn::Module {
  private:
   bool pool_;
   int64_t stride_;
-  torch::nn::Conv2d conv_{nullptr};
+  Conv2d conv_{nullptr};
   torch::nn::BatchNorm2d bn_{nullptr};
 };
 
@@ -59,7 +59,7 @@ class DeepStem : public torch::nn::Module {
   }
 
  private:
-  torch::nn::Conv2d c0_{nullptr}, c3_{nullptr}, c6_{nullptr};
+  Conv2d c0_{nullptr}, c3_{nullptr}, c6_{nullptr};
   torch::nn::BatchNorm2d b1_{nullptr}, b4_{nullptr};
 };
 
@@ -81,7 +81,7 @@ class BasicBlock : public ResidualBlock {
     out += downsample ? downsample->forward(x) : x;
     return torch::relu(out);
   }
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  Conv2d conv1{nullptr}, conv2{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
   std::shared_ptr<Downsample> downsample;
 };
@@ -108,7 +108,7 @@ class Bottleneck : public ResidualBlock {
     out += downsample ? downsample->forward(x) : x;
     return torch::relu(out);
   }
-  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   std::shared_ptr<Downsample> downsample;
 };
@@ -135,7 +135,7 @@ class ResNetImpl : public ClassifierModuleImpl {
       }
       m->layers_[s] = m->register_module("layer" + std::to_string(s + 1), layer);
     }
-    m->fc = m->register_module("fc", torch::nn::Linear(512 * B::expansion, num_classes));
+    m->fc = m->register_module("fc", Linear(512 * B::expansion, num_classes));
     return m;
   }
 
@@ -147,10 +147,10 @@ class ResNetImpl : public ClassifierModuleImpl {
   }
   at::Tensor logits(const at::Tensor& f) override { return fc(f); }
 
-  torch::nn::Conv2d conv1{nullptr};  // or, in ResNet-D:
+  Conv2d conv1{nullptr};  // or, in ResNet-D:
   std::shared_ptr<DeepStem> deep_stem;
   torch::nn::BatchNorm2d bn1{nullptr};
-  torch::nn::Linear fc{nullptr};
+  Linear fc{nullptr};
 
  private:
   std::array<ChainPtr<ResidualBlockPtr>, 4> layers_;

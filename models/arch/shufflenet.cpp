@@ -14,7 +14,7 @@ class ConvBNSeq : public torch::nn::Module {
     register_module(std::to_string(steps_.size()), m);
     steps_.push_back([m](const at::Tensor& x) { return m->forward(x); });
   }
-  void conv_(torch::nn::Conv2d c) { add(c); }
+  void conv_(Conv2d c) { add(c); }
   void bn_(int64_t ch) { add(batchnorm(ch)); }
   void relu_() { steps_.push_back([](const at::Tensor& x) { return torch::relu(x); }); }
   at::Tensor forward(at::Tensor x) {
@@ -89,7 +89,7 @@ class ShuffleNetV2 : public ClassifierModuleImpl {
     conv5->conv_(conv(in, ch[4], 1));
     conv5->bn_(ch[4]);
     conv5->relu_();
-    fc = register_module("fc", torch::nn::Linear(ch[4], n));
+    fc = register_module("fc", Linear(ch[4], n));
   }
   at::Tensor embed(const at::Tensor& input) override {
     at::Tensor x = torch::max_pool2d(conv1->forward(input), 3, 2, 1);
@@ -98,7 +98,7 @@ class ShuffleNetV2 : public ClassifierModuleImpl {
   }
   at::Tensor logits(const at::Tensor& f) override { return fc(f); }
   std::shared_ptr<ConvBNSeq> conv1, conv5;
-  torch::nn::Linear fc{nullptr};
+  Linear fc{nullptr};
 
  private:
   std::array<ChainPtr<std::shared_ptr<InvertedResidual>>, 3> stages_;

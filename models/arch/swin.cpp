@@ -19,13 +19,13 @@ namespace {
 class PatchEmbed : public torch::nn::Module {
  public:
   PatchEmbed(int64_t dim, int64_t patch) {
-    proj_ = register_module("0", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, dim, patch).stride(patch)));
+    proj_ = register_module("0", Conv2d(torch::nn::Conv2dOptions(3, dim, patch).stride(patch)));
     norm_ = register_module("2", layer_norm(dim, 1e-5));
   }
   at::Tensor forward(const at::Tensor& x) { return norm_(proj_(x).permute({0, 2, 3, 1})); }
 
  private:
-  torch::nn::Conv2d proj_{nullptr};
+  Conv2d proj_{nullptr};
   torch::nn::LayerNorm norm_{nullptr};
 };
 
@@ -42,14 +42,14 @@ at::Tensor merge_neighbours(const at::Tensor& input) {
 class PatchMerging : public torch::nn::Module {
  public:
   PatchMerging(int64_t dim, bool v2) : v2_(v2) {
-    reduction = register_module("reduction", torch::nn::Linear(torch::nn::LinearOptions(4 * dim, 2 * dim).bias(false)));
+    reduction = register_module("reduction", Linear(torch::nn::LinearOptions(4 * dim, 2 * dim).bias(false)));
     norm = register_module("norm", layer_norm(v2 ? 2 * dim : 4 * dim, 1e-5));
   }
   at::Tensor forward(const at::Tensor& x) {
     at::Tensor m = merge_neighbours(x);
     return v2_ ? norm(linear(reduction, m)) : linear(reduction, norm(m));
   }
-  torch::nn::Linear reduction{nullptr};
+  Linear reduction{nullptr};
   torch::nn::LayerNorm norm{nullptr};
 
  private:
@@ -91,8 +91,8 @@ class WindowAttention : public torch::nn::Module {
  public:
   WindowAttention(int64_t dim, int64_t win, int64_t shift, int64_t heads, bool v2)
       : win_(win), shift_(shift), heads_(heads), v2_(v2) {
-    qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
-    proj = register_module("proj", torch::nn::Linear(dim, dim));
+    qkv = register_module("qkv", Linear(dim, 3 * dim));
+    proj = register_module("proj", Linear(dim, dim));
     const int64_t span = 2 * win - 1;
     if (!v2) {
       relative_position_bias_table = register_parameter("relative_position_bias_table", torch::zeros({span * span, heads}));
@@ -106,9 +106,9 @@ class WindowAttention : public torch::nn::Module {
       relative_coords_table = register_buffer("relative_coords_table", t);
       logit_scale = register_parameter("logit_scale", torch::full({heads, 1, 1}, std::log(10.0)));
       cpb_mlp = register_module("cpb_mlp", std::make_shared<Blocks>());
-      cpb_mlp->add(torch::nn::Linear(2, 512).ptr());
+      cpb_mlp->add(Linear(2, 512).ptr());
       cpb_mlp->add(torch::nn::ReLU().ptr());
-      cpb_mlp->add(torch::nn::Linear(torch::nn::LinearOptions(512, heads).bias(false)).ptr());
+      cpb_mlp->add(Linear(torch::nn::LinearOptions(512, heads).bias(false)).ptr());
     }
     // Index into the (2w-1)^2 offsets for every pair of the w*w tokens.
     at::Tensor c = torch::arange(win);
@@ -165,7 +165,7 @@ class WindowAttention : public torch::nn::Module {
     return x.narrow(1, 0, h).narrow(2, 0, w).contiguous();
   }
 
-  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+  Linear qkv{nullptr}, proj{nullptr};
   at::Tensor relative_position_bias_table, relative_position_index;  // v1 (index: both)
   at::Tensor relative_coords_table, logit_scale;                      // v2
   std::shared_ptr<Blocks> cpb_mlp;
@@ -224,10 +224,10 @@ class SwinTransformerImpl : public ClassifierModuleImpl {
     }
     const int64_t out = c.embed_dim << 3;
     norm = register_module("norm", layer_norm(out, 1e-5));
-    head = register_module("head", torch::nn::Linear(out, num_classes));
+    head = register_module("head", Linear(out, num_classes));
     // torchvision's initialisation of every Linear.
     for (auto& m : modules(false))
-      if (auto* l = m->as<torch::nn::Linear>()) {
+      if (auto* l = m->as<Linear>()) {
         trunc_normal_(l->weight, 0.02);
         if (l->bias.defined()) torch::nn::init::zeros_(l->bias);
       }
@@ -241,7 +241,7 @@ class SwinTransformerImpl : public ClassifierModuleImpl {
 
   std::shared_ptr<Blocks> features;
   torch::nn::LayerNorm norm{nullptr};
-  torch::nn::Linear head{nullptr};
+  Linear head{nullptr};
 };
 
 const SwinConfig kConfigs[] = {

@@ -94,7 +94,7 @@ int64_t pad_for(int64_t k, int64_t stride) { return ((stride - 1) + (k - 1)) / 2
 
 // A conv and a BatchNormAct2d registered on `m` under the given names.
 struct ConvBn {
-  torch::nn::Conv2d conv{nullptr};
+  Conv2d conv{nullptr};
   torch::nn::BatchNorm2d bn{nullptr};
   Act act = Act::None;
   void make(torch::nn::Module& m, const std::string& conv_name, const std::string& bn_name, int64_t in, int64_t out,
@@ -121,7 +121,7 @@ class SqueezeExcite : public torch::nn::Module {
 
  private:
   Act act_, gate_;
-  torch::nn::Conv2d reduce_{nullptr}, expand_{nullptr};
+  Conv2d reduce_{nullptr}, expand_{nullptr};
 };
 
 // How a network's squeeze-excitation is made (EfficientNet's: block
@@ -254,7 +254,7 @@ class TimmEfficientNet : public ClassifierModuleImpl {
     head_conv_ = register_module("conv_head", conv(in, features, 1, 1, 0, 1, d.head == Design::MobileNetV3));
     if (d.head == Design::EfficientNet) head_bn_ = register_module("bn2", batchnorm(features));
     if (d.head == Design::MobileNetV4) head_bn_ = register_module("norm_head", batchnorm(features));
-    classifier_ = register_module("classifier", torch::nn::Linear(features, n));
+    classifier_ = register_module("classifier", Linear(features, n));
   }
   at::Tensor embed(const at::Tensor& input) override {
     at::Tensor x = activate(act_, stem_bn_(stem_conv_(input)));
@@ -270,10 +270,10 @@ class TimmEfficientNet : public ClassifierModuleImpl {
  private:
   Design::Head head_;
   Act act_;
-  torch::nn::Conv2d stem_conv_{nullptr}, head_conv_{nullptr};
+  Conv2d stem_conv_{nullptr}, head_conv_{nullptr};
   torch::nn::BatchNorm2d stem_bn_{nullptr}, head_bn_{nullptr};
   std::vector<std::shared_ptr<Block>> blocks_;
-  torch::nn::Linear classifier_{nullptr};
+  Linear classifier_{nullptr};
 };
 
 const std::vector<std::vector<std::string>> kEfficientNet = {

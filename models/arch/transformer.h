@@ -11,8 +11,10 @@ inline torch::nn::LayerNorm layer_norm(int64_t dim, double eps) {
 }
 
 // nn.init.trunc_normal_ as torchvision calls it: cut at +-2 absolute, which
-// for these small deviations only trims values that never occur.
+// for these small deviations only trims values that never occur. Nothing
+// when weights follow (random_init()).
 inline void trunc_normal_(at::Tensor t, double std) {
+  if (!random_init()) return;
   at::NoGradGuard ng;
   t.normal_(0.0, std).clamp_(-2.0, 2.0);
 }
@@ -30,7 +32,7 @@ inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Ten
   if (b.defined()) bias = b.to_mkldnn();
   return at::mkldnn_linear(x.reshape({-1, x.size(-1)}).to_mkldnn(), w.to_mkldnn(), bias).to_dense().view(shape);
 }
-inline at::Tensor linear(const torch::nn::Linear& l, const at::Tensor& x) { return linear(x, l->weight, l->bias); }
+inline at::Tensor linear(const Linear& l, const at::Tensor& x) { return linear(x, l->weight, l->bias); }
 
 // torchvision.ops.MLP(in, [hidden, out], activation_layer=nn.GELU):
 // Linear "0", GELU, Dropout, Linear "3", Dropout (keys 0 and 3); timm's Mlp
@@ -38,14 +40,14 @@ inline at::Tensor linear(const torch::nn::Linear& l, const at::Tensor& x) { retu
 class MlpImpl : public torch::nn::Module {
  public:
   MlpImpl(int64_t dim, int64_t hidden, const char* fc1 = "0", const char* fc2 = "3") {
-    fc1_ = register_module(fc1, torch::nn::Linear(dim, hidden));
-    fc2_ = register_module(fc2, torch::nn::Linear(hidden, dim));
+    fc1_ = register_module(fc1, Linear(dim, hidden));
+    fc2_ = register_module(fc2, Linear(hidden, dim));
   }
   at::Tensor forward(const at::Tensor& x) { return linear(fc2_, torch::gelu(linear(fc1_, x))); }
-  std::vector<torch::nn::Linear> linears() const { return {fc1_, fc2_}; }
+  std::vector<Linear> linears() const { return {fc1_, fc2_}; }
 
  private:
-  torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
+  Linear fc1_{nullptr}, fc2_{nullptr};
 };
 TORCH_MODULE(Mlp);
 

@@ -14,7 +14,7 @@ namespace {
 // projection (q, k, v blocks of D rows each) and an output projection.
 // Reshapes keep the batch as -1 so a traced graph serves every batch size.
 at::Tensor self_attention(const at::Tensor& x, const at::Tensor& qkv_w, const at::Tensor& qkv_b,
-                          const torch::nn::Linear& proj, int64_t heads) {
+                          const Linear& proj, int64_t heads) {
   const int64_t len = x.size(1), dim = x.size(2), hd = dim / heads;
   at::Tensor qkv = linear(x, qkv_w, qkv_b).reshape({-1, len, 3, heads, hd}).permute({2, 0, 3, 1, 4});
   at::Tensor q = qkv[0] / std::sqrt(double(hd));
@@ -35,13 +35,13 @@ class SelfAttention : public torch::nn::Module {
   SelfAttention(int64_t dim, int64_t heads) : heads_(heads) {
     in_proj_weight = register_parameter("in_proj_weight", torch::empty({3 * dim, dim}));
     in_proj_bias = register_parameter("in_proj_bias", torch::zeros({3 * dim}));
-    out_proj = register_module("out_proj", torch::nn::Linear(dim, dim));
-    torch::nn::init::xavier_uniform_(in_proj_weight);
+    out_proj = register_module("out_proj", Linear(dim, dim));
+    if (random_init()) torch::nn::init::xavier_uniform_(in_proj_weight);
     torch::nn::init::zeros_(out_proj->bias);
   }
   at::Tensor forward(const at::Tensor& x) { return self_attention(x, in_proj_weight, in_proj_bias, out_proj, heads_); }
   at::Tensor in_proj_weight, in_proj_bias;
-  torch::nn::Linear out_proj{nullptr};
+  Linear out_proj{nullptr};
 
  private:
   int64_t heads_;
@@ -56,6 +56,7 @@ class EncoderBlock : public torch::nn::Module {
     mlp = register_module("mlp", Mlp(dim, mlp_dim));
     at::NoGradGuard ng;
     for (auto& l : mlp->linears()) {
+      if (!random_init()) break;
       torch::nn::init::xavier_uniform_(l->weight);
       l->bias.normal_(0.0, 1e-6);
     }
@@ -102,16 +103,17 @@ class Encoder : public torch::nn::Module {
 class Heads : public torch::nn::Module {
  public:
   Heads(int64_t dim, int64_t num_classes) {
-    head = register_module("head", torch::nn::Linear(dim, num_classes));
+    head = register_module("head", Linear(dim, num_classes));
     torch::nn::init::zeros_(head->weight);
     torch::nn::init::zeros_(head->bias);
   }
-  torch::nn::Linear head{nullptr};
+  Linear head{nullptr};
 };
 
 struct VitConfig {
   const char* name;
   int64_t patch, layers, heads, dim, mlp_dim;
+  bool distilled = false;  // DeiT's distillation token and head (timm)
 };
 
 class VisionTransformerImpl : public ClassifierModuleImpl {
@@ -119,7 +121,7 @@ class VisionTransformerImpl : public ClassifierModuleImpl {
   VisionTransformerImpl(const VitConfig& c, int64_t image_size, int64_t num_classes)
       : name_(c.name), image_size_(image_size) {
     conv_proj = register_module(
-        "conv_proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, c.dim, c.patch).stride(c.patch)));
+        "conv_proj", Conv2d(torch::nn::Conv2dOptions(3, c.dim, c.patch).stride(c.patch)));
     trunc_normal_(conv_proj->weight, std::sqrt(1.0 / double(3 * c.patch * c.patch)));
     torch::nn::init::zeros_(conv_proj->bias);
     class_token = register_parameter("class_token", torch::zeros({1, 1, c.dim}));
@@ -140,7 +142,7 @@ class VisionTransformerImpl : public ClassifierModuleImpl {
   at::Tensor logits(const at::Tensor& f) override { return heads->head(f); }
   int64_t fixed_input_size() const override { return image_size_; }
 
-  torch::nn::Conv2d conv_proj{nullptr};
+  Conv2d conv_proj{nullptr};
   at::Tensor class_token;
   std::shared_ptr<Encoder> encoder;
   std::shared_ptr<Heads> heads;
@@ -154,11 +156,11 @@ class VisionTransformerImpl : public ClassifierModuleImpl {
 class TimmAttention : public torch::nn::Module {
  public:
   TimmAttention(int64_t dim, int64_t heads) : heads_(heads) {
-    qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
-    proj = register_module("proj", torch::nn::Linear(dim, dim));
+    qkv = register_module("qkv", Linear(dim, 3 * dim));
+    proj = register_module("proj", Linear(dim, dim));
   }
   at::Tensor forward(const at::Tensor& x) { return self_attention(x, qkv->weight, qkv->bias, proj, heads_); }
-  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+  Linear qkv{nullptr}, proj{nullptr};
 
  private:
   int64_t heads_;
@@ -189,53 +191,75 @@ class TimmBlock : public torch::nn::Module {
 class PatchEmbed : public torch::nn::Module {
  public:
   PatchEmbed(int64_t dim, int64_t patch) {
-    proj = register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, dim, patch).stride(patch)));
+    proj = register_module("proj", Conv2d(torch::nn::Conv2dOptions(3, dim, patch).stride(patch)));
   }
   at::Tensor forward(const at::Tensor& x) { return proj(x).flatten(2).transpose(1, 2); }
-  torch::nn::Conv2d proj{nullptr};
+  Conv2d proj{nullptr};
 };
 
 // timm.models.vision_transformer.VisionTransformer as its vit_*_patch*_224
 // and deit_*_patch16_224 models build it: class token, a position table
-// over it and the patches, token pooling after the final norm.
+// over it and the patches, token pooling after the final norm. DeiT's
+// distilled models (timm.models.deit.VisionTransformerDistilled) add a
+// distillation token after the class token (the table covers both) and a
+// second head on it; their logits are the two heads' mean.
 class TimmVisionTransformerImpl : public ClassifierModuleImpl {
  public:
   TimmVisionTransformerImpl(const VitConfig& c, int64_t image_size, int64_t num_classes)
-      : name_(c.name), image_size_(image_size) {
-    const int64_t grid = image_size / c.patch;
+      : name_(c.name), image_size_(image_size), distilled_(c.distilled) {
+    const int64_t grid = image_size / c.patch, prefix = c.distilled ? 2 : 1;
     patch_embed = register_module("patch_embed", std::make_shared<PatchEmbed>(c.dim, c.patch));
     cls_token = register_parameter("cls_token", torch::empty({1, 1, c.dim}).normal_(0.0, 1e-6));
-    pos_embed = register_parameter("pos_embed", torch::empty({1, grid * grid + 1, c.dim}));
+    pos_embed = register_parameter("pos_embed", torch::empty({1, grid * grid + prefix, c.dim}));
     trunc_normal_(pos_embed, 0.02);
+    if (distilled_) {
+      dist_token = register_parameter("dist_token", torch::empty({1, 1, c.dim}));
+      trunc_normal_(dist_token, 0.02);
+    }
     blocks = register_module("blocks", std::make_shared<Blocks>());
     for (int64_t i = 0; i < c.layers; ++i) blocks->add(std::make_shared<TimmBlock>(c.dim, c.heads, c.mlp_dim));
     norm = register_module("norm", layer_norm(c.dim, 1e-6));
-    head = register_module("head", torch::nn::Linear(c.dim, num_classes));
+    head = register_module("head", Linear(c.dim, num_classes));
+    if (distilled_) head_dist = register_module("head_dist", Linear(c.dim, num_classes));
     at::NoGradGuard ng;
-    trunc_normal_(head->weight, 0.02);
-    torch::nn::init::zeros_(head->bias);
+    for (auto* h : {&head, &head_dist}) {
+      if (!*h) continue;
+      trunc_normal_((*h)->weight, 0.02);
+      torch::nn::init::zeros_((*h)->bias);
+    }
   }
 
+  // N x D (the class token), or N x 2 x D (class and distillation tokens).
   at::Tensor embed(const at::Tensor& input) override {
     if (input.dim() != 4 || input.size(2) != image_size_ || input.size(3) != image_size_)
       throw ModelError(name_ + " takes " + std::to_string(image_size_) + "x" + std::to_string(image_size_) +
                        " images (its position table's size), got " + size_str(input.sizes().vec()));
     at::Tensor x = patch_embed->forward(input);
-    x = torch::cat({cls_token.expand_as(x.narrow(1, 0, 1)), x}, 1) + pos_embed;
-    return norm(blocks->forward(x)).select(1, 0);
+    const at::Tensor one = x.narrow(1, 0, 1);
+    x = distilled_ ? torch::cat({cls_token.expand_as(one), dist_token.expand_as(one), x}, 1)
+                   : torch::cat({cls_token.expand_as(one), x}, 1);
+    x = norm(blocks->forward(x + pos_embed));
+    return distilled_ ? x.narrow(1, 0, 2) : x.select(1, 0);
   }
-  at::Tensor logits(const at::Tensor& f) override { return linear(head, f); }
+  at::Tensor logits(const at::Tensor& f) override {
+    if (!distilled_) return linear(head, f);
+    return (linear(head, f.select(1, 0)) + linear(head_dist, f.select(1, 1))) / 2;
+  }
+  // timm's pre-logits: the two tokens' mean. A head trained on it, written
+  // to both heads, gives the same logits.
+  at::Tensor pre_logits(const at::Tensor& f) override { return distilled_ ? f.mean(1) : f; }
   int64_t fixed_input_size() const override { return image_size_; }
 
   std::shared_ptr<PatchEmbed> patch_embed;
-  at::Tensor cls_token, pos_embed;
+  at::Tensor cls_token, pos_embed, dist_token;
   std::shared_ptr<Blocks> blocks;
   torch::nn::LayerNorm norm{nullptr};
-  torch::nn::Linear head{nullptr};
+  Linear head{nullptr}, head_dist{nullptr};
 
  private:
   std::string name_;
   int64_t image_size_;
+  bool distilled_;
 };
 
 const VitConfig kConfigs[] = {
@@ -250,6 +274,9 @@ const VitConfig kTimmConfigs[] = {
     {"vit_base_patch32_224", 32, 12, 12, 768, 3072},    {"vit_large_patch16_224", 16, 24, 16, 1024, 4096},
     {"deit_tiny_patch16_224", 16, 12, 3, 192, 768},     {"deit_small_patch16_224", 16, 12, 6, 384, 1536},
     {"deit_base_patch16_224", 16, 12, 12, 768, 3072},
+    {"deit_tiny_distilled_patch16_224", 16, 12, 3, 192, 768, true},
+    {"deit_small_distilled_patch16_224", 16, 12, 6, 384, 1536, true},
+    {"deit_base_distilled_patch16_224", 16, 12, 12, 768, 3072, true},
 };
 
 int64_t checked_size(const std::string& name, const VitConfig& c, const ArchParams& p) {

@@ -470,6 +470,54 @@ TEST(Registry, PositionTableFixesTheInputSize) {
   EXPECT_EQ(input_size_of("vit_b_32", sd), 0);
 }
 
+// DeiT distilled: the class and distillation tokens lead the position
+// table (detection reads the size past both), the logits are the two heads'
+// mean, and a head trained on the features (their mean) written to both
+// heads gives the same logits as that head on the features.
+TEST(Registry, DistilledDeiTHasTwoTokensAndTwoHeads) {
+  auto m = create_architecture("deit_tiny_distilled_patch16_224", 6, 64);  // 4x4 patches + 2 tokens
+  EXPECT_EQ(m->named_parameters()["pos_embed"].sizes(), (at::IntArrayRef{1, 18, 192}));
+  StateDict sd = state_of(*m);
+  Candidate c = detect_architecture(sd);
+  EXPECT_EQ(c.name, "deit_tiny_distilled_patch16_224");
+  EXPECT_EQ(c.num_classes, 6);
+  EXPECT_EQ(c.image_size, 64);
+  EXPECT_TRUE(c.also.empty());
+  // Without the distillation head it is no distilled DeiT (nor a ViT).
+  StateDict no_dist;
+  for (const auto& e : sd.entries)
+    if (e.name.rfind("head_dist.", 0) != 0) no_dist.entries.push_back(e);
+  EXPECT_THROW(detect_architecture(no_dist), ModelError);
+
+  at::NoGradGuard ng;
+  at::Tensor x = at::randn({2, 3, 64, 64});
+  at::Tensor tokens = m->embed(x);
+  ASSERT_EQ(tokens.sizes(), (at::IntArrayRef{2, 2, 192}));
+  auto p = m->named_parameters();
+  at::Tensor want = (at::linear(tokens.select(1, 0), p["head.weight"], p["head.bias"]) +
+                     at::linear(tokens.select(1, 1), p["head_dist.weight"], p["head_dist.bias"])) / 2;
+  EXPECT_LE((m->forward(x) - want).abs().max().item<double>() / std::max(1.0, want.abs().max().item<double>()), 1e-5);
+  at::Tensor w = at::randn({6, 192}), b = at::randn({6});
+  for (const char* h : {"head", "head_dist"}) {
+    p[std::string(h) + ".weight"].copy_(w);
+    p[std::string(h) + ".bias"].copy_(b);
+  }
+  at::Tensor same = at::linear(m->pre_logits(tokens), w, b);
+  EXPECT_LE((m->forward(x) - same).abs().max().item<double>() / std::max(1.0, same.abs().max().item<double>()), 1e-5);
+  // ptmtrainsink's view: features are the pre-logits, both heads replaced.
+  const auto path = (std::filesystem::temp_directory_path() / ("ptm-deit-distilled-" + std::to_string(::getpid()) + ".pth")).string();
+  save_state_dict(path, state_of(*m));
+  ClassifierOptions o;
+  o.model = path;
+  o.optimize = false;
+  Classifier clf(o);
+  std::filesystem::remove(path);
+  EXPECT_EQ(clf.info().architecture, "deit_tiny_distilled_patch16_224");
+  EXPECT_EQ(clf.head_prefixes(), (std::vector<std::string>{"head", "head_dist"}));
+  EXPECT_EQ(clf.feature_size(), 192);
+  EXPECT_LE((clf.features(x) - m->pre_logits(tokens)).abs().max().item<double>(), 1e-5);
+}
+
 TEST(KeyRules, ViTMlpKeysOfOldTorchvision) {
   StateDict sd;
   for (const char* k : {"encoder.layers.encoder_layer_0.mlp.linear_1.weight", "encoder.layers.encoder_layer_11.mlp.linear_2.bias",
