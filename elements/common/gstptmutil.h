@@ -33,6 +33,13 @@ inline bool settable_now(GstElement* element, const GParamSpec* pspec) {
   return false;
 }
 
+// A GEnum type registered once (thread-safe); `values` ends with a zero entry.
+//   static GType t = 0; return ptm::enum_type(&t, "GstPtmDevice", values);
+inline GType enum_type(GType* once, const char* name, const GEnumValue* values) {
+  if (g_once_init_enter(once)) g_once_init_leave(once, g_enum_register_static(name, values));
+  return *once;
+}
+
 // The raw formats every ptm element accepts, for caps strings.
 #define PTM_VIDEO_FORMATS "{ RGB, BGR, RGBA, BGRA, RGBx, BGRx, xRGB, xBGR, ARGB, ABGR, GRAY8, I420, NV12 }"
 

@@ -23,10 +23,12 @@
 
 #include <gst/video/video.h>
 
-#include <condition_variable>
+#if PTM_HAVE_ANALYTICS
+#include <gst/analytics/analytics.h>
+#endif
+
+#include <algorithm>
 #include <deque>
-#include <sys/stat.h>
-#include <thread>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -36,6 +38,8 @@
 #include "gstptmcuda.h"
 #include "gstptmutil.h"
 #include "infer_core.h"
+#include "model_slot.h"
+#include "outputs.h"
 
 GST_DEBUG_CATEGORY_STATIC(gst_ptm_infer_debug);
 #define GST_CAT_DEFAULT gst_ptm_infer_debug
@@ -64,58 +68,77 @@ enum {
   PROP_CUDA_GRAPHS,
   PROP_INPUT_SIZE,
   PROP_STATS,
+  PROP_ANALYTICS_META,
+  PROP_INFERENCE_REGION,
+  PROP_OBJECT_CLASS,
+  PROP_MIN_REGION_SIZE,
 };
 
 typedef enum { PTM_DEVICE_AUTO, PTM_DEVICE_CPU, PTM_DEVICE_CUDA } GstPtmDevice;
 
 #define GST_TYPE_PTM_DEVICE (gst_ptm_device_get_type())
 static GType gst_ptm_device_get_type(void) {
-  static GType type = 0;
   static const GEnumValue values[] = {
       {PTM_DEVICE_AUTO, "CUDA when available, else CPU", "auto"},
       {PTM_DEVICE_CPU, "CPU", "cpu"},
       {PTM_DEVICE_CUDA, "CUDA GPU 0 (fails at start when CUDA cannot be used)", "cuda"},
       {0, nullptr, nullptr}};
-  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmDevice", values));
-  return type;
+  static GType type = 0;
+  return ptm::enum_type(&type, "GstPtmDevice", values);
+}
+
+typedef enum { PTM_REGION_FULL_FRAME, PTM_REGION_ROI_LIST } GstPtmInferenceRegion;
+
+#define GST_TYPE_PTM_INFERENCE_REGION (gst_ptm_inference_region_get_type())
+static GType gst_ptm_inference_region_get_type(void) {
+  static const GEnumValue values[] = {
+      {PTM_REGION_FULL_FRAME, "Classify the whole frame", "full-frame"},
+      {PTM_REGION_ROI_LIST,
+       "Classify each region a detector attached (GstVideoRegionOfInterestMeta; GstAnalyticsODMtd with "
+       "GStreamer >= 1.24)",
+       "roi-list"},
+      {0, nullptr, nullptr}};
+  static GType type = 0;
+  return ptm::enum_type(&type, "GstPtmInferenceRegion", values);
 }
 
 #define GST_TYPE_PTM_PRECISION (gst_ptm_precision_get_type())
 static GType gst_ptm_precision_get_type(void) {
-  static GType type = 0;
   static const GEnumValue values[] = {
       {int(ptm::Precision::Float32), "32-bit float", "fp32"},
       {int(ptm::Precision::Float16), "16-bit float (CUDA)", "fp16"},
       {int(ptm::Precision::BFloat16), "bfloat16 (CUDA)", "bf16"},
       {0, nullptr, nullptr}};
-  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmPrecision", values));
-  return type;
+  static GType type = 0;
+  return ptm::enum_type(&type, "GstPtmPrecision", values);
 }
 
 #define GST_TYPE_PTM_SCORE_OUTPUT (gst_ptm_score_output_get_type())
 static GType gst_ptm_score_output_get_type(void) {
-  static GType type = 0;
   static const GEnumValue values[] = {
       {int(ptm::ScoreOutput::Softmax), "Softmax probabilities (single-label models)", "softmax"},
       {int(ptm::ScoreOutput::Sigmoid), "Per-class sigmoid probabilities (multi-label models)", "sigmoid"},
       {int(ptm::ScoreOutput::Logits), "Raw logits", "logits"},
       {0, nullptr, nullptr}};
-  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmScoreOutput", values));
-  return type;
+  static GType type = 0;
+  return ptm::enum_type(&type, "GstPtmScoreOutput", values);
 }
 
 namespace {
 
+// The properties' values; their defaults are the paramspecs' defaults.
 struct Settings {
   std::string model, architecture, checkpoint_key, labels, results_file;
   int num_classes = 0;
   GstPtmDevice device = PTM_DEVICE_AUTO;
   int num_threads = 0;
-  guint interval = 1, top_k = 5, hysteresis = 0;
-  float threshold = -G_MAXFLOAT;
-  ptm::ScoreOutput output = ptm::ScoreOutput::Softmax;
-  double smoothing = 0.0;
+  guint interval = 1;
+  ptm::ScoringSettings scoring;  // top-k, threshold, output, smoothing, hysteresis
   bool post_messages = true;
+  bool analytics = ptm::have_analytics();
+  GstPtmInferenceRegion region = PTM_REGION_FULL_FRAME;
+  std::string object_class;  // comma-separated region types; empty: all
+  guint min_region_size = 16;
   guint batch_size = 1;
   bool reload_on_change = false;
   ptm::Precision precision = ptm::Precision::Float32;
@@ -130,7 +153,7 @@ struct Counters {
 };
 
 struct State {
-  std::unique_ptr<ptm::InferCore> core;
+  std::shared_ptr<ptm::InferCore> core;
   std::deque<GstBuffer*> pending;  // queued for the current batch, owned
   std::deque<GstBuffer*> ready;    // classified, waiting to be pushed, owned
   ~State() {
@@ -139,58 +162,30 @@ struct State {
   }
   State() = default;
   State(State&& o) noexcept = default;
-  std::unique_ptr<ptm::ResultsFile> results;
+  std::vector<std::unique_ptr<ptm::ResultOutput>> outputs;  // meta, analytics, messages, JSON lines
   GstVideoInfo info{};
   bool have_info = false;
   bool cuda_memory = false;  // the caps say memory:CUDAMemory
   bool warned_tensor = false;
   bool warned_host_copy = false;
   size_t batch = 1;
+  bool regions = false;     // inference-region=roi-list
+  guint64 region_frames = 0;
 };
 
 }  // namespace
 
-// Identity of a model file, to notice replacements (reload-on-change).
-struct FileStamp {
-  dev_t dev = 0;
-  ino_t ino = 0;
-  off_t size = 0;
-  int64_t mtime_ns = 0;
-  bool operator==(const FileStamp& o) const {
-    return dev == o.dev && ino == o.ino && size == o.size && mtime_ns == o.mtime_ns;
-  }
-};
-
-static FileStamp stamp_of(const std::string& path) {
-  struct stat st {};
-  FileStamp f;
-  if (::stat(path.c_str(), &st) == 0) {
-    f.dev = st.st_dev;
-    f.ino = st.st_ino;
-    f.size = st.st_size;
-    f.mtime_ns = int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
-  }
-  return f;
-}
-
 struct Private {
+  explicit Private(GstPtmInfer* self);
   std::mutex lock;  // guards settings
   Settings settings;
+  std::mutex state_lock;       // guards state's presence and its model's replacement
   std::optional<State> state;  // built in start(), dropped in stop()
 
-  // Live reload: one loader thread, started at the first request, loads the
-  // requested model in the background (a request not yet started is
-  // replaced by a newer one); the streaming thread swaps a loaded model in
-  // between two buffers and never waits for a load.
-  std::mutex reload_lock;  // guards state's presence and everything below
-  std::condition_variable reload_wake;
-  std::thread loader;
-  std::optional<Settings> request;
-  bool loader_quit = false;
-  std::unique_ptr<ptm::InferCore> next_core;
-  std::string watched;     // the file reload-on-change compares
-  FileStamp loaded_stamp;  // its version last loaded, or being loaded
-  gint64 last_check_us = 0;
+  // Live reload: models requested while running load in the background
+  // (model_slot.h); the streaming thread takes one between two buffers.
+  ptm::ModelSlot<ptm::InferCore, Settings> slot;
+  ptm::FileWatch watch;  // reload-on-change: the model file's last version read
 
   ptm::CudaLink cuda;  // the CUDA context shared with neighbours
   std::mutex stats_lock;
@@ -224,6 +219,8 @@ static std::string device_name(GstPtmDevice d) {
 
 static ptm::InferSettings model_settings(const Settings& s) {
   ptm::InferSettings is;
+  static_cast<ptm::ScoringSettings&>(is) = s.scoring;
+  is.interval = int(s.interval);
   is.model.device = device_name(s.device);
   is.model.precision = s.precision;
   is.model.channels_last = s.channels_last && is.model.device != "cpu";
@@ -266,71 +263,35 @@ static void post_loaded(GstPtmInfer* self, const std::string& model, const ptm::
                             G_TYPE_STRING, report.c_str(), nullptr)));
 }
 
-// The loader thread: loads what is requested; on success the model waits in
-// next_core for the streaming thread, on failure the old model keeps serving.
-static void loader_main(GstPtmInfer* self) {
-  Private& p = *self->priv;
-  std::unique_lock<std::mutex> g(p.reload_lock);
-  for (;;) {
-    p.reload_wake.wait(g, [&] { return p.loader_quit || p.request; });
-    if (p.loader_quit) return;
-    const Settings s = std::move(*p.request);
-    p.request.reset();
-    if (p.watched == s.model) p.loaded_stamp = stamp_of(s.model);  // the version read now
-    g.unlock();
-    std::unique_ptr<ptm::InferCore> core;
-    std::string error;
-    try {
-      // Runs at its own input size, or at input-size when set (the
-      // constructor refuses a model that cannot); upstream tensors are
-      // followed again after the swap.
-      core = std::make_unique<ptm::InferCore>(model_settings(s));
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    std::optional<ptm::ModelInfo> loaded;
-    if (core) {
-      loaded = core->info();  // the core itself is the streaming thread's once handed over
-      GST_INFO_OBJECT(self, "loaded %s; it takes over at the next frame", s.model.c_str());
-    } else {
-      GST_ELEMENT_WARNING(self, RESOURCE, OPEN_READ,
-                          ("Could not reload model '%s'; the previous model keeps running", s.model.c_str()),
-                          ("%s", error.c_str()));
-    }
-    g.lock();
-    if (p.loader_quit) return;  // stopping: the element no longer runs a model
-    if (core) p.next_core = std::move(core);  // replaces one loaded but not yet taken
-    g.unlock();
-    if (loaded) post_loaded(self, s.model, *loaded);
-    post_reload(self, s.model, error.empty(), error);
-    g.lock();
-  }
-}
+// The loader: reads the model file (a version reload-on-change then counts
+// as seen) and reports the outcome; on failure the old model keeps serving.
+Private::Private(GstPtmInfer* self)
+    : slot(
+          [self](const Settings& s) {
+            self->priv->watch.reading(s.model);
+            // Runs at its own input size, or at input-size when set (the
+            // constructor refuses a model that cannot); upstream tensors
+            // are followed again after the swap.
+            return std::make_unique<ptm::InferCore>(model_settings(s));
+          },
+          [self](const Settings& s, const std::shared_ptr<const ptm::InferCore>& core, const std::string& error) {
+            if (core) {
+              GST_INFO_OBJECT(self, "loaded %s; it takes over at the next frame", s.model.c_str());
+              post_loaded(self, s.model, core->info());
+            } else {
+              GST_ELEMENT_WARNING(self, RESOURCE, OPEN_READ,
+                                  ("Could not reload model '%s'; the previous model keeps running", s.model.c_str()),
+                                  ("%s", error.c_str()));
+            }
+            post_reload(self, s.model, error.empty(), error);
+          }) {}
 
-// Asks the loader thread for a model with these settings; returns at once.
+// Asks for a model with these settings while running; returns at once.
 static void request_reload(GstPtmInfer* self, const Settings& s) {
   Private& p = *self->priv;
-  std::lock_guard<std::mutex> g(p.reload_lock);
+  std::lock_guard<std::mutex> g(p.state_lock);
   if (!p.state) return;  // not running: start() loads it
-  p.request = s;
-  if (!p.loader.joinable()) p.loader = std::thread(loader_main, self);
-  p.reload_wake.notify_one();
-}
-
-// Stops the loader thread, waiting for a load in progress.
-static void stop_loader(Private& p) {
-  std::thread t;
-  {
-    std::lock_guard<std::mutex> g(p.reload_lock);
-    p.loader_quit = true;
-    p.request.reset();
-    t = std::move(p.loader);
-  }
-  p.reload_wake.notify_all();
-  if (t.joinable()) t.join();
-  std::lock_guard<std::mutex> g(p.reload_lock);
-  p.loader_quit = false;
-  p.next_core.reset();
+  p.slot.request(s);
 }
 
 static bool classify_pending(GstPtmInfer* self, State& st);
@@ -339,37 +300,17 @@ static bool classify_pending(GstPtmInfer* self, State& st);
 // with reload-on-change look for a replaced file (twice a second at most).
 static void maybe_swap(GstPtmInfer* self, State& st, const Settings& s) {
   Private& p = *self->priv;
-  if (s.reload_on_change) {
-    const gint64 now = g_get_monotonic_time();
-    if (now - p.last_check_us > 500000) {
-      p.last_check_us = now;
-      const FileStamp current = stamp_of(s.model);
-      bool changed;
-      {
-        std::lock_guard<std::mutex> g(p.reload_lock);
-        // A model set while playing is watched from its request on, so it
-        // is not loaded twice.
-        changed = p.watched == s.model && !(current == p.loaded_stamp) && current.size > 0;
-        if (changed) p.loaded_stamp = current;
-      }
-      if (changed) {
-        GST_INFO_OBJECT(self, "%s changed on disk: reloading", s.model.c_str());
-        request_reload(self, s);
-      }
-    }
+  if (s.reload_on_change && p.watch.changed(s.model, g_get_monotonic_time())) {
+    GST_INFO_OBJECT(self, "%s changed on disk: reloading", s.model.c_str());
+    request_reload(self, s);
   }
-  std::unique_ptr<ptm::InferCore> next;
-  {
-    std::lock_guard<std::mutex> g(p.reload_lock);
-    next = std::move(p.next_core);
-  }
-  if (next) {
-    classify_pending(self, st);  // a batch in progress finishes with the old model
-    next->set_next_frame(st.core->next_frame());
-    std::lock_guard<std::mutex> g(p.reload_lock);
-    st.core = std::move(next);
-    st.warned_tensor = false;
-  }
+  std::shared_ptr<ptm::InferCore> next = p.slot.take();
+  if (!next) return;
+  classify_pending(self, st);  // a batch in progress finishes with the old model
+  next->set_next_frame(st.core->next_frame());
+  std::lock_guard<std::mutex> g(p.state_lock);
+  st.core = std::move(next);
+  st.warned_tensor = false;
 }
 
 static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
@@ -378,11 +319,7 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
   if (playing_or_paused(self) && (id == PROP_MODEL || id == PROP_LABELS)) {
     // A new model (or labels) while running: load it in the background.
     const std::string v = g_value_get_string(value) ? g_value_get_string(value) : "";
-    if (id == PROP_MODEL) {
-      std::lock_guard<std::mutex> g(self->priv->reload_lock);
-      self->priv->watched = v;
-      self->priv->loaded_stamp = stamp_of(v);
-    }
+    if (id == PROP_MODEL) self->priv->watch.watch(v);  // watched from its request on, so not loaded twice
     {
       std::lock_guard<std::mutex> g(self->priv->lock);
       (id == PROP_MODEL ? self->priv->settings.model : self->priv->settings.labels) = v;
@@ -403,11 +340,11 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
     case PROP_DEVICE: s.device = GstPtmDevice(g_value_get_enum(value)); break;
     case PROP_NUM_THREADS: s.num_threads = g_value_get_int(value); break;
     case PROP_INTERVAL: s.interval = g_value_get_uint(value); break;
-    case PROP_TOP_K: s.top_k = g_value_get_uint(value); break;
-    case PROP_THRESHOLD: s.threshold = g_value_get_float(value); break;
-    case PROP_OUTPUT: s.output = ptm::ScoreOutput(g_value_get_enum(value)); break;
-    case PROP_SMOOTHING: s.smoothing = g_value_get_double(value); break;
-    case PROP_HYSTERESIS: s.hysteresis = g_value_get_uint(value); break;
+    case PROP_TOP_K: s.scoring.top_k = int(g_value_get_uint(value)); break;
+    case PROP_THRESHOLD: s.scoring.threshold = g_value_get_float(value); break;
+    case PROP_OUTPUT: s.scoring.output = ptm::ScoreOutput(g_value_get_enum(value)); break;
+    case PROP_SMOOTHING: s.scoring.smoothing = g_value_get_double(value); break;
+    case PROP_HYSTERESIS: s.scoring.hysteresis = int(g_value_get_uint(value)); break;
     case PROP_RESULTS_FILE: s.results_file = str(value); break;
     case PROP_POST_MESSAGES: s.post_messages = g_value_get_boolean(value); break;
     case PROP_BATCH_SIZE: s.batch_size = g_value_get_uint(value); break;
@@ -416,6 +353,10 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
     case PROP_CHANNELS_LAST: s.channels_last = g_value_get_boolean(value); break;
     case PROP_CUDA_GRAPHS: s.cuda_graphs = g_value_get_boolean(value); break;
     case PROP_INPUT_SIZE: s.input_size = g_value_get_int(value); break;
+    case PROP_ANALYTICS_META: s.analytics = g_value_get_boolean(value); break;
+    case PROP_INFERENCE_REGION: s.region = GstPtmInferenceRegion(g_value_get_enum(value)); break;
+    case PROP_OBJECT_CLASS: s.object_class = str(value); break;
+    case PROP_MIN_REGION_SIZE: s.min_region_size = g_value_get_uint(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
@@ -446,11 +387,11 @@ static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value,
     case PROP_DEVICE: g_value_set_enum(value, s.device); break;
     case PROP_NUM_THREADS: g_value_set_int(value, s.num_threads); break;
     case PROP_INTERVAL: g_value_set_uint(value, s.interval); break;
-    case PROP_TOP_K: g_value_set_uint(value, s.top_k); break;
-    case PROP_THRESHOLD: g_value_set_float(value, s.threshold); break;
-    case PROP_OUTPUT: g_value_set_enum(value, int(s.output)); break;
-    case PROP_SMOOTHING: g_value_set_double(value, s.smoothing); break;
-    case PROP_HYSTERESIS: g_value_set_uint(value, s.hysteresis); break;
+    case PROP_TOP_K: g_value_set_uint(value, guint(s.scoring.top_k)); break;
+    case PROP_THRESHOLD: g_value_set_float(value, s.scoring.threshold); break;
+    case PROP_OUTPUT: g_value_set_enum(value, int(s.scoring.output)); break;
+    case PROP_SMOOTHING: g_value_set_double(value, s.scoring.smoothing); break;
+    case PROP_HYSTERESIS: g_value_set_uint(value, guint(s.scoring.hysteresis)); break;
     case PROP_RESULTS_FILE: str(s.results_file); break;
     case PROP_POST_MESSAGES: g_value_set_boolean(value, s.post_messages); break;
     case PROP_BATCH_SIZE: g_value_set_uint(value, s.batch_size); break;
@@ -459,18 +400,19 @@ static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value,
     case PROP_CHANNELS_LAST: g_value_set_boolean(value, s.channels_last); break;
     case PROP_CUDA_GRAPHS: g_value_set_boolean(value, s.cuda_graphs); break;
     case PROP_INPUT_SIZE: g_value_set_int(value, s.input_size); break;
+    case PROP_ANALYTICS_META: g_value_set_boolean(value, s.analytics); break;
+    case PROP_INFERENCE_REGION: g_value_set_enum(value, s.region); break;
+    case PROP_OBJECT_CLASS: str(s.object_class); break;
+    case PROP_MIN_REGION_SIZE: g_value_set_uint(value, s.min_region_size); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
 
+// The fields that may change while frames flow.
 static ptm::InferSettings scoring_of(const Settings& s) {
   ptm::InferSettings is;
-  is.top_k = int(s.top_k);
-  is.threshold = s.threshold;
-  is.output = s.output;
+  static_cast<ptm::ScoringSettings&>(is) = s.scoring;
   is.interval = int(s.interval);
-  is.smoothing = s.smoothing;
-  is.hysteresis = int(s.hysteresis);
   return is;
 }
 
@@ -494,26 +436,31 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
     std::lock_guard<std::mutex> g(self->priv->stats_lock);
     self->priv->counters = Counters();
   }
-  const FileStamp stamp = stamp_of(s.model);
+  self->priv->watch.watch(s.model);  // a replacement during the load is noticed
   State st;
   const bool ok = ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
                                "Could not load model '" + s.model + "'",
                                [&] { st.core = std::make_unique<ptm::InferCore>(model_settings(s)); });
   if (!ok) return FALSE;
-  if (!s.results_file.empty() &&
-      !ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_WRITE,
+  if (s.analytics && !ptm::have_analytics())
+    GST_ELEMENT_WARNING(self, RESOURCE, SETTINGS,
+                        ("analytics-meta is set, but this build has no GstAnalytics (GStreamer < 1.24): not written"),
+                        (nullptr));
+  ptm::OutputOptions out;
+  out.results_file = s.results_file;
+  out.analytics = s.analytics;
+  if (!ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_WRITE,
                     "Could not open results file '" + s.results_file + "'",
-                    [&] { st.results = std::make_unique<ptm::ResultsFile>(s.results_file); }))
+                    [&] { st.outputs = ptm::make_outputs(out); }))
     return FALSE;
   st.batch = std::max<guint>(1, s.batch_size);
+  st.regions = s.region == PTM_REGION_ROI_LIST;
   const ptm::ModelInfo& m = st.core->info();
   GST_INFO_OBJECT(self, "loaded %s: %s, %" G_GINT64_FORMAT " classes, %s, input %dx%d, on %s", s.model.c_str(),
                   m.architecture.c_str(), m.num_classes, m.format.c_str(), m.crop_size, m.crop_size,
                   st.core->on_cuda() ? "CUDA" : "CPU");
   post_loaded(self, s.model, m);
-  std::lock_guard<std::mutex> g(self->priv->reload_lock);
-  self->priv->watched = s.model;
-  self->priv->loaded_stamp = stamp;
+  std::lock_guard<std::mutex> g(self->priv->state_lock);
   self->priv->state.emplace(std::move(st));
   return TRUE;
 }
@@ -521,10 +468,10 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
 static gboolean gst_ptm_infer_stop(GstBaseTransform* trans) {
   Private& p = *GST_PTM_INFER(trans)->priv;
   {
-    std::lock_guard<std::mutex> g(p.reload_lock);
+    std::lock_guard<std::mutex> g(p.state_lock);
     p.state.reset();  // no new requests from here on
   }
-  stop_loader(p);
+  p.slot.stop();  // waits for a load in progress
   return TRUE;
 }
 
@@ -579,11 +526,16 @@ static gboolean gst_ptm_infer_query(GstBaseTransform* trans, GstPadDirection dir
   if (dir == GST_PAD_SINK && GST_QUERY_TYPE(query) == GST_QUERY_CUSTOM) {
     GstStructure* s = gst_query_writable_structure(query);
     if (gst_structure_has_name(s, "ptm-model-input")) {
-      if (!self->priv->state) return FALSE;
-      const ptm::PreprocessConfig c = self->priv->state->core->preprocess_config();
+      std::shared_ptr<ptm::InferCore> core;
+      {
+        std::lock_guard<std::mutex> g(self->priv->state_lock);
+        if (!self->priv->state) return FALSE;
+        core = self->priv->state->core;
+      }
+      const ptm::PreprocessConfig c = core->preprocess_config();
       gst_structure_set(s, "resize", G_TYPE_INT, c.resize_size, "size", G_TYPE_INT, c.crop_width, "bicubic",
                         G_TYPE_BOOLEAN, c.filter == ptm::Filter::Bicubic, "model", G_TYPE_STRING,
-                        self->priv->state->core->info().architecture.c_str(), "stretch", G_TYPE_BOOLEAN,
+                        core->info().architecture.c_str(), "stretch", G_TYPE_BOOLEAN,
                         c.mode == ptm::ResizeMode::Stretch, nullptr);
       for (const char* field : {"mean", "std"}) {
         const auto& v = field[0] == 'm' ? c.mean : c.std;
@@ -601,35 +553,6 @@ static gboolean gst_ptm_infer_query(GstBaseTransform* trans, GstPadDirection dir
     }
   }
   return GST_BASE_TRANSFORM_CLASS(gst_ptm_infer_parent_class)->query(trans, dir, query);
-}
-
-static void post_result(GstPtmInfer* self, GstBuffer* buf, const ptm::FrameResult& r, const std::string& model) {
-  GValue ids = G_VALUE_INIT, labels = G_VALUE_INIT, scores = G_VALUE_INIT;
-  gst_value_array_init(&ids, r.top.size());
-  gst_value_array_init(&labels, r.top.size());
-  gst_value_array_init(&scores, r.top.size());
-  for (size_t i = 0; i < r.top.size(); ++i) {
-    GValue v = G_VALUE_INIT;
-    g_value_init(&v, G_TYPE_INT);
-    g_value_set_int(&v, int(r.top[i].index));
-    gst_value_array_append_and_take_value(&ids, &v);
-    g_value_init(&v, G_TYPE_STRING);
-    g_value_set_string(&v, r.labels[i].c_str());
-    gst_value_array_append_and_take_value(&labels, &v);
-    g_value_init(&v, G_TYPE_FLOAT);
-    g_value_set_float(&v, r.top[i].score);
-    gst_value_array_append_and_take_value(&scores, &v);
-  }
-  GstStructure* s = gst_structure_new("ptm-classification", "frame", G_TYPE_UINT64, r.frame, "pts", G_TYPE_UINT64,
-                                      GST_BUFFER_PTS(buf), "model", G_TYPE_STRING, model.c_str(), "reused",
-                                      G_TYPE_BOOLEAN, r.reused, "inference-ns", G_TYPE_UINT64, r.inference_ns,
-                                      "top-label", G_TYPE_STRING, r.top.empty() ? "" : r.labels[0].c_str(),
-                                      "top-score", G_TYPE_DOUBLE, r.top.empty() ? 0.0 : double(r.top[0].score),
-                                      nullptr);
-  gst_structure_take_value(s, "class-ids", &ids);
-  gst_structure_take_value(s, "labels", &labels);
-  gst_structure_take_value(s, "scores", &scores);
-  gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), s));
 }
 
 // Frames with an upstream tensor (ptmpreprocess) of another size: the model
@@ -710,24 +633,15 @@ static bool queue_buffer(GstPtmInfer* self, State& st, const Settings& s, GstBuf
   return ok;
 }
 
-// Attaches the result to the (writable) buffer, posts it, writes its JSON line.
-static bool publish(GstPtmInfer* self, State& st, const Settings& s, GstBuffer* buf, const ptm::FrameResult& r) {
-  std::vector<gint> ids;
-  std::vector<gfloat> scores;
-  std::vector<const gchar*> labels;
-  for (size_t i = 0; i < r.top.size(); ++i) {
-    ids.push_back(gint(r.top[i].index));
-    scores.push_back(r.top[i].score);
-    labels.push_back(r.labels[i].c_str());
-  }
-  const std::string& model = st.core->info().architecture;
-  gst_buffer_add_ptm_classification_meta(buf, guint(ids.size()), ids.data(), scores.data(), labels.data(),
-                                         model.c_str(), r.inference_ns, r.frame, r.reused);
-  if (s.post_messages) post_result(self, buf, r, model);
-  return !st.results ||
-         ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_WRITE, "Could not write results", [&] {
-           st.results->write(GST_BUFFER_PTS_IS_VALID(buf) ? int64_t(GST_BUFFER_PTS(buf)) : -1, r);
-         });
+// Publishes the result of the (writable) buffer through every output.
+static bool publish(GstPtmInfer* self, State& st, const Settings& s, GstBuffer* buf, const ptm::FrameResult& r,
+                    const std::vector<ptm::RegionResult>* regions = nullptr) {
+  const ptm::Published p{GST_ELEMENT(self), buf, r, st.core->info().architecture, s.post_messages, regions};
+  for (const auto& o : st.outputs)
+    if (!ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_WRITE, o->failure(),
+                      [&] { o->publish(p); }))
+      return false;
+  return true;
 }
 
 // Runs the model on the queued frames; their buffers move to `ready`.
@@ -753,6 +667,101 @@ static bool classify_pending(GstPtmInfer* self, State& st) {
   return true;
 }
 
+// The regions of a frame to classify: its GstVideoRegionOfInterestMeta and
+// (GStreamer >= 1.24) GstAnalyticsODMtd boxes, clipped to the frame, of the
+// object-class types, at least min-region-size a side; a box both describe
+// counts once.
+static std::vector<ptm::RegionResult> regions_of(GstBuffer* buf, const GstVideoInfo& info, const Settings& s) {
+  std::vector<std::string> wanted;
+  if (!s.object_class.empty()) {
+    gchar** parts = g_strsplit(s.object_class.c_str(), ",", -1);
+    for (gchar** p = parts; *p; ++p) {
+      g_strstrip(*p);
+      if (**p) wanted.emplace_back(*p);
+    }
+    g_strfreev(parts);
+  }
+  std::vector<ptm::RegionResult> out;
+  const gint64 fw = GST_VIDEO_INFO_WIDTH(&info), fh = GST_VIDEO_INFO_HEIGHT(&info);
+  auto add = [&](gint64 x, gint64 y, gint64 w, gint64 h, const char* type, void* roi, int od_id) {
+    const gint64 x0 = CLAMP(x, 0, fw), y0 = CLAMP(y, 0, fh);
+    const gint64 x1 = CLAMP(x + std::max<gint64>(w, 0), 0, fw), y1 = CLAMP(y + std::max<gint64>(h, 0), 0, fh);
+    ptm::RegionResult r;
+    r.box = {int(x0), int(y0), int(x1 - x0), int(y1 - y0)};
+    r.type = type ? type : "";
+    r.roi = roi;
+    r.od_id = od_id;
+    for (ptm::RegionResult& o : out) {
+      if (o.box.x == r.box.x && o.box.y == r.box.y && o.box.width == r.box.width && o.box.height == r.box.height &&
+          o.type == r.type) {
+        if (od_id >= 0) o.od_id = od_id;
+        return;
+      }
+    }
+    if (r.box.width < int(s.min_region_size) || r.box.height < int(s.min_region_size) || r.box.width == 0 ||
+        r.box.height == 0)
+      return;
+    if (!wanted.empty() && std::find(wanted.begin(), wanted.end(), r.type) == wanted.end()) return;
+    out.push_back(std::move(r));
+  };
+  gpointer state = nullptr;
+  while (GstMeta* m = gst_buffer_iterate_meta_filtered(buf, &state, GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE)) {
+    auto* roi = reinterpret_cast<GstVideoRegionOfInterestMeta*>(m);
+    add(roi->x, roi->y, roi->w, roi->h, g_quark_to_string(roi->roi_type), roi, -1);
+  }
+#if PTM_HAVE_ANALYTICS
+  if (GstAnalyticsRelationMeta* rm = gst_buffer_get_analytics_relation_meta(buf)) {
+    gpointer it = nullptr;
+    GstAnalyticsMtd mtd;
+    while (gst_analytics_relation_meta_iterate(rm, &it, gst_analytics_od_mtd_get_mtd_type(), &mtd)) {
+      gint x = 0, y = 0, w = 0, h = 0;
+      gfloat conf = 0;
+      if (!gst_analytics_od_mtd_get_location(&mtd, &x, &y, &w, &h, &conf)) continue;
+      add(x, y, w, h, g_quark_to_string(gst_analytics_od_mtd_get_obj_type(&mtd)), nullptr, int(mtd.id));
+    }
+  }
+#endif
+  return out;
+}
+
+// inference-region=roi-list: each region of the frame cropped, preprocessed
+// and classified alone (batches of up to batch-size regions), on every
+// interval-th frame; the results go to each region.
+static GstFlowReturn classify_regions(GstPtmInfer* self, State& st, const Settings& s, GstBuffer* buf) {
+  {
+    std::lock_guard<std::mutex> g(self->priv->stats_lock);
+    ++self->priv->counters.frames;
+    ++(st.cuda_memory ? self->priv->counters.cuda_via_host : self->priv->counters.system_memory);
+  }
+  const guint64 index = st.region_frames++;
+  if (index % std::max<guint>(1, s.interval) != 0) return GST_FLOW_OK;
+  std::vector<ptm::RegionResult> regions = regions_of(buf, st.info, s);
+  ptm::FrameResult whole;
+  whole.frame = index;
+  if (!regions.empty()) {
+    GstVideoFrame frame;
+    if (!gst_video_frame_map(&frame, &st.info, buf, GST_MAP_READ)) {
+      GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Could not map the video frame"), (nullptr));
+      return GST_FLOW_ERROR;
+    }
+    std::vector<ptm::Region> boxes;
+    for (const ptm::RegionResult& r : regions) boxes.push_back(r.box);
+    st.core->update_scoring(scoring_of(s));
+    std::vector<ptm::FrameResult> results;
+    const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed", [&] {
+      results = st.core->classify_regions(ptm::frame_view(frame), boxes, int(st.batch));
+    });
+    gst_video_frame_unmap(&frame);
+    if (!ok) return GST_FLOW_ERROR;
+    for (size_t i = 0; i < regions.size(); ++i) {
+      results[i].frame = index;
+      whole.inference_ns += results[i].inference_ns;
+      regions[i].result = std::move(results[i]);
+    }
+  }
+  return publish(self, st, s, buf, whole, &regions) ? GST_FLOW_OK : GST_FLOW_ERROR;
+}
+
 // Batch size 1: classify each buffer in place.
 static GstFlowReturn gst_ptm_infer_transform_ip(GstBaseTransform* trans, GstBuffer* buf) {
   auto* self = GST_PTM_INFER(trans);
@@ -760,6 +769,7 @@ static GstFlowReturn gst_ptm_infer_transform_ip(GstBaseTransform* trans, GstBuff
   State& st = *self->priv->state;
   const Settings s = settings_copy(self);
   maybe_swap(self, st, s);
+  if (st.regions) return classify_regions(self, st, s, buf);
   if (!follow_upstream_size(self, st, s, buf) || !queue_buffer(self, st, s, buf)) return GST_FLOW_ERROR;
   std::vector<ptm::FrameResult> r;
   if (!ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
@@ -772,7 +782,8 @@ static GstFlowReturn gst_ptm_infer_transform_ip(GstBaseTransform* trans, GstBuff
 // EOS, a caps change or a drain query), then run as one batch.
 static GstFlowReturn gst_ptm_infer_submit_input_buffer(GstBaseTransform* trans, gboolean discont, GstBuffer* buf) {
   auto* self = GST_PTM_INFER(trans);
-  if (!self->priv->state || self->priv->state->batch <= 1)
+  // Frames are batched in time only when whole; regions batch within a frame.
+  if (!self->priv->state || self->priv->state->batch <= 1 || self->priv->state->regions)
     return GST_BASE_TRANSFORM_CLASS(gst_ptm_infer_parent_class)->submit_input_buffer(trans, discont, buf);
   State& st = *self->priv->state;
   if (!st.have_info) {
@@ -793,7 +804,7 @@ static GstFlowReturn gst_ptm_infer_submit_input_buffer(GstBaseTransform* trans, 
 
 static GstFlowReturn gst_ptm_infer_generate_output(GstBaseTransform* trans, GstBuffer** out) {
   auto* self = GST_PTM_INFER(trans);
-  if (!self->priv->state || self->priv->state->batch <= 1)
+  if (!self->priv->state || self->priv->state->batch <= 1 || self->priv->state->regions)
     return GST_BASE_TRANSFORM_CLASS(gst_ptm_infer_parent_class)->generate_output(trans, out);
   State& st = *self->priv->state;
   *out = nullptr;
@@ -826,13 +837,13 @@ static void gst_ptm_infer_set_context(GstElement* element, GstContext* context) 
 
 static void gst_ptm_infer_finalize(GObject* object) {
   Private* p = GST_PTM_INFER(object)->priv;
-  stop_loader(*p);
+  p->slot.stop();
   delete p;
   G_OBJECT_CLASS(gst_ptm_infer_parent_class)->finalize(object);
 }
 
 static void gst_ptm_infer_init(GstPtmInfer* self) {
-  self->priv = new Private();
+  self->priv = new Private(self);
   gst_base_transform_set_in_place(GST_BASE_TRANSFORM(self), TRUE);
 }
 
@@ -846,6 +857,7 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
 
   const auto ready = ptm::kParamReady;
   const auto live = ptm::kParamLive;
+  const Settings d;  // the defaults
   /**
    * GstPtmInfer:model:
    *
@@ -886,43 +898,43 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
       g_param_spec_int("num-classes", "Number of classes",
                        "Classes of the model; 0: as in the file. Another count keeps the backbone and starts "
                        "a new, untrained head",
-                       0, 1 << 20, 0, ready));
+                       0, 1 << 20, d.num_classes, ready));
   g_object_class_install_property(
       gobject_class, PROP_DEVICE,
-      g_param_spec_enum("device", "Device", "Where the model runs", GST_TYPE_PTM_DEVICE, PTM_DEVICE_AUTO, ready));
+      g_param_spec_enum("device", "Device", "Where the model runs", GST_TYPE_PTM_DEVICE, d.device, ready));
   g_object_class_install_property(
       gobject_class, PROP_NUM_THREADS,
-      g_param_spec_int("num-threads", "Threads", "CPU threads for inference; 0: every core", 0, 1024, 0, ready));
+      g_param_spec_int("num-threads", "Threads", "CPU threads for inference; 0: every core", 0, 1024, d.num_threads, ready));
   g_object_class_install_property(
       gobject_class, PROP_INTERVAL,
       g_param_spec_uint("interval", "Interval",
                         "Run the model on every Nth frame; frames in between carry the last result "
                         "(marked reused)",
-                        1, G_MAXINT, 1, live));
+                        1, G_MAXINT, d.interval, live));
   g_object_class_install_property(
       gobject_class, PROP_TOP_K,
-      g_param_spec_uint("top-k", "Top k", "Number of classes reported per frame", 1, 1000, 5, live));
+      g_param_spec_uint("top-k", "Top k", "Number of classes reported per frame", 1, 1000, guint(d.scoring.top_k), live));
   g_object_class_install_property(
       gobject_class, PROP_THRESHOLD,
       g_param_spec_float("threshold", "Threshold",
                          "Classes scoring below this are not reported (e.g. 0.5 with sigmoid output); "
                          "default: every top-k class",
-                         -G_MAXFLOAT, G_MAXFLOAT, -G_MAXFLOAT, live));
+                         -G_MAXFLOAT, G_MAXFLOAT, d.scoring.threshold, live));
   g_object_class_install_property(
       gobject_class, PROP_OUTPUT,
       g_param_spec_enum("output", "Scores", "How logits become scores", GST_TYPE_PTM_SCORE_OUTPUT,
-                        int(ptm::ScoreOutput::Softmax), live));
+                        int(d.scoring.output), live));
   g_object_class_install_property(
       gobject_class, PROP_SMOOTHING,
       g_param_spec_double("smoothing", "Smoothing",
                           "Weight of past scores in an exponential moving average over inferred frames; "
                           "0: off",
-                          0.0, 0.999, 0.0, live));
+                          0.0, 0.999, d.scoring.smoothing, live));
   g_object_class_install_property(
       gobject_class, PROP_HYSTERESIS,
       g_param_spec_uint("hysteresis", "Hysteresis",
                         "Inferred frames a new top class must lead before it is reported first; 0: off", 0,
-                        10000, 0, live));
+                        10000, guint(d.scoring.hysteresis), live));
   g_object_class_install_property(
       gobject_class, PROP_RESULTS_FILE,
       g_param_spec_string("results-file", "Results file",
@@ -933,13 +945,13 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
       g_param_spec_uint("batch-size", "Batch size",
                         "Frames classified together in one forward pass (batched in time: a frame waits until "
                         "the batch is full, EOS or a caps change); results equal batch size 1",
-                        1, 256, 1, ready));
+                        1, 256, d.batch_size, ready));
   g_object_class_install_property(
       gobject_class, PROP_RELOAD_ON_CHANGE,
       g_param_spec_boolean("reload-on-change", "Reload on change",
                            "Reload the model when its file is replaced (checked twice a second), e.g. by "
                            "ptmtrainsink writing new weights",
-                           FALSE, live));
+                           d.reload_on_change, live));
   /**
    * GstPtmInfer:precision:
    *
@@ -949,19 +961,19 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
   g_object_class_install_property(
       gobject_class, PROP_PRECISION,
       g_param_spec_enum("precision", "Precision", "Number format of the model (fp16/bf16: CUDA only)",
-                        GST_TYPE_PTM_PRECISION, int(ptm::Precision::Float32), ready));
+                        GST_TYPE_PTM_PRECISION, int(d.precision), ready));
   g_object_class_install_property(
       gobject_class, PROP_CHANNELS_LAST,
       g_param_spec_boolean("channels-last", "Channels last",
                            "On CUDA: run the model in NHWC (channels-last) memory format, which tensor cores "
                            "prefer; the preprocessing kernel writes that layout directly",
-                           TRUE, ready));
+                           d.channels_last, ready));
   g_object_class_install_property(
       gobject_class, PROP_CUDA_GRAPHS,
       g_param_spec_boolean("cuda-graphs", "CUDA graphs",
                            "On CUDA: capture the forward pass once per batch size and replay it (less launch "
                            "overhead for small models and batches); falls back to plain runs if capture fails",
-                           FALSE, ready));
+                           d.cuda_graphs, ready));
   /**
    * GstPtmInfer:input-size:
    *
@@ -975,7 +987,7 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
       g_param_spec_int("input-size", "Input size",
                        "Height and width of the model input (0: an upstream ptmpreprocess's tensor size, else "
                        "the model's own)",
-                       0, 4096, 0, ready));
+                       0, 4096, d.input_size, ready));
   g_object_class_install_property(
       gobject_class, PROP_STATS,
       g_param_spec_boxed("stats", "Statistics",
@@ -986,7 +998,53 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
   g_object_class_install_property(
       gobject_class, PROP_POST_MESSAGES,
       g_param_spec_boolean("post-messages", "Post messages",
-                           "Post a 'ptm-classification' element message per frame", TRUE, live));
+                           "Post a 'ptm-classification' element message per frame", d.post_messages, live));
+  /**
+   * GstPtmInfer:analytics-meta:
+   *
+   * Also attach each frame's classes as a GstAnalyticsClsMtd in the
+   * buffer's GstAnalyticsRelationMeta (GStreamer >= 1.24 builds), where
+   * upstream GStreamer's analytics elements and DL Streamer read them:
+   * the reported classes best first, label quarks with their scores.
+   */
+  g_object_class_install_property(
+      gobject_class, PROP_ANALYTICS_META,
+      g_param_spec_boolean("analytics-meta", "Analytics meta",
+                           "Attach each frame's classes as a GstAnalyticsClsMtd in the buffer's analytics relation "
+                           "meta (on by default in builds with GStreamer >= 1.24, which have it)",
+                           d.analytics, ready));
+  /**
+   * GstPtmInfer:inference-region:
+   *
+   * What is classified: the whole frame, or each region a detector upstream
+   * attached (roi-list: GstVideoRegionOfInterestMeta, and GstAnalyticsODMtd
+   * with GStreamer >= 1.24; a box both describe counts once). Each region is
+   * cropped and preprocessed alone with the model's transform, exactly as
+   * torchvision would transform that crop; up to batch-size regions run in
+   * one forward pass. Results go to each region: a "ptm-classification"
+   * parameter on its GstVideoRegionOfInterestMeta (one is added for a
+   * region that had none), a GstAnalyticsClsMtd related to its
+   * GstAnalyticsODMtd (analytics-meta), a "ptm-region-classification"
+   * message, and the JSON line's "regions".
+   */
+  g_object_class_install_property(
+      gobject_class, PROP_INFERENCE_REGION,
+      g_param_spec_enum("inference-region", "Inference region",
+                        "Classify the whole frame, or each region a detector attached (roi-list; batch-size "
+                        "regions per forward pass)",
+                        GST_TYPE_PTM_INFERENCE_REGION, d.region, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_OBJECT_CLASS,
+      g_param_spec_string("object-class", "Object class",
+                          "roi-list: classify only regions of these types (comma-separated, e.g. face,person: the "
+                          "ROI meta's roi-type or the detection's class); empty: every region",
+                          nullptr, live));
+  g_object_class_install_property(
+      gobject_class, PROP_MIN_REGION_SIZE,
+      g_param_spec_uint("min-region-size", "Minimum region size",
+                        "roi-list: regions narrower or shorter than this (in pixels, after clipping to the frame) "
+                        "are not classified",
+                        1, 16384, d.min_region_size, live));
 
   gst_element_class_set_static_metadata(element_class, "PyTorch classifier", "Filter/Analyzer/Video",
                                         "Classifies frames with a PyTorch image classifier (LibTorch)",
@@ -1007,5 +1065,6 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
   gst_type_mark_as_plugin_api(GST_TYPE_PTM_DEVICE, GstPluginAPIFlags(0));
   gst_type_mark_as_plugin_api(GST_TYPE_PTM_SCORE_OUTPUT, GstPluginAPIFlags(0));
   gst_type_mark_as_plugin_api(GST_TYPE_PTM_PRECISION, GstPluginAPIFlags(0));
+  gst_type_mark_as_plugin_api(GST_TYPE_PTM_INFERENCE_REGION, GstPluginAPIFlags(0));
   GST_DEBUG_CATEGORY_INIT(gst_ptm_infer_debug, "ptminfer", 0, "PyTorch classifier");
 }

@@ -37,20 +37,15 @@ void InferCore::GpuDeleter::operator()(Gpu* g) const { delete g; }
 #endif
 
 InferCore::InferCore(const InferSettings& s)
-    : settings_(s), classifier_(s.model), preprocessor_(preprocess_config_for(classifier_.info())) {
-  if (settings_.top_k < 1) settings_.top_k = 1;
-  if (settings_.interval < 1) settings_.interval = 1;
-  settings_.smoothing = std::clamp(settings_.smoothing, 0.0, 0.999);
+    : settings_(s), classifier_(s.model), preprocessor_(preprocess_config_for(classifier_.info())), scorer_(s) {
+  static_cast<ScoringSettings&>(settings_) = scorer_.settings();
+  settings_.interval = std::max(1, settings_.interval);
 }
 
 void InferCore::update_scoring(const InferSettings& s) {
-  if (s.output != settings_.output || s.smoothing != settings_.smoothing) smoothed_.clear();
-  settings_.top_k = std::max(1, s.top_k);
-  settings_.threshold = s.threshold;
-  settings_.output = s.output;
+  scorer_.update(s);
+  static_cast<ScoringSettings&>(settings_) = scorer_.settings();
   settings_.interval = std::max(1, s.interval);
-  settings_.smoothing = std::clamp(s.smoothing, 0.0, 0.999);
-  settings_.hysteresis = std::max(0, s.hysteresis);
 }
 
 PreprocessConfig InferCore::preprocess_config() const { return preprocessor_.config(); }
@@ -68,10 +63,7 @@ void InferCore::reset() {
   drop_queued();
   frame_ = 0;
   have_last_ = false;
-  smoothed_.clear();
-  shown_ = -1;
-  challenger_ = 0;
-  challenger_class_ = -1;
+  scorer_.reset();
 }
 
 FrameResult InferCore::process(const FrameView& frame, const float* tensor) {
@@ -92,6 +84,11 @@ void InferCore::queue(const FrameView& frame, const float* tensor) {
   bool infer = false;
   const int64_t slot = next_slot(&infer);
   if (!infer) return;
+  write_image(slot, frame, tensor);
+  ++batched_;
+}
+
+void InferCore::write_image(int64_t slot, const FrameView& frame, const float* tensor) {
   const size_t plane = size_t(3) * size_t(info().crop_size) * size_t(info().crop_size);
   const Classifier::InputBuffer in = classifier_.input_buffer(slot + 1);
   if (!in.cuda && in.type == Precision::Float32 && !in.channels_last) {
@@ -107,7 +104,41 @@ void InferCore::queue(const FrameView& frame, const float* tensor) {
     else preprocessor_.run(frame, staging_.data());
     classifier_.write_input(slot, staging_.data(), false);
   }
-  ++batched_;
+}
+
+std::vector<FrameResult> InferCore::classify_regions(const FrameView& frame, const std::vector<Region>& regions,
+                                                     int max_batch) {
+  if (!pending_.empty()) throw std::logic_error("InferCore::classify_regions with frames queued");
+  // Each region is scored alone: smoothing and hysteresis follow whole frames.
+  ScoringSettings alone = scorer_.settings();
+  alone.smoothing = 0;
+  alone.hysteresis = 0;
+  Scorer scorer(alone);
+  const uint64_t index = frame_++;
+  std::vector<FrameResult> out;
+  const size_t step = size_t(std::max(1, max_batch));
+  std::vector<float> logits;
+  std::vector<int64_t> indices;
+  for (size_t first = 0; first < regions.size(); first += step) {
+    const size_t n = std::min(step, regions.size() - first);
+    for (size_t i = 0; i < n; ++i) {
+      const FrameView crop = crop_view(frame, regions[first + i]);
+      if (crop.width == 0) throw std::invalid_argument("region outside the frame");
+      write_image(int64_t(i), crop, nullptr);
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    classifier_.run_input(int64_t(n), 0, 0, logits, indices);
+    const uint64_t ns = uint64_t(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+    const size_t classes = logits.size() / n;
+    for (size_t i = 0; i < n; ++i) {
+      out.push_back(labelled(scorer.score(std::vector<float>(logits.begin() + long(i * classes),
+                                                             logits.begin() + long((i + 1) * classes))),
+                             ns / n));
+      out.back().frame = index;
+    }
+  }
+  return out;
 }
 
 void InferCore::queue_device(const FrameView& frame, const float* device_tensor) {
@@ -155,7 +186,7 @@ std::vector<FrameResult> InferCore::flush() {
   uint64_t ns = 0;
   // On a GPU only the top k of each image come back, unless smoothing or
   // hysteresis need every score.
-  const bool device_top = classifier_.on_cuda() && settings_.smoothing == 0 && settings_.hysteresis == 0;
+  const bool device_top = classifier_.on_cuda() && !scorer_.needs_all_scores();
   if (batched_ > 0) {
     const auto t0 = std::chrono::steady_clock::now();
     const int fn = settings_.output == ScoreOutput::Softmax ? 1 : settings_.output == ScoreOutput::Sigmoid ? 2 : 0;
@@ -167,12 +198,9 @@ std::vector<FrameResult> InferCore::flush() {
   for (const Pending& p : pending_) {
     FrameResult r;
     if (p.infer && device_top) {
-      r.inference_ns = ns / batched_;
-      for (size_t j = k * classes; j < (k + 1) * classes; ++j) {
-        if (logits[j] < settings_.threshold) continue;
-        r.top.push_back({indices[j], logits[j]});
-        r.labels.push_back(classifier_.label(indices[j]));
-      }
+      std::vector<Prediction> ranked;
+      for (size_t j = k * classes; j < (k + 1) * classes; ++j) ranked.push_back({indices[j], logits[j]});
+      r = labelled(scorer_.accept(ranked), ns / batched_);
       ++k;
       last_ = r;
       have_last_ = true;
@@ -193,52 +221,15 @@ std::vector<FrameResult> InferCore::flush() {
   return out;
 }
 
-FrameResult InferCore::score(std::vector<float> v, uint64_t ns) {
-  const int64_t n = int64_t(v.size());
-  switch (settings_.output) {
-    case ScoreOutput::Softmax: softmax_inplace(v.data(), n); break;
-    case ScoreOutput::Sigmoid:
-      for (auto& x : v) x = 1.f / (1.f + std::exp(-x));
-      break;
-    case ScoreOutput::Logits: break;
-  }
-  if (settings_.smoothing > 0) {
-    if (smoothed_.size() != v.size()) smoothed_ = v;
-    const float a = float(settings_.smoothing);
-    for (size_t i = 0; i < v.size(); ++i) v[i] = smoothed_[i] = a * smoothed_[i] + (1.f - a) * v[i];
-  }
+FrameResult InferCore::labelled(std::vector<Prediction> top, uint64_t ns) const {
   FrameResult r;
   r.inference_ns = ns;
-  std::vector<Prediction> top = top_k(v.data(), n, settings_.top_k);
-  if (settings_.hysteresis > 0 && !top.empty()) {
-    // The first class changes only after another one has led for
-    // `hysteresis` inferred frames in a row.
-    if (shown_ < 0 || top[0].index == shown_) {
-      shown_ = top[0].index;
-      challenger_ = 0;
-    } else {
-      challenger_ = top[0].index == challenger_class_ ? challenger_ + 1 : 1;
-      challenger_class_ = top[0].index;
-      if (challenger_ >= settings_.hysteresis) {
-        shown_ = top[0].index;
-        challenger_ = 0;
-      }
-    }
-    auto it = std::find_if(top.begin(), top.end(), [&](const Prediction& p) { return p.index == shown_; });
-    if (it == top.end()) {
-      top.insert(top.begin(), Prediction{shown_, v[size_t(shown_)]});
-      top.pop_back();
-    } else {
-      std::rotate(top.begin(), it, it + 1);
-    }
-  }
-  for (const auto& p : top) {
-    if (p.score < settings_.threshold) continue;
-    r.top.push_back(p);
-    r.labels.push_back(classifier_.label(p.index));
-  }
+  for (const auto& p : top) r.labels.push_back(classifier_.label(p.index));
+  r.top = std::move(top);
   return r;
 }
+
+FrameResult InferCore::score(std::vector<float> v, uint64_t ns) { return labelled(scorer_.score(std::move(v)), ns); }
 
 ResultsFile::ResultsFile(const std::string& path) : path_(path) {
   f_ = std::fopen(path.c_str(), "w");
@@ -249,16 +240,32 @@ ResultsFile::~ResultsFile() {
   if (f_) std::fclose(f_);
 }
 
-void ResultsFile::write(int64_t pts, const FrameResult& r) {
+static nlohmann::json classes_json(const FrameResult& r) {
+  nlohmann::json res = nlohmann::json::array();
+  for (size_t i = 0; i < r.top.size(); ++i)
+    res.push_back({{"class", r.top[i].index}, {"label", r.labels[i]}, {"score", r.top[i].score}});
+  return res;
+}
+
+void ResultsFile::write(int64_t pts, const FrameResult& r, const std::vector<RegionResult>* regions) {
   nlohmann::json j;
   j["pts"] = pts >= 0 ? nlohmann::json(pts) : nlohmann::json(nullptr);
   j["frame"] = r.frame;
   j["reused"] = r.reused;
   j["inference_ms"] = double(r.inference_ns) / 1e6;
-  nlohmann::json res = nlohmann::json::array();
-  for (size_t i = 0; i < r.top.size(); ++i)
-    res.push_back({{"class", r.top[i].index}, {"label", r.labels[i]}, {"score", r.top[i].score}});
-  j["results"] = res;
+  j["results"] = classes_json(r);
+  if (regions) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const RegionResult& g : *regions)
+      list.push_back({{"x", g.box.x},
+                      {"y", g.box.y},
+                      {"width", g.box.width},
+                      {"height", g.box.height},
+                      {"type", g.type},
+                      {"inference_ms", double(g.result.inference_ns) / 1e6},
+                      {"results", classes_json(g.result)}});
+    j["regions"] = list;
+  }
   const std::string line = j.dump() + "\n";
   if (std::fwrite(line.data(), 1, line.size(), f_) != line.size() || std::fflush(f_) != 0)
     throw std::runtime_error("cannot write results file '" + path_ + "': " + std::strerror(errno));

@@ -10,19 +10,14 @@
 
 #include "models/classifier.h"
 #include "preprocess_core.h"
+#include "scoring.h"
 
 namespace ptm {
 
-enum class ScoreOutput { Softmax, Sigmoid, Logits };
-
-struct InferSettings {
+// The scoring fields (scoring.h) and what defines the model and the pace.
+struct InferSettings : ScoringSettings {
   ClassifierOptions model;
-  int top_k = 5;
-  float threshold = -3.4e38f;      // drop results scoring below (after scoring); default: keep all
-  ScoreOutput output = ScoreOutput::Softmax;
-  int interval = 1;                // run the model on every Nth frame
-  double smoothing = 0.0;          // EMA weight of the past scores, 0 = off
-  int hysteresis = 0;              // inferred frames a new top class must lead before it is reported
+  int interval = 1;  // run the model on every Nth frame
 };
 
 struct FrameResult {
@@ -31,6 +26,17 @@ struct FrameResult {
   bool reused = false;             // carried over (interval)
   uint64_t inference_ns = 0;
   uint64_t frame = 0;
+};
+
+// One region of a frame (a detector's box) and its classes.
+struct RegionResult {
+  Region box;
+  std::string type;  // the detector's class of the region; "" when unnamed
+  FrameResult result;
+  // Where it came from, for the element: its GstVideoRegionOfInterestMeta
+  // (or nullptr) and its GstAnalyticsODMtd id (or -1).
+  void* roi = nullptr;
+  int od_id = -1;
 };
 
 // torchvision's eval transform for a model (size, resize, interpolation).
@@ -64,6 +70,13 @@ class InferCore {
   bool on_cuda() const { return classifier_.on_cuda(); }
   int cuda_device() const { return classifier_.cuda_device(); }  // -1 on the CPU
   std::vector<FrameResult> flush();
+  // Regions of one frame (a detector's boxes), each cropped and preprocessed
+  // alone, run in batches of up to `max_batch`: one result per region, in
+  // order. Scored without smoothing or hysteresis (those follow whole
+  // frames); counts as one frame. Nothing may be queued. Throws
+  // std::invalid_argument for a region outside the frame.
+  std::vector<FrameResult> classify_regions(const FrameView& frame, const std::vector<Region>& regions,
+                                            int max_batch = 16);
   size_t queued() const { return pending_.size(); }
   void drop_queued();
 
@@ -80,6 +93,7 @@ class InferCore {
 
  private:
   FrameResult score(std::vector<float> logits, uint64_t ns);
+  FrameResult labelled(std::vector<Prediction> top, uint64_t ns) const;
 
   struct Pending {
     uint64_t frame;
@@ -91,6 +105,8 @@ class InferCore {
     void operator()(Gpu* g) const;
   };
 
+  // Image `slot` of the model input from a frame (or a fitting tensor).
+  void write_image(int64_t slot, const FrameView& frame, const float* tensor);
   // The next model input slot; returns its index.
   int64_t next_slot(bool* infer);
 
@@ -98,24 +114,25 @@ class InferCore {
   Classifier classifier_;
   std::unique_ptr<Gpu, GpuDeleter> gpu_;
   Preprocessor preprocessor_;
-  std::vector<float> staging_, smoothed_;  // staging_: one image on its way to a model on the GPU
+  Scorer scorer_;
+  std::vector<float> staging_;  // one image on its way to a model on the GPU
   std::vector<Pending> pending_;
   size_t batched_ = 0;  // images written into the model input
   FrameResult last_;
   uint64_t frame_ = 0;
   bool have_last_ = false;
-  int64_t shown_ = -1;  // class reported first under hysteresis
-  int challenger_ = 0;  // consecutive wins of another class
-  int64_t challenger_class_ = -1;
 };
 
 // JSON lines: one object per frame {"pts":..,"frame":..,"reused":..,
-// "inference_ms":..,"results":[{"class":..,"label":..,"score":..}]}.
+// "inference_ms":..,"results":[{"class":..,"label":..,"score":..}]}, and
+// "regions" when regions were classified.
 class ResultsFile {
  public:
   explicit ResultsFile(const std::string& path);  // truncates; throws std::runtime_error
   ~ResultsFile();
-  void write(int64_t pts_ns, const FrameResult& r);  // pts_ns < 0: none
+  // pts_ns < 0: none. With `regions`, the frame's "regions" too:
+  // [{"x","y","width","height","type","results":[...]}].
+  void write(int64_t pts_ns, const FrameResult& r, const std::vector<RegionResult>* regions = nullptr);
 
  private:
   std::FILE* f_ = nullptr;

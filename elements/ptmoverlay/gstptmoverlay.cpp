@@ -44,14 +44,13 @@ enum {
 
 #define GST_TYPE_PTM_CORNER (gst_ptm_corner_get_type())
 static GType gst_ptm_corner_get_type(void) {
-  static GType type = 0;
   static const GEnumValue values[] = {{int(ptm::Corner::TopLeft), "Top left", "top-left"},
                                       {int(ptm::Corner::TopRight), "Top right", "top-right"},
                                       {int(ptm::Corner::BottomLeft), "Bottom left", "bottom-left"},
                                       {int(ptm::Corner::BottomRight), "Bottom right", "bottom-right"},
                                       {0, nullptr, nullptr}};
-  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmCorner", values));
-  return type;
+  static GType type = 0;
+  return ptm::enum_type(&type, "GstPtmCorner", values);
 }
 
 struct OverlayPrivate {

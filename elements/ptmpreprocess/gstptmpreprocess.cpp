@@ -44,30 +44,27 @@ enum { PROP_0, PROP_SIZE, PROP_RESIZE, PROP_MODE, PROP_INTERPOLATION, PROP_MEAN,
 
 #define GST_TYPE_PTM_RESIZE_MODE (gst_ptm_resize_mode_get_type())
 static GType gst_ptm_resize_mode_get_type(void) {
-  static GType type = 0;
   static const GEnumValue values[] = {
       {int(ptm::ResizeMode::ShorterSide), "Resize the shorter side to 'resize', then centre-crop (torchvision eval)",
        "shorter-side"},
       {int(ptm::ResizeMode::Stretch), "Resize to the output size, ignoring the aspect ratio", "stretch"},
       {int(ptm::ResizeMode::Letterbox), "Fit inside the output keeping the aspect ratio, pad the rest", "letterbox"},
       {0, nullptr, nullptr}};
-  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmResizeMode", values));
-  return type;
+  static GType type = 0;
+  return ptm::enum_type(&type, "GstPtmResizeMode", values);
 }
 
 #define GST_TYPE_PTM_INTERPOLATION (gst_ptm_interpolation_get_type())
 static GType gst_ptm_interpolation_get_type(void) {
-  static GType type = 0;
   static const GEnumValue values[] = {{int(ptm::Filter::Bilinear), "Antialiased bilinear (PIL)", "bilinear"},
                                       {int(ptm::Filter::Bicubic), "Antialiased bicubic (PIL)", "bicubic"},
                                       {0, nullptr, nullptr}};
-  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmInterpolation", values));
-  return type;
+  static GType type = 0;
+  return ptm::enum_type(&type, "GstPtmInterpolation", values);
 }
 
 #define GST_TYPE_PTM_PASS_ORDER (gst_ptm_pass_order_get_type())
 static GType gst_ptm_pass_order_get_type(void) {
-  static GType type = 0;
   static const GEnumValue values[] = {
       {int(ptm::PassOrder::Pillow13),
        "As Pillow 13 and later: vertically first when the height shrinks by more than twice as many pixels as the "
@@ -75,17 +72,16 @@ static GType gst_ptm_pass_order_get_type(void) {
        "pillow13"},
       {int(ptm::PassOrder::Pillow12), "As Pillow 12 and earlier: always horizontally first", "pillow12"},
       {0, nullptr, nullptr}};
-  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmPassOrder", values));
-  return type;
+  static GType type = 0;
+  return ptm::enum_type(&type, "GstPtmPassOrder", values);
 }
 
 #define GST_TYPE_PTM_CHANNEL_ORDER (gst_ptm_channel_order_get_type())
 static GType gst_ptm_channel_order_get_type(void) {
-  static GType type = 0;
   static const GEnumValue values[] = {
       {0, "R, G, B planes", "rgb"}, {1, "B, G, R planes", "bgr"}, {0, nullptr, nullptr}};
-  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmChannelOrder", values));
-  return type;
+  static GType type = 0;
+  return ptm::enum_type(&type, "GstPtmChannelOrder", values);
 }
 
 namespace {

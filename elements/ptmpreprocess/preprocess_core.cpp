@@ -130,6 +130,37 @@ void check_frame(const FrameView& f, bool planes = true) {
 
 }  // namespace
 
+FrameView crop_view(const FrameView& f, Region r) {
+  int x0 = std::max(0, r.x), y0 = std::max(0, r.y);
+  const int x1 = int(std::min<int64_t>(f.width, int64_t(r.x) + std::max(0, r.width)));
+  const int y1 = int(std::min<int64_t>(f.height, int64_t(r.y) + std::max(0, r.height)));
+  const bool yuv = f.format == PixelFormat::I420 || f.format == PixelFormat::NV12;
+  if (yuv) {
+    x0 &= ~1;
+    y0 &= ~1;
+  }
+  FrameView v = f;
+  v.width = std::max(0, x1 - x0);
+  v.height = std::max(0, y1 - y0);
+  if (v.width == 0 || v.height == 0) {
+    v.width = v.height = 0;
+    return v;
+  }
+  PackedLayout l;
+  if (packed_layout(f.format, &l)) {
+    v.planes[0] = f.planes[0] + size_t(y0) * size_t(f.strides[0]) + size_t(x0) * size_t(l.bpp);
+  } else if (f.format == PixelFormat::GRAY8) {
+    v.planes[0] = f.planes[0] + size_t(y0) * size_t(f.strides[0]) + size_t(x0);
+  } else if (f.format == PixelFormat::I420) {
+    v.planes[0] = f.planes[0] + size_t(y0) * size_t(f.strides[0]) + size_t(x0);
+    for (int p = 1; p < 3; ++p) v.planes[p] = f.planes[p] + size_t(y0 / 2) * size_t(f.strides[p]) + size_t(x0 / 2);
+  } else if (f.format == PixelFormat::NV12) {
+    v.planes[0] = f.planes[0] + size_t(y0) * size_t(f.strides[0]) + size_t(x0);
+    v.planes[1] = f.planes[1] + size_t(y0 / 2) * size_t(f.strides[1]) + size_t(x0);
+  }
+  return v;
+}
+
 std::string PreprocessConfig::validate() const {
   if (crop_width < 1 || crop_height < 1 || crop_width > 8192 || crop_height > 8192)
     return "the output size must be between 1 and 8192 pixels a side";

@@ -26,6 +26,17 @@ struct FrameView {
   bool full_range = false;
 };
 
+// A rectangle of a frame, in pixels.
+struct Region {
+  int x = 0, y = 0, width = 0, height = 0;
+};
+
+// The part of `frame` inside `r` (clipped to the frame; empty when nothing
+// is left) as a view of the same memory. I420/NV12: the left and top edges
+// move to even pixels, so the chroma planes line up (the crop's edge pixels
+// then blend chroma within the crop, as a frame of that size would).
+FrameView crop_view(const FrameView& frame, Region r);
+
 enum class ResizeMode {
   ShorterSide,  // Resize(resize_size) + CenterCrop(crop): torchvision's eval transform
   Stretch,      // Resize((crop_h, crop_w)) ignoring the aspect ratio

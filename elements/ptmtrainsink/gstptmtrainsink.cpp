@@ -67,12 +67,11 @@ static guint signals[N_SIGNALS];
 
 #define GST_TYPE_PTM_OPTIMIZER (gst_ptm_optimizer_get_type())
 static GType gst_ptm_optimizer_get_type(void) {
-  static GType type = 0;
   static const GEnumValue values[] = {{int(ptm::OptimizerKind::Adam), "Adam", "adam"},
                                       {int(ptm::OptimizerKind::SGD), "SGD with momentum 0.9", "sgd"},
                                       {0, nullptr, nullptr}};
-  if (g_once_init_enter(&type)) g_once_init_leave(&type, g_enum_register_static("GstPtmOptimizer", values));
-  return type;
+  static GType type = 0;
+  return ptm::enum_type(&type, "GstPtmOptimizer", values);
 }
 
 namespace {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -17,6 +18,10 @@
 #include "../common/fixtures.h"
 #include "gst/ptm/ptmmeta.h"
 #include "gstptmutil.h"
+
+#if PTM_HAVE_ANALYTICS
+#include <gst/analytics/analytics.h>
+#endif
 
 namespace ptm::test {
 namespace {
@@ -30,6 +35,9 @@ struct Result {
   bool has_tensor = false;
   guint tensor_size = 0;
   std::string preprocessing;
+  // GstAnalytics (GStreamer >= 1.24 builds): each ClsMtd's labels and levels.
+  std::vector<std::vector<std::string>> cls_labels;
+  std::vector<std::vector<float>> cls_levels;
 };
 
 struct Outcome {
@@ -58,6 +66,23 @@ Result result_of(GstBuffer* b) {
     r.tensor_size = t->width;
     r.preprocessing = t->preprocessing;
   }
+#if PTM_HAVE_ANALYTICS
+  if (GstAnalyticsRelationMeta* rm = gst_buffer_get_analytics_relation_meta(b)) {
+    gpointer state = nullptr;
+    GstAnalyticsMtd mtd;
+    while (gst_analytics_relation_meta_iterate(rm, &state, gst_analytics_cls_mtd_get_mtd_type(), &mtd)) {
+      auto* cls = reinterpret_cast<GstAnalyticsClsMtd*>(&mtd);
+      std::vector<std::string> labels;
+      std::vector<float> levels;
+      for (gsize i = 0; i < gst_analytics_cls_mtd_get_length(cls); ++i) {
+        labels.push_back(g_quark_to_string(gst_analytics_cls_mtd_get_quark(cls, i)));
+        levels.push_back(gst_analytics_cls_mtd_get_level(cls, i));
+      }
+      r.cls_labels.push_back(labels);
+      r.cls_levels.push_back(levels);
+    }
+  }
+#endif
   return r;
 }
 
@@ -430,6 +455,164 @@ TEST(Infer, MetaMessagesAndJsonAgree) {
     ++i;
   }
   EXPECT_EQ(i, 4u);
+}
+
+// Upstream GStreamer's analytics API reads what ptminfer wrote: one ClsMtd a
+// frame, the reported classes best first with their scores.
+TEST(Infer, AnalyticsMetaHoldsTheReportedClasses) {
+#if !PTM_HAVE_ANALYTICS
+  GTEST_SKIP() << "built with GStreamer < 1.24, which has no GstAnalytics (tested in the Debian 13 root)";
+#endif
+  Outcome r;
+  run(src("RGB", 160, 120, 3, "ball") + "ptminfer top-k=4 model=" + model() + kSink, r);
+  ASSERT_EQ(r.results.size(), 3u) << r.error;
+  for (const Result& m : r.results) {
+    ASSERT_EQ(m.cls_labels.size(), 1u);
+    EXPECT_EQ(m.cls_labels[0], m.labels);
+    ASSERT_EQ(m.cls_levels[0].size(), 4u);
+    for (size_t k = 0; k < 4; ++k) EXPECT_FLOAT_EQ(m.cls_levels[0][k], m.scores[k]);
+    EXPECT_GE(m.cls_levels[0][0], m.cls_levels[0][3]);
+  }
+  GstElement* e = gst_element_factory_make("ptminfer", nullptr);
+  gboolean on = FALSE;
+  g_object_get(e, "analytics-meta", &on, nullptr);
+  EXPECT_TRUE(on);  // on by default where GstAnalytics exists
+  gst_object_unref(e);
+  Outcome off;
+  run(src("RGB", 160, 120, 2, "ball") + "ptminfer analytics-meta=false model=" + model() + kSink, off);
+  ASSERT_EQ(off.results.size(), 2u) << off.error;
+  for (const Result& m : off.results) EXPECT_TRUE(m.cls_labels.empty());
+}
+
+// An RGB frame with a pattern that differs across the frame.
+GstBuffer* pattern_frame(int w, int h, int seed) {
+  GstBuffer* b = gst_buffer_new_allocate(nullptr, gsize(w) * h * 3, nullptr);
+  GstMapInfo m;
+  gst_buffer_map(b, &m, GST_MAP_WRITE);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c)
+        m.data[(size_t(y) * w + x) * 3 + c] = guint8((x * (3 + c) + y * (5 + seed) + (x * y) / (7 + c)) & 0xff);
+  gst_buffer_unmap(b, &m);
+  return b;
+}
+
+// A crop of an RGB frame `w` wide as a frame of its own (rows padded to 4 bytes, as GstVideoInfo has them).
+GstBuffer* crop_of(GstBuffer* b, int w, int x, int y, int cw, int ch) {
+  const size_t stride = (size_t(cw) * 3 + 3) / 4 * 4;
+  GstBuffer* out = gst_buffer_new_allocate(nullptr, stride * ch, nullptr);
+  GstMapInfo in, o;
+  gst_buffer_map(b, &in, GST_MAP_READ);
+  gst_buffer_map(out, &o, GST_MAP_WRITE);
+  for (int r = 0; r < ch; ++r)
+    memcpy(o.data + size_t(r) * stride, in.data + (size_t(y + r) * w + x) * 3, size_t(cw) * 3);
+  gst_buffer_unmap(out, &o);
+  gst_buffer_unmap(b, &in);
+  return out;
+}
+
+std::string caps_of(int w, int h) {
+  return "video/x-raw,format=RGB,width=" + std::to_string(w) + ",height=" + std::to_string(h) + ",framerate=30/1";
+}
+
+// ptminfer on a whole frame.
+Result classify_whole(GstBuffer* frame, int w, int h) {
+  GstHarness* hh = gst_harness_new_parse(("ptminfer top-k=3 model=" + model()).c_str());
+  gst_harness_set_src_caps_str(hh, caps_of(w, h).c_str());
+  GstBuffer* out = gst_harness_push_and_pull(hh, frame);
+  Result r = out ? result_of(out) : Result{};
+  if (out) gst_buffer_unref(out);
+  gst_harness_teardown(hh);
+  return r;
+}
+
+// Each region a detector attached (ROI meta; ODMtd where GstAnalytics
+// exists) gets the classes ptminfer gives that crop as a frame of its own:
+// as a ptm-classification parameter on its ROI meta and, with GstAnalytics,
+// as a ClsMtd related to its ODMtd both ways. A box both metas describe is
+// classified once; a small one and one of another class are left out.
+TEST(Infer, RegionsGetTheClassesOfTheirCrops) {
+  const int w = 160, h = 120;
+  struct Box {
+    const char* type;
+    int x, y, bw, bh;
+  };
+  const Box rois[] = {{"face", 10, 10, 60, 50}, {"car", 80, 40, 70, 70}, {"face", 0, 0, 8, 8}, {"tree", 5, 60, 40, 40}};
+  GstHarness* hh = gst_harness_new_parse(
+      ("ptminfer inference-region=roi-list object-class=face,car,dog top-k=3 batch-size=3 model=" + model()).c_str());
+  gst_harness_set_src_caps_str(hh, caps_of(w, h).c_str());
+  GstBuffer* in = pattern_frame(w, h, 1);
+  for (const Box& b : rois) gst_buffer_add_video_region_of_interest_meta(in, b.type, b.x, b.y, b.bw, b.bh);
+  size_t want = 2;
+#if PTM_HAVE_ANALYTICS
+  {
+    GstAnalyticsRelationMeta* rm = gst_buffer_add_analytics_relation_meta(in);
+    GstAnalyticsODMtd od;
+    ASSERT_TRUE(gst_analytics_relation_meta_add_od_mtd(rm, g_quark_from_string("face"), 10, 10, 60, 50, 0.9f, &od));
+    ASSERT_TRUE(gst_analytics_relation_meta_add_od_mtd(rm, g_quark_from_string("dog"), 100, 2, 50, 36, 0.8f, &od));
+    want = 3;
+  }
+#endif
+  GstBuffer* out = gst_harness_push_and_pull(hh, in);
+  ASSERT_TRUE(out);
+  EXPECT_EQ(gst_buffer_get_ptm_classification_meta(out), nullptr);  // no whole-frame result
+  struct Got {
+    std::string type;
+    int x, y, bw, bh;
+    std::vector<std::string> labels;
+    std::vector<float> scores;
+  };
+  std::vector<Got> got;
+  gpointer state = nullptr;
+  while (GstMeta* m = gst_buffer_iterate_meta_filtered(out, &state, GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE)) {
+    auto* roi = reinterpret_cast<GstVideoRegionOfInterestMeta*>(m);
+    GstStructure* s = gst_video_region_of_interest_meta_get_param(roi, "ptm-classification");
+    if (!s) continue;
+    Got g{g_quark_to_string(roi->roi_type), int(roi->x), int(roi->y), int(roi->w), int(roi->h), {}, {}};
+    const GValue* labels = gst_structure_get_value(s, "labels");
+    const GValue* scores = gst_structure_get_value(s, "scores");
+    for (guint k = 0; k < gst_value_array_get_size(labels); ++k) {
+      g.labels.push_back(g_value_get_string(gst_value_array_get_value(labels, k)));
+      g.scores.push_back(g_value_get_float(gst_value_array_get_value(scores, k)));
+    }
+    got.push_back(g);
+  }
+  ASSERT_EQ(got.size(), want);  // face and car (and the dog, which came as an ODMtd, gets a ROI meta)
+  GstBuffer* frame = pattern_frame(w, h, 1);
+  for (const Got& g : got) {
+    ASSERT_EQ(g.labels.size(), 3u) << g.type;
+    const Result alone = classify_whole(crop_of(frame, w, g.x, g.y, g.bw, g.bh), g.bw, g.bh);
+    EXPECT_EQ(g.labels, alone.labels) << g.type;
+    for (size_t k = 0; k < 3 && k < alone.scores.size(); ++k) EXPECT_NEAR(g.scores[k], alone.scores[k], 1e-5) << g.type;
+  }
+  gst_buffer_unref(frame);
+#if PTM_HAVE_ANALYTICS
+  GstAnalyticsRelationMeta* rm = gst_buffer_get_analytics_relation_meta(out);
+  ASSERT_TRUE(rm);
+  gpointer it = nullptr;
+  GstAnalyticsMtd od;
+  size_t related = 0;
+  while (gst_analytics_relation_meta_iterate(rm, &it, gst_analytics_od_mtd_get_mtd_type(), &od)) {
+    GstAnalyticsMtd cls;
+    ASSERT_TRUE(gst_analytics_relation_meta_get_direct_related(rm, od.id, GST_ANALYTICS_REL_TYPE_RELATE_TO,
+                                                               gst_analytics_cls_mtd_get_mtd_type(), nullptr, &cls));
+    EXPECT_TRUE(gst_analytics_relation_meta_get_relation(rm, od.id, cls.id) & GST_ANALYTICS_REL_TYPE_CONTAIN);
+    EXPECT_TRUE(gst_analytics_relation_meta_get_relation(rm, cls.id, od.id) & GST_ANALYTICS_REL_TYPE_IS_PART_OF);
+    gint x, y, bw, bh;
+    gfloat conf;
+    gst_analytics_od_mtd_get_location(&od, &x, &y, &bw, &bh, &conf);
+    for (const Got& g : got) {
+      if (g.x != x || g.y != y) continue;
+      ASSERT_EQ(gst_analytics_cls_mtd_get_length(&cls), 3u);
+      EXPECT_EQ(g_quark_to_string(gst_analytics_cls_mtd_get_quark(&cls, 0)), g.labels[0]);
+      EXPECT_FLOAT_EQ(gst_analytics_cls_mtd_get_level(&cls, 0), g.scores[0]);
+      ++related;
+    }
+  }
+  EXPECT_EQ(related, want);  // the ROI-only car region got an ODMtd too
+#endif
+  gst_buffer_unref(out);
+  gst_harness_teardown(hh);
 }
 
 TEST(Meta, SurvivesBufferCopies) {

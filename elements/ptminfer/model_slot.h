@@ -1,0 +1,156 @@
+// Live model replacement without GStreamer: a loader thread loads requested
+// models in the background while the current one keeps serving; the
+// streaming side takes a loaded model between two frames and never waits
+// for a load. Also the file identity that tells a replaced model file.
+#pragma once
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+
+namespace ptm {
+
+// Identity of a file: device, inode, size and modification time. All zero
+// for a file that cannot be read.
+struct FileStamp {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  off_t size = 0;
+  int64_t mtime_ns = 0;
+  bool operator==(const FileStamp& o) const {
+    return dev == o.dev && ino == o.ino && size == o.size && mtime_ns == o.mtime_ns;
+  }
+  bool operator!=(const FileStamp& o) const { return !(*this == o); }
+};
+FileStamp stamp_of(const std::string& path);
+
+// Notices that a watched file was replaced (a new non-empty version), looking
+// at most once per `period_us`. Thread-safe.
+class FileWatch {
+ public:
+  explicit FileWatch(int64_t period_us = 500000) : period_us_(period_us) {}
+  // Watches `path` from now on; its current version counts as seen.
+  void watch(const std::string& path);
+  // The version of `path` about to be read, when `path` is the watched file.
+  void reading(const std::string& path);
+  // True once per new version of `path` (the watched file), checked when
+  // `now_us` is a period past the last check.
+  bool changed(const std::string& path, int64_t now_us);
+
+ private:
+  std::mutex lock_;
+  int64_t period_us_;
+  std::string path_;
+  FileStamp seen_;
+  int64_t last_check_us_ = INT64_MIN / 2;
+};
+
+// `Load` makes a Model from a Request (throwing std::exception on failure);
+// `Report` hears of each finished load on the loader thread, without the
+// slot's lock (the model loaded, or nullptr and the error), unless the slot
+// is stopping.
+template <typename Model, typename Request>
+class ModelSlot {
+ public:
+  using Load = std::function<std::unique_ptr<Model>(const Request&)>;
+  using Report = std::function<void(const Request&, const std::shared_ptr<const Model>& loaded, const std::string& error)>;
+
+  ModelSlot(Load load, Report report) : load_(std::move(load)), report_(std::move(report)) {}
+  ~ModelSlot() { stop(); }
+  ModelSlot(const ModelSlot&) = delete;
+  ModelSlot& operator=(const ModelSlot&) = delete;
+
+  // Asks for a model; returns at once. A request not yet loading is
+  // replaced by the newer one; the loader thread starts at the first.
+  void request(Request r) {
+    std::lock_guard<std::mutex> g(lock_);
+    request_ = std::move(r);
+    if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+    wake_.notify_one();
+  }
+
+  // The model loaded since the last call (the newest when several were),
+  // or nullptr. Never waits for a load.
+  std::shared_ptr<Model> take() {
+    std::lock_guard<std::mutex> g(lock_);
+    return std::move(loaded_);
+  }
+
+  // True while a request waits or loads (for tests and diagnostics).
+  bool busy() {
+    std::lock_guard<std::mutex> g(lock_);
+    return request_.has_value() || loading_;
+  }
+
+  // Drops waiting requests and a loaded model not taken, waits for a load
+  // in progress (its result is dropped, unreported); the slot can be used
+  // again afterwards.
+  void stop() {
+    std::thread t;
+    {
+      std::lock_guard<std::mutex> g(lock_);
+      quit_ = true;
+      request_.reset();
+      t = std::move(thread_);
+    }
+    wake_.notify_all();
+    if (t.joinable()) t.join();
+    std::lock_guard<std::mutex> g(lock_);
+    quit_ = false;
+    loaded_.reset();
+  }
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> g(lock_);
+    for (;;) {
+      wake_.wait(g, [&] { return quit_ || request_.has_value(); });
+      if (quit_) return;
+      const Request r = std::move(*request_);
+      request_.reset();
+      loading_ = true;
+      g.unlock();
+      std::unique_ptr<Model> model;
+      std::string error;
+      try {
+        model = load_(r);
+        if (!model) error = "the loader returned no model";
+      } catch (const std::exception& e) {
+        error = e.what();
+      } catch (...) {
+        error = "unknown exception";
+      }
+      g.lock();
+      loading_ = false;
+      if (quit_) return;  // stopping: the result is not wanted
+      std::shared_ptr<Model> loaded = std::move(model);
+      if (loaded) loaded_ = loaded;  // replaces one loaded but not yet taken
+      // Reported without the lock (the report may call back, e.g. through a
+      // synchronous bus handler), once the model can be taken.
+      g.unlock();
+      report_(r, loaded, error);
+      loaded.reset();
+      g.lock();
+    }
+  }
+
+  Load load_;
+  Report report_;
+  std::mutex lock_;
+  std::condition_variable wake_;
+  std::thread thread_;
+  std::optional<Request> request_;
+  std::shared_ptr<Model> loaded_;
+  bool loading_ = false;
+  bool quit_ = false;
+};
+
+}  // namespace ptm
