@@ -1,5 +1,7 @@
 #include "gst/ptm/ptmmeta.h"
 
+#include <gst/video/video.h>
+
 #include <cstring>
 
 /* ---------------------------------------------------------- classification */
@@ -79,6 +81,73 @@ GstPtmClassificationMeta* gst_buffer_add_ptm_classification_meta(GstBuffer* buff
       gst_buffer_add_meta(buffer, GST_PTM_CLASSIFICATION_META_INFO, nullptr));
   if (m) classification_set(m, n, ids, scores, labels, model, ns, frame, reused);
   return m;
+}
+
+GstPtmClassificationMeta* gst_ptm_buffer_get_classification_meta(GstBuffer* buffer) {
+  g_return_val_if_fail(GST_IS_BUFFER(buffer), nullptr);
+  return gst_buffer_get_ptm_classification_meta(buffer);
+}
+
+guint gst_ptm_classification_meta_get_n_results(const GstPtmClassificationMeta* meta) {
+  g_return_val_if_fail(meta, 0);
+  return meta->n_results;
+}
+
+gint gst_ptm_classification_meta_get_class_id(const GstPtmClassificationMeta* meta, guint index) {
+  g_return_val_if_fail(meta, -1);
+  return index < meta->n_results ? meta->class_ids[index] : -1;
+}
+
+gfloat gst_ptm_classification_meta_get_score(const GstPtmClassificationMeta* meta, guint index) {
+  g_return_val_if_fail(meta, 0.f);
+  return index < meta->n_results ? meta->scores[index] : 0.f;
+}
+
+const gchar* gst_ptm_classification_meta_get_label(const GstPtmClassificationMeta* meta, guint index) {
+  g_return_val_if_fail(meta, nullptr);
+  return index < meta->n_results ? meta->labels[index] : nullptr;
+}
+
+const gchar* gst_ptm_classification_meta_get_model(const GstPtmClassificationMeta* meta) {
+  g_return_val_if_fail(meta, nullptr);
+  return meta->model ? meta->model : "";
+}
+
+// The index-th ROI meta with a "ptm-classification" parameter.
+static GstVideoRegionOfInterestMeta* classified_region(GstBuffer* buffer, guint index, const GstStructure** s) {
+  gpointer state = nullptr;
+  guint n = 0;
+  while (GstMeta* m = gst_buffer_iterate_meta_filtered(buffer, &state, GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE)) {
+    auto* roi = reinterpret_cast<GstVideoRegionOfInterestMeta*>(m);
+    const GstStructure* p = gst_video_region_of_interest_meta_get_param(roi, "ptm-classification");
+    if (!p) continue;
+    if (n++ == index) {
+      if (s) *s = p;
+      return roi;
+    }
+  }
+  return nullptr;
+}
+
+guint gst_ptm_buffer_get_n_regions(GstBuffer* buffer) {
+  g_return_val_if_fail(GST_IS_BUFFER(buffer), 0);
+  guint n = 0;
+  while (classified_region(buffer, n, nullptr)) ++n;
+  return n;
+}
+
+const GstStructure* gst_ptm_buffer_get_region(GstBuffer* buffer, guint index, guint* x, guint* y, guint* width,
+                                              guint* height, const gchar** type) {
+  g_return_val_if_fail(GST_IS_BUFFER(buffer), nullptr);
+  const GstStructure* s = nullptr;
+  GstVideoRegionOfInterestMeta* roi = classified_region(buffer, index, &s);
+  if (!roi) return nullptr;
+  if (x) *x = roi->x;
+  if (y) *y = roi->y;
+  if (width) *width = roi->w;
+  if (height) *height = roi->h;
+  if (type) *type = g_quark_to_string(roi->roi_type);
+  return s;
 }
 
 /* ------------------------------------------------------------------ tensor */

@@ -23,9 +23,6 @@
 
 #include <gst/video/video.h>
 
-#if PTM_HAVE_ANALYTICS
-#include <gst/analytics/analytics.h>
-#endif
 
 #include <algorithm>
 #include <deque>
@@ -40,6 +37,7 @@
 #include "infer_core.h"
 #include "model_slot.h"
 #include "outputs.h"
+#include "regions.h"
 
 GST_DEBUG_CATEGORY_STATIC(gst_ptm_infer_debug);
 #define GST_CAT_DEFAULT gst_ptm_infer_debug
@@ -667,63 +665,6 @@ static bool classify_pending(GstPtmInfer* self, State& st) {
   return true;
 }
 
-// The regions of a frame to classify: its GstVideoRegionOfInterestMeta and
-// (GStreamer >= 1.24) GstAnalyticsODMtd boxes, clipped to the frame, of the
-// object-class types, at least min-region-size a side; a box both describe
-// counts once.
-static std::vector<ptm::RegionResult> regions_of(GstBuffer* buf, const GstVideoInfo& info, const Settings& s) {
-  std::vector<std::string> wanted;
-  if (!s.object_class.empty()) {
-    gchar** parts = g_strsplit(s.object_class.c_str(), ",", -1);
-    for (gchar** p = parts; *p; ++p) {
-      g_strstrip(*p);
-      if (**p) wanted.emplace_back(*p);
-    }
-    g_strfreev(parts);
-  }
-  std::vector<ptm::RegionResult> out;
-  const gint64 fw = GST_VIDEO_INFO_WIDTH(&info), fh = GST_VIDEO_INFO_HEIGHT(&info);
-  auto add = [&](gint64 x, gint64 y, gint64 w, gint64 h, const char* type, void* roi, int od_id) {
-    const gint64 x0 = CLAMP(x, 0, fw), y0 = CLAMP(y, 0, fh);
-    const gint64 x1 = CLAMP(x + std::max<gint64>(w, 0), 0, fw), y1 = CLAMP(y + std::max<gint64>(h, 0), 0, fh);
-    ptm::RegionResult r;
-    r.box = {int(x0), int(y0), int(x1 - x0), int(y1 - y0)};
-    r.type = type ? type : "";
-    r.roi = roi;
-    r.od_id = od_id;
-    for (ptm::RegionResult& o : out) {
-      if (o.box.x == r.box.x && o.box.y == r.box.y && o.box.width == r.box.width && o.box.height == r.box.height &&
-          o.type == r.type) {
-        if (od_id >= 0) o.od_id = od_id;
-        return;
-      }
-    }
-    if (r.box.width < int(s.min_region_size) || r.box.height < int(s.min_region_size) || r.box.width == 0 ||
-        r.box.height == 0)
-      return;
-    if (!wanted.empty() && std::find(wanted.begin(), wanted.end(), r.type) == wanted.end()) return;
-    out.push_back(std::move(r));
-  };
-  gpointer state = nullptr;
-  while (GstMeta* m = gst_buffer_iterate_meta_filtered(buf, &state, GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE)) {
-    auto* roi = reinterpret_cast<GstVideoRegionOfInterestMeta*>(m);
-    add(roi->x, roi->y, roi->w, roi->h, g_quark_to_string(roi->roi_type), roi, -1);
-  }
-#if PTM_HAVE_ANALYTICS
-  if (GstAnalyticsRelationMeta* rm = gst_buffer_get_analytics_relation_meta(buf)) {
-    gpointer it = nullptr;
-    GstAnalyticsMtd mtd;
-    while (gst_analytics_relation_meta_iterate(rm, &it, gst_analytics_od_mtd_get_mtd_type(), &mtd)) {
-      gint x = 0, y = 0, w = 0, h = 0;
-      gfloat conf = 0;
-      if (!gst_analytics_od_mtd_get_location(&mtd, &x, &y, &w, &h, &conf)) continue;
-      add(x, y, w, h, g_quark_to_string(gst_analytics_od_mtd_get_obj_type(&mtd)), nullptr, int(mtd.id));
-    }
-  }
-#endif
-  return out;
-}
-
 // inference-region=roi-list: each region of the frame cropped, preprocessed
 // and classified alone (batches of up to batch-size regions), on every
 // interval-th frame; the results go to each region.
@@ -735,7 +676,7 @@ static GstFlowReturn classify_regions(GstPtmInfer* self, State& st, const Settin
   }
   const guint64 index = st.region_frames++;
   if (index % std::max<guint>(1, s.interval) != 0) return GST_FLOW_OK;
-  std::vector<ptm::RegionResult> regions = regions_of(buf, st.info, s);
+  std::vector<ptm::RegionResult> regions = ptm::regions_of(buf, st.info, s.object_class, int(s.min_region_size));
   ptm::FrameResult whole;
   whole.frame = index;
   if (!regions.empty()) {
@@ -909,7 +850,8 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
       gobject_class, PROP_INTERVAL,
       g_param_spec_uint("interval", "Interval",
                         "Run the model on every Nth frame; frames in between carry the last result "
-                        "(marked reused)",
+                        "(marked reused); with inference-region=roi-list, the regions of every Nth frame are "
+                        "classified and the frames in between pass without results",
                         1, G_MAXINT, d.interval, live));
   g_object_class_install_property(
       gobject_class, PROP_TOP_K,

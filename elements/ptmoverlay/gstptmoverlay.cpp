@@ -4,14 +4,17 @@
  *
  * Draws the #GstPtmClassificationMeta of each frame (from ptminfer) onto
  * the video in place: labels, scores and score bars, optionally the model's
- * latency and the frame rate. Frames without results pass unchanged.
+ * latency and the frame rate. Regions ptminfer classified
+ * (inference-region=roi-list) get their outline and best class at their
+ * box. Frames without results pass unchanged.
  *
  * |[
  * gst-launch-1.0 v4l2src ! videoconvert ! ptminfer model=m.pth ! ptmoverlay show-timing=true ! videoconvert ! autovideosink
  * ]|
  *
  * Frames in CUDA memory stay there: the box is drawn on the host as a small
- * RGBA image and blended into the frame by a kernel.
+ * RGBA image and blended into the frame by a kernel (regions are drawn on
+ * frames in system memory only).
  */
 #include "gstptmoverlay.h"
 
@@ -109,6 +112,28 @@ static void gst_ptm_overlay_get_property(GObject* object, guint id, GValue* valu
   }
 }
 
+// The regions ptminfer classified (a "ptm-classification" parameter on
+// their ROI meta), with their best class.
+static std::vector<ptm::OverlayRegion> classified_regions(GstBuffer* buf) {
+  std::vector<ptm::OverlayRegion> out;
+  gpointer state = nullptr;
+  while (GstMeta* m = gst_buffer_iterate_meta_filtered(buf, &state, GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE)) {
+    auto* roi = reinterpret_cast<GstVideoRegionOfInterestMeta*>(m);
+    const GstStructure* s = gst_video_region_of_interest_meta_get_param(roi, "ptm-classification");
+    if (!s) continue;
+    ptm::OverlayRegion r;
+    r.x = int(roi->x);
+    r.y = int(roi->y);
+    r.width = int(roi->w);
+    r.height = int(roi->h);
+    if (const gchar* label = gst_structure_get_string(s, "top-label")) r.label = label;
+    double score = 0;
+    if (gst_structure_get_double(s, "top-score", &score)) r.score = float(score);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 // The frame rate seen so far and the text of this buffer's results; false
 // when the buffer has none.
 static bool overlay_text(GstPtmOverlay* self, GstBuffer* buf, ptm::OverlayText* text, ptm::OverlayStyle* style) {
@@ -136,7 +161,13 @@ static GstFlowReturn gst_ptm_overlay_transform_frame_ip(GstVideoFilter* filter, 
   auto* self = GST_PTM_OVERLAY(filter);
   ptm::OverlayText text;
   ptm::OverlayStyle style;
-  if (!overlay_text(self, frame->buffer, &text, &style)) return GST_FLOW_OK;
+  const bool whole = overlay_text(self, frame->buffer, &text, &style);
+  const std::vector<ptm::OverlayRegion> regions = classified_regions(frame->buffer);
+  if (!whole && regions.empty()) return GST_FLOW_OK;
+  if (!whole) {
+    std::lock_guard<std::mutex> g(self->priv->lock);
+    style = self->priv->style;
+  }
   ptm::MutableFrame mf;
   ptm::FrameView v = ptm::frame_view(*frame);
   mf.format = v.format;
@@ -147,7 +178,10 @@ static GstFlowReturn gst_ptm_overlay_transform_frame_ip(GstVideoFilter* filter, 
     mf.strides[i] = v.strides[i];
   }
   const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Drawing failed",
-                               [&] { ptm::draw_overlay(mf, text, style); });
+                               [&] {
+                                 if (whole) ptm::draw_overlay(mf, text, style);
+                                 ptm::draw_regions(mf, regions, style);
+                               });
   return ok ? GST_FLOW_OK : GST_FLOW_ERROR;
 }
 

@@ -121,6 +121,37 @@ void draw_overlay(const MutableFrame& f, const OverlayText& text, const OverlayS
   draw_lines(img, p, p.box.tl(), colour(st.text_color, l), colour(st.bar_color, l), st.show_bars);
 }
 
+void draw_regions(const MutableFrame& f, const std::vector<OverlayRegion>& regions, const OverlayStyle& st) {
+  if (f.width <= 0 || f.height <= 0 || !f.planes[0]) return;
+  const Layout l = layout_of(f.format);
+  cv::Mat img(f.height, f.width, CV_8UC(l.channels), f.planes[0], size_t(f.strides[0]));
+  const cv::Rect frame(0, 0, f.width, f.height);
+  const double scale = std::max(0.1, st.font_scale);
+  const int thickness = std::max(1, int(scale * 2 + 0.5));
+  for (const OverlayRegion& r : regions) {
+    const cv::Rect box = cv::Rect(r.x, r.y, r.width, r.height) & frame;
+    if (box.empty()) continue;
+    cv::rectangle(img, box, colour(st.bar_color, l), thickness);
+    if (r.label.empty()) continue;
+    char buf[32] = "";
+    if (st.show_scores) std::snprintf(buf, sizeof buf, " %.0f%%", 100.0 * r.score);
+    const std::string text = r.label + buf;
+    int base = 0;
+    const cv::Size size = cv::getTextSize(text, cv::FONT_HERSHEY_SIMPLEX, scale, thickness, &base);
+    const int th = size.height + base + 4;
+    const int ty = box.y >= th ? box.y - th : box.y;  // above the box, or inside at the top edge
+    const cv::Rect label = cv::Rect(box.x, ty, size.width + 6, th) & frame;
+    if (label.empty()) continue;
+    if (alpha_of(st.box_color) > 0) {
+      cv::Mat roi = img(label);
+      cv::Mat fill(roi.size(), roi.type(), colour(st.box_color, l));
+      cv::addWeighted(fill, alpha_of(st.box_color), roi, 1 - alpha_of(st.box_color), 0, roi);
+    }
+    cv::putText(img, text, cv::Point(label.x + 3, label.y + size.height + 2), cv::FONT_HERSHEY_SIMPLEX, scale,
+                colour(st.text_color, l), thickness, cv::LINE_AA);
+  }
+}
+
 bool render_overlay_patch(int width, int height, const OverlayText& text, const OverlayStyle& st, OverlayPatch* out) {
   Placement p;
   if (!place(width, height, text, st, &p)) return false;

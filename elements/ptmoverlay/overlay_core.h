@@ -48,6 +48,18 @@ struct MutableFrame {
 // luma only (chroma untouched).
 void draw_overlay(const MutableFrame& frame, const OverlayText& text, const OverlayStyle& style);
 
+// A classified region of the frame (ptminfer inference-region=roi-list).
+struct OverlayRegion {
+  int x = 0, y = 0, width = 0, height = 0;
+  std::string label;  // its best class; "" draws the outline only
+  float score = 0;
+};
+
+// Each region's outline (bar colour) and its label with the score on a box
+// above its top-left corner (inside when the region touches the top edge);
+// the same formats and colours as draw_overlay.
+void draw_regions(const MutableFrame& frame, const std::vector<OverlayRegion>& regions, const OverlayStyle& style);
+
 // The same drawing as an RGBA image of the box alone (alpha: the box's
 // opacity, opaque text and bars), and where it goes on a frame of
 // width x height; for frames in GPU memory, which blend it in place.

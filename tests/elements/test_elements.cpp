@@ -615,6 +615,107 @@ TEST(Infer, RegionsGetTheClassesOfTheirCrops) {
   gst_harness_teardown(hh);
 }
 
+// ptmoverlay draws each classified region's outline and label at its box,
+// nothing elsewhere; unclassified regions are left alone.
+TEST(Overlay, DrawsClassifiedRegionsAtTheirBoxes) {
+  const int w = 320, h = 240;
+  for (const char* f : {"RGB", "I420"}) {
+    auto run_one = [&](bool overlay) {
+      GstHarness* hh = gst_harness_new_parse(
+          ("ptminfer inference-region=roi-list model=" + model() + (overlay ? " ! ptmoverlay" : "")).c_str());
+      GstBuffer* in = pattern_frame(w, h, 2);
+      if (std::string(f) == "I420") {
+        // The pattern's first channel as luma, grey chroma.
+        GstBuffer* yuv = gst_buffer_new_allocate(nullptr, gsize(w) * h * 3 / 2, nullptr);
+        GstMapInfo s, d;
+        gst_buffer_map(in, &s, GST_MAP_READ);
+        gst_buffer_map(yuv, &d, GST_MAP_WRITE);
+        for (int i = 0; i < w * h; ++i) d.data[i] = s.data[size_t(i) * 3];
+        memset(d.data + size_t(w) * h, 128, size_t(w) * h / 2);
+        gst_buffer_unmap(yuv, &d);
+        gst_buffer_unmap(in, &s);
+        gst_buffer_unref(in);
+        in = yuv;
+      }
+      gst_harness_set_src_caps_str(hh, ("video/x-raw,format=" + std::string(f) + ",width=" + std::to_string(w) +
+                                        ",height=" + std::to_string(h) + ",framerate=30/1")
+                                           .c_str());
+      gst_buffer_add_video_region_of_interest_meta(in, "face", 180, 120, 100, 80);
+      gst_buffer_add_video_region_of_interest_meta(in, "face", 20, 20, 6, 6);  // too small: not classified
+      GstBuffer* out = gst_harness_push_and_pull(hh, in);
+      std::vector<guint8> bytes;
+      if (out) {
+        GstMapInfo m;
+        gst_buffer_map(out, &m, GST_MAP_READ);
+        bytes.assign(m.data, m.data + m.size);
+        gst_buffer_unmap(out, &m);
+        gst_buffer_unref(out);
+      }
+      gst_harness_teardown(hh);
+      return bytes;
+    };
+    const std::vector<guint8> plain = run_one(false), drawn = run_one(true);
+    ASSERT_EQ(plain.size(), drawn.size()) << f;
+    ASSERT_FALSE(plain.empty()) << f;
+    const bool rgb = std::string(f) == "RGB";
+    const size_t stride = rgb ? size_t(w) * 3 : size_t(w), bpp = rgb ? 3 : 1;
+    auto changed = [&](int x0, int y0, int x1, int y1) {
+      size_t n = 0;
+      for (int y = y0; y < y1; ++y)
+        for (size_t i = size_t(x0) * bpp; i < size_t(x1) * bpp; ++i) n += plain[y * stride + i] != drawn[y * stride + i];
+      return n;
+    };
+    EXPECT_GT(changed(180, 119, 280, 122), 50u) << f << ": no outline at the region's top edge";
+    EXPECT_GT(changed(180, 95, 280, 119), 50u) << f << ": no label above the region";
+    EXPECT_EQ(changed(0, 0, 170, 90), 0u) << f << ": drawn away from the region";
+    EXPECT_EQ(changed(190, 130, 270, 190), 0u) << f << ": drawn inside the region";
+  }
+}
+
+// Upstream GStreamer's objectdetectionoverlay reads the regions ptminfer
+// classified from the analytics meta and draws them into the frame.
+TEST(Infer, UpstreamObjectDetectionOverlayDrawsClassifiedRegions) {
+#if !PTM_HAVE_ANALYTICS
+  GTEST_SKIP() << "built with GStreamer < 1.24, which has no GstAnalytics (tested in the Debian 13 root)";
+#else
+  GstElementFactory* factory = gst_element_factory_find("objectdetectionoverlay");
+  ASSERT_TRUE(factory) << "objectdetectionoverlay (gstreamer1.0-plugins-bad, GStreamer >= 1.24) is not installed";
+  gst_object_unref(factory);
+  const int w = 320, h = 240;
+  auto run_one = [&](bool overlay) {
+    GstHarness* hh = gst_harness_new_parse(("ptminfer inference-region=roi-list model=" + model() +
+                                            (overlay ? " ! objectdetectionoverlay draw-labels=true" : ""))
+                                               .c_str());
+    gst_harness_set_src_caps_str(hh, caps_of(w, h).c_str());
+    GstBuffer* in = pattern_frame(w, h, 3);
+    gst_buffer_add_video_region_of_interest_meta(in, "face", 120, 100, 120, 90);
+    GstBuffer* out = gst_harness_push_and_pull(hh, in);
+    std::vector<guint8> bytes;
+    if (out) {
+      GstMapInfo m;
+      gst_buffer_map(out, &m, GST_MAP_READ);
+      bytes.assign(m.data, m.data + m.size);
+      gst_buffer_unmap(out, &m);
+      gst_buffer_unref(out);
+    }
+    gst_harness_teardown(hh);
+    return bytes;
+  };
+  const std::vector<guint8> plain = run_one(false), drawn = run_one(true);
+  ASSERT_FALSE(plain.empty());
+  ASSERT_EQ(plain.size(), drawn.size());
+  const size_t stride = size_t(w) * 3;
+  auto changed = [&](int x0, int y0, int x1, int y1) {
+    size_t n = 0;
+    for (int y = y0; y < y1; ++y)
+      for (size_t i = size_t(x0) * 3; i < size_t(x1) * 3; ++i) n += plain[y * stride + i] != drawn[y * stride + i];
+    return n;
+  };
+  EXPECT_GT(changed(115, 95, 245, 105), 100u) << "no outline at the region's top edge";
+  EXPECT_EQ(changed(0, 200, 100, 240), 0u) << "drawn away from the region";
+#endif
+}
+
 TEST(Meta, SurvivesBufferCopies) {
   GstBuffer* b = gst_buffer_new_allocate(nullptr, 16, nullptr);
   const gint ids[] = {3, 1};

@@ -7,6 +7,9 @@ full logit vector must equal torchvision's on that crop of the photo
 max(1, max |logit|), identical top-5. Batches of regions (batch-size=4)
 must give what one region at a time gives; object-class and
 min-region-size choose the regions; the JSON lines carry each region.
+And behind a real detector: the OpenCV plugin's facedetect (Debian's Haar
+cascades) on a real photo; each face it finds is classified as
+torchvision classifies that crop of the decoded frame.
 
     test_regions.py FIXTURES_DIR
 """
@@ -104,6 +107,52 @@ def run(model_path, classes, photos, extra):
     return frames, lines
 
 
+def behind_facedetect(model, tf, path, classes):
+    """facedetect ! ptminfer roi-list on messi5.jpg: the regions facedetect
+    attached, and per region ptminfer's logits and torchvision's on the crop."""
+    photo = os.path.join(DATA, "messi5.jpg")
+    p = Gst.parse_launch(
+        f'filesrc location="{photo}" ! jpegdec ! videoconvert ! video/x-raw,format=RGB ! '
+        'facedetect display=false ! '
+        f'ptminfer inference-region=roi-list object-class=face output=logits top-k={classes} model="{path}" ! '
+        "appsink name=out sync=false")
+    sink = p.get_by_name("out")
+    bus = p.get_bus()
+    p.set_state(Gst.State.PLAYING)
+    sample = sink.emit("try-pull-sample", 120 * Gst.SECOND)
+    if sample is None:
+        p.set_state(Gst.State.NULL)
+        raise RuntimeError("facedetect ! ptminfer gave no frame")
+    s = sample.get_caps().get_structure(0)
+    w, h = s.get_value("width"), s.get_value("height")
+    buf = sample.get_buffer()
+    ok, info = buf.map(Gst.MapFlags.READ)
+    img = Image.frombuffer("RGB", (w, h), bytes(info.data), "raw", "RGB", (w * 3 + 3) // 4 * 4, 1).copy()
+    buf.unmap(info)
+    pairs = []
+    while True:
+        msg = bus.timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR
+                                     | Gst.MessageType.ELEMENT)
+        if msg is None or msg.type == Gst.MessageType.EOS:
+            break
+        if msg.type == Gst.MessageType.ERROR:
+            p.set_state(Gst.State.NULL)
+            err, debug = msg.parse_error()
+            raise RuntimeError(f"{err.message} ({debug})")
+        st = msg.get_structure()
+        if st.get_name() != "ptm-region-classification":
+            continue
+        x, y, bw, bh = (st.get_value(k) for k in ("x", "y", "width", "height"))
+        vec = np.zeros(classes, dtype=np.float64)
+        for c, v in zip(st.get_value("class-ids"), st.get_value("scores")):
+            vec[c] = v
+        with torch.no_grad():
+            ref = model(tf(img.crop((x, y, x + bw, y + bh))).unsqueeze(0))[0].double().numpy()
+        pairs.append(((st.get_value("region-type"), x, y, bw, bh), vec, ref))
+    p.set_state(Gst.State.NULL)
+    return pairs
+
+
 def main():
     fixtures = sys.argv[1]
     Gst.init(None)
@@ -162,6 +211,12 @@ def main():
     want = [clip(b, w, h) for b in boxes_for(w, h)]
     want = [b for b in want if b[3] >= MIN_SIZE and b[4] >= MIN_SIZE and b[0] in ("face", "car")]
     check([g[0] for g in faces.get(0, [])] == want, f"object-class=face,car: {len(want)} regions")
+    pairs = behind_facedetect(model, tf, path, nc)
+    worst = max((np.abs(v - r).max() / max(1.0, np.abs(r).max()) for _, v, r in pairs), default=1.0)
+    top5 = all(list(np.argsort(-v)[:5]) == list(np.argsort(-r)[:5]) for _, v, r in pairs)
+    check(len(pairs) >= 1 and all(b[0] == "face" for b, _, _ in pairs) and worst <= 1e-4 and top5,
+          f"facedetect found {[b for b, _, _ in pairs]} in messi5.jpg; each face equals torchvision on its crop: "
+          f"rel. max diff {worst:.2e}, top-5 identical: {top5}")
     print(f"{passed} passed, {failures} failed")
     return 1 if failures else 0
 

@@ -63,6 +63,91 @@ gst_buffer_add_ptm_classification_meta (GstBuffer * buffer, guint n_results,
 #define gst_buffer_get_ptm_classification_meta(b) \
   ((GstPtmClassificationMeta *) gst_buffer_get_meta ((b), GST_PTM_CLASSIFICATION_META_API_TYPE))
 
+/* Functions for bindings (GObject introspection: GstPtm-1.0), and for C
+ * callers who prefer them to the fields. */
+
+/**
+ * gst_ptm_buffer_get_classification_meta:
+ * @buffer: a #GstBuffer
+ *
+ * Returns: (transfer none) (nullable): the buffer's #GstPtmClassificationMeta
+ */
+GST_PTM_API GstPtmClassificationMeta *
+gst_ptm_buffer_get_classification_meta (GstBuffer * buffer);
+
+/**
+ * gst_ptm_classification_meta_get_n_results:
+ * @meta: a #GstPtmClassificationMeta
+ *
+ * Returns: the number of classes reported
+ */
+GST_PTM_API guint gst_ptm_classification_meta_get_n_results (const GstPtmClassificationMeta * meta);
+
+/**
+ * gst_ptm_classification_meta_get_class_id:
+ * @meta: a #GstPtmClassificationMeta
+ * @index: from 0 (best) to n_results - 1
+ *
+ * Returns: the class index, or -1 when @index is out of range
+ */
+GST_PTM_API gint gst_ptm_classification_meta_get_class_id (const GstPtmClassificationMeta * meta, guint index);
+
+/**
+ * gst_ptm_classification_meta_get_score:
+ * @meta: a #GstPtmClassificationMeta
+ * @index: from 0 (best) to n_results - 1
+ *
+ * Returns: the class's score, or 0 when @index is out of range
+ */
+GST_PTM_API gfloat gst_ptm_classification_meta_get_score (const GstPtmClassificationMeta * meta, guint index);
+
+/**
+ * gst_ptm_classification_meta_get_label:
+ * @meta: a #GstPtmClassificationMeta
+ * @index: from 0 (best) to n_results - 1
+ *
+ * Returns: (transfer none) (nullable): the class's label, or %NULL when
+ *   @index is out of range
+ */
+GST_PTM_API const gchar *gst_ptm_classification_meta_get_label (const GstPtmClassificationMeta * meta,
+    guint index);
+
+/**
+ * gst_ptm_classification_meta_get_model:
+ * @meta: a #GstPtmClassificationMeta
+ *
+ * Returns: (transfer none): the architecture that produced the result
+ */
+GST_PTM_API const gchar *gst_ptm_classification_meta_get_model (const GstPtmClassificationMeta * meta);
+
+/**
+ * gst_ptm_buffer_get_n_regions:
+ * @buffer: a #GstBuffer
+ *
+ * Regions ptminfer classified (inference-region=roi-list): each is a
+ * GstVideoRegionOfInterestMeta with a "ptm-classification" parameter.
+ *
+ * Returns: how many regions of @buffer carry a classification
+ */
+GST_PTM_API guint gst_ptm_buffer_get_n_regions (GstBuffer * buffer);
+
+/**
+ * gst_ptm_buffer_get_region:
+ * @buffer: a #GstBuffer
+ * @index: from 0 to gst_ptm_buffer_get_n_regions() - 1
+ * @x: (out) (optional): the region's left edge in pixels
+ * @y: (out) (optional): its top edge
+ * @width: (out) (optional): its width
+ * @height: (out) (optional): its height
+ * @type: (out) (optional) (transfer none): the detector's class of the region
+ *
+ * Returns: (transfer none) (nullable): the region's "ptm-classification"
+ *   structure (class-ids, labels, scores, top-label, top-score, model,
+ *   frame), or %NULL when @index is out of range
+ */
+GST_PTM_API const GstStructure *gst_ptm_buffer_get_region (GstBuffer * buffer, guint index, guint * x, guint * y,
+    guint * width, guint * height, const gchar ** type);
+
 /* ------------------------------------------------------------------ tensor */
 
 #define GST_PTM_TENSOR_META_API_TYPE (gst_ptm_tensor_meta_api_get_type ())
