@@ -615,6 +615,18 @@ TEST(Infer, RegionsGetTheClassesOfTheirCrops) {
   gst_harness_teardown(hh);
 }
 
+// The bytes of a buffer (taken; none for nullptr).
+std::vector<guint8> bytes_of(GstBuffer* b) {
+  std::vector<guint8> bytes;
+  if (!b) return bytes;
+  GstMapInfo m;
+  gst_buffer_map(b, &m, GST_MAP_READ);
+  bytes.assign(m.data, m.data + m.size);
+  gst_buffer_unmap(b, &m);
+  gst_buffer_unref(b);
+  return bytes;
+}
+
 // ptmoverlay draws each classified region's outline and label at its box,
 // nothing elsewhere; unclassified regions are left alone.
 TEST(Overlay, DrawsClassifiedRegionsAtTheirBoxes) {
@@ -642,15 +654,7 @@ TEST(Overlay, DrawsClassifiedRegionsAtTheirBoxes) {
                                            .c_str());
       gst_buffer_add_video_region_of_interest_meta(in, "face", 180, 120, 100, 80);
       gst_buffer_add_video_region_of_interest_meta(in, "face", 20, 20, 6, 6);  // too small: not classified
-      GstBuffer* out = gst_harness_push_and_pull(hh, in);
-      std::vector<guint8> bytes;
-      if (out) {
-        GstMapInfo m;
-        gst_buffer_map(out, &m, GST_MAP_READ);
-        bytes.assign(m.data, m.data + m.size);
-        gst_buffer_unmap(out, &m);
-        gst_buffer_unref(out);
-      }
+      std::vector<guint8> bytes = bytes_of(gst_harness_push_and_pull(hh, in));
       gst_harness_teardown(hh);
       return bytes;
     };
@@ -689,15 +693,7 @@ TEST(Infer, UpstreamObjectDetectionOverlayDrawsClassifiedRegions) {
     gst_harness_set_src_caps_str(hh, caps_of(w, h).c_str());
     GstBuffer* in = pattern_frame(w, h, 3);
     gst_buffer_add_video_region_of_interest_meta(in, "face", 120, 100, 120, 90);
-    GstBuffer* out = gst_harness_push_and_pull(hh, in);
-    std::vector<guint8> bytes;
-    if (out) {
-      GstMapInfo m;
-      gst_buffer_map(out, &m, GST_MAP_READ);
-      bytes.assign(m.data, m.data + m.size);
-      gst_buffer_unmap(out, &m);
-      gst_buffer_unref(out);
-    }
+    std::vector<guint8> bytes = bytes_of(gst_harness_push_and_pull(hh, in));
     gst_harness_teardown(hh);
     return bytes;
   };

@@ -52,6 +52,34 @@ def clip(box, w, h):
     return t, x0, y0, x1 - x0, y1 - y0
 
 
+def region_messages(p, timeout_s, classes):
+    """The pipeline's ptm-region-classification messages until EOS, each as
+    ((type, x, y, width, height), full score vector by class id, frame);
+    raises on an error message."""
+    bus = p.get_bus()
+    out = []
+    while True:
+        msg = bus.timed_pop_filtered(timeout_s * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR
+                                     | Gst.MessageType.ELEMENT)
+        if msg is None:
+            raise RuntimeError("no EOS")
+        if msg.type == Gst.MessageType.EOS:
+            return out
+        if msg.type == Gst.MessageType.ERROR:
+            p.set_state(Gst.State.NULL)
+            err, debug = msg.parse_error()
+            raise RuntimeError(f"{err.message} ({debug})")
+        s = msg.get_structure()
+        if s.get_name() != "ptm-region-classification":
+            continue
+        ids, scores = list(s.get_value("class-ids")), list(s.get_value("scores"))
+        vec = np.zeros(classes, dtype=np.float64)
+        for c, v in zip(ids, scores):
+            vec[c] = v
+        box = tuple(s.get_value(k) for k in ("region-type", "x", "y", "width", "height"))
+        out.append((box, vec, s.get_value("frame")))
+
+
 def run(model_path, classes, photos, extra):
     """ptminfer over the photos (one frame each, its regions attached):
     per frame, the region messages in order, and the JSON lines."""
@@ -61,7 +89,6 @@ def run(model_path, classes, photos, extra):
         f'top-k={classes} min-region-size={MIN_SIZE} results-file="{results}" model="{model_path}" {extra} '
         "! fakesink sync=false")
     src = p.get_by_name("src")
-    bus = p.get_bus()
     p.set_state(Gst.State.PLAYING)
     for i, img in enumerate(photos):
         w, h = img.size
@@ -81,26 +108,8 @@ def run(model_path, classes, photos, extra):
             raise RuntimeError("push-buffer failed")
     src.emit("end-of-stream")
     frames = {}
-    while True:
-        msg = bus.timed_pop_filtered(300 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR
-                                     | Gst.MessageType.ELEMENT)
-        if msg is None:
-            raise RuntimeError("no EOS")
-        if msg.type == Gst.MessageType.EOS:
-            break
-        if msg.type == Gst.MessageType.ERROR:
-            p.set_state(Gst.State.NULL)
-            err, debug = msg.parse_error()
-            raise RuntimeError(f"{err.message} ({debug})")
-        s = msg.get_structure()
-        if s.get_name() != "ptm-region-classification":
-            continue
-        vec = np.zeros(classes, dtype=np.float64)
-        for c, v in zip(s.get_value("class-ids"), s.get_value("scores")):
-            vec[c] = v
-        box = (s.get_value("region-type"), s.get_value("x"), s.get_value("y"), s.get_value("width"),
-               s.get_value("height"))
-        frames.setdefault(s.get_value("frame"), []).append((box, vec))
+    for box, vec, frame in region_messages(p, 300, classes):
+        frames.setdefault(frame, []).append((box, vec))
     p.set_state(Gst.State.NULL)
     lines = [json.loads(line) for line in open(results)]
     os.unlink(results)
@@ -117,7 +126,6 @@ def behind_facedetect(model, tf, path, classes):
         f'ptminfer inference-region=roi-list object-class=face output=logits top-k={classes} model="{path}" ! '
         "appsink name=out sync=false")
     sink = p.get_by_name("out")
-    bus = p.get_bus()
     p.set_state(Gst.State.PLAYING)
     sample = sink.emit("try-pull-sample", 120 * Gst.SECOND)
     if sample is None:
@@ -130,25 +138,11 @@ def behind_facedetect(model, tf, path, classes):
     img = Image.frombuffer("RGB", (w, h), bytes(info.data), "raw", "RGB", (w * 3 + 3) // 4 * 4, 1).copy()
     buf.unmap(info)
     pairs = []
-    while True:
-        msg = bus.timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR
-                                     | Gst.MessageType.ELEMENT)
-        if msg is None or msg.type == Gst.MessageType.EOS:
-            break
-        if msg.type == Gst.MessageType.ERROR:
-            p.set_state(Gst.State.NULL)
-            err, debug = msg.parse_error()
-            raise RuntimeError(f"{err.message} ({debug})")
-        st = msg.get_structure()
-        if st.get_name() != "ptm-region-classification":
-            continue
-        x, y, bw, bh = (st.get_value(k) for k in ("x", "y", "width", "height"))
-        vec = np.zeros(classes, dtype=np.float64)
-        for c, v in zip(st.get_value("class-ids"), st.get_value("scores")):
-            vec[c] = v
+    for box, vec, _ in region_messages(p, 60, classes):
+        _, x, y, bw, bh = box
         with torch.no_grad():
             ref = model(tf(img.crop((x, y, x + bw, y + bh))).unsqueeze(0))[0].double().numpy()
-        pairs.append(((st.get_value("region-type"), x, y, bw, bh), vec, ref))
+        pairs.append((box, vec, ref))
     p.set_state(Gst.State.NULL)
     return pairs
 
