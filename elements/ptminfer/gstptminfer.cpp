@@ -30,6 +30,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 
 #include "gst/ptm/ptmmeta.h"
 #include "gstptmcuda.h"
@@ -70,6 +71,7 @@ enum {
   PROP_INFERENCE_REGION,
   PROP_OBJECT_CLASS,
   PROP_MIN_REGION_SIZE,
+  PROP_RECLASSIFY_INTERVAL,
 };
 
 typedef enum { PTM_DEVICE_AUTO, PTM_DEVICE_CPU, PTM_DEVICE_CUDA } GstPtmDevice;
@@ -137,6 +139,7 @@ struct Settings {
   GstPtmInferenceRegion region = PTM_REGION_FULL_FRAME;
   std::string object_class;  // comma-separated region types; empty: all
   guint min_region_size = 16;
+  guint reclassify_interval = 1;  // tracked objects: classified again every Nth frame
   guint batch_size = 1;
   bool reload_on_change = false;
   ptm::Precision precision = ptm::Precision::Float32;
@@ -169,6 +172,9 @@ struct State {
   size_t batch = 1;
   bool regions = false;     // inference-region=roi-list
   guint64 region_frames = 0;
+  // Tracked objects' last results (reclassify-interval): track id -> result
+  // and the frame it was classified on.
+  std::unordered_map<gint64, std::pair<ptm::FrameResult, guint64>> tracks;
 };
 
 }  // namespace
@@ -309,6 +315,7 @@ static void maybe_swap(GstPtmInfer* self, State& st, const Settings& s) {
   std::lock_guard<std::mutex> g(p.state_lock);
   st.core = std::move(next);
   st.warned_tensor = false;
+  st.tracks.clear();  // the new model classifies tracked objects afresh
 }
 
 static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* value, GParamSpec* pspec) {
@@ -355,6 +362,7 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
     case PROP_INFERENCE_REGION: s.region = GstPtmInferenceRegion(g_value_get_enum(value)); break;
     case PROP_OBJECT_CLASS: s.object_class = str(value); break;
     case PROP_MIN_REGION_SIZE: s.min_region_size = g_value_get_uint(value); break;
+    case PROP_RECLASSIFY_INTERVAL: s.reclassify_interval = g_value_get_uint(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
@@ -402,6 +410,7 @@ static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value,
     case PROP_INFERENCE_REGION: g_value_set_enum(value, s.region); break;
     case PROP_OBJECT_CLASS: str(s.object_class); break;
     case PROP_MIN_REGION_SIZE: g_value_set_uint(value, s.min_region_size); break;
+    case PROP_RECLASSIFY_INTERVAL: g_value_set_uint(value, s.reclassify_interval); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
@@ -502,6 +511,8 @@ static gboolean gst_ptm_infer_sink_event(GstBaseTransform* trans, GstEvent* even
         st.pending.clear();
         st.ready.clear();
         st.core->reset();
+        st.region_frames = 0;
+        st.tracks.clear();
       }
       break;
     case GST_EVENT_EOS:
@@ -679,14 +690,28 @@ static GstFlowReturn classify_regions(GstPtmInfer* self, State& st, const Settin
   std::vector<ptm::RegionResult> regions = ptm::regions_of(buf, st.info, s.object_class, int(s.min_region_size));
   ptm::FrameResult whole;
   whole.frame = index;
-  if (!regions.empty()) {
+  // A tracked object classified less than reclassify-interval frames ago
+  // keeps that result (marked reused); the others are classified now.
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < regions.size(); ++i) {
+    const auto it = regions[i].track_id >= 0 ? st.tracks.find(regions[i].track_id) : st.tracks.end();
+    if (it != st.tracks.end() && index - it->second.second < std::max<guint>(1, s.reclassify_interval)) {
+      regions[i].result = it->second.first;
+      regions[i].result.reused = true;
+      regions[i].result.frame = index;
+      regions[i].result.inference_ns = 0;
+    } else {
+      todo.push_back(i);
+    }
+  }
+  if (!todo.empty()) {
     GstVideoFrame frame;
     if (!gst_video_frame_map(&frame, &st.info, buf, GST_MAP_READ)) {
       GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Could not map the video frame"), (nullptr));
       return GST_FLOW_ERROR;
     }
     std::vector<ptm::Region> boxes;
-    for (const ptm::RegionResult& r : regions) boxes.push_back(r.box);
+    for (size_t i : todo) boxes.push_back(regions[i].box);
     st.core->update_scoring(scoring_of(s));
     std::vector<ptm::FrameResult> results;
     const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed", [&] {
@@ -694,12 +719,18 @@ static GstFlowReturn classify_regions(GstPtmInfer* self, State& st, const Settin
     });
     gst_video_frame_unmap(&frame);
     if (!ok) return GST_FLOW_ERROR;
-    for (size_t i = 0; i < regions.size(); ++i) {
-      results[i].frame = index;
-      whole.inference_ns += results[i].inference_ns;
-      regions[i].result = std::move(results[i]);
+    for (size_t k = 0; k < todo.size(); ++k) {
+      ptm::RegionResult& r = regions[todo[k]];
+      results[k].frame = index;
+      whole.inference_ns += results[k].inference_ns;
+      r.result = std::move(results[k]);
+      if (r.track_id >= 0) st.tracks[r.track_id] = {r.result, index};
     }
   }
+  // Objects not seen for a while are forgotten.
+  const guint64 keep = 4 * guint64(std::max<guint>(1, s.reclassify_interval)) + 30;
+  for (auto it = st.tracks.begin(); it != st.tracks.end();)
+    it = index - it->second.second > keep ? st.tracks.erase(it) : std::next(it);
   return publish(self, st, s, buf, whole, &regions) ? GST_FLOW_OK : GST_FLOW_ERROR;
 }
 
@@ -987,6 +1018,13 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
                         "roi-list: regions narrower or shorter than this (in pixels, after clipping to the frame) "
                         "are not classified",
                         1, 16384, d.min_region_size, live));
+  g_object_class_install_property(
+      gobject_class, PROP_RECLASSIFY_INTERVAL,
+      g_param_spec_uint("reclassify-interval", "Reclassify interval",
+                        "roi-list: a tracked object (a detection related to a GstAnalyticsTrackingMtd, GStreamer "
+                        ">= 1.24) is classified again every Nth frame and keeps its last result in between "
+                        "(marked reused); untracked regions are classified on every frame",
+                        1, G_MAXINT, d.reclassify_interval, live));
 
   gst_element_class_set_static_metadata(element_class, "PyTorch classifier", "Filter/Analyzer/Video",
                                         "Classifies frames with a PyTorch image classifier (LibTorch)",

@@ -262,6 +262,7 @@ void ResultsFile::write(int64_t pts, const FrameResult& r, const std::vector<Reg
                       {"width", g.box.width},
                       {"height", g.box.height},
                       {"type", g.type},
+                      {"reused", g.result.reused},
                       {"inference_ms", double(g.result.inference_ns) / 1e6},
                       {"results", classes_json(g.result)}});
     j["regions"] = list;

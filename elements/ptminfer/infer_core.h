@@ -37,6 +37,7 @@ struct RegionResult {
   // (or nullptr) and its GstAnalyticsODMtd id (or -1).
   void* roi = nullptr;
   int od_id = -1;
+  int64_t track_id = -1;  // the tracker's object id (GstAnalyticsTrackingMtd), or -1
 };
 
 // torchvision's eval transform for a model (size, resize, interpolation).

@@ -58,7 +58,8 @@ class MetaOutput : public ResultOutput {
                                                              guint(g.box.x), guint(g.box.y), guint(g.box.width),
                                                              guint(g.box.height));
         GstStructure* s = gst_structure_new("ptm-classification", "model", G_TYPE_STRING, p.model.c_str(), "frame",
-                                            G_TYPE_UINT64, g.result.frame, nullptr);
+                                            G_TYPE_UINT64, g.result.frame, "reused", G_TYPE_BOOLEAN, g.result.reused,
+                                            "track-id", G_TYPE_INT64, gint64(g.track_id), nullptr);
         set_classes(s, g.result);
         gst_video_region_of_interest_meta_add_param(roi, s);
       }
@@ -90,7 +91,8 @@ class MessageOutput : public ResultOutput {
             "ptm-region-classification", "frame", G_TYPE_UINT64, g.result.frame, "pts", G_TYPE_UINT64,
             GST_BUFFER_PTS(p.buffer), "model", G_TYPE_STRING, p.model.c_str(), "inference-ns", G_TYPE_UINT64,
             g.result.inference_ns, "x", G_TYPE_INT, g.box.x, "y", G_TYPE_INT, g.box.y, "width", G_TYPE_INT,
-            g.box.width, "height", G_TYPE_INT, g.box.height, "region-type", G_TYPE_STRING, g.type.c_str(), nullptr);
+            g.box.width, "height", G_TYPE_INT, g.box.height, "region-type", G_TYPE_STRING, g.type.c_str(), "reused",
+            G_TYPE_BOOLEAN, g.result.reused, "track-id", G_TYPE_INT64, gint64(g.track_id), nullptr);
         set_classes(s, g.result);
         gst_element_post_message(p.element, gst_message_new_element(GST_OBJECT(p.element), s));
       }

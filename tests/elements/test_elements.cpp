@@ -712,6 +712,63 @@ TEST(Infer, UpstreamObjectDetectionOverlayDrawsClassifiedRegions) {
 #endif
 }
 
+// A tracked object (ODMtd related to a TrackingMtd) is classified on its
+// first frame and every reclassify-interval frames after, keeping its result
+// in between; an untracked region is classified on every frame.
+TEST(Infer, TrackedObjectsAreReclassifiedEveryNthFrame) {
+#if !PTM_HAVE_ANALYTICS
+  GTEST_SKIP() << "built with GStreamer < 1.24, which has no GstAnalytics tracking (tested in the Debian 13 root)";
+#else
+  const int w = 160, h = 120;
+  GstHarness* hh = gst_harness_new_parse(
+      ("ptminfer inference-region=roi-list reclassify-interval=3 top-k=3 model=" + model()).c_str());
+  gst_harness_set_src_caps_str(hh, caps_of(w, h).c_str());
+  struct Seen {
+    bool reused;
+    std::vector<float> scores;
+  };
+  std::vector<Seen> tracked, untracked;
+  for (int f = 0; f < 7; ++f) {
+    GstBuffer* in = pattern_frame(w, h, f);  // new pixels every frame: a new classification differs
+    GstAnalyticsRelationMeta* rm = gst_buffer_add_analytics_relation_meta(in);
+    GstAnalyticsODMtd od, other;
+    GstAnalyticsTrackingMtd trk;
+    ASSERT_TRUE(gst_analytics_relation_meta_add_od_mtd(rm, g_quark_from_string("car"), 10, 10, 70, 60, 0.9f, &od));
+    ASSERT_TRUE(gst_analytics_relation_meta_add_tracking_mtd(rm, 42, 0, &trk));
+    ASSERT_TRUE(gst_analytics_relation_meta_set_relation(rm, GST_ANALYTICS_REL_TYPE_RELATE_TO, od.id, trk.id));
+    ASSERT_TRUE(gst_analytics_relation_meta_add_od_mtd(rm, g_quark_from_string("car"), 90, 50, 60, 60, 0.9f, &other));
+    GstBuffer* out = gst_harness_push_and_pull(hh, in);
+    ASSERT_TRUE(out);
+    gpointer state = nullptr;
+    while (GstMeta* m = gst_buffer_iterate_meta_filtered(out, &state, GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE)) {
+      auto* roi = reinterpret_cast<GstVideoRegionOfInterestMeta*>(m);
+      GstStructure* s = gst_video_region_of_interest_meta_get_param(roi, "ptm-classification");
+      ASSERT_TRUE(s);
+      gboolean reused = FALSE;
+      gint64 track = -2;
+      gst_structure_get_boolean(s, "reused", &reused);
+      gst_structure_get_int64(s, "track-id", &track);
+      Seen seen{bool(reused), {}};
+      const GValue* scores = gst_structure_get_value(s, "scores");
+      for (guint k = 0; k < gst_value_array_get_size(scores); ++k)
+        seen.scores.push_back(g_value_get_float(gst_value_array_get_value(scores, k)));
+      (roi->x == 10 ? tracked : untracked).push_back(seen);
+      EXPECT_EQ(track, roi->x == 10 ? 42 : -1);
+    }
+    gst_buffer_unref(out);
+  }
+  gst_harness_teardown(hh);
+  ASSERT_EQ(tracked.size(), 7u);
+  ASSERT_EQ(untracked.size(), 7u);
+  for (int f = 0; f < 7; ++f) {
+    EXPECT_EQ(tracked[f].reused, f % 3 != 0) << "frame " << f;
+    if (f % 3 != 0) EXPECT_EQ(tracked[f].scores, tracked[f - f % 3].scores) << "frame " << f;
+    EXPECT_FALSE(untracked[f].reused) << "frame " << f;
+  }
+  EXPECT_NE(tracked[3].scores, tracked[0].scores);  // classified again on the new pixels
+#endif
+}
+
 TEST(Meta, SurvivesBufferCopies) {
   GstBuffer* b = gst_buffer_new_allocate(nullptr, 16, nullptr);
   const gint ids[] = {3, 1};
