@@ -762,7 +762,9 @@ TEST(Infer, TrackedObjectsAreReclassifiedEveryNthFrame) {
   ASSERT_EQ(untracked.size(), 7u);
   for (int f = 0; f < 7; ++f) {
     EXPECT_EQ(tracked[f].reused, f % 3 != 0) << "frame " << f;
-    if (f % 3 != 0) EXPECT_EQ(tracked[f].scores, tracked[f - f % 3].scores) << "frame " << f;
+    if (f % 3 != 0) {
+      EXPECT_EQ(tracked[f].scores, tracked[f - f % 3].scores) << "frame " << f;
+    }
     EXPECT_FALSE(untracked[f].reused) << "frame " << f;
   }
   EXPECT_NE(tracked[3].scores, tracked[0].scores);  // classified again on the new pixels

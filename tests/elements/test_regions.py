@@ -132,7 +132,11 @@ def behind_facedetect(model, tf, path, classes):
         p.set_state(Gst.State.NULL)
         raise RuntimeError("facedetect ! ptminfer gave no frame")
     s = sample.get_caps().get_structure(0)
-    w, h = s.get_value("width"), s.get_value("height")
+    if hasattr(s, "__enter__"):  # GStreamer 1.26's Python overrides hand it out as a context manager
+        with s as st:
+            w, h = st.get_value("width"), st.get_value("height")
+    else:
+        w, h = s.get_value("width"), s.get_value("height")
     buf = sample.get_buffer()
     ok, info = buf.map(Gst.MapFlags.READ)
     img = Image.frombuffer("RGB", (w, h), bytes(info.data), "raw", "RGB", (w * 3 + 3) // 4 * 4, 1).copy()
