@@ -52,7 +52,7 @@ def main(argv=None):
         f"t. ! queue ! ptmtrainsink name=trainer model={args.backbone} output={model} epochs=30 train-on-eos=false")
     cam, trainer = p.get_by_name("cam"), p.get_by_name("trainer")
     state = {"frame": 0, "pattern": None, "teach": True}
-    shown = {}  # frame number -> pattern on it
+    shown = {}  # buffer pts -> (frame number, pattern on it)
     src = cam.get_static_pad("src")
 
     def schedule(pad, info):
@@ -66,18 +66,22 @@ def main(argv=None):
             st = Gst.Structure.new_empty("ptm-label")
             st.set_value("label", pattern if state["teach"] else "")
             pad.push_event(Gst.Event.new_custom(Gst.EventType.CUSTOM_DOWNSTREAM, st))
-        shown[state["frame"]] = pattern
+        shown[info.get_buffer().pts] = (state["frame"], pattern)
         state["frame"] += 1
         return Gst.PadProbeReturn.OK
 
     src.add_probe(Gst.PadProbeType.BUFFER, schedule)
     bus = p.get_bus()
-    results = []  # (frame, pattern shown, top label)
+    results = []  # (source frame, pattern shown, top label)
     reloads = []
 
-    def pump(seconds):
+    def pump(until, what, seconds=120):
+        # The loop runs on frames, not on the clock: a machine that cannot
+        # classify 30 frames a second still sees every pattern each tour.
         end = time.time() + seconds
-        while time.time() < end:
+        while not until():
+            if time.time() > end:
+                raise RuntimeError(f"timed out after {seconds} s waiting for {what}")
             m = bus.timed_pop(50 * Gst.MSECOND)
             if m is None:
                 continue
@@ -85,8 +89,8 @@ def main(argv=None):
             if m.type == Gst.MessageType.ERROR:
                 raise RuntimeError(m.parse_error()[0].message)
             if m.type == Gst.MessageType.ELEMENT and s.get_name() == "ptm-classification":
-                frame = s.get_value("frame")
-                results.append((frame, shown.get(frame), s.get_value("top-label")))
+                frame, pattern = shown.get(s.get_value("pts"), (-1, None))
+                results.append((frame, pattern, s.get_value("top-label")))
             elif m.type == Gst.MessageType.ELEMENT and s.get_name() == "model-reload":
                 reloads.append(s.get_value("success"))
                 print(f"ptminfer reloaded {s.get_value('model')}: {'ok' if s.get_value('success') else s.get_value('reason')}")
@@ -94,20 +98,24 @@ def main(argv=None):
                 print(f"trained: {s.get_value('classes')} classes from {s.get_value('samples')} samples, "
                       f"validation accuracy {s.get_value('validation-accuracy'):.3f}")
 
+    tour = args.frames * len(PATTERNS)
     p.set_state(Gst.State.PLAYING)
-    cycle = args.frames * len(PATTERNS) / 30.0
     for r in range(args.rounds):
-        pump(cycle + 0.5)  # one tour of the patterns, labelled
+        pump(lambda: state["frame"] >= (r + 1) * tour, "a tour of the patterns")  # labelled
         print(f"round {r + 1}: train on what was seen so far")
         trainer.emit("train")
-        pump(1.5)  # the file changes; ptminfer reloads it
+        pump(lambda: len(reloads) > r, "ptminfer to reload the new weights")  # the file changes
+    # Frames made from here on are classified by the newest weights (the
+    # swap happens before the next buffer); another tour, unlabelled: how
+    # does ptminfer do now?
     state["teach"] = False
-    mark = len(results)
-    pump(cycle + 0.5)  # another tour, unlabelled: how does ptminfer do now?
+    first = state["frame"]
+    classified = lambda: sum(1 for f, pattern, _ in results if pattern is not None and f >= first)
+    pump(lambda: classified() >= tour, "a tour of the patterns classified")
     p.send_event(Gst.Event.new_eos())  # finish the file properly
     bus.timed_pop_filtered(10 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
     p.set_state(Gst.State.NULL)
-    after = [r for r in results[mark:] if r[1] is not None]
+    after = [r for r in results if r[1] is not None and r[0] >= first]
     right = sum(1 for _, shown, top in after if shown == top)
     acc = right / max(1, len(after))
     print(f"after training: {right}/{len(after)} frames labelled with the pattern shown ({acc * 100:.1f} %)")
