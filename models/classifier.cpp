@@ -213,6 +213,10 @@ struct Classifier::Impl {
   // (oneDNN's adaptive pooling, for one, needs divisible sizes): other
   // sizes run the eager module. 0 = any size (TorchScript files).
   int64_t script_size = 0;
+  // A built-in model's optimised graph is made once the input size is
+  // settled (options, a folder's config), not first at the architecture's
+  // default: tracing regnet_y_128gf at its 384 took 20 s of a load at 160.
+  bool script_pending = false;
 #if PTM_HAVE_AOTI
   // An AOTInductor package: compiled for one input size, one device, one
   // dtype and batches of up to max_batch images (exactly that many when
@@ -246,6 +250,7 @@ struct Classifier::Impl {
   void load_weights(const ClassifierOptions& o);
   void load_package(const ClassifierOptions& o);
   void load_labels(const ClassifierOptions& o);
+  void build_script();
   void apply_folder(const ModelFolder& f, Classifier& self);
   std::vector<std::string> package_labels;  // carried in the package's metadata or a folder's config
   // The architecture a folder's config names: taken where the weights fit
@@ -447,7 +452,12 @@ void Classifier::Impl::load_weights(const ClassifierOptions& o) {
   info.bicubic = a->interpolation == Interpolation::Bicubic;
   info.mean = a->mean;
   info.std = a->std;
-  if (!o.optimize) return;
+  script_pending = o.optimize;
+}
+
+void Classifier::Impl::build_script() {
+  if (!script_pending) return;
+  script_pending = false;
   try {
     script = optimised(*eager, info.crop_size, options(), channels_last, &info.notes);
     use_script = true;
@@ -626,6 +636,7 @@ Classifier::Classifier(const ClassifierOptions& options) : impl_(std::make_uniqu
     if (const std::string why = set_input_size(o.input_size); !why.empty())
       throw ModelError("'" + options.model + "' cannot take the input size " + std::to_string(o.input_size) + ": " + why);
   }
+  im.build_script();
 }
 
 // The folder's transform and labels where its configs give them (explicit

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <set>
 
@@ -31,6 +32,24 @@ void expect_parity(const at::Tensor& got, const at::Tensor& want, const std::str
     EXPECT_EQ(top5(got[r]), top5(want[r])) << what << ": top-5 of row " << r;
   std::printf("[ parity ] %-28s rel. max diff %.2e\n", what.c_str(), err);
 }
+
+// Where each model's time goes (printed, never asserted): the suite's
+// length on a 2-core machine is a budget.
+class Phases {
+ public:
+  explicit Phases(std::string name) : name_(std::move(name)) {}
+  void lap(const char* phase) {
+    const auto now = std::chrono::steady_clock::now();
+    text_ += std::string(text_.empty() ? "" : ", ") + phase + " " +
+             std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - last_).count()) + " ms";
+    last_ = now;
+  }
+  ~Phases() { std::printf("[ phases ] %-28s %s\n", name_.c_str(), text_.c_str()); }
+
+ private:
+  std::string name_, text_;
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
 
 class Parity : public ::testing::Test {
  public:
@@ -68,8 +87,11 @@ class Parity : public ::testing::Test {
       }
     }
 
+    Phases t(name);
     auto ck = std::make_unique<Checkpoint>(read_checkpoint(fixture(file)));
+    t.lap("read");
     Candidate c = detect_architecture(ck->state);
+    t.lap("detect");
     // DeiT has the layout of timm's ViT: detected as that, DeiT named too.
     if (c.name != arch) {
       EXPECT_NE(std::find(c.also.begin(), c.also.end(), arch), c.also.end()) << arch << " detected as " << c.name;
@@ -85,8 +107,10 @@ class Parity : public ::testing::Test {
     }
     LoadReport r = load_into(*model, arch, ck->state, {});
     EXPECT_TRUE(r.clean()) << r.details();
+    t.lap("build+load");
     at::NoGradGuard ng;
     expect_parity(model->forward(x), want, name + " eager");
+    t.lap("eager");
     // vit_h_14 holds 2.5 GB of weights: what is no longer needed goes
     // before the classifier loads its own copy.
     ck.reset();
@@ -100,9 +124,11 @@ class Parity : public ::testing::Test {
     // checked against the reference itself, at a fraction of the cost.
     if (fixed == 0 && x.size(2) == x.size(3)) o.input_size = int(x.size(2));
     Classifier clf(o);
+    t.lap("classifier");
     EXPECT_EQ(clf.info().architecture, arch);
     for (const auto& n : clf.info().notes) EXPECT_EQ(n.find("unavailable"), std::string::npos) << n;
     expect_parity(clf.forward(x), want, name + " optimised");
+    t.lap("optimised");
 
     // Another image size, one image (batch sizes: the graph traced at 1 ran
     // the fixtures' batch above): 192x160 of 224x224 fixtures.
@@ -138,6 +164,7 @@ class Parity : public ::testing::Test {
     // Other image sizes are served too.
     const double err = relative_error(clf.forward(other), model->forward(other));
     EXPECT_LE(err, kTolerance) << arch << " optimised vs eager on " << shape_str(other.sizes().vec());
+    t.lap("other size");
 
   }
 
