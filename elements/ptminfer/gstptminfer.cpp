@@ -515,13 +515,11 @@ static gboolean gst_ptm_infer_sink_event(GstBaseTransform* trans, GstEvent* even
         st.tracks.clear();
       }
       break;
-    case GST_EVENT_EOS:
-    case GST_EVENT_CAPS:
-    case GST_EVENT_SEGMENT:
-      // Frames of a batch in progress go out before the stream changes.
-      drain(self);
-      break;
     default:
+      // Frames of a batch in progress go out before any serialized event
+      // (EOS, caps, segment, gap, tags, custom events): none overtakes a
+      // frame that came before it.
+      if (GST_EVENT_IS_SERIALIZED(event)) drain(self);
       break;
   }
   return GST_BASE_TRANSFORM_CLASS(gst_ptm_infer_parent_class)->sink_event(trans, event);
@@ -751,7 +749,7 @@ static GstFlowReturn gst_ptm_infer_transform_ip(GstBaseTransform* trans, GstBuff
 }
 
 // Batch size > 1: frames wait until `batch-size` of them are queued (or
-// EOS, a caps change or a drain query), then run as one batch.
+// any serialized event or a drain query), then run as one batch.
 static GstFlowReturn gst_ptm_infer_submit_input_buffer(GstBaseTransform* trans, gboolean discont, GstBuffer* buf) {
   auto* self = GST_PTM_INFER(trans);
   // Frames are batched in time only when whole; regions batch within a frame.
@@ -917,7 +915,8 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
       gobject_class, PROP_BATCH_SIZE,
       g_param_spec_uint("batch-size", "Batch size",
                         "Frames classified together in one forward pass (batched in time: a frame waits until "
-                        "the batch is full, EOS or a caps change); results equal batch size 1",
+                        "the batch is full or a serialized event (EOS, caps, segment, gap, tags) comes); results "
+                        "equal batch size 1",
                         1, 256, d.batch_size, ready));
   g_object_class_install_property(
       gobject_class, PROP_RELOAD_ON_CHANGE,

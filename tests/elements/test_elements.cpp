@@ -862,6 +862,134 @@ TEST(Elements, StateCyclingWithDefaults) {
   EXPECT_EQ(r.results.size(), 4u) << r.error;
 }
 
+// What each element does at the edges of a stream (GstHarness): EOS with no
+// frame, 1x1 and 16384x16384 frames, caps changing mid-stream, gaps,
+// buffers after EOS. Never a crash; a failed push only with an error
+// message; nothing after EOS.
+struct Edge {
+  GstHarness* h = nullptr;
+  GstBus* bus = nullptr;
+  bool has_src = true;
+  explicit Edge(const std::string& desc, bool src = true) : has_src(src) {
+    h = gst_harness_new_parse(desc.c_str());
+    bus = gst_bus_new();
+    gst_element_set_bus(h->element, bus);
+  }
+  ~Edge() {
+    gst_harness_teardown(h);
+    gst_object_unref(bus);
+  }
+  void caps(const char* format, int w, int h_) {
+    gst_harness_set_src_caps_str(h, ("video/x-raw,format=" + std::string(format) + ",width=" + std::to_string(w) +
+                                     ",height=" + std::to_string(h_) + ",framerate=30/1")
+                                        .c_str());
+  }
+  GstFlowReturn push(gsize bytes) { return gst_harness_push(h, gst_buffer_new_allocate(nullptr, bytes, nullptr)); }
+  // The first error message posted so far, "" when none.
+  std::string error() {
+    std::string e;
+    while (GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR)) {
+      GError* err = nullptr;
+      gst_message_parse_error(m, &err, nullptr);
+      if (e.empty()) e = err->message;
+      g_error_free(err);
+      gst_message_unref(m);
+    }
+    return e;
+  }
+  // Buffers that came out, dropped; with `meta`, how many carried results.
+  guint drain(guint* with_meta = nullptr) {
+    guint n = 0;
+    while (GstBuffer* b = gst_harness_try_pull(h)) {
+      if (with_meta && gst_buffer_get_ptm_classification_meta(b)) ++*with_meta;
+      gst_buffer_unref(b);
+      ++n;
+    }
+    return n;
+  }
+  bool eos_came_out() {
+    bool eos = false;
+    while (GstEvent* e = gst_harness_try_pull_event(h)) {
+      eos = eos || GST_EVENT_TYPE(e) == GST_EVENT_EOS;
+      gst_event_unref(e);
+    }
+    return eos;
+  }
+};
+
+std::vector<std::pair<std::string, bool>> edge_elements() {
+  const std::string train = (std::filesystem::temp_directory_path() / "ptm-edge-train.pth").string();
+  return {{"ptmpreprocess", true},
+          {"ptminfer model=" + model(), true},
+          {"ptminfer batch-size=4 model=" + model(), true},
+          {"ptmpreprocess ! ptminfer model=" + model() + " ! ptmoverlay", true},
+          {"ptmoverlay", true},
+          {"ptmtrainsink model=" + model() + " output=" + train, false}};  // at EOS: "nothing to train on", a warning
+}
+
+TEST(Elements, EosWithoutFramesAndNothingAfterEos) {
+  for (const auto& [desc, has_src] : edge_elements()) {
+    SCOPED_TRACE(desc);
+    Edge e(desc, has_src);
+    e.caps("RGB", 64, 48);
+    EXPECT_TRUE(gst_harness_push_event(e.h, gst_event_new_eos()));
+    if (has_src) {
+      EXPECT_TRUE(e.eos_came_out());
+      EXPECT_EQ(e.drain(), 0u);
+    }
+    EXPECT_EQ(e.error(), "");
+    // After EOS a buffer is refused, and nothing comes out.
+    EXPECT_EQ(e.push(64 * 48 * 3), GST_FLOW_EOS);
+    if (has_src) {
+      EXPECT_EQ(e.drain(), 0u);
+    }
+  }
+}
+
+TEST(Elements, TinyHugeAndChangingFramesAndGaps) {
+  for (const auto& [desc, has_src] : edge_elements()) {
+    SCOPED_TRACE(desc);
+    Edge e(desc, has_src);
+    const bool infers = desc.find("ptminfer") != std::string::npos;
+    const bool batched = desc.find("batch-size=4") != std::string::npos;
+    guint pushed = 0, out = 0, with_meta = 0;
+    auto push = [&](gsize bytes) {
+      const GstFlowReturn r = e.push(bytes);
+      if (r != GST_FLOW_OK) {
+        // A refused frame is said on the bus.
+        EXPECT_NE(e.error(), "") << "flow " << gst_flow_get_name(r) << " without an error message";
+        return false;
+      }
+      ++pushed;
+      return true;
+    };
+    // 1x1, then caps that change size and format mid-stream.
+    e.caps("RGB", 1, 1);
+    EXPECT_TRUE(push(4));  // rows are 4-byte aligned
+    e.caps("GRAY8", 97, 31);
+    EXPECT_TRUE(push(100 * 31));
+    EXPECT_TRUE(gst_harness_push_event(e.h, gst_event_new_gap(GST_SECOND, GST_SECOND / 30)));
+    // A serialized event overtakes no frame (a batch in progress goes first).
+    if (has_src) {
+      EXPECT_EQ(gst_harness_buffers_received(e.h), pushed);
+    }
+    e.caps("I420", 64, 48);
+    EXPECT_TRUE(push(64 * 48 * 3 / 2));
+    // 16384x16384 (256 MB of GRAY8): classified or refused, said why.
+    e.caps("GRAY8", 16384, 16384);
+    if (!push(gsize(16384) * 16384)) std::printf("[ edge ] %s: 16384x16384 refused\n", desc.c_str());
+    EXPECT_TRUE(gst_harness_push_event(e.h, gst_event_new_eos()));
+    EXPECT_EQ(e.error(), "");
+    if (!has_src) continue;
+    out = e.drain(&with_meta);
+    EXPECT_EQ(out, pushed);
+    if (infers) {
+      EXPECT_EQ(with_meta, pushed) << (batched ? "batched" : "");
+    }
+    EXPECT_TRUE(e.eos_came_out());
+  }
+}
+
 TEST(Preprocess, PropertiesValidateAndRoundTrip) {
   GstElement* e = gst_element_factory_make("ptmpreprocess", nullptr);
   ASSERT_TRUE(e);
