@@ -135,6 +135,20 @@ void run(const std::string& desc, Outcome& out, std::function<void(GstElement*, 
   gst_object_unref(pipe);
 }
 
+// The first error message on `bus` so far ("" when none); the bus's error
+// messages are taken off it.
+std::string first_error(GstBus* bus) {
+  std::string first;
+  while (GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR)) {
+    GError* e = nullptr;
+    gst_message_parse_error(m, &e, nullptr);
+    if (first.empty()) first = e->message;
+    g_error_free(e);
+    gst_message_unref(m);
+  }
+  return first;
+}
+
 std::string model() { return fixture("resnet18.pth"); }
 
 std::string src(const std::string& format, int w, int h, int n, const std::string& pattern = "smpte") {
@@ -250,14 +264,7 @@ TEST(Cuda, MemoryCapsAreRefusedWithoutCuda) {
     GstBuffer* b = gst_buffer_new_allocate(nullptr, 64 * 48 * 4, nullptr);
     EXPECT_NE(gst_harness_push(h, b), GST_FLOW_OK) << element;
     EXPECT_EQ(gst_harness_buffers_received(h), 0u) << element;
-    std::string error;
-    while (GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR)) {
-      GError* e = nullptr;
-      gst_message_parse_error(m, &e, nullptr);
-      if (error.empty()) error = e->message;
-      g_error_free(e);
-      gst_message_unref(m);
-    }
+    const std::string error = first_error(bus);
     EXPECT_NE(error.find("Frames in CUDA memory (memory:CUDAMemory) were offered, but CUDA cannot be used: "),
               std::string::npos)
         << element << ": " << error;
@@ -885,18 +892,7 @@ struct Edge {
                                         .c_str());
   }
   GstFlowReturn push(gsize bytes) { return gst_harness_push(h, gst_buffer_new_allocate(nullptr, bytes, nullptr)); }
-  // The first error message posted so far, "" when none.
-  std::string error() {
-    std::string e;
-    while (GstMessage* m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR)) {
-      GError* err = nullptr;
-      gst_message_parse_error(m, &err, nullptr);
-      if (e.empty()) e = err->message;
-      g_error_free(err);
-      gst_message_unref(m);
-    }
-    return e;
-  }
+  std::string error() { return first_error(bus); }
   // Buffers that came out, dropped; with `meta`, how many carried results.
   guint drain(guint* with_meta = nullptr) {
     guint n = 0;
