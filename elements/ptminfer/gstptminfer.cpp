@@ -72,6 +72,15 @@ enum {
   PROP_OBJECT_CLASS,
   PROP_MIN_REGION_SIZE,
   PROP_RECLASSIFY_INTERVAL,
+  PROP_PUBLISH,
+  PROP_PUBLISH_TOPIC,
+  PROP_PUBLISH_QOS,
+  PROP_PUBLISH_PER,
+  PROP_PUBLISH_QUEUE_SIZE,
+  PROP_PUBLISH_CLIENT_ID,
+  PROP_PUBLISH_TLS_CA,
+  PROP_PUBLISH_TLS_CERT,
+  PROP_PUBLISH_TLS_KEY,
 };
 
 typedef enum { PTM_DEVICE_AUTO, PTM_DEVICE_CPU, PTM_DEVICE_CUDA } GstPtmDevice;
@@ -100,6 +109,18 @@ static GType gst_ptm_inference_region_get_type(void) {
       {0, nullptr, nullptr}};
   static GType type = 0;
   return ptm::enum_type(&type, "GstPtmInferenceRegion", values);
+}
+
+typedef enum { PTM_PUBLISH_PER_FRAME, PTM_PUBLISH_PER_REGION } GstPtmPublishPer;
+
+#define GST_TYPE_PTM_PUBLISH_PER (gst_ptm_publish_per_get_type())
+static GType gst_ptm_publish_per_get_type(void) {
+  static const GEnumValue values[] = {
+      {PTM_PUBLISH_PER_FRAME, "One document per frame (its regions listed in it)", "frame"},
+      {PTM_PUBLISH_PER_REGION, "One document per classified region (inference-region=roi-list)", "region"},
+      {0, nullptr, nullptr}};
+  static GType type = 0;
+  return ptm::enum_type(&type, "GstPtmPublishPer", values);
 }
 
 #define GST_TYPE_PTM_PRECISION (gst_ptm_precision_get_type())
@@ -146,6 +167,12 @@ struct Settings {
   bool channels_last = true;
   bool cuda_graphs = false;
   int input_size = 0;
+  // publish: where JSON documents go (publisher.h), and how.
+  std::string publish, publish_topic = "ptm/{element}", publish_client_id;
+  std::string publish_tls_ca, publish_tls_cert, publish_tls_key;
+  guint publish_qos = 1;
+  GstPtmPublishPer publish_per = PTM_PUBLISH_PER_FRAME;
+  guint publish_queue_size = 1000;
 };
 
 // Frames seen, by where they were read from (the "stats" property).
@@ -175,6 +202,7 @@ struct State {
   // Tracked objects' last results (reclassify-interval): track id -> result
   // and the frame it was classified on.
   std::unordered_map<gint64, std::pair<ptm::FrameResult, guint64>> tracks;
+  std::string stream;  // the current stream's stream-id (publish-topic's {stream})
 };
 
 }  // namespace
@@ -194,6 +222,9 @@ struct Private {
   ptm::CudaLink cuda;  // the CUDA context shared with neighbours
   std::mutex stats_lock;
   Counters counters;
+  // The publisher of the last start (publish); kept after stop so that
+  // "stats" still tells what became of every document.
+  std::shared_ptr<ptm::Publisher> publisher;
 };
 
 struct _GstPtmInfer {
@@ -203,6 +234,9 @@ struct _GstPtmInfer {
 
 G_DEFINE_TYPE(GstPtmInfer, gst_ptm_infer, GST_TYPE_BASE_TRANSFORM)
 GST_ELEMENT_REGISTER_DEFINE(ptminfer, "ptminfer", GST_RANK_NONE, GST_TYPE_PTM_INFER)
+
+// How long stop() lets queued results reach the publish destination.
+static const int kPublishDrainMs = 5000;
 
 static Settings settings_copy(GstPtmInfer* self) {
   std::lock_guard<std::mutex> g(self->priv->lock);
@@ -363,6 +397,15 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
     case PROP_OBJECT_CLASS: s.object_class = str(value); break;
     case PROP_MIN_REGION_SIZE: s.min_region_size = g_value_get_uint(value); break;
     case PROP_RECLASSIFY_INTERVAL: s.reclassify_interval = g_value_get_uint(value); break;
+    case PROP_PUBLISH: s.publish = str(value); break;
+    case PROP_PUBLISH_TOPIC: s.publish_topic = str(value); break;
+    case PROP_PUBLISH_QOS: s.publish_qos = g_value_get_uint(value); break;
+    case PROP_PUBLISH_PER: s.publish_per = GstPtmPublishPer(g_value_get_enum(value)); break;
+    case PROP_PUBLISH_QUEUE_SIZE: s.publish_queue_size = g_value_get_uint(value); break;
+    case PROP_PUBLISH_CLIENT_ID: s.publish_client_id = str(value); break;
+    case PROP_PUBLISH_TLS_CA: s.publish_tls_ca = str(value); break;
+    case PROP_PUBLISH_TLS_CERT: s.publish_tls_cert = str(value); break;
+    case PROP_PUBLISH_TLS_KEY: s.publish_tls_key = str(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
@@ -371,14 +414,23 @@ static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value,
   auto* self = GST_PTM_INFER(object);
   if (id == PROP_STATS) {
     Counters c;
+    std::shared_ptr<ptm::Publisher> pub;
     {
       std::lock_guard<std::mutex> g(self->priv->stats_lock);
       c = self->priv->counters;
+      pub = self->priv->publisher;
     }
-    g_value_take_boxed(value, gst_structure_new("ptm-infer-stats", "frames", G_TYPE_UINT64, c.frames,
-                                                "cuda-in-place", G_TYPE_UINT64, c.cuda_in_place, "cuda-via-host",
-                                                G_TYPE_UINT64, c.cuda_via_host, "system-memory", G_TYPE_UINT64,
-                                                c.system_memory, nullptr));
+    GstStructure* st = gst_structure_new("ptm-infer-stats", "frames", G_TYPE_UINT64, c.frames, "cuda-in-place",
+                                         G_TYPE_UINT64, c.cuda_in_place, "cuda-via-host", G_TYPE_UINT64,
+                                         c.cuda_via_host, "system-memory", G_TYPE_UINT64, c.system_memory, nullptr);
+    if (pub) {
+      const ptm::PublishStats p = pub->stats();
+      gst_structure_set(st, "published", G_TYPE_UINT64, p.delivered, "publish-dropped", G_TYPE_UINT64, p.dropped,
+                        "publish-queued", G_TYPE_UINT64, p.queued, "publish-offered", G_TYPE_UINT64, p.offered,
+                        "publish-connected", G_TYPE_BOOLEAN, p.connected, "publish-connects", G_TYPE_UINT64,
+                        p.connects, "publish-error", G_TYPE_STRING, p.last_error.c_str(), nullptr);
+    }
+    g_value_take_boxed(value, st);
     return;
   }
   std::lock_guard<std::mutex> g(self->priv->lock);
@@ -411,6 +463,15 @@ static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value,
     case PROP_OBJECT_CLASS: str(s.object_class); break;
     case PROP_MIN_REGION_SIZE: g_value_set_uint(value, s.min_region_size); break;
     case PROP_RECLASSIFY_INTERVAL: g_value_set_uint(value, s.reclassify_interval); break;
+    case PROP_PUBLISH: str(s.publish); break;
+    case PROP_PUBLISH_TOPIC: str(s.publish_topic); break;
+    case PROP_PUBLISH_QOS: g_value_set_uint(value, s.publish_qos); break;
+    case PROP_PUBLISH_PER: g_value_set_enum(value, s.publish_per); break;
+    case PROP_PUBLISH_QUEUE_SIZE: g_value_set_uint(value, s.publish_queue_size); break;
+    case PROP_PUBLISH_CLIENT_ID: str(s.publish_client_id); break;
+    case PROP_PUBLISH_TLS_CA: str(s.publish_tls_ca); break;
+    case PROP_PUBLISH_TLS_CERT: str(s.publish_tls_cert); break;
+    case PROP_PUBLISH_TLS_KEY: str(s.publish_tls_key); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec); break;
   }
 }
@@ -442,6 +503,7 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
   {
     std::lock_guard<std::mutex> g(self->priv->stats_lock);
     self->priv->counters = Counters();
+    self->priv->publisher.reset();
   }
   self->priv->watch.watch(s.model);  // a replacement during the load is noticed
   State st;
@@ -456,6 +518,28 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
   ptm::OutputOptions out;
   out.results_file = s.results_file;
   out.analytics = s.analytics;
+  if (!s.publish.empty()) {
+    if (s.publish_per == PTM_PUBLISH_PER_REGION && s.region != PTM_REGION_ROI_LIST) {
+      GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
+                        ("publish-per=region needs inference-region=roi-list (whole frames have no regions)"),
+                        (nullptr));
+      return FALSE;
+    }
+    ptm::PublishOptions po;
+    po.url = s.publish;
+    po.qos = int(s.publish_qos);
+    po.queue_size = s.publish_queue_size;
+    po.client_id = s.publish_client_id;
+    po.ca_file = s.publish_tls_ca;
+    po.cert_file = s.publish_tls_cert;
+    po.key_file = s.publish_tls_key;
+    if (!ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS,
+                      "Cannot publish results to '" + s.publish + "'",
+                      [&] { out.publisher = ptm::Publisher::open(po); }))
+      return FALSE;
+    out.topic = s.publish_topic;
+    out.publish_regions = s.publish_per == PTM_PUBLISH_PER_REGION;
+  }
   if (!ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_WRITE,
                     "Could not open results file '" + s.results_file + "'",
                     [&] { st.outputs = ptm::make_outputs(out); }))
@@ -467,18 +551,42 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
                   m.architecture.c_str(), m.num_classes, m.format.c_str(), m.crop_size, m.crop_size,
                   st.core->on_cuda() ? "CUDA" : "CPU");
   post_loaded(self, s.model, m);
+  {
+    std::lock_guard<std::mutex> g(self->priv->stats_lock);
+    self->priv->publisher = out.publisher;
+  }
   std::lock_guard<std::mutex> g(self->priv->state_lock);
   self->priv->state.emplace(std::move(st));
   return TRUE;
 }
 
 static gboolean gst_ptm_infer_stop(GstBaseTransform* trans) {
-  Private& p = *GST_PTM_INFER(trans)->priv;
+  auto* self = GST_PTM_INFER(trans);
+  Private& p = *self->priv;
   {
     std::lock_guard<std::mutex> g(p.state_lock);
     p.state.reset();  // no new requests from here on
   }
   p.slot.stop();  // waits for a load in progress
+  std::shared_ptr<ptm::Publisher> pub;
+  {
+    std::lock_guard<std::mutex> g(p.stats_lock);
+    pub = p.publisher;
+  }
+  if (pub) {
+    // What is still queued gets a few seconds to reach a reachable broker.
+    const ptm::PublishStats before = pub->stats();
+    pub->close(kPublishDrainMs);
+    const ptm::PublishStats after = pub->stats();
+    if (after.dropped > before.dropped)
+      GST_ELEMENT_WARNING(self, RESOURCE, WRITE,
+                          ("%" G_GUINT64_FORMAT " results were not delivered to %s before stopping (%s)",
+                           after.dropped - before.dropped, pub->describe().c_str(),
+                           after.last_error.empty() ? "not acknowledged in time" : after.last_error.c_str()),
+                          (nullptr));
+    GST_INFO_OBJECT(self, "published to %s: %" G_GUINT64_FORMAT " delivered, %" G_GUINT64_FORMAT " dropped",
+                    pub->describe().c_str(), after.delivered, after.dropped);
+  }
   return TRUE;
 }
 
@@ -503,6 +611,14 @@ static GstFlowReturn drain(GstPtmInfer* self);
 static gboolean gst_ptm_infer_sink_event(GstBaseTransform* trans, GstEvent* event) {
   auto* self = GST_PTM_INFER(trans);
   switch (GST_EVENT_TYPE(event)) {
+    case GST_EVENT_STREAM_START:
+      drain(self);
+      if (self->priv->state) {
+        const gchar* id = nullptr;
+        gst_event_parse_stream_start(event, &id);
+        self->priv->state->stream = id ? id : "";
+      }
+      break;
     case GST_EVENT_FLUSH_STOP:
       if (self->priv->state) {
         State& st = *self->priv->state;
@@ -643,7 +759,8 @@ static bool queue_buffer(GstPtmInfer* self, State& st, const Settings& s, GstBuf
 // Publishes the result of the (writable) buffer through every output.
 static bool publish(GstPtmInfer* self, State& st, const Settings& s, GstBuffer* buf, const ptm::FrameResult& r,
                     const std::vector<ptm::RegionResult>* regions = nullptr) {
-  const ptm::Published p{GST_ELEMENT(self), buf, r, st.core->info().architecture, s.post_messages, regions};
+  const ptm::Published p{GST_ELEMENT(self), buf, r, st.core->info().architecture, s.post_messages, regions,
+                         &st.stream};
   for (const auto& o : st.outputs)
     if (!ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_WRITE, o->failure(),
                       [&] { o->publish(p); }))
@@ -965,7 +1082,9 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
       g_param_spec_boxed("stats", "Statistics",
                          "Frames seen since start: frames, cuda-in-place (read where they lie in CUDA memory), "
                          "cuda-via-host (CUDA memory mapped to the host because the model is on the CPU), "
-                         "system-memory",
+                         "system-memory; with publish: published (delivered: acknowledged by the broker with "
+                         "QoS 1, else written), publish-dropped, publish-queued, publish-offered, "
+                         "publish-connected, publish-connects, publish-error",
                          GST_TYPE_STRUCTURE, GParamFlags(G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
   g_object_class_install_property(
       gobject_class, PROP_POST_MESSAGES,
@@ -1025,6 +1144,74 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
                         "(marked reused); untracked regions are classified on every frame",
                         1, G_MAXINT, d.reclassify_interval, live));
 
+  /**
+   * GstPtmInfer:publish:
+   *
+   * Sends each frame's results (or each region's, see
+   * #GstPtmInfer:publish-per) as a JSON document: to an MQTT broker
+   * (`mqtt://[user[:password]@]host[:port]`, port 1883;
+   * `mqtts://...` with TLS, port 8883), to a file as JSON lines
+   * (`file:///path`, truncated at start) or to stdout. The document is a
+   * results-file line plus "element", "stream" and "model".
+   *
+   * Publishing never holds up the stream: documents wait in a queue of
+   * #GstPtmInfer:publish-queue-size while the broker is away or slow (the
+   * oldest are dropped when it is full, with one warning per outage); the
+   * connection is retried with a backoff from 0.25 s doubling to 8 s, and
+   * QoS 1 documents the broker had not acknowledged are sent again. The
+   * "stats" property counts what was delivered, dropped and is queued.
+   * At stop, queued documents get up to 5 s to reach a connected broker.
+   */
+  g_object_class_install_property(
+      gobject_class, PROP_PUBLISH,
+      g_param_spec_string("publish", "Publish",
+                          "Send results as JSON documents to mqtt://[user[:password]@]host[:port], "
+                          "mqtts://host[:port] (TLS), file:///path (JSON lines) or stdout; never blocks the "
+                          "stream (see publish-queue-size and the stats property); empty: nowhere",
+                          nullptr, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_PUBLISH_TOPIC,
+      g_param_spec_string("publish-topic", "Publish topic",
+                          "MQTT topic of the documents; {element}, {stream} (the stream-id) and {model} (the "
+                          "architecture) are replaced, with '/', '+' and '#' in their values made '_'",
+                          d.publish_topic.c_str(), ready));
+  g_object_class_install_property(
+      gobject_class, PROP_PUBLISH_QOS,
+      g_param_spec_uint("publish-qos", "Publish QoS",
+                        "MQTT quality of service: 0 (at most once) or 1 (at least once: documents the broker did "
+                        "not acknowledge are sent again after a reconnect)",
+                        0, 1, d.publish_qos, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_PUBLISH_PER,
+      g_param_spec_enum("publish-per", "Publish per",
+                        "One document per frame, or per classified region (inference-region=roi-list)",
+                        GST_TYPE_PTM_PUBLISH_PER, d.publish_per, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_PUBLISH_QUEUE_SIZE,
+      g_param_spec_uint("publish-queue-size", "Publish queue size",
+                        "Documents held while the destination is unreachable or slow; when full the oldest is "
+                        "dropped (counted in stats as publish-dropped)",
+                        1, 1000000, d.publish_queue_size, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_PUBLISH_CLIENT_ID,
+      g_param_spec_string("publish-client-id", "Publish client id",
+                          "MQTT client id; empty: ptm-<process id>-<n>", nullptr, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_PUBLISH_TLS_CA,
+      g_param_spec_string("publish-tls-ca", "Publish TLS CA",
+                          "mqtts://: PEM file of the CA that signed the broker's certificate; empty: the system's "
+                          "CA store",
+                          nullptr, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_PUBLISH_TLS_CERT,
+      g_param_spec_string("publish-tls-cert", "Publish TLS certificate",
+                          "mqtts://: PEM client certificate, for brokers that ask for one (with publish-tls-key)",
+                          nullptr, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_PUBLISH_TLS_KEY,
+      g_param_spec_string("publish-tls-key", "Publish TLS key", "mqtts://: PEM key of publish-tls-cert", nullptr,
+                          ready));
+
   gst_element_class_set_static_metadata(element_class, "PyTorch classifier", "Filter/Analyzer/Video",
                                         "Classifies frames with a PyTorch image classifier (LibTorch)",
                                         "ptm developers");
@@ -1045,5 +1232,6 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
   gst_type_mark_as_plugin_api(GST_TYPE_PTM_SCORE_OUTPUT, GstPluginAPIFlags(0));
   gst_type_mark_as_plugin_api(GST_TYPE_PTM_PRECISION, GstPluginAPIFlags(0));
   gst_type_mark_as_plugin_api(GST_TYPE_PTM_INFERENCE_REGION, GstPluginAPIFlags(0));
+  gst_type_mark_as_plugin_api(GST_TYPE_PTM_PUBLISH_PER, GstPluginAPIFlags(0));
   GST_DEBUG_CATEGORY_INIT(gst_ptm_infer_debug, "ptminfer", 0, "PyTorch classifier");
 }

@@ -247,27 +247,55 @@ static nlohmann::json classes_json(const FrameResult& r) {
   return res;
 }
 
-void ResultsFile::write(int64_t pts, const FrameResult& r, const std::vector<RegionResult>* regions) {
-  nlohmann::json j;
+static nlohmann::json source_json(int64_t pts, const DocumentSource* source) {
+  nlohmann::json j = nlohmann::json::object();
+  if (source) {
+    j["element"] = source->element;
+    j["stream"] = source->stream;
+    j["model"] = source->model;
+  }
   j["pts"] = pts >= 0 ? nlohmann::json(pts) : nlohmann::json(nullptr);
-  j["frame"] = r.frame;
-  j["reused"] = r.reused;
-  j["inference_ms"] = double(r.inference_ns) / 1e6;
-  j["results"] = classes_json(r);
-  if (regions) {
-    nlohmann::json list = nlohmann::json::array();
-    for (const RegionResult& g : *regions)
-      list.push_back({{"x", g.box.x},
+  return j;
+}
+
+static nlohmann::json region_json(const RegionResult& g) {
+  nlohmann::json j = {{"x", g.box.x},
                       {"y", g.box.y},
                       {"width", g.box.width},
                       {"height", g.box.height},
                       {"type", g.type},
                       {"reused", g.result.reused},
                       {"inference_ms", double(g.result.inference_ns) / 1e6},
-                      {"results", classes_json(g.result)}});
+                      {"results", classes_json(g.result)}};
+  if (g.track_id >= 0) j["track_id"] = g.track_id;
+  return j;
+}
+
+std::string frame_document(int64_t pts, const FrameResult& r, const std::vector<RegionResult>* regions,
+                           const DocumentSource* source) {
+  nlohmann::json j = source_json(pts, source);
+  j["frame"] = r.frame;
+  j["reused"] = r.reused;
+  j["inference_ms"] = double(r.inference_ns) / 1e6;
+  j["results"] = classes_json(r);
+  if (regions) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const RegionResult& g : *regions) list.push_back(region_json(g));
     j["regions"] = list;
   }
-  const std::string line = j.dump() + "\n";
+  return j.dump();
+}
+
+std::string region_document(int64_t pts, const RegionResult& g, size_t index, const DocumentSource* source) {
+  nlohmann::json j = source_json(pts, source);
+  j["frame"] = g.result.frame;
+  j["region"] = index;
+  j.update(region_json(g));
+  return j.dump();
+}
+
+void ResultsFile::write(int64_t pts, const FrameResult& r, const std::vector<RegionResult>* regions) {
+  const std::string line = frame_document(pts, r, regions) + "\n";
   if (std::fwrite(line.data(), 1, line.size(), f_) != line.size() || std::fflush(f_) != 0)
     throw std::runtime_error("cannot write results file '" + path_ + "': " + std::strerror(errno));
 }

@@ -127,6 +127,23 @@ class InferCore {
 // JSON lines: one object per frame {"pts":..,"frame":..,"reused":..,
 // "inference_ms":..,"results":[{"class":..,"label":..,"score":..}]}, and
 // "regions" when regions were classified.
+// Where a published document comes from (ptminfer's publish property).
+struct DocumentSource {
+  std::string element, stream, model;
+};
+
+// A frame's results as one JSON object, as a results-file line holds it:
+// pts (null when none), frame, reused, inference_ms, results [{class,
+// label, score}], and with `regions` its "regions" (x, y, width, height,
+// type, reused, inference_ms, results, track_id when tracked). With
+// `source`, also "element", "stream" and "model".
+std::string frame_document(int64_t pts_ns, const FrameResult& r, const std::vector<RegionResult>* regions = nullptr,
+                           const DocumentSource* source = nullptr);
+// One region's results alone: the frame's pts and number, the region's
+// index in the frame, and the fields of a "regions" entry above.
+std::string region_document(int64_t pts_ns, const RegionResult& g, size_t index,
+                            const DocumentSource* source = nullptr);
+
 class ResultsFile {
  public:
   explicit ResultsFile(const std::string& path);  // truncates; throws std::runtime_error

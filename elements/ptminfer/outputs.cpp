@@ -1,5 +1,6 @@
 #include "outputs.h"
 
+#include <cstring>
 #include <stdexcept>
 
 #include <gst/video/video.h>
@@ -121,6 +122,54 @@ class JsonLinesOutput : public ResultOutput {
   ResultsFile file_;
 };
 
+// One JSON document per frame, or per classified region, to a publisher.
+// Never waits: the publisher queues. While it drops documents (the
+// destination away or too slow), one warning per outage says so.
+class PublishOutput : public ResultOutput {
+ public:
+  PublishOutput(std::shared_ptr<Publisher> pub, std::string topic, bool per_region)
+      : pub_(std::move(pub)), topic_(std::move(topic)), per_region_(per_region) {}
+
+  void publish(const Published& p) override {
+    DocumentSource src{GST_OBJECT_NAME(p.element), p.stream ? *p.stream : std::string(), p.model};
+    const std::string topic = expand_topic(topic_, src);
+    const int64_t pts = GST_BUFFER_PTS_IS_VALID(p.buffer) ? int64_t(GST_BUFFER_PTS(p.buffer)) : -1;
+    if (per_region_ && p.regions) {
+      for (size_t i = 0; i < p.regions->size(); ++i) pub_->offer(topic, region_document(pts, (*p.regions)[i], i, &src));
+    } else if (!per_region_) {
+      pub_->offer(topic, frame_document(pts, p.result, p.regions, &src));
+    }
+    report(p.element);
+  }
+
+ private:
+  void report(GstElement* element) {
+    const PublishStats s = pub_->stats();
+    if (s.dropped > dropped_ && !warned_) {
+      GST_ELEMENT_WARNING(element, RESOURCE, WRITE,
+                          ("Results are being dropped: %s cannot take them (%s); %" G_GUINT64_FORMAT
+                           " dropped so far, up to %" G_GUINT64_FORMAT " held",
+                           pub_->describe().c_str(), s.last_error.empty() ? "too slow" : s.last_error.c_str(),
+                           s.dropped, s.queued),
+                          (nullptr));
+      warned_ = true;
+    }
+    if (warned_ && s.connects > connects_ && s.connected) {
+      GST_INFO_OBJECT(element, "%s is back; %" G_GUINT64_FORMAT " results dropped so far", pub_->describe().c_str(),
+                      s.dropped);
+      warned_ = false;
+    }
+    dropped_ = s.dropped;
+    connects_ = s.connects;
+  }
+
+  std::shared_ptr<Publisher> pub_;
+  std::string topic_;
+  bool per_region_;
+  bool warned_ = false;
+  uint64_t dropped_ = 0, connects_ = 0;
+};
+
 #if PTM_HAVE_ANALYTICS
 // A GstAnalyticsClsMtd in the buffer's relation meta: the reported classes
 // (label quarks), best first, with their scores as confidence levels. A
@@ -183,6 +232,30 @@ class AnalyticsOutput : public ResultOutput {
 
 bool have_analytics() { return PTM_HAVE_ANALYTICS != 0; }
 
+std::string expand_topic(const std::string& tmpl, const DocumentSource& src) {
+  auto clean = [](std::string v) {
+    for (char& c : v)
+      if (c == '/' || c == '+' || c == '#') c = '_';
+    return v.empty() ? std::string("none") : v;
+  };
+  std::string out;
+  for (size_t i = 0; i < tmpl.size();) {
+    const char* names[] = {"{element}", "{stream}", "{model}"};
+    const std::string* values[] = {&src.element, &src.stream, &src.model};
+    bool done = false;
+    for (int k = 0; k < 3 && !done; ++k) {
+      const size_t n = std::strlen(names[k]);
+      if (tmpl.compare(i, n, names[k]) == 0) {
+        out += clean(*values[k]);
+        i += n;
+        done = true;
+      }
+    }
+    if (!done) out += tmpl[i++];
+  }
+  return out;
+}
+
 std::vector<std::unique_ptr<ResultOutput>> make_outputs(const OutputOptions& o) {
   std::vector<std::unique_ptr<ResultOutput>> out;
   out.push_back(std::make_unique<MetaOutput>());
@@ -191,6 +264,7 @@ std::vector<std::unique_ptr<ResultOutput>> make_outputs(const OutputOptions& o) 
 #endif
   out.push_back(std::make_unique<MessageOutput>());
   if (!o.results_file.empty()) out.push_back(std::make_unique<JsonLinesOutput>(o.results_file));
+  if (o.publisher) out.push_back(std::make_unique<PublishOutput>(o.publisher, o.topic, o.publish_regions));
   return out;
 }
 

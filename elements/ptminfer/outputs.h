@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "infer_core.h"
+#include "publisher.h"
 
 namespace ptm {
 
@@ -21,6 +22,7 @@ struct Published {
   bool post_messages;         // the live "post-messages" property
   // Regions classified instead of the whole frame (inference-region=roi-list), else nullptr.
   const std::vector<RegionResult>* regions = nullptr;
+  const std::string* stream = nullptr;  // the stream-id of the stream the buffer belongs to
 };
 
 class ResultOutput {
@@ -35,7 +37,18 @@ class ResultOutput {
 struct OutputOptions {
   std::string results_file;  // JSON lines; empty: none
   bool analytics = false;    // GstAnalytics relation meta (GStreamer >= 1.24 builds)
+  // JSON documents through a publisher (MQTT, file, stdout): to the topic
+  // template's expansion ({element}, {stream}, {model}), one per frame or
+  // one per classified region.
+  std::shared_ptr<Publisher> publisher;
+  std::string topic;
+  bool publish_regions = false;
 };
+
+// The topic for a document: `{element}`, `{stream}` and `{model}` in the
+// template replaced, with MQTT's wildcards and level separator in the
+// values made '_'.
+std::string expand_topic(const std::string& tmpl, const DocumentSource& src);
 
 // Whether this build writes GstAnalytics metadata.
 bool have_analytics();
