@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "bytes.h"
+#include "labels.h"
 #include "pickle.h"
 #include "zip.h"
 
@@ -407,6 +408,9 @@ void read_zip(Checkpoint& ck, const ZipArchive& zip, const ReadOptions& opt) {
     else if (order != "little")
       throw ModelError(what + ": unknown byte order '" + order.substr(0, 16) + "' (expected 'little' or 'big')");
   }
+  if (const ZipEntry* l = zip.find(prefix + kLabelsRecord))
+    ck.labels = parse_labels(std::string_view(reinterpret_cast<const char*>(zip.data(*l, true)), l->size),
+                             what + "'s labels record");
   std::unordered_map<std::string, Ref> storages;
   auto persistent = [&](const Value& pid) -> Ref {
     StorageId id = parse_pid(pid, false, what);

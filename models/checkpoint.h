@@ -51,6 +51,10 @@ struct ReadOptions {
   std::string wrapper_key;
 };
 
+// The record of a torch.save zip archive that holds ptm's labels
+// ("<archive>/ptm/labels.txt"): one label per line.
+inline constexpr const char* kLabelsRecord = "ptm/labels.txt";
+
 struct Checkpoint {
   std::string path;
   FileFormat format = FileFormat::TorchZip;
@@ -58,6 +62,9 @@ struct Checkpoint {
   std::string wrapper_key;          // where the state dict was found ("" = top level)
   std::string module_class;         // a whole pickled model's class ("torchvision.models.resnet.ResNet")
   std::vector<std::string> notes;   // unwrapping / prefix stripping done
+  // Class labels saved inside the file with the weights (ptmtrainsink's
+  // record "<archive>/ptm/labels.txt", which torch.load ignores); empty when none.
+  std::vector<std::string> labels;
   uint64_t file_bytes = 0;
 };
 

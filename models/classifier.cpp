@@ -20,6 +20,7 @@
 
 #include <dlfcn.h>
 #include <link.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -253,6 +254,7 @@ struct Classifier::Impl {
   void build_script();
   void apply_folder(const ModelFolder& f, Classifier& self);
   std::vector<std::string> package_labels;  // carried in the package's metadata or a folder's config
+  std::vector<std::string> saved_labels;    // saved inside the weights file (ptmtrainsink)
   // The architecture a folder's config names: taken where the weights fit
   // it and another architecture of the same layout too (timm's DeiT, ViT).
   std::string preferred;
@@ -374,6 +376,7 @@ void Classifier::Impl::load_weights(const ClassifierOptions& o) {
   ReadOptions ro;
   ro.wrapper_key = o.wrapper_key;
   Checkpoint ck = read_checkpoint(o.model, ro);
+  saved_labels = ck.labels;
   select_weights_prefix(ck.state, ck.notes, o.architecture);
   info.notes = ck.notes;
   std::string arch = o.architecture;
@@ -600,6 +603,27 @@ void Classifier::Impl::load_package(const ClassifierOptions& o) {
 }
 
 void Classifier::Impl::load_labels(const ClassifierOptions& o) {
+  // Labels saved with the weights come before a file beside them: the two
+  // files are not replaced at one instant, the labels inside are.
+  if (o.labels.empty() && !saved_labels.empty()) {
+    if (int64_t(saved_labels.size()) != info.num_classes)
+      throw ModelError("'" + o.model + "' carries " + std::to_string(saved_labels.size()) + " labels for " +
+                       std::to_string(info.num_classes) + " classes");
+    info.labels = saved_labels;
+    info.notes.push_back("labels saved inside " + o.model);
+    const std::string beside = labels_path_beside(o.model);
+    if (::access(beside.c_str(), R_OK) == 0) {
+      std::vector<std::string> other;
+      try {
+        other = read_labels_file(beside);
+      } catch (const ModelError&) {
+      }
+      if (other != saved_labels)
+        info.notes.push_back("the labels in " + beside + " differ from those saved inside the model; the model's are "
+                             "used (set labels= to use the file)");
+    }
+    return;
+  }
   std::string from;
   info.labels = resolve_labels(o.model, o.labels, info.num_classes, package_labels, &from);
   if (o.labels.empty() && !from.empty()) info.notes.push_back("labels from " + from);

@@ -8,9 +8,11 @@ namespace ptm {
 
 std::vector<std::string> read_labels_file(const std::string& path) {
   Bytes b = read_file(path, uint64_t(64) << 20);
-  std::string_view text = b.view(0, b.size);
-  if (text.find('\0') != std::string_view::npos)
-    throw ModelError("'" + path + "' is not a text file of labels");
+  return parse_labels(b.view(0, b.size), "'" + path + "'");
+}
+
+std::vector<std::string> parse_labels(std::string_view text, const std::string& what) {
+  if (text.find('\0') != std::string_view::npos) throw ModelError(what + " is not a text file of labels");
   std::vector<std::string> out;
   size_t pos = 0;
   while (pos < text.size()) {
@@ -22,7 +24,7 @@ std::vector<std::string> read_labels_file(const std::string& path) {
     out.emplace_back(line);
   }
   while (!out.empty() && out.back().empty()) out.pop_back();
-  if (out.empty()) throw ModelError("'" + path + "' holds no labels");
+  if (out.empty()) throw ModelError(what + " holds no labels");
   return out;
 }
 

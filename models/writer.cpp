@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "labels.h"
 
 namespace ptm {
 
@@ -68,7 +69,17 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
 // torch.save's zip layout, written as torch::pickle_save does but without
 // type tags on the dict: a tagged dict names torch.jit._pickle.restore_type_tag,
 // which torch.load refuses by default since PyTorch 2.6 (weights_only).
-std::vector<char> serialize_state_dict(const StateDict& state) {
+std::string labels_text(const std::vector<std::string>& labels) {
+  std::string text;
+  for (const auto& l : labels) {
+    if (l.find('\n') != std::string::npos) throw ModelError("label '" + l + "' contains a line break");
+    text += l + "\n";
+  }
+  return text;
+}
+
+std::vector<char> serialize_state_dict(const StateDict& state, const std::vector<std::string>* labels) {
+  const std::string text = labels ? labels_text(*labels) : std::string();
   c10::Dict<std::string, at::Tensor> d;
   for (const auto& e : state.entries) d.insert(e.name, e.tensor.detach().contiguous());
   std::vector<char> pickled;
@@ -84,21 +95,26 @@ std::vector<char> serialize_state_dict(const StateDict& state) {
     return n;
   });
   torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
+  if (labels) writer.writeRecord(kLabelsRecord, text.data(), text.size());
   writer.writeEndOfFile();
   return out;
 }
 
-void save_state_dict(const std::string& path, const StateDict& state) {
-  const std::vector<char> bytes = serialize_state_dict(state);
+void save_state_dict(const std::string& path, const StateDict& state, const std::vector<std::string>* labels) {
+  const std::vector<char> bytes = serialize_state_dict(state, labels);
   write_file_atomic(path, bytes.data(), bytes.size());
 }
 
+std::string save_model_and_labels(const std::string& path, const StateDict& state,
+                                  const std::vector<std::string>& labels) {
+  save_state_dict(path, state, &labels);
+  const std::string beside = labels_path_beside(path);
+  save_labels(beside, labels);
+  return beside;
+}
+
 void save_labels(const std::string& path, const std::vector<std::string>& labels) {
-  std::string text;
-  for (const auto& l : labels) {
-    if (l.find('\n') != std::string::npos) throw ModelError("label '" + l + "' contains a line break");
-    text += l + "\n";
-  }
+  const std::string text = labels_text(labels);
   write_file_atomic(path, text.data(), text.size());
 }
 

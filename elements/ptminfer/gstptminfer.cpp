@@ -976,8 +976,9 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
   g_object_class_install_property(
       gobject_class, PROP_LABELS,
       g_param_spec_string("labels", "Labels file",
-                          "Text file with one label per line; empty: <model stem>.labels.txt when it exists "
-                          "(ptmtrainsink writes one), else ImageNet names for 1000-class models, else 'class N'. "
+                          "Text file with one label per line; empty: the labels saved inside the model file "
+                          "(ptmtrainsink saves them with the weights), else <model stem>.labels.txt when it exists, "
+                          "else ImageNet names for 1000-class models, else 'class N'. "
                           "Set while playing, the model reloads with these labels",
                           nullptr, live));
   g_object_class_install_property(

@@ -10,7 +10,9 @@
  * "train" action signal is emitted) a new linear head is trained and the
  * full state dict is written to #GstPtmTrainSink:output with torchvision's
  * keys (`torchvision.models.<arch>(num_classes=N).load_state_dict(torch.load(path))`
- * works), plus `<output stem>.labels.txt`; both atomically. Class i is the
+ * works) with the labels saved inside it (a record torch.load ignores: one
+ * rename replaces weights and labels together), plus `<output stem>.labels.txt`
+ * beside it for people and other tools; each atomically. Class i is the
  * i-th label in sorted order.
  *
  * Labels: the #GstPtmTrainSink:label property (may change while playing),
@@ -331,7 +333,7 @@ static void gst_ptm_train_sink_class_init(GstPtmTrainSinkClass* klass) {
       g_param_spec_string("label", "Label", "Label of the frames arriving now; empty: frames are ignored", nullptr, live));
   g_object_class_install_property(gobject_class, PROP_OUTPUT,
       g_param_spec_string("output", "Output file",
-                          "Where the fine-tuned state dict goes (written atomically), with <stem>.labels.txt beside it",
+                          "Where the fine-tuned state dict goes (written atomically, its labels inside), with <stem>.labels.txt beside it",
                           nullptr, live));
   g_object_class_install_property(gobject_class, PROP_MAX_SAMPLES,
       g_param_spec_int("max-samples", "Max samples", "Features kept per class (reservoir sampling beyond)", 1,

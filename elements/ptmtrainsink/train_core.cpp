@@ -149,9 +149,7 @@ TrainOutcome TrainCore::train(const TrainSettings& t, const std::string& output,
     }
   }
   out.model_path = output;
-  out.labels_path = labels_path_beside(output);
-  save_state_dict(output, sd);
-  save_labels(out.labels_path, out.labels);
+  out.labels_path = save_model_and_labels(output, sd, out.labels);
   return out;
 }
 

@@ -109,7 +109,8 @@ def main():
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
     out = lambda name: os.path.join(args.work, name)
-    x = maker.parity_input(out)
+    import make_fixtures
+    x = maker.parity_input(out, batch=make_fixtures.PARITY_BATCH)
     keep = set(os.listdir(args.work))  # the input batch stays for every batch
     base = {"source": args.source, "input": "input.f32", "input_shape": list(x.shape), "torch": torch.__version__,
             "only": args.only}

@@ -130,11 +130,13 @@ class Parity : public ::testing::Test {
     expect_parity(clf.forward(x), want, name + " optimised");
     t.lap("optimised");
 
-    // Another image size, one image (batch sizes: the graph traced at 1 ran
-    // the fixtures' batch above): 192x160 of 224x224 fixtures.
-    const int64_t oh = x.size(2) * 6 / 7, ow = x.size(3) * 5 / 7;
+    // Another image size and another batch size (the graph is traced at
+    // one image): two images of 128x96 from 224x224 fixtures, the crop and
+    // its mirror.
+    const int64_t oh = x.size(2) * 4 / 7, ow = x.size(3) * 3 / 7;
     const std::string other_size = std::to_string(oh) + "x" + std::to_string(ow);
-    at::Tensor other = x.narrow(0, 0, 1).narrow(2, 0, oh).narrow(3, 0, ow).contiguous();
+    at::Tensor crop = x.narrow(0, 0, 1).narrow(2, 0, oh).narrow(3, 0, ow);
+    at::Tensor other = at::cat({crop, crop.flip({3})}).contiguous();
     if (fixed > 0) {
       // The one size it takes is the model's input size; others are refused
       // with both sizes named.

@@ -1,7 +1,9 @@
-// Crash safety: a child process rewrites one output path over and over,
-// alternating two different state dicts (~16 MB each); the parent kills it
-// with SIGKILL at random moments. After every kill the path must hold one
-// of the two complete files, never a torn one.
+// Crash safety: a child process rewrites one output path over and over as
+// ptmtrainsink does (weights with their labels inside, then the labels
+// file beside), alternating two different models (~16 MB each, two and
+// three labels); the parent kills it with SIGKILL at random moments. After
+// every kill the path must hold one of the two complete files, never a
+// torn one, with that model's own labels.
 //   test-atomic-write DIR            (parent)
 //   test-atomic-write --child PATH   (writer)
 #include <ATen/ATen.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include "models/checkpoint.h"
+#include "models/labels.h"
 #include "models/writer.h"
 
 namespace {
@@ -27,9 +30,11 @@ ptm::StateDict make(float marker) {
   return sd;
 }
 
+const std::vector<std::string> kLabelsA = {"cat", "dog"}, kLabelsB = {"ball", "car", "tree"};
+
 int child(const std::string& path) {
   const ptm::StateDict a = make(1.f), b = make(2.f);
-  for (uint64_t i = 0;; ++i) ptm::save_state_dict(path, i % 2 ? b : a);
+  for (uint64_t i = 0;; ++i) ptm::save_model_and_labels(path, i % 2 ? b : a, i % 2 ? kLabelsB : kLabelsA);
 }
 
 }  // namespace
@@ -42,9 +47,9 @@ int main(int argc, char** argv) {
   }
   std::filesystem::create_directories(argv[1]);
   const std::string path = std::string(argv[1]) + "/model.pth";
-  ptm::save_state_dict(path, make(1.f));
+  ptm::save_model_and_labels(path, make(1.f), kLabelsA);
   std::mt19937 rng(1234);
-  int passed = 0, failed = 0, killed_mid_write = 0;
+  int passed = 0, failed = 0, killed_mid_write = 0, beside_stale = 0;
   for (int round = 0; round < 40; ++round) {
     const pid_t pid = fork();
     if (pid == 0) {
@@ -64,15 +69,21 @@ int main(int argc, char** argv) {
       ptm::Checkpoint ck = ptm::read_checkpoint(path);
       const float m = ck.state.find("marker")->item<float>();
       const bool whole = (m == 1.f || m == 2.f) && ck.state.find("fc.weight")->eq(m).all().item<bool>();
-      whole ? ++passed : ++failed;
+      const bool paired = ck.labels == (m == 1.f ? kLabelsA : kLabelsB);
+      (whole && paired) ? ++passed : ++failed;
       if (!whole) std::printf("FAIL round %d: mixed contents\n", round);
+      if (!paired) std::printf("FAIL round %d: the weights came with another model's labels\n", round);
+      // The file beside may lag (the kill fell between the two writes): the
+      // labels inside are the ones read.
+      if (ptm::read_labels_file(ptm::labels_path_beside(path)) != ck.labels) ++beside_stale;
     } catch (const std::exception& e) {
       ++failed;
       std::printf("FAIL round %d: %s\n", round, e.what());
     }
   }
-  std::printf("40 SIGKILLs during rewrites (%d hit a write in progress): the file was complete every time\n",
-              killed_mid_write);
+  std::printf("40 SIGKILLs during rewrites (%d hit a write in progress, %d fell between the weights and the labels "
+              "file): the weights were complete and with their own labels every time\n",
+              killed_mid_write, beside_stale);
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }

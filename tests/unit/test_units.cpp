@@ -262,6 +262,50 @@ TEST(Labels, FileReader) {
   EXPECT_THROW(read_labels_file("/nonexistent"), ModelError);
 }
 
+// ptmtrainsink's output: the labels inside the weights file are used, a
+// stale labels file beside it (a crash between the two writes, or an old
+// one) is named in the notes; an explicit labels file still wins.
+TEST(Labels, SavedInsideTheModelComeFirst) {
+  const auto dir = std::filesystem::temp_directory_path() / ("ptm-labels-inside-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "m.pth").string();
+  Checkpoint ck = read_checkpoint(fixture("resnet18_10.pth"));
+  EXPECT_TRUE(ck.labels.empty());
+  std::vector<std::string> inside;
+  for (int i = 0; i < 10; ++i) inside.push_back("inside " + std::to_string(i));
+  const std::string beside = save_model_and_labels(path, ck.state, inside);
+  EXPECT_EQ(beside, (dir / "m.labels.txt").string());
+  EXPECT_EQ(read_checkpoint(path).labels, inside);
+  EXPECT_EQ(read_labels_file(beside), inside);
+
+  std::vector<std::string> old;
+  for (int i = 0; i < 10; ++i) old.push_back("old " + std::to_string(i));
+  save_labels(beside, old);
+  ClassifierOptions o;
+  o.model = path;
+  {
+    Classifier c(o);
+    EXPECT_EQ(c.info().labels, inside);
+    bool named = false;
+    for (const auto& n : c.info().notes) named |= n.find("differ") != std::string::npos && n.find(beside) != std::string::npos;
+    EXPECT_TRUE(named) << "the stale labels file is not named in the notes";
+  }
+  o.labels = beside;
+  EXPECT_EQ(Classifier(o).info().labels, old);
+
+  // Labels inside for another class count: refused, naming the file.
+  std::vector<std::string> three = {"a", "b", "c"};
+  save_state_dict(path, ck.state, &three);
+  o.labels.clear();
+  try {
+    Classifier c(o);
+    ADD_FAILURE() << "3 labels for 10 classes accepted";
+  } catch (const ModelError& e) {
+    EXPECT_NE(std::string(e.what()).find("3 labels for 10 classes"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
+}
+
 TEST(TopK, OrderAndTies) {
   const float s[] = {0.1f, 0.7f, 0.7f, 0.05f, 0.9f};
   auto t = top_k(s, 5, 3);
