@@ -115,9 +115,13 @@ Candidate compare(const Signature& sig, const std::unordered_map<std::string, co
       else ++c.mismatched;
       continue;
     }
-    std::vector<int64_t> want = k.shape;
-    if (in_head(*sig.info, k.key) && !want.empty()) want[0] = c.num_classes;
-    if (shape_of(*it->second) == want) ++c.matched;
+    // Compared in place (no copies: every signature's every key is looked
+    // at for each state dict ranked).
+    const at::IntArrayRef got = it->second->sizes();
+    bool same = got.size() == k.shape.size();
+    for (size_t d = 0; same && d < got.size(); ++d)
+      same = got[d] == (d == 0 && in_head(*sig.info, k.key) ? c.num_classes : k.shape[d]);
+    if (same) ++c.matched;
     else ++c.mismatched;
   }
   c.unexpected = sd.size() - present - ignored;
@@ -195,15 +199,47 @@ Candidate detect_architecture(const StateDict& sd) {
 
 namespace {
 
-bool fits(const StateDict& sd, const std::string& architecture) {
-  if (architecture.empty()) {
-    const auto ranked = rank_architectures(sd);
-    return !ranked.empty() && ranked[0].exact() && ranked[0].num_classes > 0;
+// Whether the state dict is exactly `sig` (compare(...).exact(), with a
+// class count), stopping at the first difference: select_weights_prefix
+// asks it of every signature for up to 33 groups of keys.
+bool exact(const Signature& sig, const std::unordered_map<std::string, const at::Tensor*>& sd) {
+  // Without ignored keys an exact match has no more tensors than keys.
+  if (sig.info->ignored.empty() && sd.size() > sig.keys.size()) return false;
+  size_t present = 0;
+  int64_t classes = -1;
+  for (const auto& k : sig.keys) {
+    auto it = sd.find(k.key);
+    if (it == sd.end()) {
+      if (!optional_key(k.key)) return false;
+      continue;
+    }
+    ++present;
+    const at::IntArrayRef got = it->second->sizes();
+    if (k.key == sig.info->position_table) {
+      if (table_input_size(*sig.info, k.shape, got.vec()) == 0) return false;
+      continue;
+    }
+    if (got.size() != k.shape.size()) return false;
+    for (size_t d = 0; d < got.size(); ++d) {
+      if (d == 0 && in_head(*sig.info, k.key)) {
+        if (classes < 0) classes = got[0];
+        if (got[0] != classes) return false;
+      } else if (got[d] != k.shape[d]) {
+        return false;
+      }
+    }
   }
+  size_t ignored = 0;
+  if (!sig.info->ignored.empty())
+    for (const auto& [key, tensor] : sd) ignored += ignored_key(*sig.info, key);
+  return sd.size() == present + ignored && classes > 0;
+}
+
+bool fits(const StateDict& sd, const std::string& architecture) {
   std::unordered_map<std::string, const at::Tensor*> map;
   for (const auto& e : sd.entries) map.emplace(e.name, &e.tensor);
   for (const auto& sig : signatures())
-    if (sig.info->name == architecture) return compare(sig, map).exact();
+    if ((architecture.empty() || sig.info->name == architecture) && exact(sig, map)) return true;
   return false;
 }
 

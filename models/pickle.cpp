@@ -20,14 +20,33 @@ constexpr int kMaxDepth = 200;
 // costs ~300 bytes and an opcode as little as one, so a hostile pickle of
 // 100 MB could otherwise ask for 10 GB or more. Real checkpoints' pickles
 // need a few thousand values (the weights are storages, not values).
-constexpr size_t kValueBytes = sizeof(Value) + 32;  // with the shared_ptr's control block
+constexpr size_t kValueBytes = sizeof(Value) + 32 + sizeof(Ref);  // with the shared_ptr's control block and the graph's entry
 constexpr size_t kBudgetFloor = size_t(256) << 20;
 constexpr size_t kBudgetPerByte = 8;
+
+// Every value one load made. A pickle can make values that refer to
+// themselves (a list appended to itself, an object whose BUILD state holds
+// it, through the memo): shared_ptr alone would never free such a cycle.
+// The graph owns every value until the loaded result is dropped, then cuts
+// the links between them, so nothing outlives the result, whatever the
+// pickle did (a failed load drops it at once).
+struct Graph {
+  std::vector<Ref> values;
+  ~Graph() {
+    for (const Ref& v : values) {
+      v->items.clear();
+      v->dict.clear();
+      v->state.reset();
+      v->appended.clear();
+    }
+  }
+};
 
 struct Budget {
   size_t left = 0;
   size_t limit = 0;
   std::string what;
+  Graph* graph = nullptr;
 };
 thread_local Budget* t_budget = nullptr;  // the pickle being read on this thread
 
@@ -40,6 +59,7 @@ Ref make(Value::Kind k) {
   }
   auto v = std::make_shared<Value>();
   v->kind = k;
+  if (t_budget && t_budget->graph) t_budget->graph->values.push_back(v);
   return v;
 }
 
@@ -1115,9 +1135,11 @@ const std::string& as_str(const Value& v, const char* what) {
 
 Ref load(const uint8_t* data, size_t size, const PersistentLoad& persistent_load,
          const std::string& what, size_t* consumed) {
+  auto graph = std::make_shared<Graph>();
   Budget budget;
   budget.limit = budget.left = kBudgetFloor + kBudgetPerByte * size;
   budget.what = what;
+  budget.graph = graph.get();
   struct Scope {
     Budget* saved;
     explicit Scope(Budget* b) : saved(t_budget) { t_budget = b; }
@@ -1126,7 +1148,9 @@ Ref load(const uint8_t* data, size_t size, const PersistentLoad& persistent_load
   Machine m(data, size, persistent_load, what);
   Ref r = m.run();
   if (consumed) *consumed = m.pos();
-  return r;
+  // The result shares the graph's lifetime: values taken from it stay
+  // whole for as long as the result is held.
+  return Ref(graph, r.get());
 }
 
 }  // namespace ptm::pickle

@@ -112,7 +112,9 @@ Ref make_str(std::string s);
 // Resolves the persistent id tuple ('storage', type, key, location, count[, view]).
 using PersistentLoad = std::function<Ref(const Value& pid)>;
 
-// Unpickles `data`. `what` names the source in error messages.
+// Unpickles `data`. `what` names the source in error messages. The result
+// owns every value the pickle made (cycles included) and frees them all
+// when it is dropped: values taken from it are for use while it is held.
 // `consumed`, when given, receives the number of bytes read up to STOP
 // (legacy files hold several pickles back to back).
 Ref load(const uint8_t* data, size_t size, const PersistentLoad& persistent_load,

@@ -225,6 +225,20 @@ struct Private {
   // The publisher of the last start (publish); kept after stop so that
   // "stats" still tells what became of every document.
   std::shared_ptr<ptm::Publisher> publisher;
+
+  // Live pipelines. QoS with batch-size > 1 (GstBaseTransform drops late
+  // frames itself only when it queues them, at batch-size 1): the earliest
+  // running time downstream still wants, from its last QoS event.
+  std::mutex qos_lock;
+  GstClockTime earliest = GST_CLOCK_TIME_NONE;
+  gdouble proportion = 1.0;
+  guint64 qos_processed = 0, qos_dropped = 0;
+  // The latency this element adds (the latency query): the longest of the
+  // last kProcessingWindow model runs, and what was last reported.
+  static constexpr size_t kProcessingWindow = 16;
+  std::mutex latency_lock;
+  std::deque<GstClockTime> processing;
+  GstClockTime reported_processing = 0;
 };
 
 struct _GstPtmInfer {
@@ -484,6 +498,91 @@ static ptm::InferSettings scoring_of(const Settings& s) {
   return is;
 }
 
+// A model run took `ns`: the latency the element reports follows the
+// longest recent run. It grows at once (a latency message makes the
+// pipeline ask again) and shrinks once the long runs leave the window.
+static void note_processing(GstPtmInfer* self, GstClockTime ns) {
+  Private& p = *self->priv;
+  bool grew = false;
+  {
+    std::lock_guard<std::mutex> g(p.latency_lock);
+    p.processing.push_back(ns);
+    if (p.processing.size() > Private::kProcessingWindow) p.processing.pop_front();
+    const GstClockTime longest = *std::max_element(p.processing.begin(), p.processing.end());
+    grew = longest > p.reported_processing + p.reported_processing / 4 + GST_MSECOND;
+    if (grew || longest < p.reported_processing / 2) {
+      grew = true;
+      p.reported_processing = longest;
+    }
+  }
+  if (grew) gst_element_post_message(GST_ELEMENT(self), gst_message_new_latency(GST_OBJECT(self)));
+}
+
+// Runs `f` (a model run) and notes how long it took.
+template <typename F>
+static bool timed(GstPtmInfer* self, F&& f) {
+  const gint64 t0 = g_get_monotonic_time();
+  const bool ok = f();
+  note_processing(self, GstClockTime(g_get_monotonic_time() - t0) * GST_USECOND);
+  return ok;
+}
+
+// With QoS on and batch-size > 1: true (and a QoS message posted) when the
+// frame is already too late for downstream, as GstBaseTransform decides it
+// for the frames it queues itself.
+static bool drop_late(GstPtmInfer* self, GstBuffer* buf) {
+  auto* trans = GST_BASE_TRANSFORM(self);
+  Private& p = *self->priv;
+  if (!gst_base_transform_is_qos_enabled(trans) || !GST_BUFFER_PTS_IS_VALID(buf)) return false;
+  const GstClockTime pts = GST_BUFFER_PTS(buf);
+  const GstClockTime running = gst_segment_to_running_time(&trans->segment, GST_FORMAT_TIME, pts);
+  GstClockTime earliest;
+  gdouble proportion;
+  guint64 processed, dropped;
+  {
+    std::lock_guard<std::mutex> g(p.qos_lock);
+    earliest = p.earliest;
+    proportion = p.proportion;
+    const bool late = GST_CLOCK_TIME_IS_VALID(running) && GST_CLOCK_TIME_IS_VALID(earliest) && running <= earliest;
+    if (!late) {
+      ++p.qos_processed;
+      return false;
+    }
+    processed = p.qos_processed;
+    dropped = ++p.qos_dropped;
+  }
+  GST_DEBUG_OBJECT(self, "frame at %" GST_TIME_FORMAT " is late (downstream wants %" GST_TIME_FORMAT "): dropped",
+                   GST_TIME_ARGS(running), GST_TIME_ARGS(earliest));
+  const GstClockTime stream_time = gst_segment_to_stream_time(&trans->segment, GST_FORMAT_TIME, pts);
+  GstMessage* m = gst_message_new_qos(GST_OBJECT(self), FALSE, running, stream_time, pts, GST_BUFFER_DURATION(buf));
+  gst_message_set_qos_values(m, GstClockTimeDiff(earliest) - GstClockTimeDiff(running), proportion, 1000000);
+  gst_message_set_qos_stats(m, GST_FORMAT_BUFFERS, processed, dropped);
+  gst_element_post_message(GST_ELEMENT(self), m);
+  return true;
+}
+
+static void reset_qos(Private& p) {
+  std::lock_guard<std::mutex> g(p.qos_lock);
+  p.earliest = GST_CLOCK_TIME_NONE;
+  p.proportion = 1.0;
+}
+
+static gboolean gst_ptm_infer_src_event(GstBaseTransform* trans, GstEvent* event) {
+  if (GST_EVENT_TYPE(event) == GST_EVENT_QOS) {
+    GstQOSType type;
+    gdouble proportion;
+    GstClockTimeDiff diff;
+    GstClockTime timestamp;
+    gst_event_parse_qos(event, &type, &proportion, &diff, &timestamp);
+    Private& p = *GST_PTM_INFER(trans)->priv;
+    std::lock_guard<std::mutex> g(p.qos_lock);
+    p.proportion = proportion;
+    p.earliest = GST_CLOCK_TIME_IS_VALID(timestamp) ? GstClockTime(std::max<GstClockTimeDiff>(0, GstClockTimeDiff(timestamp) + diff))
+                                                    : GST_CLOCK_TIME_NONE;
+  }
+  return GST_BASE_TRANSFORM_CLASS(gst_ptm_infer_parent_class)->src_event(trans, event);
+}
+
 static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
   auto* self = GST_PTM_INFER(trans);
   const Settings s = settings_copy(self);
@@ -504,6 +603,16 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
     std::lock_guard<std::mutex> g(self->priv->stats_lock);
     self->priv->counters = Counters();
     self->priv->publisher.reset();
+  }
+  reset_qos(*self->priv);
+  {
+    std::lock_guard<std::mutex> g(self->priv->qos_lock);
+    self->priv->qos_processed = self->priv->qos_dropped = 0;
+  }
+  {
+    std::lock_guard<std::mutex> g(self->priv->latency_lock);
+    self->priv->processing.clear();
+    self->priv->reported_processing = 0;
   }
   self->priv->watch.watch(s.model);  // a replacement during the load is noticed
   State st;
@@ -620,6 +729,7 @@ static gboolean gst_ptm_infer_sink_event(GstBaseTransform* trans, GstEvent* even
       }
       break;
     case GST_EVENT_FLUSH_STOP:
+      reset_qos(*self->priv);
       if (self->priv->state) {
         State& st = *self->priv->state;
         for (GstBuffer* b : st.pending) gst_buffer_unref(b);
@@ -674,6 +784,32 @@ static gboolean gst_ptm_infer_query(GstBaseTransform* trans, GstPadDirection dir
       }
       return TRUE;
     }
+  }
+  if (dir == GST_PAD_SRC && GST_QUERY_TYPE(query) == GST_QUERY_LATENCY) {
+    // Upstream's latency, plus this element's: the frames a batch holds
+    // before it runs, and the longest recent model run.
+    if (!GST_BASE_TRANSFORM_CLASS(gst_ptm_infer_parent_class)->query(trans, dir, query)) return FALSE;
+    gboolean live;
+    GstClockTime min, max;
+    gst_query_parse_latency(query, &live, &min, &max);
+    GstClockTime own = 0;
+    {
+      std::lock_guard<std::mutex> g(self->priv->state_lock);
+      if (self->priv->state && self->priv->state->have_info && !self->priv->state->regions) {
+        const GstVideoInfo& info = self->priv->state->info;
+        if (GST_VIDEO_INFO_FPS_N(&info) > 0)
+          own = gst_util_uint64_scale(GST_SECOND * (self->priv->state->batch - 1), GST_VIDEO_INFO_FPS_D(&info),
+                                      GST_VIDEO_INFO_FPS_N(&info));
+      }
+    }
+    {
+      std::lock_guard<std::mutex> g(self->priv->latency_lock);
+      own += self->priv->reported_processing;
+    }
+    GST_DEBUG_OBJECT(self, "latency: upstream %" GST_TIME_FORMAT ", own %" GST_TIME_FORMAT, GST_TIME_ARGS(min),
+                     GST_TIME_ARGS(own));
+    gst_query_set_latency(query, live, min + own, GST_CLOCK_TIME_IS_VALID(max) ? max + own : max);
+    return TRUE;
   }
   return GST_BASE_TRANSFORM_CLASS(gst_ptm_infer_parent_class)->query(trans, dir, query);
 }
@@ -774,8 +910,10 @@ static bool classify_pending(GstPtmInfer* self, State& st) {
   const Settings s = settings_copy(self);
   st.core->update_scoring(scoring_of(s));
   std::vector<ptm::FrameResult> results;
-  if (!ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
-                    [&] { results = st.core->flush(); }))
+  if (!timed(self, [&] {
+        return ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
+                            [&] { results = st.core->flush(); });
+      }))
     return false;
   for (size_t i = 0; i < st.pending.size(); ++i) {
     GstBuffer* buf = gst_buffer_make_writable(st.pending[i]);
@@ -829,8 +967,10 @@ static GstFlowReturn classify_regions(GstPtmInfer* self, State& st, const Settin
     for (size_t i : todo) boxes.push_back(regions[i].box);
     st.core->update_scoring(scoring_of(s));
     std::vector<ptm::FrameResult> results;
-    const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed", [&] {
-      results = st.core->classify_regions(ptm::frame_view(frame), boxes, int(st.batch));
+    const bool ok = timed(self, [&] {
+      return ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed", [&] {
+        results = st.core->classify_regions(ptm::frame_view(frame), boxes, int(st.batch));
+      });
     });
     gst_video_frame_unmap(&frame);
     if (!ok) return GST_FLOW_ERROR;
@@ -859,8 +999,10 @@ static GstFlowReturn gst_ptm_infer_transform_ip(GstBaseTransform* trans, GstBuff
   if (st.regions) return classify_regions(self, st, s, buf);
   if (!follow_upstream_size(self, st, s, buf) || !queue_buffer(self, st, s, buf)) return GST_FLOW_ERROR;
   std::vector<ptm::FrameResult> r;
-  if (!ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
-                    [&] { r = st.core->flush(); }))
+  if (!timed(self, [&] {
+        return ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
+                            [&] { r = st.core->flush(); });
+      }))
     return GST_FLOW_ERROR;
   return publish(self, st, s, buf, r.front()) ? GST_FLOW_OK : GST_FLOW_ERROR;
 }
@@ -876,6 +1018,10 @@ static GstFlowReturn gst_ptm_infer_submit_input_buffer(GstBaseTransform* trans, 
   if (!st.have_info) {
     gst_buffer_unref(buf);
     return GST_FLOW_NOT_NEGOTIATED;
+  }
+  if (drop_late(self, buf)) {
+    gst_buffer_unref(buf);
+    return GST_BASE_TRANSFORM_FLOW_DROPPED;
   }
   const Settings s = settings_copy(self);
   maybe_swap(self, st, s);
@@ -932,6 +1078,11 @@ static void gst_ptm_infer_finalize(GObject* object) {
 static void gst_ptm_infer_init(GstPtmInfer* self) {
   self->priv = new Private(self);
   gst_base_transform_set_in_place(GST_BASE_TRANSFORM(self), TRUE);
+  // As other video filters: frames already late for a sink that sends QoS
+  // events are dropped (with a QoS message) instead of classified, so that
+  // a live source feeding a model slower than real time keeps a bounded
+  // latency. qos=false classifies every frame.
+  gst_base_transform_set_qos_enabled(GST_BASE_TRANSFORM(self), TRUE);
 }
 
 static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
@@ -1224,6 +1375,7 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
   bt->set_caps = GST_DEBUG_FUNCPTR(gst_ptm_infer_set_caps);
   bt->sink_event = GST_DEBUG_FUNCPTR(gst_ptm_infer_sink_event);
   bt->query = GST_DEBUG_FUNCPTR(gst_ptm_infer_query);
+  bt->src_event = GST_DEBUG_FUNCPTR(gst_ptm_infer_src_event);
   bt->submit_input_buffer = GST_DEBUG_FUNCPTR(gst_ptm_infer_submit_input_buffer);
   bt->generate_output = GST_DEBUG_FUNCPTR(gst_ptm_infer_generate_output);
   bt->transform_ip = GST_DEBUG_FUNCPTR(gst_ptm_infer_transform_ip);

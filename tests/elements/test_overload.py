@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Live overload: a 30 fps live source into ptminfer running a model slower
+than real time (resnet50 at 320 px on one thread), into a sink that syncs
+to the clock and sends QoS events, for a bounded run.
+
+  - QoS on (the default), batch-size 1 and 4: how late frames reach the sink
+    stays bounded (the delay behind the clock in the run's second half
+    stays under the pipeline's latency plus one second), ptminfer drops
+    late frames with QoS messages, the latency query includes ptminfer's
+    own (at least its longest model run, plus the frames a batch holds),
+    and the resident set stays flat;
+  - qos=false, as a control: every frame is classified and the delay grows
+    with the run (what the QoS policy prevents), so the bound above can fail.
+
+    test_overload.py FIXTURES_DIR [SECONDS (default 8)]
+"""
+import sys
+import time
+
+import gi
+
+gi.require_version("Gst", "1.0")
+from gi.repository import GLib, Gst  # noqa: E402
+
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what, flush=True)
+    if not ok:
+        failures.append(what)
+
+
+def rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return -1.0
+
+
+def run(model, seconds, extra):
+    p = Gst.parse_launch(
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,format=RGB,width=320,height=240,framerate=30/1 ! "
+        f"ptminfer name=infer model={model} input-size=320 num-threads=1 top-k=1 {extra} ! "
+        "fakesink name=sink sync=true qos=true signal-handoffs=true")
+    sink = p.get_by_name("sink")
+    delays = []  # (seconds since start, how late the frame was rendered)
+    t_start = [None]
+
+    def handoff(_sink, buf, _pad):
+        clock = p.get_clock()
+        if clock is None or buf.pts == Gst.CLOCK_TIME_NONE:
+            return
+        seg = _pad.get_sticky_event(Gst.EventType.SEGMENT, 0).parse_segment()
+        running = seg.to_running_time(Gst.Format.TIME, buf.pts)
+        now = clock.get_time() - p.get_base_time()
+        if t_start[0] is None:
+            t_start[0] = time.monotonic()
+        delays.append((time.monotonic() - t_start[0], (now - running) / Gst.SECOND))
+    sink.connect("handoff", handoff)
+    qos_drops = [0]
+    inference = []
+    errors = []
+    rss = {}
+    loop = GLib.MainLoop()
+
+    def on_message(_bus, m):
+        if m.type == Gst.MessageType.QOS and m.src.get_name() == "infer":
+            qos_drops[0] = max(qos_drops[0], m.parse_qos_stats()[2])
+        elif m.type == Gst.MessageType.ELEMENT and m.get_structure().get_name() == "ptm-classification":
+            inference.append(m.get_structure().get_value("inference-ns") / 1e9)
+        elif m.type == Gst.MessageType.ERROR:
+            errors.append(m.parse_error()[0].message)
+            loop.quit()
+        elif m.type == Gst.MessageType.LATENCY:
+            p.recalculate_latency()
+    bus = p.get_bus()
+    bus.add_signal_watch()
+    bus.connect("message", on_message)
+    p.set_state(Gst.State.PLAYING)
+    GLib.timeout_add(int(seconds * 1000 * 0.35), lambda: rss.__setitem__("early", rss_mb()) and False)
+    GLib.timeout_add(int(seconds * 1000), lambda: loop.quit() or False)
+    loop.run()
+    rss["end"] = rss_mb()
+    q = Gst.Query.new_latency()
+    latency = p.query(q) and q.parse_latency()[1] / Gst.SECOND
+    p.set_state(Gst.State.NULL)
+    bus.remove_signal_watch()
+    second_half = [d for t, d in delays if t > seconds / 2]
+    return {"delays": delays, "late": max(second_half) if second_half else None,
+            "final": delays[-1][1] if delays else None, "qos_drops": qos_drops[0],
+            "inference": max(inference) if inference else None, "classified": len(inference),
+            "latency": latency if latency is not False else None, "errors": errors, "rss": rss}
+
+
+def main():
+    Gst.init(None)
+    model = sys.argv[1] + "/resnet50.pth"
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 8.0
+    results = {}
+    for name, extra in (("qos, batch-size 1", ""), ("qos, batch-size 4", "batch-size=4"),
+                        ("qos=false", "qos=false")):
+        r = run(model, seconds, extra)
+        results[name] = r
+        print(f"{name}: {len(r['delays'])} frames rendered, {r['classified']} classified, "
+              f"longest model run {r['inference'] or 0:.3f} s, pipeline latency {r['latency'] or 0:.3f} s, "
+              f"late by at most {r['late'] or 0:.3f} s in the second half (last {r['final'] or 0:.3f} s), "
+              f"{r['qos_drops']} dropped by QoS, RSS {r['rss'].get('early', 0):.0f} -> {r['rss']['end']:.0f} MB",
+              flush=True)
+        check(not r["errors"], f"{name}: no error ({r['errors'][:1]})")
+        check(len(r["delays"]) > 0, f"{name}: frames reach the sink")
+    slow = results["qos=false"]
+    check(slow["inference"] is not None and slow["inference"] * 30 > 1.5,
+          "the model is slower than real time (so this tests overload): %.3f s a frame at 30 fps"
+          % (slow["inference"] or 0))
+    for name in ("qos, batch-size 1", "qos, batch-size 4"):
+        r = results[name]
+        check(r["qos_drops"] > 0, f"{name}: ptminfer drops late frames with QoS messages ({r['qos_drops']})")
+        check(r["latency"] is not None and r["inference"] is not None and r["latency"] >= r["inference"],
+              f"{name}: the latency query includes ptminfer's model run ({r['latency']} >= {r['inference']})")
+        check(r["late"] is not None and r["latency"] is not None and r["late"] < r["latency"] + 1.0,
+              f"{name}: delay bounded: late by {r['late']} s at most in the second half, "
+              f"latency {r['latency']} s + 1 s")
+        grew = r["rss"]["end"] - r["rss"].get("early", r["rss"]["end"])
+        check(grew < 20, f"{name}: RSS flat ({grew:+.1f} MB from 35% of the run to its end)")
+    check(results["qos, batch-size 4"]["latency"] >= results["qos, batch-size 1"]["inference"] + 3 / 30 - 1e-3,
+          "batch-size 4: the latency includes the three frames a batch holds")
+    # The control: without QoS the delay grows through the run.
+    check(slow["final"] is not None and slow["final"] > results["qos, batch-size 1"]["late"] + 1.0,
+          f"control, qos=false: the delay grows without QoS ({slow['final']:.2f} s at the end)")
+    if failures:
+        print(f"{len(failures)} check(s) failed")
+        return 1
+    print("all overload checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
