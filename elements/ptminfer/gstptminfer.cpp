@@ -233,8 +233,8 @@ struct Private {
   GstClockTime earliest = GST_CLOCK_TIME_NONE;
   gdouble proportion = 1.0;
   guint64 qos_processed = 0, qos_dropped = 0;
-  // The latency this element adds (the latency query): the longest of the
-  // last kProcessingWindow model runs, and what was last reported.
+  // The latency this element adds (the latency query): the last
+  // kProcessingWindow model runs, and what was last reported for them.
   static constexpr size_t kProcessingWindow = 16;
   std::mutex latency_lock;
   std::deque<GstClockTime> processing;
@@ -498,24 +498,23 @@ static ptm::InferSettings scoring_of(const Settings& s) {
   return is;
 }
 
-// A model run took `ns`: the latency the element reports follows the
-// longest recent run. It grows at once (a latency message makes the
-// pipeline ask again) and shrinks once the long runs leave the window.
+// A model run took `ns`: the latency the element reports is the longest
+// recent run with a quarter of headroom, so that it stays at or above
+// every run while they vary a little. It grows at once when a run takes
+// longer (a latency message makes the pipeline ask again) and shrinks when
+// the longest of the window is under half of it.
 static void note_processing(GstPtmInfer* self, GstClockTime ns) {
   Private& p = *self->priv;
-  bool grew = false;
+  bool changed = false;
   {
     std::lock_guard<std::mutex> g(p.latency_lock);
     p.processing.push_back(ns);
     if (p.processing.size() > Private::kProcessingWindow) p.processing.pop_front();
     const GstClockTime longest = *std::max_element(p.processing.begin(), p.processing.end());
-    grew = longest > p.reported_processing + p.reported_processing / 4 + GST_MSECOND;
-    if (grew || longest < p.reported_processing / 2) {
-      grew = true;
-      p.reported_processing = longest;
-    }
+    changed = longest > p.reported_processing || longest < p.reported_processing / 2;
+    if (changed) p.reported_processing = longest + longest / 4;
   }
-  if (grew) gst_element_post_message(GST_ELEMENT(self), gst_message_new_latency(GST_OBJECT(self)));
+  if (changed) gst_element_post_message(GST_ELEMENT(self), gst_message_new_latency(GST_OBJECT(self)));
 }
 
 // Runs `f` (a model run) and notes how long it took.

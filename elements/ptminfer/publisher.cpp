@@ -1,7 +1,10 @@
 #include "publisher.h"
 
+#include <fcntl.h>
+#include <netdb.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -351,9 +354,42 @@ class MqttPublisher : public Queued {
     }
   }
 
+  // Whether a TCP connection to the broker opens within 5 s (close() cuts
+  // the wait short).
+  bool reachable() {
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (getaddrinfo(url_.host.c_str(), std::to_string(url_.port).c_str(), &hints, &found) != 0) return false;
+    bool ok = false;
+    for (addrinfo* a = found; a && !ok; a = a->ai_next) {
+      const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+      if (fd < 0) continue;
+      if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+        ok = true;
+      } else if (errno == EINPROGRESS) {
+        pollfd p[2] = {{fd, POLLOUT, 0}, {wake_fd_, POLLIN, 0}};
+        int err = 0;
+        socklen_t len = sizeof err;
+        ok = ::poll(p, 2, 5000) > 0 && (p[0].revents & POLLOUT) &&
+             getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+      }
+      ::close(fd);
+    }
+    freeaddrinfo(found);
+    return ok;
+  }
+
   bool connect() {
-    const int rc = connected_once_ ? mosquitto_reconnect_async(mosq_)
-                                   : mosquitto_connect_async(mosq_, url_.host.c_str(), url_.port, opt_.keepalive_s);
+    int rc = connected_once_ ? mosquitto_reconnect_async(mosq_)
+                             : mosquitto_connect_async(mosq_, url_.host.c_str(), url_.port, opt_.keepalive_s);
+    // libmosquitto 2.0.21 (Debian 13, OpenSSL 3.5) fails every TLS
+    // connection begun asynchronously at once (MOSQ_ERR_TLS, the broker
+    // sees the socket closed mid-handshake); its blocking connect works.
+    // That one blocks this thread (never the pipeline's) until the broker
+    // answers, so it is tried only once the broker is known to be reachable.
+    if (rc == MOSQ_ERR_TLS && url_.tls && reachable())
+      rc = mosquitto_connect(mosq_, url_.host.c_str(), url_.port, opt_.keepalive_s);
     if (rc == MOSQ_ERR_SUCCESS) {
       connected_once_ = true;
       connecting_since_ = Clock::now();
