@@ -2,7 +2,7 @@
 // ptm element with a model loaded (ptmpreprocess ! ptminfer ! ptmoverlay,
 // and ptmtrainsink on a tee branch) goes NULL -> PLAYING -> NULL again and
 // again, frames flowing each time; the resident set may not grow by more
-// than the limit after the warm-up cycles (the floor of its readings).
+// than the limit after the warm-up cycles (the median of its readings).
 // Then the pipeline goes and gst_deinit() runs: the leaks tracer reports every GstObject and
 // GstMiniObject still alive (a warning, which fails this test; their list
 // with GST_DEBUG=GST_TRACER:7), as GStreamer's own check tests do.
@@ -12,6 +12,7 @@
 // The CI form runs a few dozen cycles; the long form (docs/reliability.md)
 // 1000.
 #include <gst/gst.h>
+#include <malloc.h>
 
 #include <algorithm>
 #include <atomic>
@@ -24,7 +25,11 @@
 
 namespace {
 
+// The resident set once the allocator has given back the free memory it
+// holds (glibc keeps freed blocks, e.g. a model's buffers of the previous
+// cycle, mapped for a while: readings would step up and down by ~13 MB).
 long rss_kb() {
+  malloc_trim(0);
   std::ifstream in("/proc/self/status");
   std::string line;
   while (std::getline(in, line))
@@ -142,11 +147,9 @@ int main(int argc, char** argv) {
   const int warmup = 10;
   for (int i = 0; i < warmup; ++i)
     if (!cycle(pipe, 6)) return 1;
-  // The resident set after each cycle. The allocator keeps and returns
-  // memory in large steps (LibTorch frees and allocates the model's
-  // buffers every cycle), so one reading may sit on a step: what is
-  // compared is the lowest reading of the first and of the last tenth of
-  // the cycles; a leak raises that floor.
+  // The resident set after each cycle (rss_kb: after malloc_trim); what is
+  // compared is the median reading of the first and of the last tenth of
+  // the cycles, so that one reading caught mid-step does not decide.
   std::vector<long> rss;
   const gint64 t0 = g_get_monotonic_time();
   for (int i = 1; i <= cycles; ++i) {
@@ -160,16 +163,21 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
   const double seconds = (g_get_monotonic_time() - t0) / 1e6;
-  const size_t tenth = std::max<size_t>(3, rss.size() / 10);
-  const long first = *std::min_element(rss.begin(), rss.begin() + std::min(tenth, rss.size()));
-  const long last = *std::min_element(rss.end() - std::min(tenth, rss.size()), rss.end());
+  const size_t tenth = std::min(rss.size(), std::max<size_t>(3, rss.size() / 10));
+  auto median = [](std::vector<long> v) {
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  };
+  const long first = median({rss.begin(), rss.begin() + tenth});
+  const long last = median({rss.end() - tenth, rss.end()});
+  const long lowest = *std::min_element(rss.begin(), rss.end());
   const long highest = *std::max_element(rss.begin(), rss.end());
   const double growth_mb = (last - first) / 1024.0;
   std::printf("%d cycles NULL -> PLAYING -> NULL after %d warm-up cycles, in %.0f s (%.2f s each, %ld frames); "
-              "RSS floor %.1f MB over the first tenth of the cycles, %.1f MB over the last: %+.1f MB (limit %.1f; "
-              "highest reading %.1f MB)\n",
+              "RSS median %.1f MB over the first tenth of the cycles, %.1f MB over the last: %+.1f MB (limit %.1f; "
+              "readings from %.1f to %.1f MB)\n",
               cycles, warmup, seconds, seconds / cycles, frames.load(), first / 1024.0, last / 1024.0, growth_mb,
-              rss_limit_mb, highest / 1024.0);
+              rss_limit_mb, lowest / 1024.0, highest / 1024.0);
   gst_object_unref(pipe);
   gst_object_unref(tracer);
   const int before_deinit = warnings;
