@@ -93,9 +93,18 @@ int64_t table_input_size(const ArchInfo& info, const std::vector<int64_t>& want,
   return grid * (info.crop_size / grid0);
 }
 
-Candidate compare(const Signature& sig, const std::unordered_map<std::string, const at::Tensor*>& sd) {
+// How the state dict matches `sig`. With `exact_only`, only whether it is
+// exact matters: the comparison stops at the first difference (the prefix
+// search asks it of every signature for up to 33 groups of keys).
+Candidate compare(const Signature& sig, const std::unordered_map<std::string, const at::Tensor*>& sd,
+                  bool exact_only = false) {
   Candidate c;
   c.name = sig.info->name;
+  // Without ignored keys an exact match has no more tensors than keys.
+  if (exact_only && sig.info->ignored.empty() && sd.size() > sig.keys.size()) {
+    c.unexpected = sd.size() - sig.keys.size();
+    return c;
+  }
   const std::string& head = sig.info->head;
   auto hw = sd.find(head + ".weight");
   c.num_classes = hw != sd.end() && hw->second->dim() > 0 ? hw->second->size(0) : 0;
@@ -106,6 +115,7 @@ Candidate compare(const Signature& sig, const std::unordered_map<std::string, co
     auto it = sd.find(k.key);
     if (it == sd.end()) {
       if (!optional_key(k.key)) ++c.missing;
+      if (exact_only && c.missing) return c;
       continue;
     }
     ++present;
@@ -113,6 +123,7 @@ Candidate compare(const Signature& sig, const std::unordered_map<std::string, co
       c.image_size = table_input_size(*sig.info, k.shape, shape_of(*it->second));
       if (c.image_size > 0) ++c.matched;
       else ++c.mismatched;
+      if (exact_only && c.mismatched) return c;
       continue;
     }
     // Compared in place (no copies: every signature's every key is looked
@@ -123,6 +134,7 @@ Candidate compare(const Signature& sig, const std::unordered_map<std::string, co
       same = got[d] == (d == 0 && in_head(*sig.info, k.key) ? c.num_classes : k.shape[d]);
     if (same) ++c.matched;
     else ++c.mismatched;
+    if (exact_only && c.mismatched) return c;
   }
   c.unexpected = sd.size() - present - ignored;
   const double total = double(sig.keys.size() + c.unexpected);
@@ -199,47 +211,14 @@ Candidate detect_architecture(const StateDict& sd) {
 
 namespace {
 
-// Whether the state dict is exactly `sig` (compare(...).exact(), with a
-// class count), stopping at the first difference: select_weights_prefix
-// asks it of every signature for up to 33 groups of keys.
-bool exact(const Signature& sig, const std::unordered_map<std::string, const at::Tensor*>& sd) {
-  // Without ignored keys an exact match has no more tensors than keys.
-  if (sig.info->ignored.empty() && sd.size() > sig.keys.size()) return false;
-  size_t present = 0;
-  int64_t classes = -1;
-  for (const auto& k : sig.keys) {
-    auto it = sd.find(k.key);
-    if (it == sd.end()) {
-      if (!optional_key(k.key)) return false;
-      continue;
-    }
-    ++present;
-    const at::IntArrayRef got = it->second->sizes();
-    if (k.key == sig.info->position_table) {
-      if (table_input_size(*sig.info, k.shape, got.vec()) == 0) return false;
-      continue;
-    }
-    if (got.size() != k.shape.size()) return false;
-    for (size_t d = 0; d < got.size(); ++d) {
-      if (d == 0 && in_head(*sig.info, k.key)) {
-        if (classes < 0) classes = got[0];
-        if (got[0] != classes) return false;
-      } else if (got[d] != k.shape[d]) {
-        return false;
-      }
-    }
-  }
-  size_t ignored = 0;
-  if (!sig.info->ignored.empty())
-    for (const auto& [key, tensor] : sd) ignored += ignored_key(*sig.info, key);
-  return sd.size() == present + ignored && classes > 0;
-}
-
 bool fits(const StateDict& sd, const std::string& architecture) {
   std::unordered_map<std::string, const at::Tensor*> map;
   for (const auto& e : sd.entries) map.emplace(e.name, &e.tensor);
   for (const auto& sig : signatures())
-    if ((architecture.empty() || sig.info->name == architecture) && exact(sig, map)) return true;
+    if (architecture.empty() || sig.info->name == architecture) {
+      const Candidate c = compare(sig, map, /*exact_only=*/true);
+      if (c.exact() && c.num_classes > 0) return true;
+    }
   return false;
 }
 
