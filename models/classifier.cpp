@@ -41,7 +41,47 @@ namespace ptm {
 
 namespace {
 
-std::string c10_message(const c10::Error& e) { return e.what_without_backtrace(); }
+// A LibTorch message shortened to its cause: an op failing inside a
+// TorchScript graph (the optimised path, TorchScript models) comes wrapped
+// in the interpreter's traceback, whose last line is the op's own error; an
+// allocation failure starts with the check that failed ("[enforce fail at
+// alloc_cpu.cpp:75] err == 0. ").
+std::string shortened(std::string m) {
+  if (m.rfind("The following operation failed in the TorchScript interpreter.", 0) == 0) {
+    const size_t end = m.find_last_not_of(" \n\r\t");
+    const size_t start = end == std::string::npos ? end : m.rfind('\n', end);
+    if (start != std::string::npos) {
+      std::string cause = m.substr(start + 1, end - start);
+      const size_t colon = cause.find(": ");  // "RuntimeError: ..."
+      if (colon != std::string::npos && colon >= 5 && cause.compare(colon - 5, 5, "Error") == 0)
+        cause = cause.substr(colon + 2);
+      if (!cause.empty()) m = cause;
+    }
+  }
+  if (m.rfind("[enforce fail at ", 0) == 0) {
+    const size_t close = m.find("] ");
+    const size_t dot = close == std::string::npos ? close : m.find(". ", close);
+    if (dot != std::string::npos) m = m.substr(dot + 2);
+  }
+  // What is left of a backtrace ("Exception raised from ... frame #0: ...").
+  for (const char* tail : {"\nException raised from ", "\nframe #0: "}) {
+    const size_t at = m.find(tail);
+    if (at != std::string::npos) m.erase(at);
+  }
+  return m;
+}
+
+std::string c10_message(const c10::Error& e) { return shortened(e.what_without_backtrace()); }
+
+}  // namespace
+
+std::string error_text(const std::exception& e) {
+  if (const auto* c = dynamic_cast<const c10::Error*>(&e)) return c10_message(*c);
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return "out of memory (an allocation failed)";
+  return shortened(e.what());
+}
+
+namespace {
 
 // Mirrors a torch::nn module tree into a torch::jit::Module sharing the same
 // tensors, so the tracer can record parameter accesses as attributes.
@@ -468,7 +508,7 @@ void Classifier::Impl::build_script() {
   } catch (const c10::Error& e) {
     info.notes.push_back("optimised graph unavailable, running eagerly: " + c10_message(e));
   } catch (const std::exception& e) {
-    info.notes.push_back(std::string("optimised graph unavailable, running eagerly: ") + e.what());
+    info.notes.push_back("optimised graph unavailable, running eagerly: " + error_text(e));
   }
 }
 
@@ -584,7 +624,7 @@ void Classifier::Impl::load_package(const ClassifierOptions& o) {
   } catch (const c10::Error& e) {
     throw ModelError("'" + path + "' could not be loaded as an AOTInductor package: " + c10_message(e));
   } catch (const std::exception& e) {
-    throw ModelError("'" + path + "' could not be loaded as an AOTInductor package: " + e.what());
+    throw ModelError("'" + path + "' could not be loaded as an AOTInductor package: " + error_text(e));
   }
   torch::NoGradGuard ng;
   try {
@@ -711,7 +751,7 @@ std::string Classifier::set_input_size(int size) {
   } catch (const c10::Error& e) {
     return "it does not run at " + wanted + ": " + c10_message(e);
   } catch (const std::exception& e) {
-    return "it does not run at " + wanted + ": " + e.what();
+    return "it does not run at " + wanted + ": " + error_text(e);
   }
   if (im.eager && im.use_script && im.script_size != 0) {
     try {
@@ -719,7 +759,7 @@ std::string Classifier::set_input_size(int size) {
       im.script_size = size;
     } catch (const std::exception& e) {
       im.use_script = false;
-      im.info.notes.push_back(std::string("optimised graph unavailable at ") + wanted + ", running eagerly: " + e.what());
+      im.info.notes.push_back("optimised graph unavailable at " + wanted + ", running eagerly: " + error_text(e));
     }
   }
   im.info.resize_size = scaled_resize(size, im.info.resize_size, im.info.crop_size);
@@ -755,6 +795,19 @@ void check_input(const at::Tensor& input, const ClassifierModulePtr& eager, cons
 }
 }  // namespace
 
+at::Tensor Classifier::forward_eager(const at::Tensor& input) {
+  if (!impl_->eager)
+    throw ModelError("'" + impl_->info.path + "' (" + impl_->info.format + ") has no eager model, only its graph");
+  check_input(input, impl_->eager, impl_->info);
+  c10::InferenceMode guard;
+  PTM_MODEL_SCOPE(*impl_);
+  try {
+    return impl_->eager->forward(impl_->prepare(input)).to(at::kFloat);
+  } catch (const std::exception& e) {
+    throw ModelError("inference failed: " + error_text(e));
+  }
+}
+
 at::Tensor Classifier::forward(const at::Tensor& input) {
   check_input(input, impl_->eager, impl_->info);
   c10::InferenceMode guard;
@@ -764,7 +817,7 @@ at::Tensor Classifier::forward(const at::Tensor& input) {
   } catch (const c10::Error& e) {
     throw ModelError("inference failed: " + c10_message(e));
   } catch (const std::exception& e) {
-    throw ModelError(std::string("inference failed: ") + e.what());
+    throw ModelError("inference failed: " + error_text(e));
   }
 }
 

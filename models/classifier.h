@@ -73,6 +73,11 @@ class Classifier {
 
   // `input`: N x 3 x H x W float32, normalised. Returns N x num_classes logits.
   at::Tensor forward(const at::Tensor& input);
+  // The same through the model as built (torch::nn modules), never the
+  // optimised graph: what optimize=false runs, for checking the one against
+  // the other. Throws ModelError for TorchScript files and .pt2 packages
+  // (no such model).
+  at::Tensor forward_eager(const at::Tensor& input);
 
   // Makes `size` x `size` the model's input (info().crop_size; resize_size
   // keeps the crop's proportion, and the optimised graph is made for it)

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "gst/ptm/ptmmeta.h"
+#include "models/error.h"
 #include "preprocess_core.h"
 
 namespace ptm {
@@ -120,8 +121,9 @@ bool guarded(GstElement* element, GQuark domain, gint code, const std::string& w
     fn();
     return true;
   } catch (const std::exception& e) {
-    gst_element_message_full(element, GST_MESSAGE_ERROR, domain, code, g_strdup((what + ": " + e.what()).c_str()),
-                             g_strdup(e.what()), __FILE__, GST_FUNCTION, __LINE__);
+    gst_element_message_full(element, GST_MESSAGE_ERROR, domain, code,
+                             g_strdup((what + ": " + ptm::error_text(e)).c_str()), g_strdup(e.what()), __FILE__,
+                             GST_FUNCTION, __LINE__);
   } catch (...) {
     gst_element_message_full(element, GST_MESSAGE_ERROR, domain, code, g_strdup(what.c_str()),
                              g_strdup("unknown exception"), __FILE__, GST_FUNCTION, __LINE__);

@@ -532,7 +532,11 @@ static bool timed(GstPtmInfer* self, F&& f) {
 static bool drop_late(GstPtmInfer* self, GstBuffer* buf) {
   auto* trans = GST_BASE_TRANSFORM(self);
   Private& p = *self->priv;
-  if (!gst_base_transform_is_qos_enabled(trans) || !GST_BUFFER_PTS_IS_VALID(buf)) return false;
+  // Frames in a segment that is not in time (or none: data before a segment
+  // event) have no running time to be late by.
+  if (!gst_base_transform_is_qos_enabled(trans) || !GST_BUFFER_PTS_IS_VALID(buf) ||
+      trans->segment.format != GST_FORMAT_TIME)
+    return false;
   const GstClockTime pts = GST_BUFFER_PTS(buf);
   const GstClockTime running = gst_segment_to_running_time(&trans->segment, GST_FORMAT_TIME, pts);
   GstClockTime earliest;

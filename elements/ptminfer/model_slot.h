@@ -16,6 +16,8 @@
 #include <thread>
 #include <utility>
 
+#include "models/error.h"
+
 namespace ptm {
 
 // Identity of a file: device, inode, size and modification time. All zero
@@ -124,7 +126,7 @@ class ModelSlot {
         model = load_(r);
         if (!model) error = "the loader returned no model";
       } catch (const std::exception& e) {
-        error = e.what();
+        error = error_text(e);
       } catch (...) {
         error = "unknown exception";
       }

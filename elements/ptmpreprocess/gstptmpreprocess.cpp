@@ -115,13 +115,19 @@ struct State {
 };
 }  // namespace
 
+// Which settings the application gave (the rest follow the model
+// downstream).
+struct Explicit {
+  bool size = false, resize = false, interpolation = false, mean = false, std = false, mode = false;
+  bool all() const { return size && resize && interpolation && mean && std && mode; }
+};
+
 struct PreprocessPrivate {
   std::mutex lock;
   ptm::PreprocessConfig settings;
   // Properties the application set; the others follow a downstream
   // ptminfer's model when one answers (else torchvision's ImageNet defaults).
-  bool set_size = false, set_resize = false, set_interpolation = false, set_mean = false, set_std = false,
-       set_mode = false;
+  Explicit set;  // under `lock`
   bool dirty = true;  // settings changed since the core was built
   std::optional<State> state;
   ptm::CudaLink cuda;
@@ -186,38 +192,37 @@ static void gst_ptm_preprocess_set_property(GObject* object, guint id, const GVa
   }
   self->priv->settings = c;
   self->priv->dirty = true;
-  if (id == PROP_SIZE) self->priv->set_size = true;
-  if (id == PROP_RESIZE) self->priv->set_resize = true;
-  if (id == PROP_INTERPOLATION) self->priv->set_interpolation = true;
-  if (id == PROP_MEAN) self->priv->set_mean = true;
-  if (id == PROP_MODE) self->priv->set_mode = true;
-  if (id == PROP_STD) self->priv->set_std = true;
+  if (id == PROP_SIZE) self->priv->set.size = true;
+  if (id == PROP_RESIZE) self->priv->set.resize = true;
+  if (id == PROP_INTERPOLATION) self->priv->set.interpolation = true;
+  if (id == PROP_MEAN) self->priv->set.mean = true;
+  if (id == PROP_MODE) self->priv->set.mode = true;
+  if (id == PROP_STD) self->priv->set.std = true;
 }
 
 // Asks downstream (a ptminfer) for its model's input transform and adopts
 // what the application did not set. An output size set without a resize
 // size keeps the model's proportion between them (torchvision's 256/224
 // when nothing answers): size=64 resizes to 73, then crops 64.
-static void adopt_model_input(GstPtmPreprocess* self, ptm::PreprocessConfig& c) {
-  PreprocessPrivate& p = *self->priv;
-  if (p.set_size && p.set_resize && p.set_interpolation && p.set_mean && p.set_std && p.set_mode) return;
+static void adopt_model_input(GstPtmPreprocess* self, const Explicit& set, ptm::PreprocessConfig& c) {
+  if (set.all()) return;
   gint size = 224, resize = 256;
   GstQuery* q = gst_query_new_custom(GST_QUERY_CUSTOM, gst_structure_new_empty("ptm-model-input"));
   if (gst_pad_peer_query(GST_BASE_TRANSFORM_SRC_PAD(self), q)) {
     const GstStructure* s = gst_query_get_structure(q);
     gint qs = 0, qr = 0;
     gboolean bicubic = FALSE, stretch = FALSE;
-    if (!p.set_mode && gst_structure_get_boolean(s, "stretch", &stretch) && stretch) c.mode = ptm::ResizeMode::Stretch;
+    if (!set.mode && gst_structure_get_boolean(s, "stretch", &stretch) && stretch) c.mode = ptm::ResizeMode::Stretch;
     if (gst_structure_get_int(s, "size", &qs) && gst_structure_get_int(s, "resize", &qr) && qs > 0 && qr >= qs) {
       size = qs;
       resize = qr;
     }
-    if (!p.set_interpolation && gst_structure_get_boolean(s, "bicubic", &bicubic))
+    if (!set.interpolation && gst_structure_get_boolean(s, "bicubic", &bicubic))
       c.filter = bicubic ? ptm::Filter::Bicubic : ptm::Filter::Bilinear;
     // Normalisation: models trained with other statistics (hub configs, .pt2 metadata).
     for (const char* field : {"mean", "std"}) {
       const GValue* arr = gst_structure_get_value(s, field);
-      if ((field[0] == 'm' ? p.set_mean : p.set_std) || !arr || !GST_VALUE_HOLDS_ARRAY(arr) ||
+      if ((field[0] == 'm' ? set.mean : set.std) || !arr || !GST_VALUE_HOLDS_ARRAY(arr) ||
           gst_value_array_get_size(arr) != 3)
         continue;
       std::array<float, 3> v{};
@@ -230,9 +235,9 @@ static void adopt_model_input(GstPtmPreprocess* self, ptm::PreprocessConfig& c) 
                     resize, size, c.filter == ptm::Filter::Bicubic ? "bicubic" : "bilinear");
   }
   gst_query_unref(q);
-  if (!p.set_size) c.crop_width = c.crop_height = size;
-  if (!p.set_resize)
-    c.resize_size = p.set_size ? std::max(c.crop_width, int(std::lround(double(c.crop_width) * resize / size))) : resize;
+  if (!set.size) c.crop_width = c.crop_height = size;
+  if (!set.resize)
+    c.resize_size = set.size ? std::max(c.crop_width, int(std::lround(double(c.crop_width) * resize / size))) : resize;
 }
 
 static void gst_ptm_preprocess_get_property(GObject* object, guint id, GValue* value, GParamSpec* pspec) {
@@ -343,16 +348,18 @@ static GstFlowReturn gst_ptm_preprocess_transform_ip(GstBaseTransform* trans, Gs
   State& st = *self->priv->state;
   bool rebuild;
   ptm::PreprocessConfig wanted;
+  Explicit set;
   {
     std::lock_guard<std::mutex> g(self->priv->lock);
     rebuild = self->priv->dirty || !st.pre;
     wanted = self->priv->settings;
+    set = self->priv->set;
     self->priv->dirty = false;
   }
   if (rebuild) {
     {
       ptm::PreprocessConfig& c = wanted;
-      adopt_model_input(self, c);
+      adopt_model_input(self, set, c);
       st.pre.emplace(c);
       std::ostringstream d;
       d << (c.mode == ptm::ResizeMode::ShorterSide ? "resize " + std::to_string(c.resize_size) + " + crop"
