@@ -149,17 +149,22 @@ GstEvent* serialized_event(GstHarness*, gpointer data) {
 
 // Frames pushed so far (both pushing threads): timestamps move on.
 struct Frames {
+  GstHarness* h;
   GstBuffer* templ;
   std::atomic<guint64> n{0};
 };
 
-GstBuffer* next_frame(GstHarness*, gpointer data) {
+// Pushes the next frame. (GstHarness's own buffer threads assert that
+// their first stream-start, caps and segment are taken, which a concurrent
+// flush or state change can refuse: these threads only push frames, and
+// the element hears of the stream again from resync_event.)
+void push_frame(gpointer /*thread*/, gpointer data) {
   auto* f = static_cast<Frames*>(data);
   GstBuffer* b = gst_buffer_copy_deep(f->templ);
   const guint64 n = f->n++;
   GST_BUFFER_PTS(b) = n * GST_SECOND / 30;
   GST_BUFFER_DURATION(b) = GST_SECOND / 30;
-  return b;
+  gst_harness_push(f->h, b);
 }
 
 // Downstream's QoS: mostly frames on time (earliest 0.3 s behind the
@@ -234,8 +239,6 @@ int run_case(const Case& c, double seconds) {
   if (h->sinkpad) gst_pad_add_probe(h->sinkpad, GST_PAD_PROBE_TYPE_BUFFER, count_classified, &classified, nullptr);
   gst_harness_play(h);
   GstCaps* caps = gst_caps_from_string("video/x-raw,format=RGB,width=64,height=48,framerate=30/1");
-  GstSegment segment;
-  gst_segment_init(&segment, GST_FORMAT_TIME);
   GstBuffer* buf = gst_buffer_new_allocate(nullptr, 64 * 48 * 3, nullptr);
   gst_buffer_memset(buf, 0, 0x80, 64 * 48 * 3);
   GST_BUFFER_PTS(buf) = 0;
@@ -243,16 +246,12 @@ int run_case(const Case& c, double seconds) {
 
   std::vector<GstHarnessThread*> threads;
   std::vector<std::string> what;
-  Frames frames{buf};
-  threads.push_back(
-      gst_harness_stress_push_buffer_with_cb_start_full(h, caps, &segment, next_frame, &frames, nullptr, 0));
+  gst_harness_set_src_caps(h, gst_caps_ref(caps));  // stream-start, caps, segment
+  Frames frames{h, buf};
+  threads.push_back(gst_harness_stress_custom_start(h, nullptr, push_frame, &frames, 0));
   what.push_back("buffers pushed");
-  threads.push_back(
-      gst_harness_stress_push_buffer_with_cb_start_full(h, caps, &segment, next_frame, &frames, nullptr, 2000));
+  threads.push_back(gst_harness_stress_custom_start(h, nullptr, push_frame, &frames, 2000));
   what.push_back("buffers pushed by a second thread");
-  // Both have pushed their stream-start, caps and segment (which the harness
-  // asserts are handled) before anything flushes or stops the element.
-  g_usleep(G_USEC_PER_SEC / 5);
   Resync resync{caps};
   threads.push_back(gst_harness_stress_push_event_with_cb_start_full(h, resync_event, &resync, nullptr, 3000));
   what.push_back("stream-start, caps and segment events again");
