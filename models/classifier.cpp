@@ -505,9 +505,7 @@ void Classifier::Impl::build_script() {
     script = optimised(*eager, info.crop_size, options(), channels_last, &info.notes);
     use_script = true;
     script_size = info.crop_size;
-  } catch (const c10::Error& e) {
-    info.notes.push_back("optimised graph unavailable, running eagerly: " + c10_message(e));
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // LibTorch's c10::Error included
     info.notes.push_back("optimised graph unavailable, running eagerly: " + error_text(e));
   }
 }
@@ -621,9 +619,7 @@ void Classifier::Impl::load_package(const ClassifierOptions& o) {
   expose_libtorch();
   try {
     package = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, name);
-  } catch (const c10::Error& e) {
-    throw ModelError("'" + path + "' could not be loaded as an AOTInductor package: " + c10_message(e));
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // LibTorch's c10::Error included
     throw ModelError("'" + path + "' could not be loaded as an AOTInductor package: " + error_text(e));
   }
   torch::NoGradGuard ng;
@@ -748,9 +744,7 @@ std::string Classifier::set_input_size(int size) {
     if (out.dim() != 2 || out.size(1) != im.info.num_classes)
       return "at " + wanted + " it gives " + shape_str(out.sizes().vec()) + " outputs, not N x " +
              std::to_string(im.info.num_classes);
-  } catch (const c10::Error& e) {
-    return "it does not run at " + wanted + ": " + c10_message(e);
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // LibTorch's c10::Error included
     return "it does not run at " + wanted + ": " + error_text(e);
   }
   if (im.eager && im.use_script && im.script_size != 0) {
@@ -814,9 +808,7 @@ at::Tensor Classifier::forward(const at::Tensor& input) {
   PTM_MODEL_SCOPE(*impl_);
   try {
     return impl_->run(impl_->prepare(input)).to(at::kFloat);
-  } catch (const c10::Error& e) {
-    throw ModelError("inference failed: " + c10_message(e));
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // LibTorch's c10::Error included
     throw ModelError("inference failed: " + error_text(e));
   }
 }
