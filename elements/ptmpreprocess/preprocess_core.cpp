@@ -248,12 +248,97 @@ ResamplePlan Preprocessor::plan(const FrameView& f) const {
   return p;
 }
 
+const ResamplePlan& Preprocessor::cached_plan(const FrameView& f) {
+  const FrameView& k = plan_key_;
+  if (have_plan_ && k.format == f.format && k.width == f.width && k.height == f.height && k.matrix == f.matrix &&
+      k.full_range == f.full_range)
+    return plan_;
+  have_plan_ = false;
+  plan_ = plan(f);
+  if (!plan_.empty()) {
+    htable_ = simd::make_htable(plan_.x_first, plan_.x_count, plan_.x_weights, plan_.kx, plan_.x_first.front());
+    vtable_ = simd::make_vtable(plan_.y_count, plan_.y_weights, plan_.ky);
+  }
+  plan_key_ = f;
+  have_plan_ = true;
+  return plan_;
+}
+
 void Preprocessor::run_u8(const FrameView& f, uint8_t* out) {
   check_frame(f);
-  const ResamplePlan p = plan(f);
-  const int cw = p.out_width;
-  std::fill(out, out + size_t(cw) * size_t(p.out_height) * 3, p.pad_value);
+  const ResamplePlan& p = cached_plan(f);
+  // Padding where the resized image does not cover the output.
+  if (p.rx1 - p.rx0 < p.out_width || p.ry1 - p.ry0 < p.out_height)
+    std::fill(out, out + size_t(p.out_width) * size_t(p.out_height) * 3, p.pad_value);
   if (p.empty()) return;
+  if (vector_kernels()) resample_vector(f, p, out);
+  else resample_plain(f, p, out);
+}
+
+// The same passes through the kernels of resample_simd.h. Packed frames are
+// read in place (the kernels pick R, G and B out of each pixel); others are
+// converted to RGB rows first, as the plain loops do.
+void Preprocessor::resample_vector(const FrameView& f, const ResamplePlan& p, uint8_t* out) {
+  const int cw = p.out_width;
+  const Geometry& g = p.geometry;
+  const int ow = p.rx1 - p.rx0, oh = p.ry1 - p.ry0;
+  const int sx0 = p.x_first.front(), sx1 = p.x_first.back() + p.x_count.back();
+  const int sy0 = p.y_first.front(), sy1 = p.y_first.back() + p.y_count.back();
+  const size_t sw = size_t(sx1 - sx0), orow = size_t(ow) * 3;
+  PackedLayout l;
+  const bool packed = packed_layout(f.format, &l);
+  if (!packed) l = {3, 0, 1, 2};
+  const size_t bpp = size_t(l.bpp);
+  auto out_row = [&](int y) {
+    return out + (size_t(y + p.ry0 - g.crop_top) * size_t(cw) + size_t(p.rx0 - g.crop_left)) * 3;
+  };
+  // Converted RGB rows of the block (formats that are not packed).
+  if (!packed) {
+    rgb_row_.resize(sw * 3 + 32);  // room for the kernels' 16-byte reads
+    if (p.vertical_first) {
+      src_.resize(size_t(sy1 - sy0) * sw * 3 + 32);
+      for (int y = sy0; y < sy1; ++y) fetch_row(f, y, sx0, sx1, &src_[size_t(y - sy0) * sw * 3]);
+    }
+  }
+  if (p.vertical_first) {
+    // Vertical pass over the block's bytes (alpha included: it is never
+    // read again), then the horizontal one into the output window.
+    vrow_.resize(sw * bpp + 32);
+    hrow_.resize(orow + 4);
+    const size_t stride = packed ? size_t(f.strides[0]) : sw * 3;
+    for (int y = 0; y < oh; ++y) {
+      const int top = p.y_first[size_t(y)];
+      const uint8_t* first = packed ? f.planes[0] + size_t(top) * stride + size_t(sx0) * bpp
+                                    : &src_[size_t(top - sy0) * stride];
+      simd::vpass(vtable_, y, first, stride, sw * bpp, vrow_.data());
+      simd::hpass(htable_, vrow_.data(), vrow_.size(), l.bpp, l.r, l.g, l.b, hrow_.data());
+      std::copy(hrow_.begin(), hrow_.begin() + long(orow), out_row(y));
+    }
+    return;
+  }
+  // Horizontal pass of every row the window reads (rounded to 8 bits), then
+  // the vertical pass straight into the output window.
+  hpass_.resize(size_t(sy1 - sy0) * orow + 4);
+  for (int y = sy0; y < sy1; ++y) {
+    const uint8_t* src;
+    size_t readable;
+    if (packed) {
+      src = f.planes[0] + size_t(y) * size_t(f.strides[0]) + size_t(sx0) * bpp;
+      readable = size_t(f.width - sx0) * bpp;  // the row's own pixels
+    } else {
+      fetch_row(f, y, sx0, sx1, rgb_row_.data());
+      src = rgb_row_.data();
+      readable = rgb_row_.size();
+    }
+    simd::hpass(htable_, src, readable, l.bpp, l.r, l.g, l.b, &hpass_[size_t(y - sy0) * orow]);
+  }
+  for (int y = 0; y < oh; ++y)
+    simd::vpass(vtable_, y, &hpass_[size_t(p.y_first[size_t(y)] - sy0) * orow], orow, orow, out_row(y));
+}
+
+// The plain loops (the reference the vector kernels are tested against).
+void Preprocessor::resample_plain(const FrameView& f, const ResamplePlan& p, uint8_t* out) {
+  const int cw = p.out_width;
   const Geometry& g = p.geometry;
   const int ow = p.rx1 - p.rx0, oh = p.ry1 - p.ry0;
   // Source columns and rows those output pixels read.

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "pixel.h"
+#include "resample_simd.h"
 
 namespace ptm {
 
@@ -121,10 +122,27 @@ class Preprocessor {
   // or format it cannot take.
   ResamplePlan plan(const FrameView& frame) const;
 
+  // The vector kernels (on where the CPU has them: AVX2) or the plain loops
+  // they are tested against; both give the same bytes.
+  void set_vector_kernels(bool on) { vector_ = on; }
+  bool vector_kernels() const { return vector_ && simd::available(); }
+
  private:
+  // The plan and kernel tables of the last frame layout seen (a stream's
+  // frames share one).
+  const ResamplePlan& cached_plan(const FrameView& f);
+  void resample_plain(const FrameView& f, const ResamplePlan& p, uint8_t* out);
+  void resample_vector(const FrameView& f, const ResamplePlan& p, uint8_t* out);
+
   PreprocessConfig config_;
   std::array<std::array<float, 256>, 3> lut_{};
-  std::vector<uint8_t> rgb_row_, hpass_, src_, u8_;
+  bool vector_ = true;
+  bool have_plan_ = false;
+  FrameView plan_key_;
+  ResamplePlan plan_;
+  simd::HTable htable_;
+  simd::VTable vtable_;
+  std::vector<uint8_t> rgb_row_, hpass_, src_, u8_, vrow_, hrow_;
 };
 
 }  // namespace ptm

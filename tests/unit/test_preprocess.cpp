@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <random>
 
 #include "../common/fixtures.h"
 #include "preprocess_core.h"
@@ -143,23 +144,25 @@ TEST(Preprocess, PackedFormatsMatchTorchvisionExactly) {
         const auto want_u8 = read_bytes(base + order_name + ".u8");
         at::Tensor want = read_f32(base + order_name + ".f32", {3, c.crop_height, c.crop_width});
         Preprocessor p(c);
-        for (PixelFormat f : kPacked) {
-          Packed pk = pack(rgb, w, h, f, f == PixelFormat::RGB ? 0 : 13);
-          std::vector<uint8_t> u8(want_u8.size());
-          p.run_u8(pk.view, u8.data());
-          size_t diff = 0;
-          for (size_t i = 0; i < u8.size(); ++i) diff += u8[i] != want_u8[i];
-          EXPECT_EQ(diff, 0u) << stem << " " << it.key() << " " << order_name << " format " << int(f)
-                              << ": pixels differing from PIL";
-          at::Tensor got = at::empty({3, c.crop_height, c.crop_width});
-          p.run(pk.view, got.data_ptr<float>());
-          EXPECT_LE((got - want).abs().max().item<double>(), 1e-6) << stem << " " << it.key() << " " << order_name;
-          ++checked;
-        }
+        for (PixelFormat f : kPacked)
+          for (bool vector : {true, false}) {  // the vector kernels (where the CPU has them) and the plain loops
+            p.set_vector_kernels(vector);
+            Packed pk = pack(rgb, w, h, f, f == PixelFormat::RGB ? 0 : 13);
+            std::vector<uint8_t> u8(want_u8.size());
+            p.run_u8(pk.view, u8.data());
+            size_t diff = 0;
+            for (size_t i = 0; i < u8.size(); ++i) diff += u8[i] != want_u8[i];
+            EXPECT_EQ(diff, 0u) << stem << " " << it.key() << " " << order_name << " format " << int(f)
+                                << (p.vector_kernels() ? " vector" : " plain") << ": pixels differing from PIL";
+            at::Tensor got = at::empty({3, c.crop_height, c.crop_width});
+            p.run(pk.view, got.data_ptr<float>());
+            EXPECT_LE((got - want).abs().max().item<double>(), 1e-6) << stem << " " << it.key() << " " << order_name;
+            ++checked;
+          }
       }
     }
   }
-  EXPECT_GT(checked, 200u);
+  EXPECT_GT(checked, 400u);
   EXPECT_GT(orders_differ, 0u) << "no fixture frame where Pillow 12's and 13's pass orders differ";
 }
 
@@ -297,6 +300,81 @@ TEST(Preprocess, TinyFramesAreUpscaled) {
     EXPECT_EQ(out[0], 10);
     EXPECT_EQ(out[224 * 224 * 3 - 1], 30);
   }
+}
+
+// The vector kernels against the plain loops on random frames: every
+// input format, odd sizes (1 pixel up to 700, shrinks up to 40x, strips),
+// both filters (bicubic's negative lobes over saturated pixels exercise the
+// clipping), every resize mode and pass order, crops of frames starting at
+// any byte (crop_view), rows padded or not. Frames are allocated at their
+// exact size, so a read past a row's last pixel lands outside the buffer
+// (caught under AddressSanitizer or valgrind).
+TEST(Preprocess, VectorKernelsGiveThePlainLoopsBytes) {
+  if (!simd::available()) GTEST_SKIP() << "this CPU has no AVX2: the vector kernels are not used on it";
+  std::mt19937 rng(20261204);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const PixelFormat formats[] = {PixelFormat::RGB,  PixelFormat::BGR,  PixelFormat::RGBA, PixelFormat::BGRx,
+                                 PixelFormat::xRGB, PixelFormat::ABGR, PixelFormat::RGBx, PixelFormat::BGRA,
+                                 PixelFormat::ARGB, PixelFormat::xBGR, PixelFormat::GRAY8, PixelFormat::I420,
+                                 PixelFormat::NV12};
+  size_t cases = 0, vertical_first = 0, padded = 0, bytes = 0;
+  for (int n = 0; n < 600; ++n) {
+    const PixelFormat fmt = formats[size_t(n) % std::size(formats)];
+    int w = uniform(1, 700), h = uniform(1, 700);
+    if (n % 7 == 0) w = uniform(1, 8);  // strips
+    if (n % 11 == 0) h = uniform(1, 8);
+    // Mostly noise, with runs of 0 and 255 (bicubic overshoots there).
+    std::vector<uint8_t> rgb(size_t(w) * size_t(h) * 3);
+    for (auto& v : rgb) {
+      const int r = uniform(0, 9);
+      v = uint8_t(r == 0 ? 0 : r == 1 ? 255 : uniform(0, 255));
+    }
+    Packed pk = pack(rgb, w, h, fmt, uniform(0, 1) ? 0 : uniform(1, 9));
+    // Exactly sized planes: nothing readable after the last row's pixels.
+    for (auto& plane : pk.data)
+      if (!plane.empty()) plane.shrink_to_fit();
+    FrameView view = pk.view;
+    if (n % 3 == 0) {
+      Region r{uniform(0, w - 1), uniform(0, h - 1), uniform(1, w), uniform(1, h)};
+      view = crop_view(pk.view, r);
+      if (view.width == 0) continue;
+    }
+    PreprocessConfig c;
+    c.filter = uniform(0, 1) ? Filter::Bilinear : Filter::Bicubic;
+    c.mode = ResizeMode(uniform(0, 2));
+    c.pass_order = uniform(0, 3) ? PassOrder::Pillow13 : PassOrder::Pillow12;
+    c.crop_width = uniform(1, 300);
+    c.crop_height = uniform(0, 3) ? c.crop_width : uniform(1, 300);
+    c.resize_size = uniform(1, 400);
+    c.pad_value = uint8_t(uniform(0, 255));
+    Preprocessor vec(c), plain(c);
+    plain.set_vector_kernels(false);
+    ASSERT_TRUE(vec.vector_kernels());
+    ASSERT_FALSE(plain.vector_kernels());
+    const size_t size = size_t(c.crop_width) * size_t(c.crop_height) * 3;
+    std::vector<uint8_t> a(size, 1), b(size, 2);
+    vec.run_u8(view, a.data());
+    plain.run_u8(view, b.data());
+    const ResamplePlan p = vec.plan(view);
+    size_t diff = 0;
+    for (size_t i = 0; i < size; ++i) diff += a[i] != b[i];
+    ASSERT_EQ(diff, 0u) << "case " << n << ": " << view.width << "x" << view.height << " format " << int(fmt)
+                        << " mode " << int(c.mode) << (c.filter == Filter::Bicubic ? " bicubic" : " bilinear")
+                        << " resize " << c.resize_size << " crop " << c.crop_width << "x" << c.crop_height
+                        << (p.vertical_first ? " vertical first" : " horizontal first");
+    // Twice more on the same Preprocessor (its cached plan), as a stream does.
+    vec.run_u8(view, a.data());
+    ASSERT_EQ(a, b) << "case " << n << ", second frame";
+    ++cases;
+    vertical_first += p.vertical_first;
+    padded += p.rx1 - p.rx0 < c.crop_width || p.ry1 - p.ry0 < c.crop_height;
+    bytes += size;
+  }
+  std::printf("[ vector ] %zu cases (%zu vertical pass first, %zu padded), %zu output bytes, all equal\n", cases,
+              vertical_first, padded, bytes);
+  EXPECT_GT(cases, 500u);
+  EXPECT_GT(vertical_first, 50u);
+  EXPECT_GT(padded, 50u);
 }
 
 }  // namespace

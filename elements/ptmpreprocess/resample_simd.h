@@ -1,0 +1,56 @@
+// Vector kernels of the preprocessing core's two separable passes (AVX2 on
+// x86-64, chosen at run time; plain loops elsewhere), bit-exact with the
+// scalar code: Pillow's fixed-point sums of 8-bit samples times 22-bit
+// weights in 32-bit integers. Each weight is split into a high and a low
+// 11-bit part so that both products fit the 16-bit multiply-add
+// (sum = high sum * 2048 + low sum, exact in 32 bits). Used by
+// preprocess_core.cpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace ptm::simd {
+
+// True when this CPU runs the vector kernels (x86-64 with AVX2).
+bool available();
+
+// The horizontal pass of one plan axis as the kernel reads it: outputs two
+// at a time (one per 128-bit lane), two taps a step.
+struct HTable {
+  int outputs = 0, k = 0;
+  std::vector<int32_t> first, count, weights;  // per output, as in ResamplePlan (first relative to the block)
+  bool vector = false;                         // weights fit the split (always, for Pillow's filters)
+  std::vector<int32_t> steps;                  // per output pair: tap pairs
+  std::vector<int32_t> reach;                  // per output pair: the last source pixel a step starts at
+  std::vector<size_t> offset;                  // per output pair: its first vector in `vectors`
+  std::vector<int32_t> vectors;                // per pair and step: low then high weights, 8 int32 each
+};
+
+// The vertical pass: per output row, its taps' weights and their split
+// halves (low, high) two taps an int32.
+struct VTable {
+  int k = 0, steps = 0;
+  std::vector<int32_t> count, weights;  // per output row
+  bool vector = false;
+  std::vector<int32_t> halves;  // per output row: steps x (low, high)
+};
+
+// `first` is made relative to `origin` (the first source pixel the block holds).
+HTable make_htable(const std::vector<int32_t>& first, const std::vector<int32_t>& count,
+                   const std::vector<int32_t>& weights, int k, int origin);
+VTable make_vtable(const std::vector<int32_t>& count, const std::vector<int32_t>& weights, int k);
+
+// One row: `src` holds source pixels of `bpp` bytes (3 or 4) from the
+// block's origin, with R, G and B at byte offsets r, g, b; `readable` bytes
+// may be read from it. Writes t.outputs RGB triplets to `dst`, and may write
+// one byte after them.
+void hpass(const HTable& t, const uint8_t* src, size_t readable, int bpp, int r, int g, int b, uint8_t* dst);
+
+// Output row `y`: its taps are the rows first, first + stride, ... (as many
+// as the row's count); dst[i] for i < bytes is their weighted sum (any
+// bytes: the pass does not care which channel a byte is).
+void vpass(const VTable& t, int y, const uint8_t* first, size_t stride, size_t bytes, uint8_t* dst);
+
+}  // namespace ptm::simd
