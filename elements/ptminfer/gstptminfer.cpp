@@ -619,9 +619,13 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
   }
   self->priv->watch.watch(s.model);  // a replacement during the load is noticed
   State st;
-  const bool ok = ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
-                               "Could not load model '" + s.model + "'",
-                               [&] { st.core = std::make_unique<ptm::InferCore>(model_settings(s)); });
+  // Not on the thread changing the state (the application's): ptm::on_own_thread.
+  bool ok = false;
+  ptm::on_own_thread([&] {
+    ok = ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
+                      "Could not load model '" + s.model + "'",
+                      [&] { st.core = std::make_unique<ptm::InferCore>(model_settings(s)); });
+  });
   if (!ok) return FALSE;
   if (s.analytics && !ptm::have_analytics())
     GST_ELEMENT_WARNING(self, RESOURCE, SETTINGS,

@@ -176,20 +176,23 @@ static gboolean gst_ptm_train_sink_start(GstBaseSink* sink) {
     return FALSE;
   }
   State st;
-  if (!ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
-                    "Could not load model '" + s.model + "'", [&] {
-                      ptm::ClassifierOptions o;
-                      o.model = s.model;
-                      o.architecture = s.architecture;
-                      o.threads = s.num_threads;
-                      ptm::SampleSettings ss;
-                      ss.max_samples = s.max_samples;
-                      ss.min_change = s.min_change;
-                      ss.seed = s.train.seed;
-                      ss.keep_images = !s.export_dir.empty();
-                      st.core = std::make_unique<ptm::TrainCore>(o, ss);
-                    }))
-    return FALSE;
+  bool ok = false;
+  ptm::on_own_thread([&] {  // not on the application's thread (gstptmutil.h)
+    ok = ptm::guarded(GST_ELEMENT(self), GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
+                      "Could not load model '" + s.model + "'", [&] {
+                        ptm::ClassifierOptions o;
+                        o.model = s.model;
+                        o.architecture = s.architecture;
+                        o.threads = s.num_threads;
+                        ptm::SampleSettings ss;
+                        ss.max_samples = s.max_samples;
+                        ss.min_change = s.min_change;
+                        ss.seed = s.train.seed;
+                        ss.keep_images = !s.export_dir.empty();
+                        st.core = std::make_unique<ptm::TrainCore>(o, ss);
+                      });
+  });
+  if (!ok) return FALSE;
   std::lock_guard<std::mutex> g(self->priv->state_lock);
   self->priv->state.emplace(std::move(st));
   return TRUE;
@@ -303,7 +306,12 @@ static gboolean gst_ptm_train_sink_event(GstBaseSink* sink, GstEvent* event) {
   return GST_BASE_SINK_CLASS(gst_ptm_train_sink_parent_class)->event(sink, event);
 }
 
-static gboolean gst_ptm_train_sink_train_action(GstPtmTrainSink* self) { return train_now(self); }
+// On the emitter's thread, so not there (gstptmutil.h, on_own_thread).
+static gboolean gst_ptm_train_sink_train_action(GstPtmTrainSink* self) {
+  bool ok = false;
+  ptm::on_own_thread([&] { ok = train_now(self); });
+  return ok;
+}
 
 static void gst_ptm_train_sink_finalize(GObject* object) {
   delete GST_PTM_TRAIN_SINK(object)->priv;

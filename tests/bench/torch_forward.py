@@ -44,52 +44,62 @@ def attempt(what, name, fn):
         return None
 
 
+def torch_paths(name, model, x, runs, out=None):
+    """Median ms of `model` (eval mode) on `x` along each CPU path this torch
+    has: eager, frozen (+ its note), compiled (2.x) and, where `out` is a
+    folder to write the package to, aoti (2.6+, + the package's path)."""
+    v2 = int(torch.__version__.split(".")[0]) >= 2
+    size = x.shape[-1]
+    r = {}
+    with torch.no_grad():
+        r["eager"] = median_ms(lambda: model(x), runs)
+
+        def frozen():
+            f = torch.jit.freeze(torch.jit.trace(model, x))
+            try:
+                g = torch.jit.optimize_for_inference(f)
+                g(x)
+                return median_ms(lambda: g(x), runs), "freeze+ofi"
+            except Exception:
+                return median_ms(lambda: f(x), runs), "freeze"
+        fr = attempt("frozen", name, frozen)
+        if fr:
+            r["frozen"], r["frozen_note"] = fr
+        if v2:
+            def compiled():
+                import torch._inductor.config as cfg
+                cfg.freezing = True
+                c = torch.compile(model)
+                return median_ms(lambda: c(x), runs)
+            r["compiled"] = attempt("torch.compile", name, compiled)
+            torch._dynamo.reset()
+
+            def aoti():
+                ep = torch.export.export(model, (x,))
+                pt2 = os.path.join(out, name + ".pt2")
+                torch._inductor.aoti_compile_and_package(ep, package_path=pt2, inductor_configs={
+                    "aot_inductor.metadata": {"ptm.architecture": name, "ptm.input_size": str(size),
+                                              "ptm.max_batch": "1", "ptm.dynamic_batch": "0"}})
+                runner = torch._inductor.aoti_load_package(pt2)
+                return median_ms(lambda: runner(x), runs), pt2
+            if out is not None:
+                a = attempt("AOTInductor", name, aoti)
+                if a:
+                    r["aoti"], r["pt2"] = a
+    return r
+
+
 def main():
     threads, runs, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     os.makedirs(out, exist_ok=True)
     torch.set_num_threads(threads)
-    v2 = int(torch.__version__.split(".")[0]) >= 2
     for spec in sys.argv[4:]:
         name, path, size, classes = spec.split(":")
         model = getattr(torchvision.models, name)(weights=None, num_classes=int(classes))
         model.load_state_dict(torch.load(path))
         model.eval()
         x = torch.randn(1, 3, int(size), int(size))
-        r = {}
-        with torch.no_grad():
-            r["eager"] = median_ms(lambda: model(x), runs)
-
-            def frozen():
-                f = torch.jit.freeze(torch.jit.trace(model, x))
-                try:
-                    g = torch.jit.optimize_for_inference(f)
-                    g(x)
-                    return median_ms(lambda: g(x), runs), "freeze+ofi"
-                except Exception:
-                    return median_ms(lambda: f(x), runs), "freeze"
-            fr = attempt("frozen", name, frozen)
-            if fr:
-                r["frozen"], r["frozen_note"] = fr
-            if v2:
-                def compiled():
-                    import torch._inductor.config as cfg
-                    cfg.freezing = True
-                    c = torch.compile(model)
-                    return median_ms(lambda: c(x), runs)
-                r["compiled"] = attempt("torch.compile", name, compiled)
-                torch._dynamo.reset()
-
-                def aoti():
-                    ep = torch.export.export(model, (x,))
-                    pt2 = os.path.join(out, name + ".pt2")
-                    torch._inductor.aoti_compile_and_package(ep, package_path=pt2, inductor_configs={
-                        "aot_inductor.metadata": {"ptm.architecture": name, "ptm.input_size": size,
-                                                  "ptm.max_batch": "1", "ptm.dynamic_batch": "0"}})
-                    runner = torch._inductor.aoti_load_package(pt2)
-                    return median_ms(lambda: runner(x), runs), pt2
-                a = attempt("AOTInductor", name, aoti)
-                if a:
-                    r["aoti"], r["pt2"] = a
+        r = torch_paths(name, model, x, runs, out)
         line = [name]
         for k in ("eager", "frozen", "compiled", "aoti"):
             line.append(f"{k}=" + ("%.2f" % r[k] if r.get(k) is not None else "n/a"))

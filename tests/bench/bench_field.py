@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""The field benchmark: ptm next to the engines a user would pick instead,
+side by side in one run, on the same decoded frames (vtest.avi scaled to
+1280x720 RGB), the same weights, batch 1, the same thread count:
+
+  ptm       the whole pipeline, frames per second in steady state (after
+            warm-up frames), two ways: appsrc ! ptminfer ! fakesink
+            (preprocessing in ptminfer's thread) and appsrc ! ptmpreprocess
+            ! queue ! ptminfer ! fakesink (preprocessing on its own thread);
+            and its forward pass alone (ptminfer's per-frame inference-ns);
+  PyTorch   forward only along each CPU path this torch has (eager; frozen:
+            jit.freeze + optimize_for_inference; 2.x: torch.compile with
+            Inductor's freezing), and its best;
+  ONNX Runtime, OpenVINO
+            forward only on an ONNX export of the same weights, fp32, on
+            their recommended CPU settings (tests/bench/anchors_forward.py,
+            run in the venv of scripts/pypi-anchors), and OpenVINO's default
+            precision (bf16 on CPUs with AMX / AVX-512 BF16) for reference;
+  Python    the canonical torchvision loop end to end (PIL Resize/CenterCrop/
+            ToTensor/Normalize + eager forward under no_grad).
+
+Prints a table a model with each path's ms a frame, fps and how many times
+ptm's pipeline is as fast (pipeline fps / that path's fps), the issue's
+criteria underneath, and writes all figures to a CSV (tests/bench/
+plot_field.py draws it).
+
+    bench_field.py FIXTURES_DIR [--models resnet18,...] [--frames 120]
+                   [--threads 2] [--runs 30] [--csv OUT.csv]
+                   [--anchors PYTHON | --no-anchors] [--out DIR]
+"""
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import gi
+
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst  # noqa: E402
+
+# torch is imported by main() only: each ptm pipeline runs in a process of
+# its own (--ptm), as an application would, with no PyTorch work in it.
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+W, H = 1280, 720
+WARM = 5  # frames each pipeline classifies before the clock starts
+
+
+def decode(n):
+    p = Gst.parse_launch(f'filesrc location="{VIDEO}" ! decodebin ! videoconvert ! videoscale ! '
+                         f"video/x-raw,format=RGB,width={W},height={H} ! appsink name=out sync=false")
+    sink = p.get_by_name("out")
+    p.set_state(Gst.State.PLAYING)
+    frames = []
+    while len(frames) < n:
+        s = sink.emit("try-pull-sample", 10 * Gst.SECOND)
+        if s is None:
+            break
+        buf = s.get_buffer()
+        frames.append(buf.extract_dup(0, buf.get_size()))
+    p.set_state(Gst.State.NULL)
+    return frames
+
+
+def run_pipeline(frames, model, threads, middle):
+    """Steady-state fps of appsrc ! MIDDLE ! ptminfer ! fakesink, and the
+    forward pass times ptminfer reported (ns)."""
+    p = Gst.parse_launch(f"appsrc name=src format=time caps=video/x-raw,format=RGB,width={W},height={H},"
+                         f"framerate=30/1 ! {middle} ptminfer model=\"{model}\" num-threads={threads} ! "
+                         "fakesink sync=false")
+    src = p.get_by_name("src")
+    bus = p.get_bus()
+    p.set_state(Gst.State.PLAYING)
+
+    # Every buffer made (memory allocated and filled) before the clock
+    # starts, as a camera's buffer pool has them: the kernel zeroing fresh
+    # pages while the model runs would slow it.
+    def buffer(i, f):
+        b = Gst.Buffer.new_wrapped(f)
+        b.pts = i * Gst.SECOND // 30
+        b.duration = Gst.SECOND // 30
+        return b
+    warm = [buffer(i, frames[i % len(frames)]) for i in range(WARM)]
+    timed = [buffer(WARM + i, f) for i, f in enumerate(frames)]
+
+    def wait(count):
+        """Waits for `count` classifications (or EOS); their inference-ns."""
+        got = []
+        while count is None or len(got) < count:
+            m = bus.timed_pop_filtered(120 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR |
+                                       Gst.MessageType.ELEMENT)
+            if m is None:
+                raise RuntimeError("no message from the pipeline in 120 s")
+            if m.type == Gst.MessageType.EOS:
+                break
+            if m.type == Gst.MessageType.ERROR:
+                raise RuntimeError(m.parse_error()[0].message)
+            if m.get_structure().get_name() == "ptm-classification":
+                got.append(m.get_structure().get_value("inference-ns"))
+        return got
+
+    # Warm-up: the model loaded, its graph optimised, buffers allocated.
+    for b in warm:
+        src.emit("push-buffer", b)
+    wait(WARM)
+    t0 = time.perf_counter()
+    for b in timed:
+        src.emit("push-buffer", b)
+    src.emit("end-of-stream")
+    infer_ns = wait(None)
+    elapsed = time.perf_counter() - t0
+    p.set_state(Gst.State.NULL)
+    if len(infer_ns) != len(frames):
+        raise RuntimeError(f"{len(infer_ns)} of {len(frames)} frames classified")
+    return len(frames) / elapsed, infer_ns
+
+
+def ptm_child(a):
+    """--ptm MODEL MIDDLE: one pipeline in this process; prints its figures."""
+    Gst.init(None)
+    frames = decode(a.frames)
+    fps, ns = run_pipeline(frames, a.ptm[0], a.threads, a.ptm[1])
+    print(json.dumps({"fps": fps, "infer_ns": ns}))
+    return 0
+
+
+def ptm_pipeline(a, path, middle):
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), a.fixtures, "--frames", str(a.frames),
+                        "--threads", str(a.threads), "--ptm", path, middle],
+                       stdout=subprocess.PIPE, text=True, timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError(f"the ptm pipeline ({middle or 'appsrc ! ptminfer'}) exited {r.returncode}")
+    j = json.loads(r.stdout.strip().splitlines()[-1])
+    return j["fps"], j["infer_ns"]
+
+
+def python_loop(frames, model):
+    import torch
+    import torchvision.transforms as T
+    from PIL import Image
+    tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                    T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    with torch.no_grad():
+        for f in frames[:WARM]:
+            model(tf(Image.frombytes("RGB", (W, H), f)).unsqueeze(0))
+        t0 = time.perf_counter()
+        for f in frames:
+            model(tf(Image.frombytes("RGB", (W, H), f)).unsqueeze(0))
+        return len(frames) / (time.perf_counter() - t0)
+
+
+def anchors(python, model, name, threads, runs, out):
+    """ONNX Runtime's and OpenVINO's figures on an ONNX export of `model`."""
+    import torch
+    path = os.path.join(out, name + ".onnx")
+    with torch.no_grad():
+        torch.onnx.export(model, torch.randn(1, 3, 224, 224), path, opset_version=13,
+                          input_names=["input"], output_names=["logits"])
+    r = subprocess.run([python, os.path.join(HERE, "anchors_forward.py"),
+                        path, "224", str(threads), str(runs)], stdout=subprocess.PIPE, text=True, timeout=1800)
+    if r.returncode != 0:
+        return {"error": f"anchors_forward.py exited {r.returncode}"}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("fixtures")
+    ap.add_argument("--models", default="resnet18,resnet50,mobilenet_v2,efficientnet_b0")
+    ap.add_argument("--frames", type=int, default=120)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--csv", default=None)
+    ap.add_argument("--anchors", default=None, help="the Python of scripts/pypi-anchors")
+    ap.add_argument("--no-anchors", action="store_true")
+    ap.add_argument("--out", default=None, help="where ONNX exports go (default: beside the CSV)")
+    ap.add_argument("--ptm", nargs=2, metavar=("MODEL", "MIDDLE"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.ptm:
+        return ptm_child(a)
+    import torch
+    import torchvision
+    sys.path.insert(0, HERE)
+    from torch_forward import torch_paths
+    Gst.init(None)
+    torch.set_num_threads(a.threads)
+    out = a.out or os.path.join(os.path.dirname(os.path.abspath(a.csv or a.fixtures + "/x")), "field-out")
+    os.makedirs(out, exist_ok=True)
+    anchor_python = None
+    if not a.no_anchors:
+        anchor_python = a.anchors or subprocess.run(
+            ["bash", os.path.join(HERE, "../../scripts/pypi-anchors")],
+            stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+    manifest = json.load(open(os.path.join(a.fixtures, "manifest.json")))
+    classes = {m["architecture"]: m["num_classes"] for m in manifest["models"]}
+    frames = decode(a.frames)
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"{len(frames)} frames {W}x{H} RGB from {os.path.basename(VIDEO)}, batch 1, {a.threads} threads, "
+          f"torch {torch.__version__}, GStreamer {Gst.version_string()}, {cpu}, {os.cpu_count()} CPUs", flush=True)
+    rows = []
+    verdicts = []
+    for name in a.models.split(","):
+        path = os.path.join(a.fixtures, name + ".pth")
+        model = getattr(torchvision.models, name)(weights=None, num_classes=classes[name])
+        model.load_state_dict(torch.load(path))
+        model.eval()
+        r = []  # (path, kind, ms a frame or None, note)
+
+        fps1, ns1 = ptm_pipeline(a, path, "")
+        fps2, _ = ptm_pipeline(a, path, "ptmpreprocess ! queue max-size-buffers=2 !")
+        r.append(("ptm pipeline: appsrc ! ptminfer", "pipeline", 1000 / fps1, ""))
+        r.append(("ptm pipeline: ptmpreprocess ! queue ! ptminfer", "pipeline", 1000 / fps2, ""))
+        ns = sorted(ns1)
+        r.append(("ptm forward only (ptminfer's own timing)", "forward", ns[len(ns) // 2] / 1e6, "median"))
+        x = torch.randn(1, 3, 224, 224)
+        tp = torch_paths(name, model, x, a.runs)
+        r.append(("PyTorch eager", "forward", tp.get("eager"), ""))
+        r.append(("PyTorch frozen", "forward", tp.get("frozen"), tp.get("frozen_note", "")))
+        if int(torch.__version__.split(".")[0]) >= 2:
+            r.append(("PyTorch torch.compile (freezing)", "forward", tp.get("compiled"), ""))
+        best = min((v for k, v in tp.items() if k in ("eager", "frozen", "compiled") and v), default=None)
+        if anchor_python:
+            an = anchors(anchor_python, model, name, a.threads, a.runs, out)
+            o, v = an.get("onnxruntime", {}), an.get("openvino", {})
+            r.append((f"ONNX Runtime {o.get('version', '')} fp32", "forward", o.get("fp32"), o.get("error", "")))
+            r.append((f"OpenVINO {v.get('version', '')} fp32", "forward", v.get("fp32"), v.get("error", "")))
+            r.append((f"OpenVINO {v.get('version', '')} default precision", "forward-reduced", v.get("default"),
+                      str(v.get("default_precision", v.get("error", "")))))
+        r.append(("Python torchvision loop (PIL + eager)", "end-to-end", 1000 / python_loop(frames, model), ""))
+
+        pipeline_ms = min(m for p, k, m, _ in r if k == "pipeline")
+        print(f"\n{name}: {'ms/frame':>9s} {'fps':>8s}  ptm pipeline ÷ it", flush=True)
+        for p, k, m, note in r:
+            ratio = m / pipeline_ms if m else None
+            print(f"  {p:50s} {m if m else float('nan'):9.2f} {1000 / m if m else float('nan'):8.1f}  "
+                  f"{'%.2fx' % ratio if ratio else 'n/a':>6s}  {note}", flush=True)
+            rows.append({"torch": torch.__version__, "model": name, "path": p, "kind": k,
+                         "ms": "%.3f" % m if m else "", "fps": "%.2f" % (1000 / m) if m else "",
+                         "pipeline_ratio": "%.3f" % ratio if ratio else "", "note": note})
+        if best:
+            verdicts.append(f"{name}: pipeline ÷ PyTorch's best forward = {best / pipeline_ms:.2f} (criterion >= 1.0)")
+        fp32 = [m for p, k, m, _ in r if k == "forward" and m and ("ONNX" in p or "OpenVINO" in p)]
+        if fp32:
+            verdicts.append(f"{name}: pipeline ÷ the better of ONNX Runtime and OpenVINO fp32 = "
+                            f"{min(fp32) / pipeline_ms:.2f} (criterion >= 0.8, goal 1.0)")
+    print("\n" + "\n".join(verdicts))
+    if a.csv:
+        tmp = a.csv + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, a.csv)
+        print(f"figures written to {a.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
