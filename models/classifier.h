@@ -31,7 +31,7 @@ struct ClassifierOptions {
   int threads = 0;           // intra-op threads; 0: every core
   bool optimize = true;      // run a frozen, optimised graph of the model (BatchNorm folded)
   std::string device = "cpu";  // "cpu", "cuda" or "cuda:N"
-  Precision precision = Precision::Float32;  // Float16/BFloat16: CUDA only
+  Precision precision = Precision::Float32;  // Float16: CUDA; BFloat16: CUDA, or CPUs with AVX-512 BF16 / AMX
   bool channels_last = false;  // CUDA: NHWC activations (tensor cores like them)
   bool cuda_graphs = false;    // CUDA: capture each batch size once, replay it after
   int input_size = 0;  // height and width of the model input; 0: the model's own (package, architecture)
@@ -55,6 +55,9 @@ struct ModelInfo {
   std::vector<std::string> labels;
   LoadReport report;
   std::vector<std::string> notes;
+  // Asked for but not done, the model running otherwise (precision=bf16 on
+  // a CPU without bfloat16 instructions): the elements warn.
+  std::vector<std::string> warnings;
 };
 
 struct Prediction {

@@ -78,6 +78,14 @@ int resolve_threads(int threads) {
   return threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
 }
 
+bool cpu_has_bf16() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+#else
+  return false;
+#endif
+}
+
 void use_threads(int threads) {
   install_once_warnings();
   const int n = resolve_threads(threads);

@@ -24,4 +24,8 @@ void init_cuda();
 void use_threads(int threads);
 int resolve_threads(int threads);  // 0 -> every core
 
+// True when this CPU computes in bfloat16 natively (x86: AVX-512 BF16 or
+// AMX-BF16), where oneDNN runs bfloat16 models faster than float32.
+bool cpu_has_bf16();
+
 }  // namespace ptm::runtime

@@ -128,7 +128,7 @@ static GType gst_ptm_precision_get_type(void) {
   static const GEnumValue values[] = {
       {int(ptm::Precision::Float32), "32-bit float", "fp32"},
       {int(ptm::Precision::Float16), "16-bit float (CUDA)", "fp16"},
-      {int(ptm::Precision::BFloat16), "bfloat16 (CUDA)", "bf16"},
+      {int(ptm::Precision::BFloat16), "bfloat16 (CUDA; CPUs with AVX-512 BF16 or AMX)", "bf16"},
       {0, nullptr, nullptr}};
   static GType type = 0;
   return ptm::enum_type(&type, "GstPtmPrecision", values);
@@ -300,6 +300,8 @@ static void post_reload(GstPtmInfer* self, const std::string& model, bool ok, co
 // inert or left out of the checkpoint): a "model-loaded" element message at
 // start and after each reload, and the debug log.
 static void post_loaded(GstPtmInfer* self, const std::string& model, const ptm::ModelInfo& m) {
+  for (const auto& w : m.warnings)
+    GST_ELEMENT_WARNING(self, RESOURCE, SETTINGS, ("%s", w.c_str()), ("model '%s'", model.c_str()));
   std::string report;
   for (const auto& n : m.notes) {
     report += (report.empty() ? "" : "\n") + n;
@@ -1203,12 +1205,19 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
   /**
    * GstPtmInfer:precision:
    *
-   * Number format of the model on a CUDA device. fp16 and bf16 use the
-   * GPU's tensor cores; the CPU runs fp32.
+   * Number format of the model. On a CUDA device fp16 and bf16 use the
+   * GPU's tensor cores. On the CPU, bf16 runs where the CPU has bfloat16
+   * instructions (AVX-512 BF16 or AMX: Cooper Lake, Sapphire Rapids and
+   * later Xeons, AMD Zen 4 and later), in channels-last layout; elsewhere
+   * the model runs in fp32 and a warning says so. fp16 on the CPU is an
+   * error. Agreement with fp32: docs/performance.md.
    */
   g_object_class_install_property(
       gobject_class, PROP_PRECISION,
-      g_param_spec_enum("precision", "Precision", "Number format of the model (fp16/bf16: CUDA only)",
+      g_param_spec_enum("precision", "Precision",
+                        "Number format of the model: fp16 on CUDA; bf16 on CUDA and on CPUs with bfloat16 "
+                        "instructions (AVX-512 BF16, AMX: about 2x as fast as fp32 for convolutional networks; "
+                        "elsewhere fp32 runs, with a warning)",
                         GST_TYPE_PTM_PRECISION, int(d.precision), ready));
   g_object_class_install_property(
       gobject_class, PROP_CHANNELS_LAST,

@@ -4,10 +4,13 @@ side by side in one run, on the same decoded frames (vtest.avi scaled to
 1280x720 RGB), the same weights, batch 1, the same thread count:
 
   ptm       the whole pipeline, frames per second in steady state (after
-            warm-up frames), two ways: appsrc ! ptminfer ! fakesink
-            (preprocessing in ptminfer's thread) and appsrc ! ptmpreprocess
-            ! queue ! ptminfer ! fakesink (preprocessing on its own thread);
-            and its forward pass alone (ptminfer's per-frame inference-ns);
+            warm-up frames), each in a process of its own, two ways:
+            appsrc ! ptminfer ! fakesink (preprocessing in ptminfer's
+            thread) and appsrc ! ptmpreprocess ! queue ! ptminfer ! fakesink
+            (preprocessing on its own thread); its forward pass alone
+            (ptminfer's per-frame inference-ns); and on CPUs with bfloat16
+            instructions precision=bf16, with its top-1 agreement with fp32
+            on the same frames;
   PyTorch   forward only along each CPU path this torch has (eager; frozen:
             jit.freeze + optimize_for_inference; 2.x: torch.compile with
             Inductor's freezing), and its best;
@@ -67,11 +70,11 @@ def decode(n):
     return frames
 
 
-def run_pipeline(frames, model, threads, middle):
-    """Steady-state fps of appsrc ! MIDDLE ! ptminfer ! fakesink, and the
-    forward pass times ptminfer reported (ns)."""
+def run_pipeline(frames, model, threads, middle, props=""):
+    """Steady-state fps of appsrc ! MIDDLE ! ptminfer PROPS ! fakesink, the
+    forward pass times ptminfer reported (ns) and each frame's top class."""
     p = Gst.parse_launch(f"appsrc name=src format=time caps=video/x-raw,format=RGB,width={W},height={H},"
-                         f"framerate=30/1 ! {middle} ptminfer model=\"{model}\" num-threads={threads} ! "
+                         f"framerate=30/1 ! {middle} ptminfer model=\"{model}\" num-threads={threads} {props} ! "
                          "fakesink sync=false")
     src = p.get_by_name("src")
     bus = p.get_bus()
@@ -88,6 +91,8 @@ def run_pipeline(frames, model, threads, middle):
     warm = [buffer(i, frames[i % len(frames)]) for i in range(WARM)]
     timed = [buffer(WARM + i, f) for i, f in enumerate(frames)]
 
+    top = []
+
     def wait(count):
         """Waits for `count` classifications (or EOS); their inference-ns."""
         got = []
@@ -102,6 +107,7 @@ def run_pipeline(frames, model, threads, middle):
                 raise RuntimeError(m.parse_error()[0].message)
             if m.get_structure().get_name() == "ptm-classification":
                 got.append(m.get_structure().get_value("inference-ns"))
+                top.append(m.get_structure().get_value("class-ids")[0])
         return got
 
     # Warm-up: the model loaded, its graph optimised, buffers allocated.
@@ -117,26 +123,26 @@ def run_pipeline(frames, model, threads, middle):
     p.set_state(Gst.State.NULL)
     if len(infer_ns) != len(frames):
         raise RuntimeError(f"{len(infer_ns)} of {len(frames)} frames classified")
-    return len(frames) / elapsed, infer_ns
+    return len(frames) / elapsed, infer_ns, top[WARM:]
 
 
 def ptm_child(a):
-    """--ptm MODEL MIDDLE: one pipeline in this process; prints its figures."""
+    """--ptm MODEL MIDDLE PROPS: one pipeline in this process; prints its figures."""
     Gst.init(None)
     frames = decode(a.frames)
-    fps, ns = run_pipeline(frames, a.ptm[0], a.threads, a.ptm[1])
-    print(json.dumps({"fps": fps, "infer_ns": ns}))
+    fps, ns, top = run_pipeline(frames, a.ptm[0], a.threads, a.ptm[1], a.ptm[2])
+    print(json.dumps({"fps": fps, "infer_ns": ns, "top": top}))
     return 0
 
 
-def ptm_pipeline(a, path, middle):
+def ptm_pipeline(a, path, middle, props=""):
     r = subprocess.run([sys.executable, os.path.abspath(__file__), a.fixtures, "--frames", str(a.frames),
-                        "--threads", str(a.threads), "--ptm", path, middle],
+                        "--threads", str(a.threads), "--ptm", path, middle, props],
                        stdout=subprocess.PIPE, text=True, timeout=1800)
     if r.returncode != 0:
-        raise RuntimeError(f"the ptm pipeline ({middle or 'appsrc ! ptminfer'}) exited {r.returncode}")
+        raise RuntimeError(f"the ptm pipeline ({middle or 'appsrc ! ptminfer'} {props}) exited {r.returncode}")
     j = json.loads(r.stdout.strip().splitlines()[-1])
-    return j["fps"], j["infer_ns"]
+    return j["fps"], j["infer_ns"], j["top"]
 
 
 def python_loop(frames, model):
@@ -179,7 +185,7 @@ def main():
     ap.add_argument("--anchors", default=None, help="the Python of scripts/pypi-anchors")
     ap.add_argument("--no-anchors", action="store_true")
     ap.add_argument("--out", default=None, help="where ONNX exports go (default: beside the CSV)")
-    ap.add_argument("--ptm", nargs=2, metavar=("MODEL", "MIDDLE"), help=argparse.SUPPRESS)
+    ap.add_argument("--ptm", nargs=3, metavar=("MODEL", "MIDDLE", "PROPS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.ptm:
         return ptm_child(a)
@@ -208,6 +214,8 @@ def main():
           f"torch {torch.__version__}, GStreamer {Gst.version_string()}, {cpu}, {os.cpu_count()} CPUs", flush=True)
     rows = []
     verdicts = []
+    flags = open("/proc/cpuinfo").read()
+    bf16 = " avx512_bf16" in flags or " amx_bf16" in flags
     for name in a.models.split(","):
         path = os.path.join(a.fixtures, name + ".pth")
         model = getattr(torchvision.models, name)(weights=None, num_classes=classes[name])
@@ -215,10 +223,15 @@ def main():
         model.eval()
         r = []  # (path, kind, ms a frame or None, note)
 
-        fps1, ns1 = ptm_pipeline(a, path, "")
-        fps2, _ = ptm_pipeline(a, path, "ptmpreprocess ! queue max-size-buffers=2 !")
+        fps1, ns1, top1 = ptm_pipeline(a, path, "")
+        fps2, _, _ = ptm_pipeline(a, path, "ptmpreprocess ! queue max-size-buffers=2 !")
         r.append(("ptm pipeline: appsrc ! ptminfer", "pipeline", 1000 / fps1, ""))
         r.append(("ptm pipeline: ptmpreprocess ! queue ! ptminfer", "pipeline", 1000 / fps2, ""))
+        if bf16:
+            fps3, _, top3 = ptm_pipeline(a, path, "", "precision=bf16")
+            agree = sum(x == y for x, y in zip(top1, top3))
+            r.append(("ptm pipeline: ptminfer precision=bf16", "pipeline-reduced", 1000 / fps3,
+                      f"{fps3 / fps1:.2f}x fp32's; top-1 as fp32 on {agree}/{len(top1)} frames"))
         ns = sorted(ns1)
         r.append(("ptm forward only (ptminfer's own timing)", "forward", ns[len(ns) // 2] / 1e6, "median"))
         x = torch.randn(1, 3, 224, 224)
@@ -237,7 +250,7 @@ def main():
                       str(v.get("default_precision", v.get("error", "")))))
         r.append(("Python torchvision loop (PIL + eager)", "end-to-end", 1000 / python_loop(frames, model), ""))
 
-        pipeline_ms = min(m for p, k, m, _ in r if k == "pipeline")
+        pipeline_ms = min(m for p, k, m, _ in r if k == "pipeline")  # fp32
         print(f"\n{name}: {'ms/frame':>9s} {'fps':>8s}  ptm pipeline ÷ it", flush=True)
         for p, k, m, note in r:
             ratio = m / pipeline_ms if m else None

@@ -33,15 +33,16 @@ def main():
         labels = [r["path"] for r in rs][::-1]
         fps = [float(r["fps"]) for r in rs][::-1]
         kinds = [r["kind"] for r in rs][::-1]
-        colors = ["tab:blue" if k == "pipeline" else "tab:gray" if k != "end-to-end" else "tab:orange" for k in kinds]
+        colors = ["tab:blue" if k.startswith("pipeline") else "tab:gray" if k != "end-to-end" else "tab:orange"
+                  for k in kinds]
         bars = ax.barh(labels, fps, color=colors)
         for bar, k, r in zip(bars, kinds, rs[::-1]):
-            if k == "forward-reduced":
+            if k.endswith("-reduced"):
                 bar.set_hatch("//")
                 bar.set_alpha(0.5)
             ratio = float(r["pipeline_ratio"]) if r["pipeline_ratio"] else None
             ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
-                    f" {bar.get_width():.0f} fps" + (f"  (ptm {ratio:.2f}x)" if ratio and k != "pipeline" else ""),
+                    f" {bar.get_width():.0f} fps" + (f"  (ptm {ratio:.2f}x)" if ratio and not k.startswith("pipeline") else ""),
                     va="center", fontsize=7)
         ax.set_title(f"{model} (torch {rs[0]['torch']})", fontsize=9, loc="left")
         ax.tick_params(axis="y", labelsize=7)

@@ -190,7 +190,7 @@ TEST(Infer, BadModelsFailWithTheReason) {
   }
   Outcome half;
   run(src("RGB", 64, 64, 1) + "ptminfer device=cpu precision=fp16 model=" + model() + kSink, half);
-  EXPECT_NE(half.error.find("precision need a CUDA device"), std::string::npos) << half.error;
+  EXPECT_NE(half.error.find("float16 precision needs a CUDA device"), std::string::npos) << half.error;
   // A .pt2 whose shared object is no program: refused naming the package
   // (and, on LibTorch 1.13, that there is no package loader).
   Outcome pt2;

@@ -4,6 +4,7 @@
 
 #include "../common/fixtures.h"
 #include "infer_core.h"
+#include "models/runtime.h"
 
 #include <ATen/Parallel.h>
 
@@ -166,8 +167,31 @@ TEST(ClassifierInput, DeviceAndPrecisionErrorsNameTheReason) {
       },
       ModelError);
   o.device = "cpu";
+  o.precision = Precision::Float16;
+  EXPECT_THROW(
+      {
+        try {
+          Classifier c(o);
+        } catch (const ModelError& e) {
+          EXPECT_NE(std::string(e.what()).find("float16 precision needs a CUDA device"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      ModelError);
+  // bfloat16 on the CPU: run where the CPU has the instructions (in
+  // channels-last layout), else float32 with a warning.
   o.precision = Precision::BFloat16;
-  EXPECT_THROW(Classifier c(o), ModelError);
+  Classifier c(o);
+  const Classifier::InputBuffer in = c.input_buffer(1);
+  if (runtime::cpu_has_bf16()) {
+    EXPECT_EQ(in.type, Precision::BFloat16);
+    EXPECT_TRUE(in.channels_last);
+    EXPECT_TRUE(c.info().warnings.empty());
+  } else {
+    EXPECT_EQ(in.type, Precision::Float32);
+    ASSERT_EQ(c.info().warnings.size(), 1u);
+    EXPECT_NE(c.info().warnings[0].find("no bfloat16 instructions"), std::string::npos) << c.info().warnings[0];
+  }
   EXPECT_EQ(device_unavailable_reason("cpu"), "");
 }
 
