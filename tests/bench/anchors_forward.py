@@ -18,21 +18,10 @@ object: {"onnxruntime": {...}, "openvino": {...}}, each path's ms or an
 """
 import json
 import sys
-import time
 
 import numpy as np
 
-
-def median_ms(fn, runs):
-    for _ in range(3):
-        fn()
-    t = []
-    for _ in range(runs):
-        a = time.perf_counter()
-        fn()
-        t.append((time.perf_counter() - a) * 1000)
-    t.sort()
-    return t[len(t) // 2]
+from timing import median_ms
 
 
 def main():
@@ -48,7 +37,7 @@ def main():
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         name = s.get_inputs()[0].name
-        out["onnxruntime"] = {"version": ort.__version__, "fp32": median_ms(lambda: s.run(None, {name: x}), runs)}
+        out["onnxruntime"] = {"version": ort.__version__, "fp32": median_ms(lambda: s.run(None, {name: x}), runs, 3)}
     except Exception as e:  # reported in the table, not fatal
         out["onnxruntime"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
     try:
@@ -60,7 +49,7 @@ def main():
             cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, **extra}
             compiled = core.compile_model(model, "CPU", cfg)
             req = compiled.create_infer_request()
-            r[key] = median_ms(lambda: req.infer({0: x}), runs)
+            r[key] = median_ms(lambda: req.infer({0: x}), runs, 3)
             if key == "default":
                 t = compiled.get_property("INFERENCE_PRECISION_HINT")
                 r["default_precision"] = t.to_string() if hasattr(t, "to_string") else str(t)

@@ -17,22 +17,11 @@ on this torch, with the reason on stderr).
 """
 import os
 import sys
-import time
 
 import torch
 import torchvision
 
-
-def median_ms(fn, runs):
-    fn()
-    fn()
-    t = []
-    for _ in range(runs):
-        a = time.perf_counter()
-        fn()
-        t.append((time.perf_counter() - a) * 1000)
-    t.sort()
-    return t[len(t) // 2]
+from timing import median_ms
 
 
 def attempt(what, name, fn):
