@@ -26,6 +26,7 @@
 #include <cmath>
 #include <map>
 #include <mutex>
+#include <system_error>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -78,6 +79,9 @@ std::string c10_message(const c10::Error& e) { return shortened(e.what_without_b
 std::string error_text(const std::exception& e) {
   if (const auto* c = dynamic_cast<const c10::Error*>(&e)) return c10_message(*c);
   if (dynamic_cast<const std::bad_alloc*>(&e)) return "out of memory (an allocation failed)";
+  if (const auto* s = dynamic_cast<const std::system_error*>(&e);
+      s && (s->code() == std::errc::resource_unavailable_try_again || s->code() == std::errc::not_enough_memory))
+    return std::string("out of memory or threads (a thread could not be started: ") + s->what() + ")";
   return shortened(e.what());
 }
 

@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <system_error>
 #include <thread>
 
 namespace ptm {
@@ -212,7 +213,15 @@ void ZipArchive::verify_all() const {
   // files of tens of megabytes.
   const size_t threads = file_.size > (32u << 20) ? std::min<size_t>(4, std::max(1u, std::thread::hardware_concurrency())) : 1;
   std::vector<std::thread> helpers;
-  for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work, t, threads);
+  size_t t = 1;
+  for (; t < threads; ++t) {
+    try {
+      helpers.emplace_back(work, t, threads);
+    } catch (const std::system_error&) {
+      break;  // no thread to be had (address space or thread limits): this one does the rest
+    }
+  }
+  for (; t < threads; ++t) work(t, threads);
   work(0, threads);
   for (auto& h : helpers) h.join();
   size_t k = 0;

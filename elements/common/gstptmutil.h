@@ -7,8 +7,8 @@
 
 #include <exception>
 #include <string>
+#include <system_error>
 #include <thread>
-#include <utility>
 
 #include "gst/ptm/ptmmeta.h"
 #include "models/error.h"
@@ -139,10 +139,18 @@ bool guarded(GstElement* element, GQuark domain, gint code, const std::string& w
 // for as long as the thread lives, and idle teams beyond the cores make
 // libgomp's threads sleep between parallel regions instead of spinning:
 // the streaming thread's forward passes ran ~25 % slower while the
-// application's thread held one.
+// application's thread held one. Where no thread can be started (address
+// space or thread limits reached), `fn` runs on the calling thread.
 template <typename F>
 void on_own_thread(F&& fn) {
-  std::thread(std::forward<F>(fn)).join();
+  std::thread t;
+  try {
+    t = std::thread([&fn] { fn(); });
+  } catch (const std::system_error&) {
+    fn();
+    return;
+  }
+  t.join();
 }
 
 }  // namespace ptm

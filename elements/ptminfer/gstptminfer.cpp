@@ -343,9 +343,18 @@ Private::Private(GstPtmInfer* self)
 // Asks for a model with these settings while running; returns at once.
 static void request_reload(GstPtmInfer* self, const Settings& s) {
   Private& p = *self->priv;
-  std::lock_guard<std::mutex> g(p.state_lock);
-  if (!p.state) return;  // not running: start() loads it
-  p.slot.request(s);
+  std::string error;
+  {
+    std::lock_guard<std::mutex> g(p.state_lock);
+    if (!p.state) return;  // not running: start() loads it
+    error = p.slot.request(s);
+  }
+  if (!error.empty()) {
+    GST_ELEMENT_WARNING(self, RESOURCE, OPEN_READ,
+                        ("Could not reload model '%s'; the previous model keeps running", s.model.c_str()),
+                        ("%s", error.c_str()));
+    post_reload(self, s.model, false, error);
+  }
 }
 
 static bool classify_pending(GstPtmInfer* self, State& st);

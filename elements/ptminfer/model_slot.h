@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -75,17 +76,27 @@ class ModelSlot {
   // while it lives, and idle teams beyond the cores make every team's
   // threads sleep between parallel regions instead of spinning (libgomp's
   // throttling), which slowed the streaming thread's forward pass by ~25 %.
-  void request(Request r) {
+  // Returns "" or, where no thread can be started (address space or
+  // thread limits reached), why the request was dropped (not reported: the
+  // caller may hold locks a report's handlers take).
+  std::string request(Request r) {
     std::thread finished;
+    std::string error;
     {
       std::lock_guard<std::mutex> g(lock_);
       request_ = std::move(r);
-      if (running_) return;  // the loader takes it after its current load
+      if (running_) return "";  // the loader takes it after its current load
       finished = std::move(thread_);
-      running_ = true;
-      thread_ = std::thread([this] { run(); });
+      try {
+        thread_ = std::thread([this] { run(); });
+        running_ = true;
+      } catch (const std::system_error& e) {
+        error = std::string("cannot start a thread to load it: ") + e.what();
+        request_.reset();
+      }
     }
     if (finished.joinable()) finished.join();  // done with its last load, exiting
+    return error;
   }
 
   // The model loaded since the last call (the newest when several were),
