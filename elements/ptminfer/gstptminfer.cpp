@@ -66,6 +66,7 @@ enum {
   PROP_CHANNELS_LAST,
   PROP_CUDA_GRAPHS,
   PROP_INPUT_SIZE,
+  PROP_SHARE_MODEL,
   PROP_STATS,
   PROP_ANALYTICS_META,
   PROP_INFERENCE_REGION,
@@ -167,6 +168,7 @@ struct Settings {
   bool channels_last = true;
   bool cuda_graphs = false;
   int input_size = 0;
+  bool share_model = true;
   // publish: where JSON documents go (publisher.h), and how.
   std::string publish, publish_topic = "ptm/{element}", publish_client_id;
   std::string publish_tls_ca, publish_tls_cert, publish_tls_key;
@@ -284,6 +286,7 @@ static ptm::InferSettings model_settings(const Settings& s) {
   is.model.num_classes = s.num_classes;
   is.model.threads = s.num_threads;
   is.model.input_size = s.input_size;
+  is.share = s.share_model;
   return is;
 }
 
@@ -299,7 +302,8 @@ static void post_reload(GstPtmInfer* self, const std::string& model, bool ok, co
 // What was loaded, with the load report (what was unwrapped, stripped, kept
 // inert or left out of the checkpoint): a "model-loaded" element message at
 // start and after each reload, and the debug log.
-static void post_loaded(GstPtmInfer* self, const std::string& model, const ptm::ModelInfo& m) {
+static void post_loaded(GstPtmInfer* self, const std::string& model, const ptm::InferCore& core) {
+  const ptm::ModelInfo& m = core.info();
   for (const auto& w : m.warnings)
     GST_ELEMENT_WARNING(self, RESOURCE, SETTINGS, ("%s", w.c_str()), ("model '%s'", model.c_str()));
   std::string report;
@@ -314,7 +318,8 @@ static void post_loaded(GstPtmInfer* self, const std::string& model, const ptm::
           gst_structure_new("model-loaded", "model", G_TYPE_STRING, model.c_str(), "architecture", G_TYPE_STRING,
                             m.architecture.c_str(), "num-classes", G_TYPE_INT64, gint64(m.num_classes), "format",
                             G_TYPE_STRING, m.format.c_str(), "input-size", G_TYPE_INT, m.crop_size, "report",
-                            G_TYPE_STRING, report.c_str(), nullptr)));
+                            G_TYPE_STRING, report.c_str(), "shared", G_TYPE_BOOLEAN, gboolean(core.took_loaded_model()),
+                            nullptr)));
 }
 
 // The loader: reads the model file (a version reload-on-change then counts
@@ -331,7 +336,7 @@ Private::Private(GstPtmInfer* self)
           [self](const Settings& s, const std::shared_ptr<const ptm::InferCore>& core, const std::string& error) {
             if (core) {
               GST_INFO_OBJECT(self, "loaded %s; it takes over at the next frame", s.model.c_str());
-              post_loaded(self, s.model, core->info());
+              post_loaded(self, s.model, *core);
             } else {
               GST_ELEMENT_WARNING(self, RESOURCE, OPEN_READ,
                                   ("Could not reload model '%s'; the previous model keeps running", s.model.c_str()),
@@ -417,6 +422,7 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
     case PROP_CHANNELS_LAST: s.channels_last = g_value_get_boolean(value); break;
     case PROP_CUDA_GRAPHS: s.cuda_graphs = g_value_get_boolean(value); break;
     case PROP_INPUT_SIZE: s.input_size = g_value_get_int(value); break;
+    case PROP_SHARE_MODEL: s.share_model = g_value_get_boolean(value); break;
     case PROP_ANALYTICS_META: s.analytics = g_value_get_boolean(value); break;
     case PROP_INFERENCE_REGION: s.region = GstPtmInferenceRegion(g_value_get_enum(value)); break;
     case PROP_OBJECT_CLASS: s.object_class = str(value); break;
@@ -448,6 +454,16 @@ static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value,
     GstStructure* st = gst_structure_new("ptm-infer-stats", "frames", G_TYPE_UINT64, c.frames, "cuda-in-place",
                                          G_TYPE_UINT64, c.cuda_in_place, "cuda-via-host", G_TYPE_UINT64,
                                          c.cuda_via_host, "system-memory", G_TYPE_UINT64, c.system_memory, nullptr);
+    std::shared_ptr<ptm::SharedModel> shared;
+    {
+      std::lock_guard<std::mutex> g(self->priv->state_lock);
+      if (self->priv->state && self->priv->state->core) shared = self->priv->state->core->shared();
+    }
+    if (shared) {
+      const ptm::SharedModel::Counts n = shared->counts();
+      gst_structure_set(st, "shared-passes", G_TYPE_UINT64, guint64(n.passes), "shared-images", G_TYPE_UINT64,
+                        guint64(n.images), nullptr);
+    }
     if (pub) {
       const ptm::PublishStats p = pub->stats();
       gst_structure_set(st, "published", G_TYPE_UINT64, p.delivered, "publish-dropped", G_TYPE_UINT64, p.dropped,
@@ -483,6 +499,7 @@ static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value,
     case PROP_CHANNELS_LAST: g_value_set_boolean(value, s.channels_last); break;
     case PROP_CUDA_GRAPHS: g_value_set_boolean(value, s.cuda_graphs); break;
     case PROP_INPUT_SIZE: g_value_set_int(value, s.input_size); break;
+    case PROP_SHARE_MODEL: g_value_set_boolean(value, s.share_model); break;
     case PROP_ANALYTICS_META: g_value_set_boolean(value, s.analytics); break;
     case PROP_INFERENCE_REGION: g_value_set_enum(value, s.region); break;
     case PROP_OBJECT_CLASS: str(s.object_class); break;
@@ -677,7 +694,7 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
   GST_INFO_OBJECT(self, "loaded %s: %s, %" G_GINT64_FORMAT " classes, %s, input %dx%d, on %s", s.model.c_str(),
                   m.architecture.c_str(), m.num_classes, m.format.c_str(), m.crop_size, m.crop_size,
                   st.core->on_cuda() ? "CUDA" : "CPU");
-  post_loaded(self, s.model, m);
+  post_loaded(self, s.model, *st.core);
   {
     std::lock_guard<std::mutex> g(self->priv->stats_lock);
     self->priv->publisher = out.publisher;
@@ -846,7 +863,11 @@ static bool follow_upstream_size(GstPtmInfer* self, State& st, const Settings& s
   else if (s.input_size > 0) why = "input-size is " + std::to_string(s.input_size);
   else {
     if (!classify_pending(self, st)) return false;
-    why = st.core->set_input_size(int(tm->width));
+    {
+      // A shared model is swapped for the instance at that size ("stats" reads it).
+      std::lock_guard<std::mutex> g(self->priv->state_lock);
+      why = st.core->set_input_size(int(tm->width));
+    }
     if (why.empty()) {
       GST_INFO_OBJECT(self, "running the model at the upstream tensors' %ux%u", tm->width, tm->height);
       return true;
@@ -1254,12 +1275,38 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
                        "Height and width of the model input (0: an upstream ptmpreprocess's tensor size, else "
                        "the model's own)",
                        0, 4096, d.input_size, ready));
+  /**
+   * GstPtmInfer:share-model:
+   *
+   * ptminfer elements of one process that run the same model file (the same
+   * version of it) with the same model-defining properties (architecture,
+   * num-classes, checkpoint-key, labels, num-threads, precision,
+   * input-size) on the CPU share one loaded instance: its weights are in
+   * memory once, and its forward passes run on one thread of its own that
+   * takes the frames of every element waiting at that moment in one pass
+   * (batching across streams, without waiting for more). Each element keeps
+   * its own preprocessing, scoring, smoothing and outputs. The
+   * "model-loaded" message's "shared" field tells whether this element took
+   * an instance another had loaded. A reloaded file is a new version: the
+   * elements that reload it share the new instance. CUDA models are not
+   * shared (each element loads its own).
+   */
+  g_object_class_install_property(
+      gobject_class, PROP_SHARE_MODEL,
+      g_param_spec_boolean("share-model", "Share model",
+                           "On the CPU, share one loaded instance of the model (weights once, forward passes "
+                           "batched across the elements) with every ptminfer in the process that runs the same "
+                           "file with the same model properties; FALSE: a model of this element's own, run on "
+                           "its streaming thread",
+                           d.share_model, ready));
   g_object_class_install_property(
       gobject_class, PROP_STATS,
       g_param_spec_boxed("stats", "Statistics",
                          "Frames seen since start: frames, cuda-in-place (read where they lie in CUDA memory), "
                          "cuda-via-host (CUDA memory mapped to the host because the model is on the CPU), "
-                         "system-memory; with publish: published (delivered: acknowledged by the broker with "
+                         "system-memory; with share-model (CPU): shared-passes and shared-images (the forward "
+                         "passes of the shared instance, for every element using it, and the images they ran); "
+                         "with publish: published (delivered: acknowledged by the broker with "
                          "QoS 1, else written), publish-dropped, publish-queued, publish-offered, "
                          "publish-connected, publish-connects, publish-error",
                          GST_TYPE_STRUCTURE, GParamFlags(G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));

@@ -36,8 +36,15 @@ struct InferCore::Gpu {};
 void InferCore::GpuDeleter::operator()(Gpu* g) const { delete g; }
 #endif
 
+// A shared model for CPU models when sharing is asked for.
+static bool shares(const InferSettings& s) { return s.share && s.model.device == "cpu"; }
+
 InferCore::InferCore(const InferSettings& s)
-    : settings_(s), classifier_(s.model), preprocessor_(preprocess_config_for(classifier_.info())), scorer_(s) {
+    : settings_(s),
+      shared_(shares(s) ? SharedModel::get(s.model, &took_loaded_) : nullptr),
+      classifier_(shares(s) ? nullptr : std::make_unique<Classifier>(s.model)),
+      preprocessor_(preprocess_config_for(info())),
+      scorer_(s) {
   static_cast<ScoringSettings&>(settings_) = scorer_.settings();
   settings_.interval = std::max(1, settings_.interval);
 }
@@ -52,9 +59,23 @@ PreprocessConfig InferCore::preprocess_config() const { return preprocessor_.con
 
 std::string InferCore::set_input_size(int size) {
   if (!pending_.empty()) throw std::logic_error("InferCore::set_input_size with frames queued");
-  const std::string why = classifier_.set_input_size(size);
-  if (!why.empty()) return why;
-  preprocessor_ = Preprocessor(preprocess_config_for(classifier_.info()));
+  if (shared_) {
+    // Not changed under the other holders' feet: the instance at that size
+    // (shared with whoever runs it at that size too).
+    if (size == info().crop_size) return "";
+    ClassifierOptions o = settings_.model;
+    o.input_size = size;
+    try {
+      shared_ = SharedModel::get(o);
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    settings_.model.input_size = size;
+  } else {
+    const std::string why = classifier_->set_input_size(size);
+    if (!why.empty()) return why;
+  }
+  preprocessor_ = Preprocessor(preprocess_config_for(info()));
   gpu_.reset();  // its kernel tables are for the old size
   return "";
 }
@@ -90,7 +111,15 @@ void InferCore::queue(const FrameView& frame, const float* tensor) {
 
 void InferCore::write_image(int64_t slot, const FrameView& frame, const float* tensor) {
   const size_t plane = size_t(3) * size_t(info().crop_size) * size_t(info().crop_size);
-  const Classifier::InputBuffer in = classifier_.input_buffer(slot + 1);
+  if (shared_) {
+    // Queued here; the shared model's thread copies them into its input.
+    staging_.resize(size_t(slot + 1) * plane);
+    float* dst = staging_.data() + size_t(slot) * plane;
+    if (tensor) std::copy(tensor, tensor + plane, dst);
+    else preprocessor_.run(frame, dst);
+    return;
+  }
+  const Classifier::InputBuffer in = classifier_->input_buffer(slot + 1);
   if (!in.cuda && in.type == Precision::Float32 && !in.channels_last) {
     // The model's input is host memory in this layout: preprocess into it.
     float* dst = static_cast<float*>(in.data) + size_t(slot) * plane;
@@ -102,8 +131,13 @@ void InferCore::write_image(int64_t slot, const FrameView& frame, const float* t
     staging_.resize(plane);
     if (tensor) std::copy(tensor, tensor + plane, staging_.data());
     else preprocessor_.run(frame, staging_.data());
-    classifier_.write_input(slot, staging_.data(), false);
+    classifier_->write_input(slot, staging_.data(), false);
   }
+}
+
+void InferCore::run_queued(int64_t n, int k, int fn, std::vector<float>& scores, std::vector<int64_t>& indices) {
+  if (shared_) shared_->run(staging_.data(), n, scores);
+  else classifier_->run_input(n, k, fn, scores, indices);
 }
 
 std::vector<FrameResult> InferCore::classify_regions(const FrameView& frame, const std::vector<Region>& regions,
@@ -127,7 +161,7 @@ std::vector<FrameResult> InferCore::classify_regions(const FrameView& frame, con
       write_image(int64_t(i), crop, nullptr);
     }
     const auto t0 = std::chrono::steady_clock::now();
-    classifier_.run_input(int64_t(n), 0, 0, logits, indices);
+    run_queued(int64_t(n), 0, 0, logits, indices);
     const uint64_t ns = uint64_t(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
     const size_t classes = logits.size() / n;
@@ -143,14 +177,14 @@ std::vector<FrameResult> InferCore::classify_regions(const FrameView& frame, con
 
 void InferCore::queue_device(const FrameView& frame, const float* device_tensor) {
 #if PTM_HAVE_CUDA
-  if (!classifier_.on_cuda())
+  if (!on_cuda())
     throw std::runtime_error("frames in CUDA memory need the model on a CUDA device (device=cuda)");
   bool infer = false;
   const int64_t slot = next_slot(&infer);
   if (!infer) return;
-  const Classifier::InputBuffer in = classifier_.input_buffer(slot + 1);
+  const Classifier::InputBuffer in = classifier_->input_buffer(slot + 1);
   if (device_tensor) {
-    classifier_.write_input(slot, device_tensor, true);
+    classifier_->write_input(slot, device_tensor, true);
   } else {
     if (!gpu_) gpu_.reset(new Gpu());
     const ResamplePlan* p = gpu_->preprocess.plan();
@@ -163,7 +197,7 @@ void InferCore::queue_device(const FrameView& frame, const float* device_tensor)
                                                                    : cuda::OutputType::Float32;
     // On the model's stream: the forward pass is ordered after the kernel
     // without any synchronisation.
-    gpu_->preprocess.run(frame, dst, type, in.channels_last, classifier_.cuda_stream());
+    gpu_->preprocess.run(frame, dst, type, in.channels_last, classifier_->cuda_stream());
   }
   ++batched_;
 #else
@@ -186,11 +220,11 @@ std::vector<FrameResult> InferCore::flush() {
   uint64_t ns = 0;
   // On a GPU only the top k of each image come back, unless smoothing or
   // hysteresis need every score.
-  const bool device_top = classifier_.on_cuda() && !scorer_.needs_all_scores();
+  const bool device_top = on_cuda() && !scorer_.needs_all_scores();
   if (batched_ > 0) {
     const auto t0 = std::chrono::steady_clock::now();
     const int fn = settings_.output == ScoreOutput::Softmax ? 1 : settings_.output == ScoreOutput::Sigmoid ? 2 : 0;
-    classifier_.run_input(int64_t(batched_), device_top ? settings_.top_k : 0, fn, logits, indices);
+    run_queued(int64_t(batched_), device_top ? settings_.top_k : 0, fn, logits, indices);
     ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
   }
   const size_t classes = batched_ ? logits.size() / batched_ : 0;
@@ -224,7 +258,7 @@ std::vector<FrameResult> InferCore::flush() {
 FrameResult InferCore::labelled(std::vector<Prediction> top, uint64_t ns) const {
   FrameResult r;
   r.inference_ns = ns;
-  for (const auto& p : top) r.labels.push_back(classifier_.label(p.index));
+  for (const auto& p : top) r.labels.push_back(shared_ ? shared_->label(p.index) : classifier_->label(p.index));
   r.top = std::move(top);
   return r;
 }

@@ -11,6 +11,7 @@
 #include "models/classifier.h"
 #include "preprocess_core.h"
 #include "scoring.h"
+#include "shared_model.h"
 
 namespace ptm {
 
@@ -18,6 +19,11 @@ namespace ptm {
 struct InferSettings : ScoringSettings {
   ClassifierOptions model;
   int interval = 1;  // run the model on every Nth frame
+  // Share the loaded model with every other core in this process asking for
+  // the same one (shared_model.h): weights once, forward passes on the
+  // model's thread, batched across cores. CPU models only; a CUDA model
+  // is always a core's own (its frames are written straight into its input).
+  bool share = false;
 };
 
 struct FrameResult {
@@ -45,8 +51,9 @@ PreprocessConfig preprocess_config_for(const ModelInfo& m);
 
 class InferCore {
  public:
-  explicit InferCore(const InferSettings& s);  // loads the model; throws ModelError
-  const ModelInfo& info() const { return classifier_.info(); }
+  // Loads the model (or takes the shared one); throws ModelError.
+  explicit InferCore(const InferSettings& s);
+  const ModelInfo& info() const { return shared_ ? shared_->info() : classifier_->info(); }
   const InferSettings& settings() const { return settings_; }
   // The preprocessing that reproduces torchvision's eval transform for this model.
   PreprocessConfig preprocess_config() const;
@@ -68,8 +75,12 @@ class InferCore {
   // `device_tensor`: a fitting tensor already in device memory, or nullptr.
   // Throws std::runtime_error when this build or model has no CUDA.
   void queue_device(const FrameView& frame, const float* device_tensor);
-  bool on_cuda() const { return classifier_.on_cuda(); }
-  int cuda_device() const { return classifier_.cuda_device(); }  // -1 on the CPU
+  bool on_cuda() const { return classifier_ && classifier_->on_cuda(); }
+  int cuda_device() const { return classifier_ ? classifier_->cuda_device() : -1; }  // -1 on the CPU
+  // The shared model this core runs on (share), or nullptr.
+  const std::shared_ptr<SharedModel>& shared() const { return shared_; }
+  // True when the shared model was already loaded (nothing was read).
+  bool took_loaded_model() const { return took_loaded_; }
   std::vector<FrameResult> flush();
   // Regions of one frame (a detector's boxes), each cropped and preprocessed
   // alone, run in batches of up to `max_batch`: one result per region, in
@@ -108,15 +119,23 @@ class InferCore {
 
   // Image `slot` of the model input from a frame (or a fitting tensor).
   void write_image(int64_t slot, const FrameView& frame, const float* tensor);
+  // Runs images [0, n) of the model input (Classifier::run_input), or the
+  // n queued in staging_ through the shared model (all logits).
+  void run_queued(int64_t n, int k, int fn, std::vector<float>& scores, std::vector<int64_t>& indices);
   // The next model input slot; returns its index.
   int64_t next_slot(bool* infer);
 
   InferSettings settings_;
-  Classifier classifier_;
+  bool took_loaded_ = false;  // before shared_: its initialiser sets it
+  // The model: a shared one (settings_.share on the CPU), else its own.
+  std::shared_ptr<SharedModel> shared_;
+  std::unique_ptr<Classifier> classifier_;
   std::unique_ptr<Gpu, GpuDeleter> gpu_;
   Preprocessor preprocessor_;
   Scorer scorer_;
-  std::vector<float> staging_;  // one image on its way to a model on the GPU
+  // One image on its way to a model on the GPU; the queued images for a
+  // shared model.
+  std::vector<float> staging_;
   std::vector<Pending> pending_;
   size_t batched_ = 0;  // images written into the model input
   FrameResult last_;

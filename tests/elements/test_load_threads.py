@@ -8,11 +8,15 @@ thread's forward pass ran ~25 % slower while the application's thread
 (which changes the state, where start() loads) held one.
 
 Counts this process's threads (/proc/self/task) before and after:
-  - ptminfer num-threads=2 going to PAUSED (the model loaded in start())
-    and back to NULL, twice;
+  - ptminfer share-model=false num-threads=2 going to PAUSED (the model
+    loaded in start()) and back to NULL, twice;
   - a reload while PAUSED (model set to another file; its 'model-reload'
     message awaited), once the loader has finished;
-  - ptmtrainsink num-threads=2 going to PAUSED.
+  - ptmtrainsink num-threads=2 going to PAUSED;
+  - ptminfer with a shared model (share-model, the default): the
+    instance's forward thread and its OpenMP team (num-threads threads in
+    all, made while loading) and nothing else, while PAUSED; none after
+    NULL.
 
     test_load_threads.py FIXTURES_DIR
 """
@@ -63,6 +67,7 @@ def main():
     e = Gst.ElementFactory.make("ptminfer")
     e.set_property("model", a)
     e.set_property("num-threads", 2)
+    e.set_property("share-model", False)
     for i in range(2):
         check(e.set_state(Gst.State.PAUSED) == Gst.StateChangeReturn.SUCCESS, f"ptminfer to PAUSED ({i + 1})")
         n = settled(baseline)
@@ -89,6 +94,18 @@ def main():
     n = settled(baseline)
     check(n == baseline, f"ptmtrainsink loaded in start(): {n} threads, {baseline} before")
     t.set_state(Gst.State.NULL)
+
+    s = Gst.ElementFactory.make("ptminfer")
+    s.set_property("model", a)
+    s.set_property("num-threads", 2)
+    for i in range(2):
+        check(s.set_state(Gst.State.PAUSED) == Gst.StateChangeReturn.SUCCESS, f"shared: to PAUSED ({i + 1})")
+        n = settled(baseline + 2)
+        check(n == baseline + 2, f"shared model loaded: {n} threads, {baseline} before + its forward thread "
+              f"and its team's one worker ({i + 1})")
+        s.set_state(Gst.State.NULL)
+        n = settled(baseline)
+        check(n == baseline, f"shared model released: {n} threads, {baseline} before ({i + 1})")
     if failures:
         print(f"{len(failures)} check(s) failed")
         return 1

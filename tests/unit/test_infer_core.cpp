@@ -8,6 +8,11 @@
 
 #include <ATen/Parallel.h>
 
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 namespace ptm::test {
@@ -73,14 +78,21 @@ TEST(InferCore, HysteresisHoldsTheLabel) {
   EXPECT_EQ(c.rank(logits_with_peak(6)).top[0].index, 6);  // the streak of 1 is broken
 }
 
-TEST(InferCore, BatchedFramesEqualSingleFrames) {
-  std::vector<uint8_t> img(97 * 61 * 3);
+// A 97x61 RGB frame of a fixed pattern, in `img`.
+FrameView test_frame(std::vector<uint8_t>& img) {
+  img.resize(97 * 61 * 3);
   for (size_t i = 0; i < img.size(); ++i) img[i] = uint8_t(i * 13 + i / 7);
   FrameView f;
   f.width = 97;
   f.height = 61;
   f.planes[0] = img.data();
   f.strides[0] = 97 * 3;
+  return f;
+}
+
+TEST(InferCore, BatchedFramesEqualSingleFrames) {
+  std::vector<uint8_t> img;
+  const FrameView f = test_frame(img);
   InferSettings s;
   s.output = ScoreOutput::Logits;
   s.top_k = 10;
@@ -215,6 +227,178 @@ TEST(ClassifierThreads, EachModelRunsWithItsOwnCount) {
     one.forward(x.data(), 1, 64, 64, y);
     EXPECT_EQ(at::get_num_threads(), 1);
   }).join();
+}
+
+// One model for many streams (shared_model.h).
+std::vector<float> test_image(size_t plane, int seed) {
+  std::vector<float> v(plane);
+  for (size_t i = 0; i < plane; ++i) v[i] = float(std::sin(0.001 * double(i) * (seed + 1) + seed));
+  return v;
+}
+
+TEST(SharedModel, SameModelSameOptionsIsOneInstance) {
+  const size_t before = SharedModel::instances();
+  ClassifierOptions o;
+  o.model = fixture("resnet18_10.pth");
+  o.threads = 1;
+  bool existing = true;
+  auto a = SharedModel::get(o, &existing);
+  EXPECT_FALSE(existing);
+  auto b = SharedModel::get(o, &existing);
+  EXPECT_TRUE(existing);
+  EXPECT_EQ(a.get(), b.get());
+  // The same file by another path is the same model.
+  ClassifierOptions other_path = o;
+  other_path.model = fixtures_dir() + "/./resnet18_10.pth";
+  EXPECT_EQ(SharedModel::get(other_path).get(), a.get());
+  EXPECT_EQ(SharedModel::instances(), before + 1);
+  // Any model-defining option differing: another instance.
+  ClassifierOptions two_threads = o;
+  two_threads.threads = 2;
+  auto c = SharedModel::get(two_threads, &existing);
+  EXPECT_FALSE(existing);
+  EXPECT_NE(c.get(), a.get());
+  ClassifierOptions eager = o;
+  eager.optimize = false;
+  EXPECT_NE(SharedModel::get(eager).get(), a.get());
+  EXPECT_EQ(SharedModel::instances(), before + 2);  // `eager`'s is gone already
+  c.reset();
+  a.reset();
+  EXPECT_EQ(SharedModel::instances(), before + 1);
+  b.reset();
+  EXPECT_EQ(SharedModel::instances(), before);
+  // Once no one holds it, asking again loads it again.
+  auto d = SharedModel::get(o, &existing);
+  EXPECT_FALSE(existing);
+}
+
+TEST(SharedModel, CallersAskingAtOnceWaitForOneLoad) {
+  ClassifierOptions o;
+  o.model = fixture("resnet18_10.pth");
+  o.threads = 1;
+  const size_t before = SharedModel::instances();
+  std::vector<std::shared_ptr<SharedModel>> got(6);
+  std::atomic<int> loaded_here{0};
+  std::vector<std::thread> ts;
+  for (size_t i = 0; i < got.size(); ++i)
+    ts.emplace_back([&, i] {
+      bool existing = true;
+      got[i] = SharedModel::get(o, &existing);
+      if (!existing) ++loaded_here;
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(loaded_here.load(), 1);
+  for (const auto& m : got) EXPECT_EQ(m.get(), got[0].get());
+  EXPECT_EQ(SharedModel::instances(), before + 1);
+}
+
+TEST(SharedModel, ANewVersionOfTheFileIsAnotherInstance) {
+  const std::string path = std::filesystem::temp_directory_path() / ("ptm-shared-" + std::to_string(::getpid()) + ".pth");
+  std::filesystem::copy_file(fixture("resnet18_10.pth"), path, std::filesystem::copy_options::overwrite_existing);
+  ClassifierOptions o;
+  o.model = path;
+  auto a = SharedModel::get(o);
+  // Replaced (another inode, as an atomic rename leaves it).
+  const std::string next = path + ".new";
+  std::filesystem::copy_file(fixture("resnet18_10.pth"), next, std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::rename(next, path);
+  bool existing = true;
+  auto b = SharedModel::get(o, &existing);
+  EXPECT_FALSE(existing);
+  EXPECT_NE(a.get(), b.get());
+  std::filesystem::remove(path);
+  // A file that cannot be loaded: the error, and no entry left behind.
+  o.model = path;
+  EXPECT_THROW(SharedModel::get(o), ModelError);
+  EXPECT_THROW(SharedModel::get(o), ModelError);
+}
+
+// Callers on several threads at once: each gets the logits of its own
+// images, equal to a model of its own, while the passes take the images of
+// several callers together.
+TEST(SharedModel, ConcurrentCallersAreBatchedAndGetTheirOwnLogits) {
+  ClassifierOptions o;
+  o.model = fixture("resnet18_10.pth");
+  o.threads = 1;
+  Classifier reference(o);
+  const int s = reference.info().crop_size;
+  const size_t plane = size_t(3) * size_t(s) * size_t(s);
+  auto shared = SharedModel::get(o);
+  const SharedModel::Counts before = shared->counts();
+  constexpr int kCallers = 6, kRuns = 8;
+  std::vector<std::vector<float>> images, want(kCallers);
+  for (int c = 0; c < kCallers; ++c) {
+    // Caller c sends c % 3 + 1 images a call.
+    const int n = c % 3 + 1;
+    std::vector<float> batch;
+    for (int i = 0; i < n; ++i) {
+      const auto img = test_image(plane, c * 3 + i);
+      batch.insert(batch.end(), img.begin(), img.end());
+    }
+    images.push_back(batch);
+    reference.forward(batch.data(), n, s, s, want[size_t(c)]);
+  }
+  std::vector<std::vector<std::vector<float>>> got(kCallers);
+  std::vector<std::thread> ts;
+  for (int c = 0; c < kCallers; ++c)
+    ts.emplace_back([&, c] {
+      for (int r = 0; r < kRuns; ++r) {
+        std::vector<float> logits;
+        shared->run(images[size_t(c)].data(), c % 3 + 1, logits);
+        got[size_t(c)].push_back(logits);
+      }
+    });
+  for (auto& t : ts) t.join();
+  for (int c = 0; c < kCallers; ++c)
+    for (const auto& logits : got[size_t(c)]) {
+      ASSERT_EQ(logits.size(), want[size_t(c)].size()) << "caller " << c;
+      for (size_t i = 0; i < logits.size(); ++i) EXPECT_NEAR(logits[i], want[size_t(c)][i], 1e-4) << "caller " << c;
+    }
+  const SharedModel::Counts after = shared->counts();
+  const uint64_t images_run = after.images - before.images, passes = after.passes - before.passes;
+  EXPECT_EQ(images_run, uint64_t(kRuns * (1 + 2 + 3 + 1 + 2 + 3)));
+  // Six callers for one forward thread: passes take several callers' images.
+  EXPECT_LT(passes, uint64_t(kRuns * kCallers)) << images_run << " images in " << passes << " passes";
+}
+
+// InferCore on a shared model: the results of a model of its own, one
+// frame at a time and in batches, and a region batch.
+TEST(SharedModel, InferCoreGivesTheResultsOfItsOwnModel) {
+  std::vector<uint8_t> img;
+  const FrameView f = test_frame(img);
+  InferSettings s;
+  s.output = ScoreOutput::Logits;
+  s.top_k = 10;
+  InferCore own = make(s);
+  s.share = true;
+  InferCore shared = make(s), shared2 = make(s);
+  ASSERT_TRUE(shared.shared());
+  EXPECT_FALSE(own.shared());
+  EXPECT_EQ(shared.shared().get(), shared2.shared().get());
+  EXPECT_TRUE(shared2.took_loaded_model());
+  const FrameResult want = own.process(f, nullptr);
+  const FrameResult one = shared.process(f, nullptr);
+  for (int i = 0; i < 3; ++i) shared2.queue(f, nullptr);
+  const auto three = shared2.flush();
+  ASSERT_EQ(three.size(), 3u);
+  const auto regions = shared.classify_regions(f, {{0, 0, 97, 61}, {10, 5, 40, 30}}, 16);
+  const auto own_regions = own.classify_regions(f, {{0, 0, 97, 61}, {10, 5, 40, 30}}, 16);
+  ASSERT_EQ(regions.size(), 2u);
+  for (size_t k = 0; k < 10; ++k) {
+    EXPECT_EQ(one.top[k].index, want.top[k].index);
+    EXPECT_NEAR(one.top[k].score, want.top[k].score, 1e-4);
+    for (const auto& r : three) EXPECT_NEAR(r.top[k].score, want.top[k].score, 1e-4);
+    for (size_t g = 0; g < 2; ++g) EXPECT_NEAR(regions[g].top[k].score, own_regions[g].top[k].score, 1e-4);
+  }
+  EXPECT_EQ(one.labels, want.labels);
+  // Another input size: the instance at that size, the others keep theirs.
+  ASSERT_EQ(shared.set_input_size(160), "");
+  EXPECT_EQ(shared.info().crop_size, 160);
+  EXPECT_EQ(shared2.info().crop_size, 224);
+  EXPECT_NE(shared.shared().get(), shared2.shared().get());
+  ASSERT_EQ(own.set_input_size(160), "");
+  const FrameResult small = shared.process(f, nullptr), own_small = own.process(f, nullptr);
+  for (size_t k = 0; k < 10; ++k) EXPECT_NEAR(small.top[k].score, own_small.top[k].score, 1e-4);
 }
 
 }  // namespace

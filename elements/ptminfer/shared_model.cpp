@@ -1,0 +1,310 @@
+#include "shared_model.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <future>
+#include <map>
+#include <mutex>
+#include <system_error>
+#include <thread>
+
+#include <climits>
+#include <cstdlib>
+
+#include "model_slot.h"
+
+namespace ptm {
+
+namespace {
+
+// Images in one forward pass at most when several callers wait (a single
+// caller's batch larger than this still runs, alone).
+constexpr int64_t kMaxImages = 16;
+
+// Runs `fn` on a thread that ends with it (its OpenMP team too), or here
+// when no thread can be started; rethrows what it threw.
+template <typename F>
+void off_thread(F&& fn) {
+  std::exception_ptr error;
+  auto body = [&] {
+    try {
+      fn();
+    } catch (...) {
+      error = std::current_exception();
+    }
+  };
+  std::thread t;
+  try {
+    t = std::thread(body);
+  } catch (const std::system_error&) {
+    body();
+  }
+  if (t.joinable()) t.join();
+  if (error) std::rethrow_exception(error);
+}
+
+std::string canonical(const std::string& path) {
+  if (path.empty()) return path;
+  char buf[PATH_MAX];
+  return ::realpath(path.c_str(), buf) ? std::string(buf) : path;
+}
+
+std::string stamp_text(const std::string& path) {
+  const FileStamp f = stamp_of(path);
+  return std::to_string(f.dev) + ":" + std::to_string(f.ino) + ":" + std::to_string(f.size) + ":" +
+         std::to_string(f.mtime_ns);
+}
+
+// Everything that makes two loaded models differ: the files (by version)
+// and every option.
+std::string key_of(const ClassifierOptions& o) {
+  std::string k;
+  auto add = [&k](const std::string& v) {
+    k += std::to_string(v.size());
+    k += ':';
+    k += v;
+    k += '|';
+  };
+  add(canonical(o.model));
+  add(stamp_text(o.model));
+  add(canonical(o.labels));
+  add(o.labels.empty() ? "" : stamp_text(o.labels));
+  add(o.architecture);
+  add(std::to_string(o.num_classes));
+  add(o.wrapper_key);
+  add(std::to_string(o.strict));
+  add(std::to_string(o.threads));
+  add(std::to_string(o.optimize));
+  add(o.device);
+  add(std::to_string(int(o.precision)));
+  add(std::to_string(o.channels_last));
+  add(std::to_string(o.cuda_graphs));
+  add(std::to_string(o.input_size));
+  return k;
+}
+
+struct Entry {
+  std::weak_ptr<SharedModel> model;
+  std::shared_future<void> loading;  // valid while a load is under way
+};
+
+std::mutex registry_lock;
+std::map<std::string, Entry> registry;
+size_t alive = 0;  // under registry_lock
+
+}  // namespace
+
+struct SharedModel::Impl {
+  explicit Impl(const ClassifierOptions& o) : classifier(o) {
+    const ModelInfo& m = classifier.info();
+    plane = size_t(3) * size_t(m.crop_size) * size_t(m.crop_size);
+    cap = m.max_batch > 0 ? std::min<int64_t>(m.max_batch, kMaxImages) : kMaxImages;
+  }
+
+  struct Job {
+    const float* images;
+    int64_t n;
+    std::vector<float>* logits;
+    bool finished = false;
+    std::exception_ptr error;
+  };
+
+  // Runs `jobs` (total images `total`) in one forward pass. Only one
+  // thread at a time: the forward thread, or a caller holding `lock` when
+  // no thread could be started.
+  void execute(const std::vector<Job*>& jobs, int64_t total) {
+    try {
+      const Classifier::InputBuffer in = classifier.input_buffer(total);
+      const bool in_place = !in.cuda && in.type == Precision::Float32 && !in.channels_last;
+      int64_t slot = 0;
+      for (Job* j : jobs)
+        for (int64_t i = 0; i < j->n; ++i, ++slot) {
+          const float* image = j->images + size_t(i) * plane;
+          if (in_place) std::memcpy(static_cast<float*>(in.data) + size_t(slot) * plane, image, plane * sizeof(float));
+          else classifier.write_input(slot, image, false);
+        }
+      classifier.run_input(total, 0, 0, scores, indices);
+      const size_t classes = scores.size() / size_t(total);
+      size_t at = 0;
+      for (Job* j : jobs) {
+        j->logits->assign(scores.begin() + long(at * classes), scores.begin() + long((at + size_t(j->n)) * classes));
+        at += size_t(j->n);
+      }
+    } catch (...) {
+      for (Job* j : jobs) j->error = std::current_exception();
+    }
+  }
+
+  // The forward thread: every job waiting, in passes of up to `cap`
+  // images, until the instance goes.
+  void serve() {
+    std::unique_lock<std::mutex> g(lock);
+    for (;;) {
+      work.wait(g, [this] { return quit || !queue.empty(); });
+      if (queue.empty()) return;  // quitting
+      std::vector<Job*> jobs;
+      int64_t total = 0;
+      while (!queue.empty() && (jobs.empty() || total + queue.front()->n <= cap)) {
+        total += queue.front()->n;
+        jobs.push_back(queue.front());
+        queue.pop_front();
+      }
+      g.unlock();
+      execute(jobs, total);
+      g.lock();
+      finish(jobs, total);
+    }
+  }
+
+  void finish(const std::vector<Job*>& jobs, int64_t total) {
+    for (Job* j : jobs) j->finished = true;
+    ++counts.passes;
+    counts.images += uint64_t(total);
+    done.notify_all();
+  }
+
+  Classifier classifier;
+  size_t plane = 0;
+  int64_t cap = kMaxImages;
+  std::vector<float> scores;
+  std::vector<int64_t> indices;
+
+  std::mutex lock;
+  std::condition_variable work, done;
+  std::deque<Job*> queue;
+  std::thread worker;  // not joinable: no thread could be started, callers run their own
+  bool quit = false;
+  Counts counts;
+};
+
+SharedModel::SharedModel(const ClassifierOptions& options) {
+  off_thread([&] { impl_ = std::make_unique<Impl>(options); });
+  // The forward thread lives with the instance, its OpenMP team and
+  // LibTorch's per-thread state (oneDNN's scratchpad, ...) made by one
+  // pass on a blank image now, while loading: not on the first frame, and
+  // not where memory may have run short by then (oneDNN dereferences a
+  // failed allocation of its per-thread state).
+  Impl& im = *impl_;
+  try {
+    im.worker = std::thread([&im] { im.serve(); });
+  } catch (const std::system_error&) {
+  }
+  try {
+    const std::vector<float> blank(im.plane, 0.f);
+    std::vector<float> logits;
+    run(blank.data(), 1, logits);
+  } catch (...) {
+    stop_worker();  // no destructor for an instance not made
+    throw;
+  }
+  {
+    std::lock_guard<std::mutex> g(im.lock);
+    im.counts = Counts();
+  }
+  std::lock_guard<std::mutex> g(registry_lock);
+  ++alive;
+}
+
+void SharedModel::stop_worker() {
+  {
+    std::lock_guard<std::mutex> g(impl_->lock);
+    impl_->quit = true;
+    impl_->work.notify_all();
+  }
+  if (impl_->worker.joinable()) impl_->worker.join();
+}
+
+SharedModel::~SharedModel() {
+  stop_worker();
+  impl_.reset();
+  std::lock_guard<std::mutex> g(registry_lock);
+  --alive;
+}
+
+std::shared_ptr<SharedModel> SharedModel::load(const ClassifierOptions& options) {
+  return std::shared_ptr<SharedModel>(new SharedModel(options));
+}
+
+std::shared_ptr<SharedModel> SharedModel::get(const ClassifierOptions& options, bool* existing) {
+  const std::string key = key_of(options);
+  std::unique_lock<std::mutex> g(registry_lock);
+  for (;;) {
+    // Entries of instances gone are dropped on the way.
+    for (auto it = registry.begin(); it != registry.end();)
+      it = it->second.model.expired() && !it->second.loading.valid() && it->first != key ? registry.erase(it)
+                                                                                          : std::next(it);
+    Entry& e = registry[key];
+    if (std::shared_ptr<SharedModel> m = e.model.lock()) {
+      if (existing) *existing = true;
+      return m;
+    }
+    if (!e.loading.valid()) break;
+    // Another caller is loading it: wait, then take it (or, when that
+    // load failed, try ourselves).
+    std::shared_future<void> f = e.loading;
+    g.unlock();
+    f.wait();
+    g.lock();
+  }
+  std::promise<void> loaded;
+  registry[key].loading = loaded.get_future().share();
+  g.unlock();
+  std::shared_ptr<SharedModel> m;
+  std::exception_ptr error;
+  try {
+    m = load(options);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  g.lock();
+  Entry& e = registry[key];
+  e.loading = {};
+  if (m) e.model = m;
+  else registry.erase(key);
+  g.unlock();
+  loaded.set_value();
+  if (error) std::rethrow_exception(error);
+  if (existing) *existing = false;
+  return m;
+}
+
+size_t SharedModel::instances() {
+  std::lock_guard<std::mutex> g(registry_lock);
+  return alive;
+}
+
+const ModelInfo& SharedModel::info() const { return impl_->classifier.info(); }
+
+const std::string& SharedModel::label(int64_t index) const { return impl_->classifier.label(index); }
+
+SharedModel::Counts SharedModel::counts() const {
+  std::lock_guard<std::mutex> g(impl_->lock);
+  return impl_->counts;
+}
+
+void SharedModel::run(const float* images, int64_t n, std::vector<float>& logits) {
+  if (n <= 0) {
+    logits.clear();
+    return;
+  }
+  Impl& im = *impl_;
+  Impl::Job job{images, n, &logits, false, nullptr};
+  std::unique_lock<std::mutex> g(im.lock);
+  if (!im.worker.joinable()) {
+    // No thread could be started (thread or address-space limits): each
+    // caller runs its own images, the others wait for the lock meanwhile.
+    const std::vector<Impl::Job*> jobs{&job};
+    im.execute(jobs, n);
+    im.finish(jobs, n);
+  } else {
+    im.queue.push_back(&job);
+    im.work.notify_one();
+    im.done.wait(g, [&job] { return job.finished; });
+  }
+  if (job.error) std::rethrow_exception(job.error);
+}
+
+}  // namespace ptm
