@@ -4,6 +4,8 @@
 // on the calling thread before each model call.
 #pragma once
 
+#include <cstddef>
+
 namespace ptm::runtime {
 
 // Once per process, idempotent: the JIT profiling executor off (a graph's
@@ -15,6 +17,15 @@ void init();
 // reduced precision is asked for with `precision`), and cuDNN autotuning on
 // (video has one input shape per batch size). No-op without CUDA LibTorch.
 void init_cuda();
+
+// LibTorch's CPU allocator, installed by init() (unless the environment
+// sets PTM_CPU_ALLOCATOR=system): blocks of 64 KB and more, once freed, are
+// kept (256 MB at most, the longest unused given back first) for the next
+// request of the same size, so a forward pass takes its activations' memory
+// from the last one's instead of the kernel's page faults. The bytes it
+// keeps now, and whether it is the one in use (for tests and diagnostics).
+size_t cpu_cache_bytes();
+bool cpu_cache_installed();
 
 // Before a model call, on the calling thread: `threads` intra-op threads
 // (0: every core) for LibTorch work issued from this thread, and LibTorch

@@ -13,7 +13,8 @@ side by side in one run, on the same decoded frames (vtest.avi scaled to
             on the same frames;
   PyTorch   forward only along each CPU path this torch has (eager; frozen:
             jit.freeze + optimize_for_inference; 2.x: torch.compile with
-            Inductor's freezing), and its best;
+            Inductor's freezing; 2.6+: an AOTInductor package of the same
+            weights, which ptm's pipeline then runs too), and its best;
   ONNX Runtime, OpenVINO
             forward only on an ONNX export of the same weights, fp32, on
             their recommended CPU settings (tests/bench/anchors_forward.py,
@@ -72,10 +73,15 @@ def decode(n):
 
 def run_pipeline(frames, model, threads, middle, props=""):
     """Steady-state fps of appsrc ! MIDDLE ! ptminfer PROPS ! fakesink, the
-    forward pass times ptminfer reported (ns) and each frame's top class."""
+    forward pass times ptminfer reported (ns) and each frame's top class.
+    The timed frames' results go to a results file, read after EOS: no
+    message per frame wakes this process's Python thread while the clock
+    runs (it would take CPU time from the model on a small machine)."""
+    import tempfile
+    results = tempfile.NamedTemporaryFile(prefix="ptm-field-", suffix=".jsonl", delete=False).name
     p = Gst.parse_launch(f"appsrc name=src format=time caps=video/x-raw,format=RGB,width={W},height={H},"
-                         f"framerate=30/1 ! {middle} ptminfer model=\"{model}\" num-threads={threads} {props} ! "
-                         "fakesink sync=false")
+                         f"framerate=30/1 ! {middle} ptminfer name=infer model=\"{model}\" num-threads={threads} "
+                         f"results-file={results} {props} ! fakesink sync=false")
     src = p.get_by_name("src")
     bus = p.get_bus()
     p.set_state(Gst.State.PLAYING)
@@ -114,16 +120,21 @@ def run_pipeline(frames, model, threads, middle, props=""):
     for b in warm:
         src.emit("push-buffer", b)
     wait(WARM)
+    p.get_by_name("infer").set_property("post-messages", False)
     t0 = time.perf_counter()
     for b in timed:
         src.emit("push-buffer", b)
     src.emit("end-of-stream")
-    infer_ns = wait(None)
+    wait(None)
     elapsed = time.perf_counter() - t0
     p.set_state(Gst.State.NULL)
-    if len(infer_ns) != len(frames):
-        raise RuntimeError(f"{len(infer_ns)} of {len(frames)} frames classified")
-    return len(frames) / elapsed, infer_ns, top[WARM:]
+    with open(results) as f:
+        docs = [json.loads(line) for line in f][WARM:]
+    os.unlink(results)
+    if len(docs) != len(frames):
+        raise RuntimeError(f"{len(docs)} of {len(frames)} frames classified")
+    return (len(frames) / elapsed, [d["inference_ms"] * 1e6 for d in docs],
+            [d["results"][0]["class"] for d in docs])
 
 
 def ptm_child(a):
@@ -160,13 +171,22 @@ def python_loop(frames, model):
         return len(frames) / (time.perf_counter() - t0)
 
 
-def anchors(python, model, name, threads, runs, out):
-    """ONNX Runtime's and OpenVINO's figures on an ONNX export of `model`."""
-    import torch
+def anchors(python, name, weights, classes, threads, runs, out):
+    """ONNX Runtime's and OpenVINO's figures on an ONNX export of the
+    weights, exported by the anchors' Python (torch 2.x's exporter needs
+    the onnx module, which that venv has)."""
     path = os.path.join(out, name + ".onnx")
-    with torch.no_grad():
-        torch.onnx.export(model, torch.randn(1, 3, 224, 224), path, opset_version=13,
-                          input_names=["input"], output_names=["logits"])
+    export = ("import sys, torch, torchvision\n"
+              "name, weights, classes, path = sys.argv[1:5]\n"
+              "m = getattr(torchvision.models, name)(weights=None, num_classes=int(classes))\n"
+              "m.load_state_dict(torch.load(weights))\n"
+              "m.eval()\n"
+              "with torch.no_grad():\n"
+              "    torch.onnx.export(m, torch.randn(1, 3, 224, 224), path, opset_version=13,\n"
+              "                      input_names=['input'], output_names=['logits'])\n")
+    e = subprocess.run([python, "-c", export, name, weights, str(classes), path], timeout=1800)
+    if e.returncode != 0:
+        return {"error": f"the ONNX export exited {e.returncode}"}
     r = subprocess.run([python, os.path.join(HERE, "anchors_forward.py"),
                         path, "224", str(threads), str(runs)], stdout=subprocess.PIPE, text=True, timeout=1800)
     if r.returncode != 0:
@@ -216,6 +236,8 @@ def main():
     verdicts = []
     flags = open("/proc/cpuinfo").read()
     bf16 = " avx512_bf16" in flags or " amx_bf16" in flags
+    # AOTInductor packages: made and run where this torch can (2.6+).
+    aoti = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 6)
     for name in a.models.split(","):
         path = os.path.join(a.fixtures, name + ".pth")
         model = getattr(torchvision.models, name)(weights=None, num_classes=classes[name])
@@ -223,10 +245,18 @@ def main():
         model.eval()
         r = []  # (path, kind, ms a frame or None, note)
 
+        x = torch.randn(1, 3, 224, 224)
+        # PyTorch first: on 2.6+ it also writes the AOTInductor package of
+        # these weights that ptm runs too.
+        tp = torch_paths(name, model, x, a.runs, out if aoti else None)
         fps1, ns1, top1 = ptm_pipeline(a, path, "")
         fps2, _, _ = ptm_pipeline(a, path, "ptmpreprocess ! queue max-size-buffers=2 !")
         r.append(("ptm pipeline: appsrc ! ptminfer", "pipeline", 1000 / fps1, ""))
         r.append(("ptm pipeline: ptmpreprocess ! queue ! ptminfer", "pipeline", 1000 / fps2, ""))
+        if tp.get("pt2"):
+            fps4, ns4, _ = ptm_pipeline(a, tp["pt2"], "")
+            r.append(("ptm pipeline: appsrc ! ptminfer, AOTInductor .pt2", "pipeline", 1000 / fps4,
+                      "the same weights through torch._inductor.aoti_compile_and_package"))
         if bf16:
             fps3, _, top3 = ptm_pipeline(a, path, "", "precision=bf16")
             agree = sum(x == y for x, y in zip(top1, top3))
@@ -234,15 +264,18 @@ def main():
                       f"{fps3 / fps1:.2f}x fp32's; top-1 as fp32 on {agree}/{len(top1)} frames"))
         ns = sorted(ns1)
         r.append(("ptm forward only (ptminfer's own timing)", "forward", ns[len(ns) // 2] / 1e6, "median"))
-        x = torch.randn(1, 3, 224, 224)
-        tp = torch_paths(name, model, x, a.runs)
+        if tp.get("pt2"):
+            ns = sorted(ns4)
+            r.append(("ptm forward only, .pt2 (ptminfer's own timing)", "forward", ns[len(ns) // 2] / 1e6, "median"))
         r.append(("PyTorch eager", "forward", tp.get("eager"), ""))
         r.append(("PyTorch frozen", "forward", tp.get("frozen"), tp.get("frozen_note", "")))
         if int(torch.__version__.split(".")[0]) >= 2:
             r.append(("PyTorch torch.compile (freezing)", "forward", tp.get("compiled"), ""))
-        best = min((v for k, v in tp.items() if k in ("eager", "frozen", "compiled") and v), default=None)
+        if aoti:
+            r.append(("PyTorch AOTInductor package (aoti_load_package)", "forward", tp.get("aoti"), ""))
+        best = min((v for k, v in tp.items() if k in ("eager", "frozen", "compiled", "aoti") and v), default=None)
         if anchor_python:
-            an = anchors(anchor_python, model, name, a.threads, a.runs, out)
+            an = anchors(anchor_python, name, path, classes[name], a.threads, a.runs, out)
             o, v = an.get("onnxruntime", {}), an.get("openvino", {})
             r.append((f"ONNX Runtime {o.get('version', '')} fp32", "forward", o.get("fp32"), o.get("error", "")))
             r.append((f"OpenVINO {v.get('version', '')} fp32", "forward", v.get("fp32"), v.get("error", "")))

@@ -401,5 +401,48 @@ TEST(SharedModel, InferCoreGivesTheResultsOfItsOwnModel) {
   for (size_t k = 0; k < 10; ++k) EXPECT_NEAR(small.top[k].score, own_small.top[k].score, 1e-4);
 }
 
+// The CPU allocator that keeps freed blocks (runtime.h): a block freed is
+// handed out again for the same size, its contents are the new owner's to
+// write, small ones stay with the base allocator, and what it keeps stays
+// within its bound as sizes change.
+TEST(CpuCache, FreedBlocksServeTheNextRequestOfTheirSize) {
+  runtime::init();
+  ASSERT_TRUE(runtime::cpu_cache_installed());
+  void* first = nullptr;
+  {
+    at::Tensor a = at::empty({1 << 20}, at::kFloat);  // 4 MB
+    a.fill_(3.f);
+    first = a.data_ptr();
+  }
+  const size_t kept = runtime::cpu_cache_bytes();
+  EXPECT_GE(kept, size_t(4) << 20);
+  {
+    at::Tensor b = at::zeros({1 << 20}, at::kFloat);
+    EXPECT_EQ(b.data_ptr(), first);  // the same block again
+    EXPECT_EQ(b.sum().item<float>(), 0.f);
+    EXPECT_EQ(runtime::cpu_cache_bytes(), kept - (size_t(4) << 20));
+    at::Tensor small = at::ones({100}, at::kFloat);
+    EXPECT_EQ(small.sum().item<float>(), 100.f);
+  }
+  // 40 blocks of 12..51 MB in turn, each freed before the next: the cache
+  // stays within 256 MB and keeps the newest.
+  for (int i = 0; i < 40; ++i) {
+    at::Tensor t = at::empty({int64_t(12 + i) << 18}, at::kFloat);
+    t.fill_(float(i));
+    EXPECT_EQ(t.max().item<float>(), float(i));
+  }
+  EXPECT_LE(runtime::cpu_cache_bytes(), size_t(256) << 20);
+  EXPECT_GE(runtime::cpu_cache_bytes(), size_t(51) << 20);
+  // Model results through it: the same logits as before, twice.
+  ClassifierOptions o;
+  o.model = fixture("resnet18_10.pth");
+  Classifier c(o);
+  std::vector<float> x(size_t(3 * 224 * 224)), y1, y2;
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(std::sin(0.01 * double(i)));
+  c.forward(x.data(), 1, 224, 224, y1);
+  c.forward(x.data(), 1, 224, 224, y2);
+  EXPECT_EQ(y1, y2);
+}
+
 }  // namespace
 }  // namespace ptm::test
