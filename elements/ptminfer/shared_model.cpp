@@ -5,6 +5,7 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <filesystem>
 #include <future>
 #include <map>
 #include <mutex>
@@ -52,10 +53,25 @@ std::string canonical(const std::string& path) {
   return ::realpath(path.c_str(), buf) ? std::string(buf) : path;
 }
 
-std::string stamp_text(const std::string& path) {
+std::string one_stamp(const std::string& path) {
   const FileStamp f = stamp_of(path);
   return std::to_string(f.dev) + ":" + std::to_string(f.ino) + ":" + std::to_string(f.size) + ":" +
          std::to_string(f.mtime_ns);
+}
+
+// The version of a file; of a folder (a hub-style model folder), the
+// versions of the files in it too (a file rewritten in place leaves the
+// folder's own stamp as it was).
+std::string stamp_text(const std::string& path) {
+  std::string t = one_stamp(path);
+  std::error_code ec;
+  if (!std::filesystem::is_directory(path, ec)) return t;
+  std::vector<std::string> entries;
+  for (const auto& e : std::filesystem::directory_iterator(path, ec))
+    if (e.is_regular_file(ec)) entries.push_back(e.path().filename().string() + "=" + one_stamp(e.path().string()));
+  std::sort(entries.begin(), entries.end());
+  for (const std::string& e : entries) t += "," + e;
+  return t;
 }
 
 // Everything that makes two loaded models differ: the files (by version)

@@ -9,6 +9,7 @@
 #include <ATen/Parallel.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -307,6 +308,26 @@ TEST(SharedModel, ANewVersionOfTheFileIsAnotherInstance) {
   EXPECT_FALSE(existing);
   EXPECT_NE(a.get(), b.get());
   std::filesystem::remove(path);
+  // A model folder whose weights file is rewritten in place (the folder's
+  // own stamp unchanged): another version too.
+  const std::filesystem::path dir = path + ".dir";
+  std::filesystem::create_directories(dir);
+  const std::filesystem::path weights = dir / "weights.pth";
+  std::filesystem::copy_file(fixture("resnet18_10.pth"), weights, std::filesystem::copy_options::overwrite_existing);
+  ClassifierOptions folder;
+  folder.model = dir.string();
+  auto c = SharedModel::get(folder);
+  EXPECT_EQ(SharedModel::get(folder).get(), c.get());
+  const auto dir_time = std::filesystem::last_write_time(dir);
+  {
+    std::ifstream in(fixture("resnet18_10.pth"), std::ios::binary);
+    std::ofstream out(weights, std::ios::binary | std::ios::in | std::ios::out);  // same inode
+    out << in.rdbuf();
+  }
+  std::filesystem::last_write_time(weights, std::filesystem::last_write_time(weights) + std::chrono::seconds(2));
+  EXPECT_EQ(std::filesystem::last_write_time(dir), dir_time);
+  EXPECT_NE(SharedModel::get(folder).get(), c.get());
+  std::filesystem::remove_all(dir);
   // A file that cannot be loaded: the error, and no entry left behind.
   o.model = path;
   EXPECT_THROW(SharedModel::get(o), ModelError);
