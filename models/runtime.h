@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstddef>
+#include <system_error>
+#include <thread>
 
 namespace ptm::runtime {
 
@@ -38,5 +40,26 @@ int resolve_threads(int threads);  // 0 -> every core
 // True when this CPU computes in bfloat16 natively (x86: AVX-512 BF16 or
 // AMX-BF16), where oneDNN runs bfloat16 models faster than float32.
 bool cpu_has_bf16();
+
+// Runs `fn` on a thread of its own and waits for it: for LibTorch work off
+// a thread that should not keep an OpenMP team (loading a model in start(),
+// training from an action signal, a shared model's load). LibTorch leaves
+// an OpenMP team on every thread it computed on, for as long as the thread
+// lives, and idle teams beyond the cores make libgomp's threads sleep
+// between parallel regions instead of spinning: the streaming thread's
+// forward passes ran ~25 % slower while the application's thread held one.
+// Where no thread can be started (address space or thread limits reached),
+// `fn` runs on the calling thread.
+template <typename F>
+void on_own_thread(F&& fn) {
+  std::thread t;
+  try {
+    t = std::thread([&fn] { fn(); });
+  } catch (const std::system_error&) {
+    fn();
+    return;
+  }
+  t.join();
+}
 
 }  // namespace ptm::runtime

@@ -12,6 +12,7 @@
 
 #include "gst/ptm/ptmmeta.h"
 #include "models/error.h"
+#include "models/runtime.h"
 #include "preprocess_core.h"
 
 namespace ptm {
@@ -133,24 +134,7 @@ bool guarded(GstElement* element, GQuark domain, gint code, const std::string& w
   return false;
 }
 
-// Runs `fn` on a thread of its own and waits for it: for LibTorch work off
-// the streaming thread (loading a model in start(), training from an action
-// signal). LibTorch leaves an OpenMP team on every thread it computed on,
-// for as long as the thread lives, and idle teams beyond the cores make
-// libgomp's threads sleep between parallel regions instead of spinning:
-// the streaming thread's forward passes ran ~25 % slower while the
-// application's thread held one. Where no thread can be started (address
-// space or thread limits reached), `fn` runs on the calling thread.
-template <typename F>
-void on_own_thread(F&& fn) {
-  std::thread t;
-  try {
-    t = std::thread([&fn] { fn(); });
-  } catch (const std::system_error&) {
-    fn();
-    return;
-  }
-  t.join();
-}
+// Runs `fn` on a thread of its own and waits for it (models/runtime.h).
+using runtime::on_own_thread;
 
 }  // namespace ptm

@@ -16,6 +16,7 @@
 #include <cstdlib>
 
 #include "model_slot.h"
+#include "models/runtime.h"
 
 namespace ptm {
 
@@ -25,25 +26,17 @@ namespace {
 // caller's batch larger than this still runs, alone).
 constexpr int64_t kMaxImages = 16;
 
-// Runs `fn` on a thread that ends with it (its OpenMP team too), or here
-// when no thread can be started; rethrows what it threw.
+// models/runtime.h's on_own_thread, rethrowing what `fn` threw.
 template <typename F>
 void off_thread(F&& fn) {
   std::exception_ptr error;
-  auto body = [&] {
+  runtime::on_own_thread([&] {
     try {
       fn();
     } catch (...) {
       error = std::current_exception();
     }
-  };
-  std::thread t;
-  try {
-    t = std::thread(body);
-  } catch (const std::system_error&) {
-    body();
-  }
-  if (t.joinable()) t.join();
+  });
   if (error) std::rethrow_exception(error);
 }
 

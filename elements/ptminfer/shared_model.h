@@ -28,9 +28,6 @@ class SharedModel {
   // for one load. `*existing` (when given) tells whether the instance was
   // already loaded. Throws what Classifier's constructor throws.
   static std::shared_ptr<SharedModel> get(const ClassifierOptions& options, bool* existing = nullptr);
-  // A model of its own, not registered (for callers that opted out of
-  // sharing but want the same interface).
-  static std::shared_ptr<SharedModel> load(const ClassifierOptions& options);
   // Instances alive in this process (tests, diagnostics).
   static size_t instances();
 
@@ -57,6 +54,7 @@ class SharedModel {
 
  private:
   explicit SharedModel(const ClassifierOptions& options);
+  static std::shared_ptr<SharedModel> load(const ClassifierOptions& options);  // not registered
   void stop_worker();
   std::unique_ptr<Impl> impl_;
 };
