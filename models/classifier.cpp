@@ -3,7 +3,13 @@
 #include <torch/script.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/csrc/jit/passes/freeze_module.h>
+#include <torch/csrc/jit/passes/constant_propagation.h>
+#include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/frozen_graph_optimizations.h>
+#include <torch/csrc/jit/passes/quantization/finalize.h>
+#include <torch/csrc/jit/passes/quantization/insert_observers.h>
+#include <torch/csrc/jit/passes/quantization/insert_quant_dequant.h>
+#include <torch/csrc/jit/passes/remove_mutation.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
@@ -23,7 +29,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <atomic>
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <system_error>
@@ -163,8 +172,9 @@ double graph_error(ClassifierModuleImpl& model, torch::jit::Module& m, const at:
 // definition of each architecture), BatchNorm folded into convolutions,
 // and converted to oneDNN (optimize_for_inference; with LibTorch 2.x only
 // when `convert`, see optimised()).
-torch::jit::Module traced_optimised(ClassifierModuleImpl& model, const at::Tensor& example, bool densified,
-                                    bool convert = true) {
+// The model traced from its torch::nn modules into a graph whose parameters
+// are the module tree's attributes (not yet frozen).
+torch::jit::Module traced(ClassifierModuleImpl& model, const at::Tensor& example) {
   auto cu = std::make_shared<torch::jit::CompilationUnit>();
   torch::jit::Module m(c10::QualifiedName("__torch__.ptm.Classifier"), cu, true);
   mirror(model, m, cu);
@@ -177,10 +187,17 @@ torch::jit::Module traced_optimised(ClassifierModuleImpl& model, const at::Tenso
   auto method = cu->create_function(c10::QualifiedName(*m.type()->name(), "forward"), graph);
   m.type()->addMethod(method);
   m.eval();
+  return m;
+}
+
+torch::jit::Module traced_optimised(ClassifierModuleImpl& model, const at::Tensor& example, bool densified,
+                                    bool convert = true) {
+  torch::jit::Module m = traced(model, example);
 #if TORCH_VERSION_MAJOR >= 2
   (void)densified;
   return convert ? torch::jit::optimize_for_inference(m) : torch::jit::freeze(m);
 #else
+  (void)convert;
   torch::jit::Module o = torch::jit::optimize_for_inference(m);
   if (densified) densify(o.get_method("forward").graph());
   return o;
@@ -231,6 +248,224 @@ torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at
 #endif
 }
 
+
+// ---- int8: LibTorch's graph-mode post-training quantization ----
+//
+// The traced graph, BatchNorm folded into the convolutions before it, gets
+// observers on the values LibTorch's quantization passes quantize (every
+// convolution's and linear layer's input, weight and output, the adds'
+// outputs); calibration runs the observed graph on real images (results as
+// fp32's); the passes then put quantize/dequantize pairs around the values
+// and fuse them into quantized ops (quantized::conv2d, add_relu, linear:
+// oneDNN or QNNPACK kernels, weights prepacked), ops without a quantized
+// kernel staying float32 between a dequantize and a quantize.
+
+// The value a GetAttr chain from the graph's `self` (or a constant) holds.
+std::optional<c10::IValue> attr_value(torch::jit::Module& root, torch::jit::Value* v) {
+  torch::jit::Node* n = v->node();
+  if (v == v->owningGraph()->inputs().at(0)) return c10::IValue(root._ivalue());
+  if (n->kind() == c10::prim::Constant) return torch::jit::toIValue(v);
+  if (n->kind() != c10::prim::GetAttr) return std::nullopt;
+  const auto owner = attr_value(root, n->input(0));
+  if (!owner || !owner->isObject()) return std::nullopt;
+  const auto& obj = owner->toObjectRef();
+  const std::string name = n->s(c10::attr::name);
+  if (!obj.type()->hasAttribute(name)) return std::nullopt;
+  return obj.getAttr(name);
+}
+
+// Folds each eval-mode batch_norm that alone reads a convolution's output
+// into that convolution (new weight and bias attributes on `m`; the model's
+// own tensors are left alone). Returns how many were folded.
+int fold_batch_norms(torch::jit::Module& m) {
+  torch::NoGradGuard no_grad;
+  auto g = m.get_method("forward").graph();
+  torch::jit::Value* self = g->inputs().at(0);
+  std::vector<torch::jit::Node*> norms;
+  for (torch::jit::Node* n : g->nodes())
+    if (n->kind() == c10::Symbol::fromQualString("aten::batch_norm")) norms.push_back(n);
+  int folded = 0;
+  for (torch::jit::Node* bn : norms) {
+    torch::jit::Value* x = bn->input(0);
+    torch::jit::Node* conv = x->node();
+    const std::string kind = conv->kind().toQualString();
+    if ((kind != "aten::conv2d" && kind != "aten::_convolution") || x->uses().size() != 1) continue;
+    const auto w = attr_value(m, conv->input(1)), b = attr_value(m, conv->input(2));
+    const auto gamma = attr_value(m, bn->input(1)), beta = attr_value(m, bn->input(2));
+    const auto mean = attr_value(m, bn->input(3)), var = attr_value(m, bn->input(4));
+    const auto training = torch::jit::toIValue(bn->input(5)), eps = torch::jit::toIValue(bn->input(7));
+    if (!w || !w->isTensor() || !b || !(b->isNone() || b->isTensor()) || !gamma || !beta || !mean ||
+        !mean->isTensor() || !var || !var->isTensor() || !training || !training->isBool() || training->toBool() ||
+        !eps || !eps->isDouble())
+      continue;
+    const at::Tensor weight = w->toTensor();
+    at::Tensor scale = (var->toTensor().to(at::kDouble) + eps->toDouble()).rsqrt();
+    if (gamma->isTensor()) scale = scale * gamma->toTensor().to(at::kDouble);
+    at::Tensor bias = b->isTensor() ? b->toTensor().to(at::kDouble) : at::zeros_like(scale);
+    bias = (bias - mean->toTensor().to(at::kDouble)) * scale;
+    if (beta->isTensor()) bias = bias + beta->toTensor().to(at::kDouble);
+    std::vector<int64_t> shape(size_t(weight.dim()), 1);
+    shape[0] = -1;
+    const std::string name = "ptm_folded_" + std::to_string(folded);
+    m.register_parameter(name + "_weight", (weight.to(at::kDouble) * scale.reshape(shape)).to(weight.scalar_type()),
+                         false);
+    m.register_parameter(name + "_bias", bias.to(weight.scalar_type()), false);
+    torch::jit::WithInsertPoint at_conv(conv);
+    conv->replaceInput(1, g->insertGetAttr(self, name + "_weight"));
+    conv->replaceInput(2, g->insertGetAttr(self, name + "_bias"));
+    bn->output()->replaceAllUsesWith(x);
+    bn->destroy();
+    ++folded;
+  }
+  torch::jit::EliminateDeadCode(g);
+  return folded;
+}
+
+// Pooling sizes given as one number ([3] for 3x3) spelled out for both
+// dimensions: LibTorch's quantized pooling kernels take only the latter.
+void pair_pooling_sizes(const std::shared_ptr<torch::jit::Graph>& g) {
+  for (torch::jit::Node* n : g->nodes()) {
+    const std::string kind = n->kind().toQualString();
+    if (kind != "aten::max_pool2d" && kind != "aten::avg_pool2d") continue;
+    for (size_t i = 1; i < std::min<size_t>(n->inputs().size(), 5); ++i) {
+      torch::jit::Value* in = n->input(i);
+      torch::jit::WithInsertPoint at_node(n);
+      if (in->node()->kind() == c10::prim::ListConstruct && in->node()->inputs().size() == 1) {
+        torch::jit::Value* k = in->node()->input(0);
+        n->replaceInput(i, g->insertNode(g->createList(c10::IntType::get(), {k, k}))->output());
+        continue;
+      }
+      const auto v = torch::jit::toIValue(in);
+      if (!v || !v->isIntList() || v->toIntList().size() != 1) continue;
+      const int64_t k = v->toIntList().get(0);
+      n->replaceInput(i, g->insertConstant(c10::IValue(std::vector<int64_t>{k, k})));
+    }
+  }
+}
+
+// An observer LibTorch's passes accept: `dtype` and `qscheme` say what the
+// value becomes, calculate_qparams hands over the scale and zero point that
+// set_qparams() worked out from what forward recorded (per tensor for
+// activations, per output channel for weights).
+torch::jit::Module make_observer(const std::shared_ptr<torch::jit::CompilationUnit>& cu, bool weight) {
+  torch::jit::Module o(c10::QualifiedName(weight ? "__torch__.ptm.WeightObserver" : "__torch__.ptm.ActivationObserver"),
+                       cu, true);
+  const auto tensor = c10::TensorType::get();
+  o.register_attribute("training", c10::BoolType::get(), false);
+  o.register_attribute("dtype", c10::IntType::get(), int64_t(weight ? at::kQInt8 : at::kQUInt8));
+  o.register_attribute("qscheme", c10::IntType::get(),
+                       int64_t(weight ? at::kPerChannelSymmetric : at::kPerTensorAffine));
+  if (weight) o.register_attribute("ch_axis", c10::IntType::get(), int64_t(0));
+  o.register_attribute("min_val", tensor, weight ? torch::empty({0}) : torch::full({}, INFINITY));
+  o.register_attribute("max_val", tensor, weight ? torch::empty({0}) : torch::full({}, -INFINITY));
+  o.register_attribute("scale", tensor, torch::ones({1}));
+  o.register_attribute("zero_point", tensor, torch::zeros({1}, at::kLong));
+  o.define(weight ? R"(
+def forward(self, x: Tensor) -> Tensor:
+    f = x.detach().flatten(1)
+    self.min_val = torch.amin(f, 1)
+    self.max_val = torch.amax(f, 1)
+    return x
+def calculate_qparams(self) -> Tuple[Tensor, Tensor]:
+    return self.scale, self.zero_point
+)"
+                  : R"(
+def forward(self, x: Tensor) -> Tensor:
+    lo, hi = torch.aminmax(x.detach())
+    self.min_val = torch.minimum(lo, self.min_val)
+    self.max_val = torch.maximum(hi, self.max_val)
+    return x
+def calculate_qparams(self) -> Tuple[Tensor, Tensor]:
+    return self.scale, self.zero_point
+)");
+  return o;
+}
+
+// The graph of `model` with observers, ready to calibrate.
+torch::jit::Module observed_graph(ClassifierModuleImpl& model, const at::Tensor& example) {
+  torch::jit::Module m = traced(model, example);
+  fold_batch_norms(m);
+  auto g = m.get_method("forward").graph();
+  torch::jit::RemoveTensorMutation(g);  // relu_ -> relu: the passes fuse the functional forms
+  pair_pooling_sizes(g);
+  torch::jit::EliminateDeadCode(g);
+  auto cu = std::make_shared<torch::jit::CompilationUnit>();
+  torch::jit::QConfigDict qconfig;
+  qconfig[""] = std::make_tuple(make_observer(cu, false), make_observer(cu, true));
+  torch::jit::Module o = torch::jit::InsertObservers(m, "forward", qconfig, true, torch::jit::QuantType::STATIC);
+  // The logits stay float32: 8 bits over their whole range would round
+  // away the margins between close classes (the head then runs in float
+  // on its dequantized input and weights).
+  auto og = o.get_method("forward").graph();
+  for (torch::jit::Value* out : og->outputs()) {
+    torch::jit::Node* n = out->node();
+    if (n->kind() == c10::prim::CallMethod && n->inputs().size() == 2 &&
+        n->input(0)->node()->kind() == c10::prim::GetAttr &&
+        n->input(0)->node()->s(c10::attr::name).find("_observer_") != std::string::npos) {
+      n->output()->replaceAllUsesWith(n->input(1));
+      n->destroy();
+    }
+  }
+  torch::jit::EliminateDeadCode(og);
+  return o;
+}
+
+// Scales and zero points from what the observers saw: activations over
+// their whole range (0 included) in quint8 (7 bits where the CPU lacks
+// VNNI: its u8 x s8 products would saturate 16-bit sums), weights
+// symmetric per output channel in qint8.
+void set_qparams(torch::jit::Module& observed, bool reduce_range) {
+  for (const auto& c : observed.named_children()) {
+    if (c.name.find("_observer_") == std::string::npos) continue;
+    torch::jit::Module o = c.value;
+    const at::Tensor lo = o.attr("min_val").toTensor().to(at::kFloat), hi = o.attr("max_val").toTensor().to(at::kFloat);
+    if (o.hasattr("ch_axis")) {
+      if (lo.numel() == 0) throw ModelError("a weight was never seen while calibrating");
+      const at::Tensor s = (at::maximum(lo.abs(), hi.abs()) / 127.5).clamp_min(1e-8);
+      o.setattr("scale", s);
+      o.setattr("zero_point", at::zeros(s.sizes(), at::TensorOptions().dtype(at::kLong)));
+      continue;
+    }
+    double l = std::min(0.0, lo.item<double>()), h = std::max(0.0, hi.item<double>());
+    if (!std::isfinite(l) || !std::isfinite(h)) l = 0, h = 1;  // a value no calibration image reached
+    const double levels = reduce_range ? 127 : 255;
+    const double s = std::max((h - l) / levels, 1e-8);
+    const int64_t zp = std::clamp<int64_t>(std::llround(-l / s), 0, int64_t(levels));
+    o.setattr("scale", torch::full({1}, s, at::TensorOptions().dtype(at::kDouble)));
+    o.setattr("zero_point", torch::full({1}, zp, at::TensorOptions().dtype(at::kLong)));
+  }
+}
+
+torch::jit::Module quantized_graph(torch::jit::Module& observed) {
+  torch::jit::Module q = torch::jit::InsertQuantDeQuant(observed, "forward", false, false, torch::jit::QuantType::STATIC);
+  q = torch::jit::Finalize(q, torch::jit::QuantType::STATIC, {});
+  auto g = q.get_method("forward").graph();
+  torch::jit::ConstantPropagation(g);
+  torch::jit::EliminateDeadCode(g);
+  return q;
+}
+
+// Median milliseconds an image of `m` on `x` (after a warm-up run).
+double ms_per_image(torch::jit::Module& m, const at::Tensor& x) {
+  std::vector<double> t;
+  for (int i = 0; i < 4; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    m.forward({x});
+    if (i > 0) t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2] / double(x.size(0));
+}
+
+std::string calibrating_text(int64_t left) {
+  return "calibrating (" + std::to_string(left) + (left == 1 ? " image" : " images") + " to go)";
+}
+
+std::string ms_text(double ms) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f", ms);
+  return b;
+}
 
 torch::Device parse_device(const std::string& name) {
   try {
@@ -302,6 +537,24 @@ struct Classifier::Impl {
 
   int threads = 1;    // intra-op threads, applied on the calling thread
 
+  // precision=int8: the observed graph runs (and records) until
+  // calibration_left images have gone through it, then the quantized graph
+  // replaces the float32 one where it runs faster.
+  bool int8 = false;
+  int calibration_images = 32;
+  torch::jit::Module observed;
+  std::atomic<int64_t> calibration_left{0};
+  mutable std::mutex status_lock;
+  std::string status;  // int8_status()
+  void set_status(std::string s) {
+    std::lock_guard<std::mutex> g(status_lock);
+    status = std::move(s);
+  }
+  void setup_int8();
+  void finish_int8(const at::Tensor& x);
+  void calibrate_from(const ClassifierOptions& o);
+  ClassifierOptions calibration_source;  // its calibration folder and reader
+
   at::TensorOptions options() const { return at::TensorOptions().device(device).dtype(dtype); }
 
   // Construction steps, in order: device, then one of the model sources,
@@ -325,7 +578,14 @@ struct Classifier::Impl {
     if (package) return run_package(x);
 #endif
     const int64_t s = script_size;
-    if (use_script && (s == 0 || (x.size(2) == s && x.size(3) == s))) return script.forward({x}).toTensor();
+    if (use_script && (s == 0 || (x.size(2) == s && x.size(3) == s))) {
+      if (calibration_left > 0) {
+        at::Tensor y = observed.forward({x}).toTensor();
+        if ((calibration_left -= x.size(0)) <= 0) finish_int8(x);
+        return y;
+      }
+      return script.forward({x}).toTensor();
+    }
     return eager->forward(x);
   }
 
@@ -400,6 +660,16 @@ void Classifier::Impl::setup_device(const ClassifierOptions& o) {
     throw ModelError("device " + o.device + ": " + why);
   dtype = scalar_type(o.precision);
   channels_last = o.channels_last;
+  if (o.precision == Precision::Int8) {
+    if (device.is_cuda()) throw ModelError("int8 precision runs on the CPU; on a CUDA device use fp16 or bf16");
+    if (o.calibration_images < 1)
+      throw ModelError("int8 precision needs at least 1 calibration image, not " + std::to_string(o.calibration_images));
+    int8 = true;
+    calibration_images = o.calibration_images;
+    calibration_source.calibration = o.calibration;
+    calibration_source.calibration_reader = o.calibration_reader;
+    channels_last = false;
+  }
   if (!device.is_cuda() && dtype == at::kHalf)
     throw ModelError("float16 precision needs a CUDA device; on the CPU use bf16 (CPUs with AVX-512 BF16 or AMX) or "
                      "fp32");
@@ -538,6 +808,89 @@ void Classifier::Impl::build_script() {
   } catch (const std::exception& e) {  // LibTorch's c10::Error included
     info.notes.push_back("optimised graph unavailable, running eagerly: " + error_text(e));
   }
+}
+
+void Classifier::Impl::setup_int8() {
+  if (!int8) return;
+  observed = torch::jit::Module();
+  calibration_left = 0;
+  std::string why;
+  if (!eager)
+    why = "int8 needs weights for a built-in architecture (.pth, .safetensors, a model folder), not " + info.format;
+  else if (!use_script || script_size == 0)
+    why = "int8 runs the model's optimised graph, which is off or unavailable";
+  if (why.empty()) {
+    try {
+      torch::NoGradGuard no_grad;
+      observed = observed_graph(*eager, torch::rand({1, 3, script_size, script_size}, options()));
+      calibration_left = calibration_images;
+      set_status(calibrating_text(calibration_images));
+      return;
+    } catch (const std::exception& e) {
+      why = "int8 could not be prepared: " + error_text(e);
+    }
+  }
+  set_status("float32: " + why);
+  info.warnings.push_back("precision int8: " + why + "; running float32");
+}
+
+void Classifier::Impl::finish_int8(const at::Tensor& x) {
+  calibration_left = 0;
+  std::string why;
+  try {
+    set_qparams(observed, !runtime::cpu_has_vnni());
+    torch::jit::Module q = quantized_graph(observed);
+    // PTM_INT8_ALWAYS=1 keeps it without timing it (tests, comparisons).
+    const char* always = std::getenv("PTM_INT8_ALWAYS");
+    const bool keep = always && std::string(always) == "1";
+    const double int8_ms = keep ? 0 : ms_per_image(q, x), float_ms = keep ? 1 : ms_per_image(script, x);
+    if (int8_ms < float_ms) {
+      script = q;
+      set_status("int8");
+    } else {
+      why = "float32: its int8 graph ran slower (" + ms_text(int8_ms) + " against " + ms_text(float_ms) +
+            " ms an image)";
+    }
+  } catch (const std::exception& e) {
+    why = "float32: the int8 conversion failed: " + error_text(e);
+  }
+  observed = torch::jit::Module();
+  if (!why.empty()) set_status(why);
+}
+
+// Calibration on up to calibration_images images of a folder (its files
+// in name order, those the reader takes).
+void Classifier::Impl::calibrate_from(const ClassifierOptions& o) {
+  if (o.calibration.empty() || calibration_left <= 0) return;
+  if (!o.calibration_reader)
+    throw ModelError("calibration from a folder needs an image reader, which this build lacks (OpenCV's imgcodecs)");
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(o.calibration, ec), end; !ec && it != end; it.increment(ec))
+    if (it->is_regular_file(ec)) files.push_back(it->path().string());
+  if (ec) throw ModelError("calibration folder '" + o.calibration + "': " + ec.message());
+  std::sort(files.begin(), files.end());
+  const int64_t s = script_size;
+  std::vector<float> chw;
+  int64_t used = 0;
+  for (const auto& f : files) {
+    if (calibration_left <= 0) break;
+    chw.clear();
+    if (!o.calibration_reader(f, info, chw)) continue;
+    if (int64_t(chw.size()) != 3 * s * s)
+      throw ModelError("calibration image '" + f + "' came out as " + std::to_string(chw.size()) + " values, not 3x" +
+                       std::to_string(s) + "x" + std::to_string(s));
+    c10::InferenceMode guard;
+    run(torch::from_blob(chw.data(), {1, 3, s, s}, at::kFloat).to(dtype));
+    ++used;
+  }
+  if (used == 0) throw ModelError("calibration folder '" + o.calibration + "' has no image ptm can read");
+  if (calibration_left > 0) {
+    c10::InferenceMode guard;
+    calibration_left = 0;
+    finish_int8(torch::from_blob(chw.data(), {1, 3, s, s}, at::kFloat).clone());
+  }
+  info.notes.push_back("int8: calibrated on " + std::to_string(used) + " images of '" + o.calibration + "'");
 }
 
 namespace {
@@ -727,6 +1080,8 @@ Classifier::Classifier(const ClassifierOptions& options) : impl_(std::make_uniqu
       throw ModelError("'" + options.model + "' cannot take the input size " + std::to_string(o.input_size) + ": " + why);
   }
   im.build_script();
+  im.setup_int8();
+  im.calibrate_from(o);
 }
 
 // The folder's transform and labels where its configs give them (explicit
@@ -785,9 +1140,17 @@ std::string Classifier::set_input_size(int size) {
       im.use_script = false;
       im.info.notes.push_back("optimised graph unavailable at " + wanted + ", running eagerly: " + error_text(e));
     }
+    im.setup_int8();  // calibrated again, at the new size (below)
   }
   im.info.resize_size = scaled_resize(size, im.info.resize_size, im.info.crop_size);
   im.info.crop_size = size;
+  try {
+    im.calibrate_from(im.calibration_source);
+  } catch (const std::exception& e) {
+    im.calibration_left = 0;
+    im.observed = torch::jit::Module();
+    im.set_status("float32: calibrating at " + wanted + " failed: " + error_text(e));
+  }
   im.input = at::Tensor();  // input_buffer() makes one of the new size
 #if PTM_TORCH_CUDA
   im.graphs.clear();
@@ -798,6 +1161,14 @@ std::string Classifier::set_input_size(int size) {
 Classifier::~Classifier() = default;
 
 const ModelInfo& Classifier::info() const { return impl_->info; }
+
+std::string Classifier::int8_status() const {
+  if (!impl_->int8) return "";
+  const int64_t left = impl_->calibration_left;
+  if (left > 0) return calibrating_text(left);
+  std::lock_guard<std::mutex> g(impl_->status_lock);
+  return impl_->status;
+}
 
 const std::string& Classifier::label(int64_t index) const {
   static const std::string unknown = "?";
@@ -994,6 +1365,21 @@ void Classifier::run_input(int64_t n, int k, int fn, std::vector<float>& scores,
   } catch (const c10::Error& e) {
     throw ModelError("inference failed: " + c10_message(e));
   }
+}
+
+void Classifier::warm_up() {
+  Impl& im = *impl_;
+  PTM_MODEL_SCOPE(im);
+  c10::InferenceMode guard;
+  const int64_t left = im.calibration_left.exchange(0);
+  try {
+    const int64_t s = im.info.crop_size;
+    im.run(im.prepare(torch::zeros({1, 3, s, s})));
+  } catch (const c10::Error& e) {
+    im.calibration_left = left;
+    throw ModelError("inference failed: " + c10_message(e));
+  }
+  im.calibration_left = left;
 }
 
 std::vector<Prediction> top_k(const float* scores, int64_t count, int k) {

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -19,7 +20,9 @@ class Tensor;
 
 namespace ptm {
 
-enum class Precision { Float32, Float16, BFloat16 };
+enum class Precision { Float32, Float16, BFloat16, Int8 };
+
+struct ModelInfo;
 
 struct ClassifierOptions {
   std::string model;         // file path
@@ -35,6 +38,15 @@ struct ClassifierOptions {
   bool channels_last = false;  // CUDA: NHWC activations (tensor cores like them)
   bool cuda_graphs = false;    // CUDA: capture each batch size once, replay it after
   int input_size = 0;  // height and width of the model input; 0: the model's own (package, architecture)
+  // Int8 (CPU, built-in architectures): the activations' ranges are
+  // measured on `calibration_images` images, the first ones run or, with
+  // `calibration` (a folder), that many of the folder's images at load,
+  // read by `calibration_reader` (path, model -> 3 x crop x crop floats,
+  // preprocessed as the model wants; false: not an image). Until then the
+  // model runs in float32, its results as good as fp32's.
+  int calibration_images = 32;
+  std::string calibration;
+  std::function<bool(const std::string& path, const ModelInfo& model, std::vector<float>& chw)> calibration_reader;
 };
 
 // Why `device` cannot run models here ("" when it can), e.g. a LibTorch
@@ -115,6 +127,10 @@ class Classifier {
   // image come back to the host (indices and scores after `fn`: 0 none,
   // 1 softmax, 2 sigmoid); with k == 0 every logit does (n x classes).
   void run_input(int64_t n, int k, int fn, std::vector<float>& scores, std::vector<int64_t>& indices);
+  // One pass on a blank image at the input size (LibTorch's per-thread
+  // state made on the calling thread), not counted as an int8 calibration
+  // image.
+  void warm_up();
   bool on_cuda() const;
   int cuda_device() const;  // the model's CUDA device; -1 on the CPU
 
@@ -123,6 +139,14 @@ class Classifier {
   // weights with torchvision's keys.
   at::Tensor features(const at::Tensor& input);
   StateDict state_dict() const;
+
+  // precision=int8: where the model stands. "" when not asked for int8;
+  // else "calibrating (N images to go)", "int8", or why float32 runs
+  // instead ("float32: its int8 graph ran slower (...)"). The int8 graph
+  // is kept only where it runs faster than the float32 one (timed on the
+  // last calibration batch; PTM_INT8_ALWAYS=1 keeps it regardless).
+  // Safe from any thread.
+  std::string int8_status() const;
   std::string head_prefix() const;  // e.g. "fc", "classifier.1"
   // The head and a second head of its shape (DeiT distilled: "head",
   // "head_dist"): a trained head replaces each.

@@ -232,6 +232,14 @@ bool cpu_has_bf16() {
 #endif
 }
 
+bool cpu_has_vnni() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  return __builtin_cpu_supports("avx512vnni") || __builtin_cpu_supports("avxvnni");
+#else
+  return true;  // ARM's QNNPACK kernels widen to 32 bits
+#endif
+}
+
 void use_threads(int threads) {
   install_once_warnings();
   const int n = resolve_threads(threads);

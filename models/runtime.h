@@ -40,6 +40,9 @@ int resolve_threads(int threads);  // 0 -> every core
 // True when this CPU computes in bfloat16 natively (x86: AVX-512 BF16 or
 // AMX-BF16), where oneDNN runs bfloat16 models faster than float32.
 bool cpu_has_bf16();
+// 8-bit dot-product instructions (AVX-512 VNNI or AVX-VNNI): int8 models
+// use the whole 8-bit range of activations where the CPU has them.
+bool cpu_has_vnni();
 
 // Runs `fn` on a thread of its own and waits for it: for LibTorch work off
 // a thread that should not keep an OpenMP team (loading a model in start(),

@@ -17,7 +17,10 @@ namespace {
 
 int usage() {
   std::cerr << "usage: ptm-classify --model FILE [--arch NAME] [--labels FILE] [--num-classes N]\n"
-               "                    [--top-k K] [--threads N] [--eager] IMAGE...\n";
+               "                    [--top-k K] [--threads N] [--eager] [--precision fp32|bf16|int8]\n"
+               "                    [--calibration DIR] [--calibration-images N] IMAGE...\n"
+               "int8 calibrates on DIR's images, or else on the first N images classified (those\n"
+               "classified in fp32)\n";
   return 2;
 }
 
@@ -41,6 +44,14 @@ int main(int argc, char** argv) {
       else if (a == "--top-k") k = std::stoi(value());
       else if (a == "--threads") o.threads = std::stoi(value());
       else if (a == "--eager") o.optimize = false;
+      else if (a == "--precision") {
+        const std::string p = value();
+        if (p == "fp32") o.precision = ptm::Precision::Float32;
+        else if (p == "bf16") o.precision = ptm::Precision::BFloat16;
+        else if (p == "int8") o.precision = ptm::Precision::Int8;
+        else throw std::invalid_argument("--precision takes fp32, bf16 or int8, not '" + p + "'");
+      } else if (a == "--calibration") o.calibration = value();
+      else if (a == "--calibration-images") o.calibration_images = std::stoi(value());
       else if (a == "-h" || a == "--help" || (!a.empty() && a[0] == '-')) return usage();
       else images.push_back(a);
     }
@@ -50,7 +61,7 @@ int main(int argc, char** argv) {
   }
   if (o.model.empty() || images.empty()) return usage();
   try {
-    ptm::Classifier clf(o);
+    ptm::Classifier clf(ptm::with_calibration_reader(o));
     const ptm::ModelInfo& info = clf.info();
     std::cout << "model: " << info.architecture << ", " << info.num_classes << " classes, " << info.format
               << ", input " << info.crop_size << "x" << info.crop_size << "\n";
@@ -76,6 +87,8 @@ int main(int argc, char** argv) {
       for (const auto& p : ptm::top_k(logits.data(), int64_t(logits.size()), k))
         std::printf("  %6.2f%%  %4lld  %s\n", 100.0 * p.score, static_cast<long long>(p.index), clf.label(p.index).c_str());
     }
+    for (const auto& w : info.warnings) std::cerr << "ptm-classify: warning: " << w << "\n";
+    if (const std::string s = clf.int8_status(); !s.empty()) std::cout << "precision int8: " << s << "\n";
     return status;
   } catch (const std::exception& e) {
     std::cerr << "ptm-classify: " << e.what() << "\n";

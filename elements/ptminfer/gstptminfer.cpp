@@ -67,6 +67,8 @@ enum {
   PROP_CUDA_GRAPHS,
   PROP_INPUT_SIZE,
   PROP_SHARE_MODEL,
+  PROP_CALIBRATION,
+  PROP_CALIBRATION_IMAGES,
   PROP_STATS,
   PROP_ANALYTICS_META,
   PROP_INFERENCE_REGION,
@@ -130,6 +132,7 @@ static GType gst_ptm_precision_get_type(void) {
       {int(ptm::Precision::Float32), "32-bit float", "fp32"},
       {int(ptm::Precision::Float16), "16-bit float (CUDA)", "fp16"},
       {int(ptm::Precision::BFloat16), "bfloat16 (CUDA; CPUs with AVX-512 BF16 or AMX)", "bf16"},
+      {int(ptm::Precision::Int8), "8-bit integers (CPU, built-in architectures; calibrated on frames)", "int8"},
       {0, nullptr, nullptr}};
   static GType type = 0;
   return ptm::enum_type(&type, "GstPtmPrecision", values);
@@ -169,6 +172,8 @@ struct Settings {
   bool cuda_graphs = false;
   int input_size = 0;
   bool share_model = true;
+  std::string calibration;  // int8: a folder of images; empty: the first frames
+  guint calibration_images = 32;
   // publish: where JSON documents go (publisher.h), and how.
   std::string publish, publish_topic = "ptm/{element}", publish_client_id;
   std::string publish_tls_ca, publish_tls_cert, publish_tls_key;
@@ -198,6 +203,7 @@ struct State {
   bool cuda_memory = false;  // the caps say memory:CUDAMemory
   bool warned_tensor = false;
   bool warned_host_copy = false;
+  std::string int8_said;  // the int8 status last reported
   size_t batch = 1;
   bool regions = false;     // inference-region=roi-list
   guint64 region_frames = 0;
@@ -287,6 +293,8 @@ static ptm::InferSettings model_settings(const Settings& s) {
   is.model.threads = s.num_threads;
   is.model.input_size = s.input_size;
   is.share = s.share_model;
+  is.model.calibration = s.calibration;
+  is.model.calibration_images = int(s.calibration_images);
   return is;
 }
 
@@ -423,6 +431,8 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
     case PROP_CUDA_GRAPHS: s.cuda_graphs = g_value_get_boolean(value); break;
     case PROP_INPUT_SIZE: s.input_size = g_value_get_int(value); break;
     case PROP_SHARE_MODEL: s.share_model = g_value_get_boolean(value); break;
+    case PROP_CALIBRATION: s.calibration = g_value_get_string(value) ? g_value_get_string(value) : ""; break;
+    case PROP_CALIBRATION_IMAGES: s.calibration_images = g_value_get_uint(value); break;
     case PROP_ANALYTICS_META: s.analytics = g_value_get_boolean(value); break;
     case PROP_INFERENCE_REGION: s.region = GstPtmInferenceRegion(g_value_get_enum(value)); break;
     case PROP_OBJECT_CLASS: s.object_class = str(value); break;
@@ -455,10 +465,15 @@ static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value,
                                          G_TYPE_UINT64, c.cuda_in_place, "cuda-via-host", G_TYPE_UINT64,
                                          c.cuda_via_host, "system-memory", G_TYPE_UINT64, c.system_memory, nullptr);
     std::shared_ptr<ptm::SharedModel> shared;
+    std::string int8;
     {
       std::lock_guard<std::mutex> g(self->priv->state_lock);
-      if (self->priv->state && self->priv->state->core) shared = self->priv->state->core->shared();
+      if (self->priv->state && self->priv->state->core) {
+        shared = self->priv->state->core->shared();
+        int8 = self->priv->state->core->int8_status();
+      }
     }
+    if (!int8.empty()) gst_structure_set(st, "int8", G_TYPE_STRING, int8.c_str(), nullptr);
     if (shared) {
       const ptm::SharedModel::Counts n = shared->counts();
       gst_structure_set(st, "shared-passes", G_TYPE_UINT64, guint64(n.passes), "shared-images", G_TYPE_UINT64,
@@ -500,6 +515,8 @@ static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value,
     case PROP_CUDA_GRAPHS: g_value_set_boolean(value, s.cuda_graphs); break;
     case PROP_INPUT_SIZE: g_value_set_int(value, s.input_size); break;
     case PROP_SHARE_MODEL: g_value_set_boolean(value, s.share_model); break;
+    case PROP_CALIBRATION: g_value_set_string(value, s.calibration.c_str()); break;
+    case PROP_CALIBRATION_IMAGES: g_value_set_uint(value, s.calibration_images); break;
     case PROP_ANALYTICS_META: g_value_set_boolean(value, s.analytics); break;
     case PROP_INFERENCE_REGION: g_value_set_enum(value, s.region); break;
     case PROP_OBJECT_CLASS: str(s.object_class); break;
@@ -526,6 +543,28 @@ static ptm::InferSettings scoring_of(const Settings& s) {
   return is;
 }
 
+// precision=int8: once calibration ends, an "int8-calibrated" element
+// message says how the model runs from now on ("int8", or why float32 runs
+// on: also a warning). True when that happened in the run just made.
+static bool note_int8(GstPtmInfer* self) {
+  if (!self->priv->state || !self->priv->state->core) return false;
+  State& st = *self->priv->state;
+  const std::string now = st.core->int8_status();
+  if (now == st.int8_said) return false;
+  const bool was_calibrating = st.int8_said.rfind("calibrating", 0) == 0;
+  st.int8_said = now;
+  if (now.empty() || now.rfind("calibrating", 0) == 0) return false;
+  if (now.rfind("float32", 0) == 0)
+    GST_ELEMENT_WARNING(self, RESOURCE, SETTINGS, ("precision int8: %s", now.c_str()), (nullptr));
+  else
+    GST_INFO_OBJECT(self, "calibrated: the model runs in int8");
+  gst_element_post_message(GST_ELEMENT(self),
+                           gst_message_new_element(GST_OBJECT(self), gst_structure_new("int8-calibrated", "status",
+                                                                                       G_TYPE_STRING, now.c_str(),
+                                                                                       nullptr)));
+  return was_calibrating;
+}
+
 // A model run took `ns`: the latency the element reports is the longest
 // recent run with a quarter of headroom, so that it stays at or above
 // every run while they vary a little. It grows at once when a run takes
@@ -550,7 +589,9 @@ template <typename F>
 static bool timed(GstPtmInfer* self, F&& f) {
   const gint64 t0 = g_get_monotonic_time();
   const bool ok = f();
-  note_processing(self, GstClockTime(g_get_monotonic_time() - t0) * GST_USECOND);
+  // The run that ended int8 calibration also converted the model: not
+  // a latency the frames will see again.
+  if (!note_int8(self)) note_processing(self, GstClockTime(g_get_monotonic_time() - t0) * GST_USECOND);
   return ok;
 }
 
@@ -1240,15 +1281,50 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
    * instructions (AVX-512 BF16 or AMX: Cooper Lake, Sapphire Rapids and
    * later Xeons, AMD Zen 4 and later), in channels-last layout; elsewhere
    * the model runs in fp32 and a warning says so. fp16 on the CPU is an
-   * error. Agreement with fp32: docs/performance.md.
+   * error.
+   *
+   * int8 (CPU; weights in a built-in architecture: .pth, .safetensors, a
+   * model folder) quantizes the model after training: weights per output
+   * channel, activations per tensor with ranges measured on
+   * #GstPtmInfer:calibration-images images (the first frames, or the
+   * images of #GstPtmInfer:calibration), results meanwhile from fp32. The
+   * run that ends calibration converts the model (a fraction of a second
+   * to seconds); an "int8-calibrated" element message then gives the
+   * outcome: "int8", or why fp32 runs on (also a warning) — the int8 graph
+   * is kept only where it runs faster than fp32 (convolutional networks
+   * with ReLU: resnets, mobilenet_v2; not SiLU networks such as
+   * efficientnet on LibTorch's kernels). Agreement with fp32:
+   * docs/performance.md.
    */
   g_object_class_install_property(
       gobject_class, PROP_PRECISION,
       g_param_spec_enum("precision", "Precision",
                         "Number format of the model: fp16 on CUDA; bf16 on CUDA and on CPUs with bfloat16 "
                         "instructions (AVX-512 BF16, AMX: about 2x as fast as fp32 for convolutional networks; "
-                        "elsewhere fp32 runs, with a warning)",
+                        "elsewhere fp32 runs, with a warning); int8 on the CPU, calibrated on frames "
+                        "(calibration, calibration-images)",
                         GST_TYPE_PTM_PRECISION, int(d.precision), ready));
+  /**
+   * GstPtmInfer:calibration:
+   *
+   * precision=int8: a folder of images (any OpenCV reads; files in name
+   * order, others skipped) to measure the activations' ranges on while the
+   * model loads, preprocessed as the model's eval transform. Empty: the
+   * first #GstPtmInfer:calibration-images frames of the stream (live
+   * sources: a folder spares the conversion pause on the stream).
+   */
+  g_object_class_install_property(
+      gobject_class, PROP_CALIBRATION,
+      g_param_spec_string("calibration", "Calibration folder",
+                          "precision=int8: a folder of images calibrated on at load; empty: the stream's first "
+                          "calibration-images frames",
+                          nullptr, ready));
+  g_object_class_install_property(
+      gobject_class, PROP_CALIBRATION_IMAGES,
+      g_param_spec_uint("calibration-images", "Calibration images",
+                        "precision=int8: images the activations' ranges are measured on (frames run in fp32 "
+                        "until then)",
+                        1, 100000, d.calibration_images, ready));
   g_object_class_install_property(
       gobject_class, PROP_CHANNELS_LAST,
       g_param_spec_boolean("channels-last", "Channels last",
@@ -1306,6 +1382,7 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
                          "cuda-via-host (CUDA memory mapped to the host because the model is on the CPU), "
                          "system-memory; with share-model (CPU): shared-passes and shared-images (the forward "
                          "passes of the shared instance, for every element using it, and the images they ran); "
+                         "with precision=int8: int8 (calibrating, int8, or why float32 runs); "
                          "with publish: published (delivered: acknowledged by the broker with "
                          "QoS 1, else written), publish-dropped, publish-queued, publish-offered, "
                          "publish-connected, publish-connects, publish-error",

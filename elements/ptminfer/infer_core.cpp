@@ -12,6 +12,9 @@
 #if PTM_HAVE_CUDA
 #include "ptmcuda.h"
 #endif
+#if PTM_HAVE_IMGCODECS
+#include <opencv2/imgcodecs.hpp>
+#endif
 
 namespace ptm {
 
@@ -36,13 +39,38 @@ struct InferCore::Gpu {};
 void InferCore::GpuDeleter::operator()(Gpu* g) const { delete g; }
 #endif
 
+ClassifierOptions with_calibration_reader(ClassifierOptions o) {
+#if PTM_HAVE_IMGCODECS
+  if (!o.calibration.empty() && !o.calibration_reader)
+    o.calibration_reader = [](const std::string& path, const ModelInfo& m, std::vector<float>& chw) {
+      cv::Mat img;
+      try {
+        img = cv::imread(path, cv::IMREAD_COLOR);
+      } catch (const std::exception&) {  // cv::Exception: a file OpenCV took for an image but could not decode
+        return false;
+      }
+      if (img.empty()) return false;
+      FrameView f;
+      f.format = PixelFormat::BGR;
+      f.width = img.cols;
+      f.height = img.rows;
+      f.planes[0] = img.data;
+      f.strides[0] = int(img.step);
+      chw.resize(size_t(3) * size_t(m.crop_size) * size_t(m.crop_size));
+      Preprocessor(preprocess_config_for(m)).run(f, chw.data());
+      return true;
+    };
+#endif
+  return o;
+}
+
 // A shared model for CPU models when sharing is asked for.
 static bool shares(const InferSettings& s) { return s.share && s.model.device == "cpu"; }
 
 InferCore::InferCore(const InferSettings& s)
     : settings_(s),
-      shared_(shares(s) ? SharedModel::get(s.model, &took_loaded_) : nullptr),
-      classifier_(shares(s) ? nullptr : std::make_unique<Classifier>(s.model)),
+      shared_(shares(s) ? SharedModel::get(with_calibration_reader(s.model), &took_loaded_) : nullptr),
+      classifier_(shares(s) ? nullptr : std::make_unique<Classifier>(with_calibration_reader(s.model))),
       preprocessor_(preprocess_config_for(info())),
       scorer_(s) {
   static_cast<ScoringSettings&>(settings_) = scorer_.settings();

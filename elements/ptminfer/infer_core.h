@@ -49,12 +49,20 @@ struct RegionResult {
 // torchvision's eval transform for a model (size, resize, interpolation).
 PreprocessConfig preprocess_config_for(const ModelInfo& m);
 
+// `o` with a reader for its int8 calibration folder (when it names one):
+// images decoded by OpenCV (where this build has its imgcodecs),
+// preprocessed as the model's eval transform (what ptmpreprocess makes for
+// it by default).
+ClassifierOptions with_calibration_reader(ClassifierOptions o);
+
 class InferCore {
  public:
   // Loads the model (or takes the shared one); throws ModelError.
   explicit InferCore(const InferSettings& s);
   const ModelInfo& info() const { return shared_ ? shared_->info() : classifier_->info(); }
   const InferSettings& settings() const { return settings_; }
+  // precision=int8: Classifier::int8_status ("" otherwise). Thread-safe.
+  std::string int8_status() const { return shared_ ? shared_->int8_status() : classifier_->int8_status(); }
   // The preprocessing that reproduces torchvision's eval transform for this model.
   PreprocessConfig preprocess_config() const;
   // Runs the model at `size` x `size` from now on (Classifier::set_input_size;

@@ -92,6 +92,10 @@ std::string key_of(const ClassifierOptions& o) {
   add(std::to_string(o.channels_last));
   add(std::to_string(o.cuda_graphs));
   add(std::to_string(o.input_size));
+  if (o.precision == Precision::Int8) {  // calibrated on what, a folder by its name
+    add(std::to_string(o.calibration_images));
+    add(o.calibration.empty() ? "" : canonical(o.calibration));
+  }
   return k;
 }
 
@@ -114,7 +118,7 @@ struct SharedModel::Impl {
   }
 
   struct Job {
-    const float* images;
+    const float* images;  // nullptr: the warm-up pass (Classifier::warm_up)
     int64_t n;
     std::vector<float>* logits;
     bool finished = false;
@@ -126,6 +130,10 @@ struct SharedModel::Impl {
   // no thread could be started.
   void execute(const std::vector<Job*>& jobs, int64_t total) {
     try {
+      if (jobs.size() == 1 && !jobs[0]->images) {
+        classifier.warm_up();
+        return;
+      }
       const Classifier::InputBuffer in = classifier.input_buffer(total);
       const bool in_place = !in.cuda && in.type == Precision::Float32 && !in.channels_last;
       int64_t slot = 0;
@@ -202,9 +210,8 @@ SharedModel::SharedModel(const ClassifierOptions& options) {
   } catch (const std::system_error&) {
   }
   try {
-    const std::vector<float> blank(im.plane, 0.f);
     std::vector<float> logits;
-    run(blank.data(), 1, logits);
+    run(nullptr, 1, logits);  // the warm-up pass
   } catch (...) {
     stop_worker();  // no destructor for an instance not made
     throw;
@@ -288,6 +295,8 @@ size_t SharedModel::instances() {
 const ModelInfo& SharedModel::info() const { return impl_->classifier.info(); }
 
 const std::string& SharedModel::label(int64_t index) const { return impl_->classifier.label(index); }
+
+std::string SharedModel::int8_status() const { return impl_->classifier.int8_status(); }
 
 SharedModel::Counts SharedModel::counts() const {
   std::lock_guard<std::mutex> g(impl_->lock);

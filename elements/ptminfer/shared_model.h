@@ -37,6 +37,7 @@ class SharedModel {
 
   const ModelInfo& info() const;
   const std::string& label(int64_t index) const;
+  std::string int8_status() const;  // Classifier::int8_status
 
   // Runs `n` images (n x 3 x size x size float32, CHW, normalised) and puts
   // n x num_classes logits in `logits`; blocks until done. Images of other

@@ -12,9 +12,16 @@ object: {"onnxruntime": {...}, "openvino": {...}}, each path's ms or an
     INFERENCE_NUM_THREADS and INFERENCE_PRECISION_HINT=f32 (on CPUs with
     AMX or AVX-512 BF16 OpenVINO otherwise runs in bf16);
   - OpenVINO default: the same without the precision hint (what a user
-    gets; bf16 where the CPU has it: a reduced-precision figure).
+    gets; bf16 where the CPU has it: a reduced-precision figure);
+  - with CALIBRATION.npy (N x 3 x SIZE x SIZE float32, preprocessed
+    images): int8 by ONNX Runtime's post-training quantization
+    (quant_pre_process, then quantize_static: QDQ format, per-channel
+    int8 weights, uint8 activations, MinMax calibration on those images),
+    run by ONNX Runtime and by OpenVINO (which executes a QDQ model's
+    quantized parts in int8), each with its top-1 agreement with its own
+    fp32 on TOP1.npy's images (when given).
 
-    anchors_forward.py MODEL.onnx SIZE THREADS RUNS
+    anchors_forward.py MODEL.onnx SIZE THREADS RUNS [CALIBRATION.npy [TOP1.npy]]
 """
 import json
 import sys
@@ -24,10 +31,43 @@ import numpy as np
 from timing import median_ms
 
 
+def quantized(path, calibration):
+    """ONNX Runtime's static int8 quantization of `path` (QDQ); its path."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"input": c[None]} for c in calibration])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    pre, out = path[:-5] + ".pre.onnx", path[:-5] + ".int8.onnx"
+    quant_pre_process(path, pre)
+    quantize_static(pre, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+def agreement(f32, int8, images):
+    """Images whose top-1 class int8 gives as fp32 does: "k/n"."""
+    same = sum(int(np.argmax(f32(i[None]))) == int(np.argmax(int8(i[None]))) for i in images)
+    return f"{same}/{len(images)}"
+
+
 def main():
     path, size, threads, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    calibration = np.load(sys.argv[5]) if len(sys.argv) > 5 else None
+    check = np.load(sys.argv[6]) if len(sys.argv) > 6 else None
     x = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
     out = {}
+    int8 = None
+    if calibration is not None:
+        try:
+            int8 = quantized(path, calibration)
+        except Exception as e:
+            out["int8_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
     try:
         import onnxruntime as ort
         so = ort.SessionOptions()
@@ -38,6 +78,12 @@ def main():
         s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         name = s.get_inputs()[0].name
         out["onnxruntime"] = {"version": ort.__version__, "fp32": median_ms(lambda: s.run(None, {name: x}), runs, 3)}
+        if int8:
+            q = ort.InferenceSession(int8, so, providers=["CPUExecutionProvider"])
+            out["onnxruntime"]["int8"] = median_ms(lambda: q.run(None, {name: x}), runs, 3)
+            if check is not None:
+                out["onnxruntime"]["int8_agree"] = agreement(lambda a: s.run(None, {name: a})[0],
+                                                             lambda a: q.run(None, {name: a})[0], check)
     except Exception as e:  # reported in the table, not fatal
         out["onnxruntime"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
     try:
@@ -53,6 +99,14 @@ def main():
             if key == "default":
                 t = compiled.get_property("INFERENCE_PRECISION_HINT")
                 r["default_precision"] = t.to_string() if hasattr(t, "to_string") else str(t)
+        if int8:
+            cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+            compiled = core.compile_model(core.read_model(int8), "CPU", cfg)
+            req = compiled.create_infer_request()
+            r["int8"] = median_ms(lambda: req.infer({0: x}), runs, 3)
+            if check is not None:
+                f32 = core.compile_model(model, "CPU", {**cfg, "INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+                r["int8_agree"] = agreement(lambda a: f32.infer({0: a})[0], lambda a: req.infer({0: a})[0], check)
         out["openvino"] = r
     except Exception as e:
         out["openvino"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}

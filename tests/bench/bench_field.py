@@ -8,9 +8,10 @@ side by side in one run, on the same decoded frames (vtest.avi scaled to
             appsrc ! ptminfer ! fakesink (preprocessing in ptminfer's
             thread) and appsrc ! ptmpreprocess ! queue ! ptminfer ! fakesink
             (preprocessing on its own thread); its forward pass alone
-            (ptminfer's per-frame inference-ns); and on CPUs with bfloat16
-            instructions precision=bf16, with its top-1 agreement with fp32
-            on the same frames;
+            (ptminfer's per-frame inference-ns); on CPUs with bfloat16
+            instructions precision=bf16, and precision=int8 calibrated on
+            a folder of 32 photographs (opencv-doc's), each with its top-1
+            agreement with fp32 on the same frames;
   PyTorch   forward only along each CPU path this torch has (eager; frozen:
             jit.freeze + optimize_for_inference; 2.x: torch.compile with
             Inductor's freezing; 2.6+: an AOTInductor package of the same
@@ -18,8 +19,11 @@ side by side in one run, on the same decoded frames (vtest.avi scaled to
   ONNX Runtime, OpenVINO
             forward only on an ONNX export of the same weights, fp32, on
             their recommended CPU settings (tests/bench/anchors_forward.py,
-            run in the venv of scripts/pypi-anchors), and OpenVINO's default
-            precision (bf16 on CPUs with AMX / AVX-512 BF16) for reference;
+            run in the venv of scripts/pypi-anchors), OpenVINO's default
+            precision (bf16 on CPUs with AMX / AVX-512 BF16) for reference,
+            and int8: ONNX Runtime's static quantization (QDQ, per-channel
+            weights) calibrated on the same photographs, run by ONNX Runtime
+            and by OpenVINO, with their top-1 agreement with fp32;
   Python    the canonical torchvision loop end to end (PIL Resize/CenterCrop/
             ToTensor/Normalize + eager forward under no_grad).
 
@@ -127,6 +131,7 @@ def run_pipeline(frames, model, threads, middle, props=""):
     src.emit("end-of-stream")
     wait(None)
     elapsed = time.perf_counter() - t0
+    int8 = p.get_by_name("infer").get_property("stats").get_string("int8")
     p.set_state(Gst.State.NULL)
     with open(results) as f:
         docs = [json.loads(line) for line in f][WARM:]
@@ -134,15 +139,15 @@ def run_pipeline(frames, model, threads, middle, props=""):
     if len(docs) != len(frames):
         raise RuntimeError(f"{len(docs)} of {len(frames)} frames classified")
     return (len(frames) / elapsed, [d["inference_ms"] * 1e6 for d in docs],
-            [d["results"][0]["class"] for d in docs])
+            [d["results"][0]["class"] for d in docs], int8)
 
 
 def ptm_child(a):
     """--ptm MODEL MIDDLE PROPS: one pipeline in this process; prints its figures."""
     Gst.init(None)
     frames = decode(a.frames)
-    fps, ns, top = run_pipeline(frames, a.ptm[0], a.threads, a.ptm[1], a.ptm[2])
-    print(json.dumps({"fps": fps, "infer_ns": ns, "top": top}))
+    fps, ns, top, int8 = run_pipeline(frames, a.ptm[0], a.threads, a.ptm[1], a.ptm[2])
+    print(json.dumps({"fps": fps, "infer_ns": ns, "top": top, "int8": int8}))
     return 0
 
 
@@ -153,7 +158,7 @@ def ptm_pipeline(a, path, middle, props=""):
     if r.returncode != 0:
         raise RuntimeError(f"the ptm pipeline ({middle or 'appsrc ! ptminfer'} {props}) exited {r.returncode}")
     j = json.loads(r.stdout.strip().splitlines()[-1])
-    return j["fps"], j["infer_ns"], j["top"]
+    return j["fps"], j["infer_ns"], j["top"], j.get("int8")
 
 
 def python_loop(frames, model):
@@ -171,7 +176,32 @@ def python_loop(frames, model):
         return len(frames) / (time.perf_counter() - t0)
 
 
-def anchors(python, name, weights, classes, threads, runs, out):
+def calibration_set(frames, out):
+    """The int8 calibration images, for every engine the same: a folder of
+    the first 32 opencv-doc photographs (ptminfer's calibration=), the same
+    preprocessed by torchvision's eval transform (calibration.npy, for ONNX
+    Runtime), and the timed frames preprocessed so (frames.npy: the anchors'
+    top-1 agreement)."""
+    import numpy as np
+    import torchvision.transforms as T
+    from PIL import Image
+    data = os.path.dirname(VIDEO)
+    folder = os.path.join(out, "calibration")
+    os.makedirs(folder, exist_ok=True)
+    photos = sorted(f for f in os.listdir(data) if f.endswith(".jpg"))[:32]
+    for f in photos:
+        if not os.path.lexists(os.path.join(folder, f)):
+            os.symlink(os.path.join(data, f), os.path.join(folder, f))
+    tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                    T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    np.save(os.path.join(out, "calibration.npy"),
+            np.stack([tf(Image.open(os.path.join(folder, f)).convert("RGB")).numpy() for f in photos]))
+    np.save(os.path.join(out, "frames.npy"),
+            np.stack([tf(Image.frombytes("RGB", (W, H), f)).numpy() for f in frames]))
+    return folder, os.path.join(out, "calibration.npy"), os.path.join(out, "frames.npy")
+
+
+def anchors(python, name, weights, classes, threads, runs, out, int8_sets=()):
     """ONNX Runtime's and OpenVINO's figures on an ONNX export of the
     weights, exported by the anchors' Python (torch 2.x's exporter needs
     the onnx module, which that venv has)."""
@@ -188,7 +218,8 @@ def anchors(python, name, weights, classes, threads, runs, out):
     if e.returncode != 0:
         return {"error": f"the ONNX export exited {e.returncode}"}
     r = subprocess.run([python, os.path.join(HERE, "anchors_forward.py"),
-                        path, "224", str(threads), str(runs)], stdout=subprocess.PIPE, text=True, timeout=1800)
+                        path, "224", str(threads), str(runs), *int8_sets], stdout=subprocess.PIPE, text=True,
+                       timeout=1800)
     if r.returncode != 0:
         return {"error": f"anchors_forward.py exited {r.returncode}"}
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -225,6 +256,7 @@ def main():
     manifest = json.load(open(os.path.join(a.fixtures, "manifest.json")))
     classes = {m["architecture"]: m["num_classes"] for m in manifest["models"]}
     frames = decode(a.frames)
+    calibration, calibration_npy, frames_npy = calibration_set(frames, out)
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
@@ -249,19 +281,27 @@ def main():
         # PyTorch first: on 2.6+ it also writes the AOTInductor package of
         # these weights that ptm runs too.
         tp = torch_paths(name, model, x, a.runs, out if aoti else None)
-        fps1, ns1, top1 = ptm_pipeline(a, path, "")
-        fps2, _, _ = ptm_pipeline(a, path, "ptmpreprocess ! queue max-size-buffers=2 !")
+        fps1, ns1, top1, _ = ptm_pipeline(a, path, "")
+        fps2, _, _, _ = ptm_pipeline(a, path, "ptmpreprocess ! queue max-size-buffers=2 !")
         r.append(("ptm pipeline: appsrc ! ptminfer", "pipeline", 1000 / fps1, ""))
         r.append(("ptm pipeline: ptmpreprocess ! queue ! ptminfer", "pipeline", 1000 / fps2, ""))
         if tp.get("pt2"):
-            fps4, ns4, _ = ptm_pipeline(a, tp["pt2"], "")
+            fps4, ns4, _, _ = ptm_pipeline(a, tp["pt2"], "")
             r.append(("ptm pipeline: appsrc ! ptminfer, AOTInductor .pt2", "pipeline", 1000 / fps4,
                       "the same weights through torch._inductor.aoti_compile_and_package"))
         if bf16:
-            fps3, _, top3 = ptm_pipeline(a, path, "", "precision=bf16")
+            fps3, _, top3, _ = ptm_pipeline(a, path, "", "precision=bf16")
             agree = sum(x == y for x, y in zip(top1, top3))
             r.append(("ptm pipeline: ptminfer precision=bf16", "pipeline-reduced", 1000 / fps3,
                       f"{fps3 / fps1:.2f}x fp32's; top-1 as fp32 on {agree}/{len(top1)} frames"))
+            verdicts.append(f"{name}: bf16 pipeline ÷ fp32 pipeline = {fps3 / fps1:.2f} (criterion >= 2 for "
+                            f"resnet18, resnet50), top-1 agreement {agree}/{len(top1)}")
+        fps5, _, top5, status = ptm_pipeline(a, path, "", f"precision=int8 calibration={calibration}")
+        agree = sum(x == y for x, y in zip(top1, top5))
+        r.append(("ptm pipeline: ptminfer precision=int8", "pipeline-reduced", 1000 / fps5,
+                  f"{fps5 / fps1:.2f}x fp32's; top-1 as fp32 on {agree}/{len(top1)} frames; {status}"))
+        verdicts.append(f"{name}: int8 pipeline ÷ fp32 pipeline = {fps5 / fps1:.2f} (criterion >= 2 for resnet18, "
+                        f"resnet50), top-1 agreement {agree}/{len(top1)} ({status})")
         ns = sorted(ns1)
         r.append(("ptm forward only (ptminfer's own timing)", "forward", ns[len(ns) // 2] / 1e6, "median"))
         if tp.get("pt2"):
@@ -275,12 +315,19 @@ def main():
             r.append(("PyTorch AOTInductor package (aoti_load_package)", "forward", tp.get("aoti"), ""))
         best = min((v for k, v in tp.items() if k in ("eager", "frozen", "compiled", "aoti") and v), default=None)
         if anchor_python:
-            an = anchors(anchor_python, name, path, classes[name], a.threads, a.runs, out)
+            an = anchors(anchor_python, name, path, classes[name], a.threads, a.runs, out,
+                         (calibration_npy, frames_npy))
             o, v = an.get("onnxruntime", {}), an.get("openvino", {})
             r.append((f"ONNX Runtime {o.get('version', '')} fp32", "forward", o.get("fp32"), o.get("error", "")))
             r.append((f"OpenVINO {v.get('version', '')} fp32", "forward", v.get("fp32"), v.get("error", "")))
             r.append((f"OpenVINO {v.get('version', '')} default precision", "forward-reduced", v.get("default"),
                       str(v.get("default_precision", v.get("error", "")))))
+            r.append((f"ONNX Runtime {o.get('version', '')} int8 (static, QDQ)", "forward-reduced", o.get("int8"),
+                      f"top-1 as its fp32 on {o['int8_agree']} frames" if "int8_agree" in o
+                      else an.get("int8_error", o.get("error", ""))))
+            r.append((f"OpenVINO {v.get('version', '')} int8 (the same QDQ model)", "forward-reduced", v.get("int8"),
+                      f"top-1 as its fp32 on {v['int8_agree']} frames" if "int8_agree" in v
+                      else an.get("int8_error", v.get("error", ""))))
         r.append(("Python torchvision loop (PIL + eager)", "end-to-end", 1000 / python_loop(frames, model), ""))
 
         pipeline_ms = min(m for p, k, m, _ in r if k == "pipeline")  # fp32

@@ -16,6 +16,8 @@
 #include <fstream>
 #include <thread>
 
+#include <unistd.h>
+
 namespace ptm::test {
 namespace {
 
@@ -463,6 +465,119 @@ TEST(CpuCache, FreedBlocksServeTheNextRequestOfTheirSize) {
   c.forward(x.data(), 1, 224, 224, y1);
   c.forward(x.data(), 1, 224, 224, y2);
   EXPECT_EQ(y1, y2);
+}
+
+
+// precision=int8: the first images run the observed graph (float32 results),
+// then the quantized graph takes over; its logits stay near fp32's.
+std::vector<float> pattern_images(int n, int s) {
+  std::vector<float> x(size_t(n) * 3 * size_t(s) * size_t(s));
+  for (size_t i = 0; i < x.size(); ++i)
+    x[i] = float(1.5 * std::sin(0.0007 * double(i) * double(1 + i % 7)) + 0.3 * std::cos(0.013 * double(i)));
+  return x;
+}
+
+double worst_relative(const std::vector<float>& got, const std::vector<float>& want) {
+  float scale = 1e-6f, worst = 0.f;
+  for (float v : want) scale = std::max(scale, std::abs(v));
+  for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::abs(got[i] - want[i]));
+  return double(worst / scale);
+}
+
+TEST(ClassifierInt8, CalibratesOnTheFirstImagesThenRunsQuantized) {
+  setenv("PTM_INT8_ALWAYS", "1", 1);
+  ClassifierOptions o;
+  o.model = fixture("resnet18_10.pth");
+  Classifier f32(o);
+  o.precision = Precision::Int8;
+  o.calibration_images = 3;
+  Classifier q(o);
+  EXPECT_TRUE(q.info().warnings.empty());
+  EXPECT_EQ(f32.int8_status(), "");
+  EXPECT_EQ(q.int8_status(), "calibrating (3 images to go)");
+  const int s = q.info().crop_size;
+  const std::vector<float> x = pattern_images(4, s);
+  const size_t one = size_t(3) * size_t(s) * size_t(s);
+  std::vector<float> want, got;
+  f32.forward(x.data(), 2, s, s, want);
+  q.forward(x.data(), 2, s, s, got);  // calibrating: float32 results
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_LT(worst_relative(got, want), 1e-4);
+  EXPECT_EQ(q.int8_status(), "calibrating (1 image to go)");
+  q.forward(x.data() + 2 * one, 1, s, s, got);
+  EXPECT_EQ(q.int8_status(), "int8");
+  // Quantized now: near fp32 (8-bit activations, per-channel 8-bit
+  // weights: docs/performance.md), and not fp32 itself.
+  f32.forward(x.data(), 4, s, s, want);
+  q.forward(x.data(), 4, s, s, got);
+  ASSERT_EQ(got.size(), want.size());
+  const double err = worst_relative(got, want);
+  EXPECT_LT(err, 0.05) << err;
+  EXPECT_GT(err, 1e-5) << err;
+  unsetenv("PTM_INT8_ALWAYS");
+}
+
+TEST(ClassifierInt8, CalibrationFolderAndFallbacksNameTheReason) {
+  setenv("PTM_INT8_ALWAYS", "1", 1);
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / ("ptm-int8-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  for (const char* name : {"a.img", "b.img", "notes.txt"}) std::ofstream(dir / name) << name;
+  ClassifierOptions o;
+  o.model = fixture("resnet18_10.pth");
+  o.precision = Precision::Int8;
+  o.calibration_images = 5;
+  o.calibration = dir.string();
+  auto message = [](const ClassifierOptions& opts) -> std::string {
+    try {
+      Classifier c(opts);
+    } catch (const ModelError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  // No reader (a build without OpenCV's imgcodecs).
+  EXPECT_NE(message(o).find("needs an image reader"), std::string::npos) << message(o);
+  // Nothing readable.
+  o.calibration_reader = [](const std::string&, const ModelInfo&, std::vector<float>&) { return false; };
+  EXPECT_NE(message(o).find("has no image ptm can read"), std::string::npos) << message(o);
+  // An image of the wrong size.
+  o.calibration_reader = [](const std::string&, const ModelInfo&, std::vector<float>& chw) {
+    chw.assign(12, 0.f);
+    return true;
+  };
+  EXPECT_NE(message(o).find("not 3x224x224"), std::string::npos) << message(o);
+  // A missing folder.
+  ClassifierOptions missing = o;
+  missing.calibration = (dir / "absent").string();
+  EXPECT_NE(message(missing).find("absent"), std::string::npos) << message(missing);
+  // Two images of the folder (the text file skipped): calibrated at load.
+  std::vector<std::string> read;
+  o.calibration_reader = [&read](const std::string& path, const ModelInfo& m, std::vector<float>& chw) {
+    if (path.size() < 4 || path.compare(path.size() - 4, 4, ".img") != 0) return false;
+    read.push_back(std::filesystem::path(path).filename().string());
+    chw = pattern_images(1, m.crop_size);
+    return true;
+  };
+  {
+    Classifier c(o);
+    EXPECT_EQ(c.int8_status(), "int8");
+    EXPECT_EQ(read, (std::vector<std::string>{"a.img", "b.img"}));
+    bool noted = false;
+    for (const auto& n : c.info().notes) noted |= n.find("calibrated on 2 images") != std::string::npos;
+    EXPECT_TRUE(noted);
+  }
+  // Too few calibration images asked for.
+  o.calibration_images = 0;
+  EXPECT_NE(message(o).find("at least 1 calibration image"), std::string::npos) << message(o);
+  // A TorchScript file: float32, with a warning saying why.
+  ClassifierOptions ts;
+  ts.model = fixture("model.torchscript.pt");
+  ts.precision = Precision::Int8;
+  Classifier t(ts);
+  EXPECT_EQ(t.int8_status().rfind("float32: int8 needs weights for a built-in architecture", 0), 0u) << t.int8_status();
+  ASSERT_EQ(t.info().warnings.size(), 1u);
+  std::filesystem::remove_all(dir);
+  unsetenv("PTM_INT8_ALWAYS");
 }
 
 }  // namespace
