@@ -24,6 +24,12 @@ side by side in one run, on the same decoded frames (vtest.avi scaled to
             and int8: ONNX Runtime's static quantization (QDQ, per-channel
             weights) calibrated on the same photographs, run by ONNX Runtime
             and by OpenVINO, with their top-1 agreement with fp32;
+  ModelPipe Collabora's PyTorch GStreamer elements (PyPI's modelpipe, in
+            the same venv, on the system's torch): appsrc ! mp_classifier
+            model-name=NAME ! appsink end to end on the same frames
+            (tests/bench/modelpipe_e2e.py), torchvision's architecture with
+            the fixture's weights, its head made 1000-class (mp_classifier
+            takes torchvision's default weights only);
   Python    the canonical torchvision loop end to end (PIL Resize/CenterCrop/
             ToTensor/Normalize + eager forward under no_grad).
 
@@ -75,6 +81,20 @@ def decode(n):
     return frames
 
 
+def buffers(frames):
+    """The warm-up buffers and the timed ones (30 fps time stamps). Every
+    buffer is made (memory allocated and filled) before the clock starts,
+    as a camera's buffer pool has them: the kernel zeroing fresh pages
+    while the model runs would slow it."""
+    def buffer(i, f):
+        b = Gst.Buffer.new_wrapped(f)
+        b.pts = i * Gst.SECOND // 30
+        b.duration = Gst.SECOND // 30
+        return b
+    return ([buffer(i, frames[i % len(frames)]) for i in range(WARM)],
+            [buffer(WARM + i, f) for i, f in enumerate(frames)])
+
+
 def run_pipeline(frames, model, threads, middle, props=""):
     """Steady-state fps of appsrc ! MIDDLE ! ptminfer PROPS ! fakesink, the
     forward pass times ptminfer reported (ns) and each frame's top class.
@@ -90,16 +110,7 @@ def run_pipeline(frames, model, threads, middle, props=""):
     bus = p.get_bus()
     p.set_state(Gst.State.PLAYING)
 
-    # Every buffer made (memory allocated and filled) before the clock
-    # starts, as a camera's buffer pool has them: the kernel zeroing fresh
-    # pages while the model runs would slow it.
-    def buffer(i, f):
-        b = Gst.Buffer.new_wrapped(f)
-        b.pts = i * Gst.SECOND // 30
-        b.duration = Gst.SECOND // 30
-        return b
-    warm = [buffer(i, frames[i % len(frames)]) for i in range(WARM)]
-    timed = [buffer(WARM + i, f) for i, f in enumerate(frames)]
+    warm, timed = buffers(frames)
 
     top = []
 
@@ -225,6 +236,37 @@ def anchors(python, name, weights, classes, threads, runs, out, int8_sets=()):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def modelpipe(python, name, model, threads, count, out):
+    """ModelPipe's mp_classifier end to end on the same frames: its ms a
+    frame and version, or the error."""
+    import torch
+    weights = os.path.join(out, f"modelpipe_{name}.pth")
+    state = model.state_dict()
+    # The fixture's weights with a 1000-class head (seeded): mp_classifier
+    # builds torchvision's model for its default (ImageNet) weights.
+    g = torch.Generator().manual_seed(0)
+    for k, v in list(state.items()):
+        if k.rsplit(".", 1)[0] == HEADS[name] and v.shape[0] != 1000:
+            state[k] = torch.randn((1000,) + tuple(v.shape[1:]), generator=g) * 0.01 if v.dim() > 1 else torch.zeros(1000)
+    torch.save(state, weights + ".tmp")
+    os.replace(weights + ".tmp", weights)
+    r = subprocess.run([python, os.path.join(HERE, "modelpipe_e2e.py"), name, weights, str(count), str(threads),
+                        os.path.join(out, "torch-home")], stdout=subprocess.PIPE, text=True, timeout=1800)
+    try:
+        result = json.loads(r.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        result = {}
+    if r.returncode != 0:
+        return {"error": result.get("error", f"modelpipe_e2e.py exited {r.returncode}"),
+                "version": result.get("version", "")}
+    return result
+
+
+# Each architecture's classification layer (torchvision's keys).
+HEADS = {"resnet18": "fc", "resnet50": "fc", "mobilenet_v2": "classifier.1", "efficientnet_b0": "classifier.1",
+         "convnext_tiny": "classifier.2", "vit_b_16": "heads.head"}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("fixtures")
@@ -328,6 +370,11 @@ def main():
             r.append((f"OpenVINO {v.get('version', '')} int8 (the same QDQ model)", "forward-reduced", v.get("int8"),
                       f"top-1 as its fp32 on {v['int8_agree']} frames" if "int8_agree" in v
                       else an.get("int8_error", v.get("error", ""))))
+        if anchor_python and name in HEADS:
+            mp = modelpipe(anchor_python, name, model, a.threads, a.frames, out)
+            r.append((f"ModelPipe {mp.get('version', '')} mp_classifier", "end-to-end",
+                      1000 / mp["fps"] if "fps" in mp else None,
+                      mp.get("error", "end to end, 1000-class head")))
         r.append(("Python torchvision loop (PIL + eager)", "end-to-end", 1000 / python_loop(frames, model), ""))
 
         pipeline_ms = min(m for p, k, m, _ in r if k == "pipeline")  # fp32
@@ -341,6 +388,9 @@ def main():
                          "pipeline_ratio": "%.3f" % ratio if ratio else "", "note": note})
         if best:
             verdicts.append(f"{name}: pipeline ÷ PyTorch's best forward = {best / pipeline_ms:.2f} (criterion >= 1.0)")
+        mp_ms = [m for p, k, m, _ in r if p.startswith("ModelPipe") and m]
+        if mp_ms:
+            verdicts.append(f"{name}: pipeline ÷ ModelPipe end to end = {mp_ms[0] / pipeline_ms:.2f} (criterion >= 3)")
         fp32 = [m for p, k, m, _ in r if k == "forward" and m and ("ONNX" in p or "OpenVINO" in p)]
         if fp32:
             verdicts.append(f"{name}: pipeline ÷ the better of ONNX Runtime and OpenVINO fp32 = "
