@@ -160,6 +160,45 @@ void densify(const std::shared_ptr<torch::jit::Graph>& g) {
 
 #endif
 
+#if TORCH_VERSION_MAJOR >= 2
+// LibTorch 2.x sends a float32 batch-1 convolution with a 3x3 (or smaller)
+// kernel and an input of at most 20,480 values to its native im2col kernel
+// instead of oneDNN (a heuristic in `use_mkldnn`); with Debian's BLAS that
+// runs ~10x slower (resnet18 at 112x112: 8 such convolutions took 76 of 83
+// ms). The frozen graph's convolutions call oneDNN's on dense tensors
+// directly (aten::mkldnn_convolution, the kernel the heuristic picks
+// otherwise). Returns how many were rewritten.
+int mkldnn_convolutions(const std::shared_ptr<torch::jit::Graph>& g) {
+  int rewritten = 0;
+  std::vector<torch::jit::Node*> convs;
+  for (torch::jit::Node* n : g->nodes()) {
+    const std::string kind = n->kind().toQualString();
+    if ((kind == "aten::conv2d" && n->inputs().size() == 7) ||
+        (kind == "aten::_convolution" && n->inputs().size() >= 9))
+      convs.push_back(n);
+  }
+  for (torch::jit::Node* n : convs) {
+    const bool plain = n->kind() == c10::Symbol::fromQualString("aten::conv2d");
+    // conv2d: input, weight, bias, stride, padding, dilation, groups;
+    // _convolution: ..., dilation, transposed, output_padding, groups, ...
+    torch::jit::Value* padding = n->input(4);
+    if (!padding->type()->isSubtypeOf(*c10::ListType::ofInts())) continue;  // padding="same"
+    if (!plain) {
+      const auto transposed = torch::jit::toIValue(n->input(6));
+      if (!transposed || !transposed->isBool() || transposed->toBool()) continue;
+    }
+    torch::jit::Value* groups = plain ? n->input(6) : n->input(8);
+    torch::jit::WithInsertPoint at_node(n);
+    torch::jit::Value* y = g->insert(c10::Symbol::fromQualString("aten::mkldnn_convolution"),
+                                     {n->input(0), n->input(1), n->input(2), padding, n->input(3), n->input(5), groups});
+    n->output()->replaceAllUsesWith(y);
+    n->destroy();
+    ++rewritten;
+  }
+  return rewritten;
+}
+#endif
+
 // Largest difference relative to max(1, max |eager|) on one input.
 double graph_error(ClassifierModuleImpl& model, torch::jit::Module& m, const at::Tensor& example) {
   torch::NoGradGuard no_grad;
@@ -204,6 +243,18 @@ torch::jit::Module traced_optimised(ClassifierModuleImpl& model, const at::Tenso
 #endif
 }
 
+// Median milliseconds an image of `m` on `x` (after a warm-up run).
+double ms_per_image(torch::jit::Module& m, const at::Tensor& x) {
+  std::vector<double> t;
+  for (int i = 0; i < 4; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    m.forward({x});
+    if (i > 0) t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2] / double(x.size(0));
+}
+
 // The optimised graph of `model` at size x size, checked where LibTorch 1.13
 // is known to compute wrongly (see dnnl_eltwise).
 torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
@@ -232,19 +283,33 @@ torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at
   // LibTorch 2.x's oneDNN conversion runs some graphs 3-10x faster than the
   // frozen graph alone (mobilenet_v2 4.7 against 48 ms on Debian 13's 2.6:
   // its depthwise convolutions), but leaves ops that cannot take oneDNN
-  // tensors in others (resnets' max_pool2d raises): the converted graph
-  // is used when it runs and matches the model on the example, else the
-  // frozen graph (BatchNorm folded, constants propagated).
+  // tensors in others (resnets' max_pool2d raises): the converted graph is
+  // used when it runs, matches the model on the example and runs faster
+  // than the frozen graph (BatchNorm folded, constants propagated; its
+  // small convolutions sent to oneDNN where that is faster, see
+  // mkldnn_convolutions).
   (void)notes;
+  torch::jit::Module frozen = traced_optimised(model, example, false, false);
+  if (example.device().is_cpu() && options.dtype() == at::kFloat && !channels_last) {
+    // A fresh module for the rewrite: a graph that has run keeps its plan.
+    torch::jit::Module direct = traced_optimised(model, example, false, false);
+    try {
+      if (mkldnn_convolutions(direct.get_method("forward").graph()) > 0 &&
+          graph_error(model, direct, example) <= 1e-4 && ms_per_image(direct, example) < ms_per_image(frozen, example))
+        frozen = direct;
+    } catch (const std::exception&) {  // a convolution oneDNN does not take
+    }
+  }
   if (example.device().is_cpu()) {
     const double kTolerance = options.dtype() == at::kFloat ? 1e-4 : 5e-2;
     try {
       torch::jit::Module o = traced_optimised(model, example, false, true);
-      if (graph_error(model, o, example) <= kTolerance) return o;
+      if (graph_error(model, o, example) <= kTolerance && ms_per_image(o, example) < ms_per_image(frozen, example))
+        return o;
     } catch (const std::exception&) {  // an op that takes no oneDNN tensor
     }
   }
-  return traced_optimised(model, example, false, false);
+  return frozen;
 #endif
 }
 
@@ -443,18 +508,6 @@ torch::jit::Module quantized_graph(torch::jit::Module& observed) {
   torch::jit::ConstantPropagation(g);
   torch::jit::EliminateDeadCode(g);
   return q;
-}
-
-// Median milliseconds an image of `m` on `x` (after a warm-up run).
-double ms_per_image(torch::jit::Module& m, const at::Tensor& x) {
-  std::vector<double> t;
-  for (int i = 0; i < 4; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    m.forward({x});
-    if (i > 0) t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2] / double(x.size(0));
 }
 
 std::string calibrating_text(int64_t left) {
