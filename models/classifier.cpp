@@ -160,6 +160,20 @@ void densify(const std::shared_ptr<torch::jit::Graph>& g) {
 
 #endif
 
+// The value a GetAttr chain from the graph's `self` (or a constant) holds.
+std::optional<c10::IValue> attr_value(torch::jit::Module& root, torch::jit::Value* v) {
+  torch::jit::Node* n = v->node();
+  if (v == v->owningGraph()->inputs().at(0)) return c10::IValue(root._ivalue());
+  if (n->kind() == c10::prim::Constant) return torch::jit::toIValue(v);
+  if (n->kind() != c10::prim::GetAttr) return std::nullopt;
+  const auto owner = attr_value(root, n->input(0));
+  if (!owner || !owner->isObject()) return std::nullopt;
+  const auto& obj = owner->toObjectRef();
+  const std::string name = n->s(c10::attr::name);
+  if (!obj.type()->hasAttribute(name)) return std::nullopt;
+  return obj.getAttr(name);
+}
+
 #if TORCH_VERSION_MAJOR >= 2
 // LibTorch 2.x sends a float32 batch-1 convolution with a 3x3 (or smaller)
 // kernel and an input of at most 20,480 values to its native im2col kernel
@@ -196,6 +210,33 @@ int mkldnn_convolutions(const std::shared_ptr<torch::jit::Graph>& g) {
     ++rewritten;
   }
   return rewritten;
+}
+
+// How many of the traced graph's convolutions LibTorch's `use_mkldnn`
+// heuristic sends to im2col (float32 on the CPU, batch 1, groups 1, not both
+// kernel sides above 3, an input of at most 20,480 values), from the shapes
+// the tracer recorded; a convolution whose shapes are unknown counts.
+int im2col_convolutions(torch::jit::Module& m) {
+  int found = 0;
+  for (torch::jit::Node* n : m.get_method("forward").graph()->nodes()) {
+    const std::string kind = n->kind().toQualString();
+    const bool plain = kind == "aten::conv2d" && n->inputs().size() == 7;
+    if (!plain && !(kind == "aten::_convolution" && n->inputs().size() >= 9)) continue;
+    const auto groups = torch::jit::toIValue(plain ? n->input(6) : n->input(8));
+    const auto weight = attr_value(m, n->input(1));
+    const auto input = n->input(0)->type()->cast<c10::TensorType>();
+    const auto sizes = input ? input->sizes().concrete_sizes() : std::nullopt;
+    if (!groups || !groups->isInt() || !weight || !weight->isTensor() || !sizes || sizes->size() != 4) {
+      ++found;
+      continue;
+    }
+    const at::Tensor w = weight->toTensor();
+    const auto& s = *sizes;
+    if (groups->toInt() == 1 && w.dim() == 4 && !(w.size(2) > 3 && w.size(3) > 3) && s[0] == 1 &&
+        s[0] * s[1] * s[2] * s[3] <= 20480)
+      ++found;
+  }
+  return found;
 }
 #endif
 
@@ -288,15 +329,23 @@ torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at
   // than the frozen graph (BatchNorm folded, constants propagated; its
   // small convolutions sent to oneDNN where that is faster, see
   // mkldnn_convolutions).
-  (void)notes;
-  torch::jit::Module frozen = traced_optimised(model, example, false, false);
+  torch::jit::Module traced_model = traced(model, example);
+  const int im2col = im2col_convolutions(traced_model);
+  torch::jit::Module frozen = torch::jit::freeze(traced_model);
+  bool direct_convolutions = false;
   if (example.device().is_cpu() && options.dtype() == at::kFloat && !channels_last) {
-    // A fresh module for the rewrite: a graph that has run keeps its plan.
-    torch::jit::Module direct = traced_optimised(model, example, false, false);
+    // A fresh module for the rewrite (a graph that has run keeps its plan),
+    // made only where a convolution would go to im2col: most models at
+    // their own size have none.
     try {
-      if (mkldnn_convolutions(direct.get_method("forward").graph()) > 0 &&
-          graph_error(model, direct, example) <= 1e-4 && ms_per_image(direct, example) < ms_per_image(frozen, example))
-        frozen = direct;
+      if (im2col > 0) {
+        torch::jit::Module direct = traced_optimised(model, example, false, false);
+        if (mkldnn_convolutions(direct.get_method("forward").graph()) > 0 && graph_error(model, direct, example) <= 1e-4 &&
+            ms_per_image(direct, example) < ms_per_image(frozen, example)) {
+          frozen = direct;
+          direct_convolutions = true;
+        }
+      }
     } catch (const std::exception&) {  // a convolution oneDNN does not take
     }
   }
@@ -309,6 +358,8 @@ torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at
     } catch (const std::exception&) {  // an op that takes no oneDNN tensor
     }
   }
+  if (direct_convolutions && notes)
+    notes->push_back("small convolutions call oneDNN directly (LibTorch's heuristic would use im2col)");
   return frozen;
 #endif
 }
@@ -324,20 +375,6 @@ torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at
 // and fuse them into quantized ops (quantized::conv2d, add_relu, linear:
 // oneDNN or QNNPACK kernels, weights prepacked), ops without a quantized
 // kernel staying float32 between a dequantize and a quantize.
-
-// The value a GetAttr chain from the graph's `self` (or a constant) holds.
-std::optional<c10::IValue> attr_value(torch::jit::Module& root, torch::jit::Value* v) {
-  torch::jit::Node* n = v->node();
-  if (v == v->owningGraph()->inputs().at(0)) return c10::IValue(root._ivalue());
-  if (n->kind() == c10::prim::Constant) return torch::jit::toIValue(v);
-  if (n->kind() != c10::prim::GetAttr) return std::nullopt;
-  const auto owner = attr_value(root, n->input(0));
-  if (!owner || !owner->isObject()) return std::nullopt;
-  const auto& obj = owner->toObjectRef();
-  const std::string name = n->s(c10::attr::name);
-  if (!obj.type()->hasAttribute(name)) return std::nullopt;
-  return obj.getAttr(name);
-}
 
 // Folds each eval-mode batch_norm that alone reads a convolution's output
 // into that convolution (new weight and bias attributes on `m`; the model's

@@ -11,7 +11,9 @@ side by side in one run, on the same decoded frames (vtest.avi scaled to
             (ptminfer's per-frame inference-ns); on CPUs with bfloat16
             instructions precision=bf16, and precision=int8 calibrated on
             a folder of 32 photographs (opencv-doc's), each with its top-1
-            agreement with fp32 on the same frames;
+            agreement with fp32 on the same frames; and batch-size=2
+            (frames batched in time in pairs: one frame of latency for
+            throughput), next to PyTorch's frozen graph at batch 2;
   PyTorch   forward only along each CPU path this torch has (eager; frozen:
             jit.freeze + optimize_for_inference; 2.x: torch.compile with
             Inductor's freezing; 2.6+: an AOTInductor package of the same
@@ -62,7 +64,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 VIDEO = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
 W, H = 1280, 720
-WARM = 5  # frames each pipeline classifies before the clock starts
+WARM = 12  # frames each pipeline classifies before the clock starts (whole batches of 1-4, 6)
 
 
 def decode(n):
@@ -151,6 +153,27 @@ def run_pipeline(frames, model, threads, middle, props=""):
         raise RuntimeError(f"{len(docs)} of {len(frames)} frames classified")
     return (len(frames) / elapsed, [d["inference_ms"] * 1e6 for d in docs],
             [d["results"][0]["class"] for d in docs], int8)
+
+
+def frozen_per_image(model, n, runs):
+    """PyTorch's frozen graph (freeze + optimize_for_inference, or freeze
+    alone where the conversion fails) at batch n: (ms an image, how), or None."""
+    import torch
+    from timing import median_ms
+    x = torch.randn(n, 3, 224, 224)
+    try:
+        with torch.no_grad():
+            f = torch.jit.freeze(torch.jit.trace(model, x))
+            how = "freeze+ofi"
+            try:
+                g = torch.jit.optimize_for_inference(f)
+                g(x)
+            except Exception:
+                g, how = f, "freeze"
+            return median_ms(lambda: g(x), runs) / n, how
+    except Exception as e:
+        print(f"frozen at batch {n}: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
 
 
 def ptm_child(a):
@@ -338,6 +361,10 @@ def main():
                       f"{fps3 / fps1:.2f}x fp32's; top-1 as fp32 on {agree}/{len(top1)} frames"))
             verdicts.append(f"{name}: bf16 pipeline ÷ fp32 pipeline = {fps3 / fps1:.2f} (criterion >= 2 for "
                             f"resnet18, resnet50), top-1 agreement {agree}/{len(top1)}")
+        fps6, _, top6, _ = ptm_pipeline(a, path, "", "batch-size=2")
+        agree = sum(x == y for x, y in zip(top1, top6))
+        r.append(("ptm pipeline: ptminfer batch-size=2", "pipeline-batched", 1000 / fps6,
+                  f"frames in pairs; top-1 as batch 1 on {agree}/{len(top1)} frames"))
         fps5, _, top5, status = ptm_pipeline(a, path, "", f"precision=int8 calibration={calibration}")
         agree = sum(x == y for x, y in zip(top1, top5))
         r.append(("ptm pipeline: ptminfer precision=int8", "pipeline-reduced", 1000 / fps5,
@@ -351,6 +378,9 @@ def main():
             r.append(("ptm forward only, .pt2 (ptminfer's own timing)", "forward", ns[len(ns) // 2] / 1e6, "median"))
         r.append(("PyTorch eager", "forward", tp.get("eager"), ""))
         r.append(("PyTorch frozen", "forward", tp.get("frozen"), tp.get("frozen_note", "")))
+        frozen2 = frozen_per_image(model, 2, a.runs)
+        r.append(("PyTorch frozen, batch 2 (a frame)", "forward-batched", frozen2[0] if frozen2 else None,
+                  frozen2[1] if frozen2 else "fails"))
         if int(torch.__version__.split(".")[0]) >= 2:
             r.append(("PyTorch torch.compile (freezing)", "forward", tp.get("compiled"), ""))
         if aoti:
@@ -388,6 +418,11 @@ def main():
                          "pipeline_ratio": "%.3f" % ratio if ratio else "", "note": note})
         if best:
             verdicts.append(f"{name}: pipeline ÷ PyTorch's best forward = {best / pipeline_ms:.2f} (criterion >= 1.0)")
+        batched = [m for p, k, m, _ in r if k == "pipeline-batched" and m]
+        if best and batched:
+            verdicts.append(f"{name}: batch-size=2 pipeline ÷ PyTorch's best forward (batch 1) = "
+                            f"{best / batched[0]:.2f}" + (f"; ÷ PyTorch frozen at batch 2 = {frozen2[0] / batched[0]:.2f}"
+                                                          if frozen2 else ""))
         mp_ms = [m for p, k, m, _ in r if p.startswith("ModelPipe") and m]
         if mp_ms:
             verdicts.append(f"{name}: pipeline ÷ ModelPipe end to end = {mp_ms[0] / pipeline_ms:.2f} (criterion >= 3)")
