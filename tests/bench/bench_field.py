@@ -155,27 +155,6 @@ def run_pipeline(frames, model, threads, middle, props=""):
             [d["results"][0]["class"] for d in docs], int8)
 
 
-def frozen_per_image(model, n, runs):
-    """PyTorch's frozen graph (freeze + optimize_for_inference, or freeze
-    alone where the conversion fails) at batch n: (ms an image, how), or None."""
-    import torch
-    from timing import median_ms
-    x = torch.randn(n, 3, 224, 224)
-    try:
-        with torch.no_grad():
-            f = torch.jit.freeze(torch.jit.trace(model, x))
-            how = "freeze+ofi"
-            try:
-                g = torch.jit.optimize_for_inference(f)
-                g(x)
-            except Exception:
-                g, how = f, "freeze"
-            return median_ms(lambda: g(x), runs) / n, how
-    except Exception as e:
-        print(f"frozen at batch {n}: {type(e).__name__}: {e}", file=sys.stderr)
-        return None
-
-
 def ptm_child(a):
     """--ptm MODEL MIDDLE PROPS: one pipeline in this process; prints its figures."""
     Gst.init(None)
@@ -308,7 +287,7 @@ def main():
     import torch
     import torchvision
     sys.path.insert(0, HERE)
-    from torch_forward import torch_paths
+    from torch_forward import attempt, frozen_ms, torch_paths
     Gst.init(None)
     torch.set_num_threads(a.threads)
     out = a.out or os.path.join(os.path.dirname(os.path.abspath(a.csv or a.fixtures + "/x")), "field-out")
@@ -378,7 +357,8 @@ def main():
             r.append(("ptm forward only, .pt2 (ptminfer's own timing)", "forward", ns[len(ns) // 2] / 1e6, "median"))
         r.append(("PyTorch eager", "forward", tp.get("eager"), ""))
         r.append(("PyTorch frozen", "forward", tp.get("frozen"), tp.get("frozen_note", "")))
-        frozen2 = frozen_per_image(model, 2, a.runs)
+        frozen2 = attempt("frozen at batch 2", name, lambda: frozen_ms(model, torch.cat([x, x]), a.runs))
+        frozen2 = (frozen2[0] / 2, frozen2[1]) if frozen2 else None
         r.append(("PyTorch frozen, batch 2 (a frame)", "forward-batched", frozen2[0] if frozen2 else None,
                   frozen2[1] if frozen2 else "fails"))
         if int(torch.__version__.split(".")[0]) >= 2:

@@ -33,6 +33,20 @@ def attempt(what, name, fn):
         return None
 
 
+def frozen_ms(model, x, runs):
+    """Median ms of PyTorch's frozen graph of `model` on `x` (freeze +
+    optimize_for_inference, or freeze alone where the conversion fails)
+    and which of the two ran."""
+    with torch.no_grad():
+        f = torch.jit.freeze(torch.jit.trace(model, x))
+        try:
+            g = torch.jit.optimize_for_inference(f)
+            g(x)
+            return median_ms(lambda: g(x), runs), "freeze+ofi"
+        except Exception:
+            return median_ms(lambda: f(x), runs), "freeze"
+
+
 def torch_paths(name, model, x, runs, out=None):
     """Median ms of `model` (eval mode) on `x` along each CPU path this torch
     has: eager, frozen (+ its note), compiled (2.x) and, where `out` is a
@@ -43,15 +57,7 @@ def torch_paths(name, model, x, runs, out=None):
     with torch.no_grad():
         r["eager"] = median_ms(lambda: model(x), runs)
 
-        def frozen():
-            f = torch.jit.freeze(torch.jit.trace(model, x))
-            try:
-                g = torch.jit.optimize_for_inference(f)
-                g(x)
-                return median_ms(lambda: g(x), runs), "freeze+ofi"
-            except Exception:
-                return median_ms(lambda: f(x), runs), "freeze"
-        fr = attempt("frozen", name, frozen)
+        fr = attempt("frozen", name, lambda: frozen_ms(model, x, runs))
         if fr:
             r["frozen"], r["frozen_note"] = fr
         if v2:
