@@ -120,17 +120,23 @@ def main():
     model = sys.argv[1] + "/resnet50.pth"
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 8.0
     # ~0.15 s a frame: 5x slower than the source, and enough frames in a run.
+    probed = []
+
+    def probe(s):
+        probed.append((s, seconds_a_frame(model, s)))
+        return probed[-1][1]
     size = 320
-    t = seconds_a_frame(model, size)
+    t = probe(size)
     if t is not None and t > 0.3:
         size = max(64, int(320 * (0.15 / t) ** 0.5) // 32 * 32)
-        t = seconds_a_frame(model, size)
+        t = probe(size)
         # Time does not follow the pixel count everywhere (LibTorch 2.x runs
         # small convolutions through other kernels): up again until a frame
         # takes 0.1 s, so that batches of 4 are slower than real time too.
         while t is not None and t < 0.1 and size < 320:
             size += 32
-            t = seconds_a_frame(model, size)
+            t = probe(size)
+    print("seconds a frame by size: " + ", ".join(f"{s} px {x}" for s, x in probed), flush=True)
     print(f"resnet50 at {size} px on one thread: {t} s a frame", flush=True)
     results = {}
     for name, extra in (("qos, batch-size 1", ""), ("qos, batch-size 4", "batch-size=4"),
