@@ -256,7 +256,10 @@ const ResamplePlan& Preprocessor::cached_plan(const FrameView& f) {
   have_plan_ = false;
   plan_ = plan(f);
   if (!plan_.empty()) {
-    htable_ = simd::make_htable(plan_.x_first, plan_.x_count, plan_.x_weights, plan_.kx, plan_.x_first.front());
+    PackedLayout l;
+    if (!packed_layout(f.format, &l)) l = {3, 0, 1, 2};  // converted to RGB rows first
+    htable_ = simd::make_htable(plan_.x_first, plan_.x_count, plan_.x_weights, plan_.kx, plan_.x_first.front(),
+                                l.bpp, l.r, l.g, l.b);
     vtable_ = simd::make_vtable(plan_.y_count, plan_.y_weights, plan_.ky);
   }
   plan_key_ = f;
@@ -310,8 +313,8 @@ void Preprocessor::resample_vector(const FrameView& f, const ResamplePlan& p, ui
       const int top = p.y_first[size_t(y)];
       const uint8_t* first = packed ? f.planes[0] + size_t(top) * stride + size_t(sx0) * bpp
                                     : &src_[size_t(top - sy0) * stride];
-      simd::vpass(vtable_, y, first, stride, sw * bpp, vrow_.data());
-      simd::hpass(htable_, vrow_.data(), vrow_.size(), l.bpp, l.r, l.g, l.b, hrow_.data());
+      simd::vpass(vtable_, y, first, stride, sw * bpp, vrow_.data(), kernels());
+      simd::hpass(htable_, vrow_.data(), vrow_.size(), l.bpp, l.r, l.g, l.b, hrow_.data(), kernels());
       std::copy(hrow_.begin(), hrow_.begin() + long(orow), out_row(y));
     }
     return;
@@ -330,10 +333,10 @@ void Preprocessor::resample_vector(const FrameView& f, const ResamplePlan& p, ui
       src = rgb_row_.data();
       readable = rgb_row_.size();
     }
-    simd::hpass(htable_, src, readable, l.bpp, l.r, l.g, l.b, &hpass_[size_t(y - sy0) * orow]);
+    simd::hpass(htable_, src, readable, l.bpp, l.r, l.g, l.b, &hpass_[size_t(y - sy0) * orow], kernels());
   }
   for (int y = 0; y < oh; ++y)
-    simd::vpass(vtable_, y, &hpass_[size_t(p.y_first[size_t(y)] - sy0) * orow], orow, orow, out_row(y));
+    simd::vpass(vtable_, y, &hpass_[size_t(p.y_first[size_t(y)] - sy0) * orow], orow, orow, out_row(y), kernels());
 }
 
 // The plain loops (the reference the vector kernels are tested against).

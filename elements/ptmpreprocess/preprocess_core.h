@@ -8,6 +8,7 @@
 // computed, so a full frame is never converted to float.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
@@ -122,10 +123,13 @@ class Preprocessor {
   // or format it cannot take.
   ResamplePlan plan(const FrameView& frame) const;
 
-  // The vector kernels (on where the CPU has them: AVX2) or the plain loops
-  // they are tested against; both give the same bytes.
-  void set_vector_kernels(bool on) { vector_ = on; }
-  bool vector_kernels() const { return vector_ && simd::available(); }
+  // The vector kernels (on where the CPU has them: AVX2, AVX-512 VBMI) or
+  // the plain loops they are tested against; all give the same bytes.
+  void set_vector_kernels(bool on) { kernels_ = on ? simd::best_kernels() : simd::Kernels::Plain; }
+  bool vector_kernels() const { return kernels() != simd::Kernels::Plain; }
+  // At most `k` (the best this CPU runs where it runs fewer).
+  void set_kernels(simd::Kernels k) { kernels_ = k; }
+  simd::Kernels kernels() const { return std::min(kernels_, simd::best_kernels()); }
 
  private:
   // The plan and kernel tables of the last frame layout seen (a stream's
@@ -136,7 +140,7 @@ class Preprocessor {
 
   PreprocessConfig config_;
   std::array<std::array<float, 256>, 3> lut_{};
-  bool vector_ = true;
+  simd::Kernels kernels_ = simd::best_kernels();
   bool have_plan_ = false;
   FrameView plan_key_;
   ResamplePlan plan_;

@@ -82,10 +82,9 @@ __attribute__((target("avx2"), always_inline)) inline __m256i hpair_avx2(const u
   return _mm256_add_epi32(_mm256_slli_epi32(hi, kSplit), lo);
 }
 
-// Two outputs a loop (hpair_avx2). Returns the first output it left to the
-// scalar loop (source bytes it may not read, or an odd one out).
-__attribute__((target("avx2"))) int hpass_avx2(const HTable& t, const uint8_t* src, size_t readable, int bpp, int r,
-                                               int g, int b, uint8_t* dst) {
+// The byte shuffle of hpair_avx2 for pixels of `bpp` bytes with R, G and B
+// at r, g, b: per lane, each channel's bytes at the two taps as int16s.
+__attribute__((target("avx2"), always_inline)) inline __m256i pair_mask(int bpp, int r, int g, int b) {
   alignas(32) int8_t m[32];
   const int at[3] = {r, g, b};
   for (int lane = 0; lane < 2; ++lane) {
@@ -98,35 +97,120 @@ __attribute__((target("avx2"))) int hpass_avx2(const HTable& t, const uint8_t* s
     }
     for (int i = 12; i < 16; ++i) l[i] = -128;
   }
-  const __m256i mask = _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
-  const __m256i round = _mm256_set1_epi32(1 << (kBits - 1));
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
+}
+
+// Output pair q (outputs 2q and 2q + 1) into dst, and one byte after it;
+// false (nothing written) where its reads would pass `readable`.
+__attribute__((target("avx2"), always_inline)) inline bool hpair_out(const HTable& t, int q, const uint8_t* src,
+                                                                     size_t readable, int bpp, __m256i mask,
+                                                                     uint8_t* dst) {
+  if (size_t(t.reach[size_t(q)]) * size_t(bpp) + 16 > readable) return false;
   const size_t step = size_t(2 * bpp);
+  const uint8_t* pa = src + size_t(t.first[size_t(2 * q)]) * size_t(bpp);
+  const uint8_t* pb = src + size_t(t.first[size_t(2 * q + 1)]) * size_t(bpp);
+  const __m256i* w = reinterpret_cast<const __m256i*>(&t.vectors[t.offset[size_t(q)]]);
+  const int n = t.steps[size_t(q)];
+  __m256i v;
+  switch (n) {  // the usual tap counts, unrolled (2x to 4x shrinks: 5 to 9 taps)
+    case 2: v = hpair_avx2<2>(pa, pb, step, w, n, mask); break;
+    case 3: v = hpair_avx2<3>(pa, pb, step, w, n, mask); break;
+    case 4: v = hpair_avx2<4>(pa, pb, step, w, n, mask); break;
+    case 5: v = hpair_avx2<5>(pa, pb, step, w, n, mask); break;
+    case 6: v = hpair_avx2<6>(pa, pb, step, w, n, mask); break;
+    default: v = hpair_avx2<0>(pa, pb, step, w, n, mask); break;
+  }
+  v = _mm256_srai_epi32(_mm256_add_epi32(v, _mm256_set1_epi32(1 << (kBits - 1))), kBits);
+  v = _mm256_packs_epi32(v, v);
+  v = _mm256_packus_epi16(v, v);  // lane 0: A's R, G, B, 0; lane 1: B's
+  const int32_t a = _mm256_cvtsi256_si32(v), c = _mm_cvtsi128_si32(_mm256_extracti128_si256(v, 1));
+  std::memcpy(dst + size_t(q) * 6, &a, 4);
+  std::memcpy(dst + size_t(q) * 6 + 3, &c, 4);  // over A's fourth byte
+  return true;
+}
+
+// Two outputs a loop (hpair_avx2). Returns the first output it left to the
+// scalar loop (source bytes it may not read, or an odd one out).
+__attribute__((target("avx2"))) int hpass_avx2(const HTable& t, const uint8_t* src, size_t readable, int bpp, int r,
+                                               int g, int b, uint8_t* dst) {
+  const __m256i mask = pair_mask(bpp, r, g, b);
   const int pairs = t.outputs / 2;
   int q = 0;
-  for (; q < pairs; ++q) {
-    if (size_t(t.reach[size_t(q)]) * size_t(bpp) + 16 > readable) break;
-    const uint8_t* pa = src + size_t(t.first[size_t(2 * q)]) * size_t(bpp);
-    const uint8_t* pb = src + size_t(t.first[size_t(2 * q + 1)]) * size_t(bpp);
-    const __m256i* w = reinterpret_cast<const __m256i*>(&t.vectors[t.offset[size_t(q)]]);
-    const int n = t.steps[size_t(q)];
-    __m256i v;
-    switch (n) {  // the usual tap counts, unrolled (2x to 4x shrinks: 5 to 9 taps)
-      case 2: v = hpair_avx2<2>(pa, pb, step, w, n, mask); break;
-      case 3: v = hpair_avx2<3>(pa, pb, step, w, n, mask); break;
-      case 4: v = hpair_avx2<4>(pa, pb, step, w, n, mask); break;
-      case 5: v = hpair_avx2<5>(pa, pb, step, w, n, mask); break;
-      case 6: v = hpair_avx2<6>(pa, pb, step, w, n, mask); break;
-      default: v = hpair_avx2<0>(pa, pb, step, w, n, mask); break;
-    }
-    v = _mm256_srai_epi32(_mm256_add_epi32(v, round), kBits);
-    v = _mm256_packs_epi32(v, v);
-    v = _mm256_packus_epi16(v, v);  // lane 0: A's R, G, B, 0; lane 1: B's
-    const int32_t a = _mm256_cvtsi256_si32(v), c = _mm_cvtsi128_si32(_mm256_extracti128_si256(v, 1));
-    std::memcpy(dst + size_t(q) * 6, &a, 4);
-    std::memcpy(dst + size_t(q) * 6 + 3, &c, 4);  // over A's fourth byte
-  }
+  while (q < pairs && hpair_out(t, q, src, readable, bpp, mask, dst)) ++q;
   return 2 * q;
 }
+
+// GCC 12 takes the placeholder its AVX-512 intrinsics pass for unused
+// merge sources (_mm512_undefined_epi32) for an uninitialised read.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// One output quad, one per 128-bit lane: a step loads the 128 bytes from
+// the quad's next two taps on, and one two-source byte permute (VBMI)
+// spreads each output's R, G and B at its two taps over int16 pairs (the
+// quad's `index`; the int16s' high bytes zeroed by the mask), multiply-added
+// with the low and high weights as in hpair_avx2.
+template <int STEPS>
+__attribute__((target("avx2,avx512f,avx512bw,avx512vbmi"), always_inline)) inline __m512i hquad_avx512(
+    const uint8_t* p, size_t step, const __m512i* w, int n, __m512i index) {
+  constexpr __mmask64 kLowBytes = 0x0555055505550555ull;  // per lane: bytes 0, 2, ..., 10
+  __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+  const int steps = STEPS > 0 ? STEPS : n;
+#pragma GCC unroll 8
+  for (int j = 0; j < steps; ++j) {
+    const uint8_t* at = p + size_t(j) * step;
+    const __m512i d =
+        _mm512_maskz_permutex2var_epi8(kLowBytes, _mm512_loadu_si512(at), index, _mm512_loadu_si512(at + 64));
+    lo = _mm512_add_epi32(lo, _mm512_madd_epi16(d, _mm512_loadu_si512(w + 2 * j)));
+    hi = _mm512_add_epi32(hi, _mm512_madd_epi16(d, _mm512_loadu_si512(w + 2 * j + 1)));
+  }
+  return _mm512_add_epi32(_mm512_slli_epi32(hi, kSplit), lo);
+}
+
+// Four outputs a loop (hquad_avx512); a quad whose pixels lie too far apart
+// for its loads, or whose loads would pass `readable`, runs as two pairs.
+// Returns the first output it left to the scalar loop.
+__attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vbmi"))) int hpass_avx512(const HTable& t,
+                                                                                     const uint8_t* src,
+                                                                                     size_t readable, int bpp, int r,
+                                                                                     int g, int b, uint8_t* dst) {
+  const __m256i mask = pair_mask(bpp, r, g, b);
+  const __m512i round = _mm512_set1_epi32(1 << (kBits - 1));
+  const __m128i compact = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+  const size_t step = size_t(2 * bpp);
+  const int quads = t.outputs / 4;
+  for (int q = 0; q < quads; ++q) {
+    const int reach = t.quad_reach[size_t(q)];
+    if (reach < 0 || size_t(reach) * size_t(bpp) + 128 > readable) {
+      if (!hpair_out(t, 2 * q, src, readable, bpp, mask, dst)) return 4 * q;
+      if (!hpair_out(t, 2 * q + 1, src, readable, bpp, mask, dst)) return 4 * q + 2;
+      continue;
+    }
+    const uint8_t* p = src + size_t(t.quad_first[size_t(q)]) * size_t(bpp);
+    const __m512i* w = reinterpret_cast<const __m512i*>(&t.quad_vectors[t.quad_offset[size_t(q)]]);
+    const __m512i index = _mm512_loadu_si512(&t.quad_index[size_t(q) * 64]);
+    const int n = t.quad_steps[size_t(q)];
+    __m512i v;
+    switch (n) {
+      case 2: v = hquad_avx512<2>(p, step, w, n, index); break;
+      case 3: v = hquad_avx512<3>(p, step, w, n, index); break;
+      case 4: v = hquad_avx512<4>(p, step, w, n, index); break;
+      case 5: v = hquad_avx512<5>(p, step, w, n, index); break;
+      case 6: v = hquad_avx512<6>(p, step, w, n, index); break;
+      default: v = hquad_avx512<0>(p, step, w, n, index); break;
+    }
+    v = _mm512_max_epi32(_mm512_srai_epi32(_mm512_add_epi32(v, round), kBits), _mm512_setzero_si512());
+    // Unsigned saturation clips above 255; R, G, B, 0 a lane -> 12 bytes.
+    const __m128i bytes = _mm_shuffle_epi8(_mm512_cvtusepi32_epi8(v), compact);
+    _mm_mask_storeu_epi8(dst + size_t(q) * 12, __mmask16(0x0FFF), bytes);
+  }
+  const int pairs = t.outputs / 2;
+  int q = 2 * quads;
+  while (q < pairs && hpair_out(t, q, src, readable, bpp, mask, dst)) ++q;
+  return 2 * q;
+}
+
+#pragma GCC diagnostic pop
 
 // 16 bytes a loop: each step interleaves two tap rows' bytes into int16
 // pairs and multiply-adds them with the pair's weights. Returns the bytes done.
@@ -177,8 +261,26 @@ bool available() {
 #endif
 }
 
+Kernels best_kernels() {
+#ifdef PTM_SIMD_X86
+  static const bool avx512 = available() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi");
+  return avx512 ? Kernels::Avx512 : available() ? Kernels::Avx2 : Kernels::Plain;
+#else
+  return Kernels::Plain;
+#endif
+}
+
+const char* kernels_name(Kernels k) {
+  switch (k) {
+    case Kernels::Avx512: return "AVX-512 VBMI";
+    case Kernels::Avx2: return "AVX2";
+    default: return "plain loops";
+  }
+}
+
 HTable make_htable(const std::vector<int32_t>& first, const std::vector<int32_t>& count,
-                   const std::vector<int32_t>& weights, int k, int origin) {
+                   const std::vector<int32_t>& weights, int k, int origin, int bpp, int r, int g, int b) {
   HTable t;
   t.outputs = int(first.size());
   t.k = k;
@@ -199,6 +301,37 @@ HTable make_htable(const std::vector<int32_t>& first, const std::vector<int32_t>
     for (int j = 0; j < steps; ++j) {
       for (size_t x : {a, b}) t.vectors.insert(t.vectors.end(), 4, low_pair(w(x, 2 * j), w(x, 2 * j + 1)));
       for (size_t x : {a, b}) t.vectors.insert(t.vectors.end(), 4, high_pair(w(x, 2 * j), w(x, 2 * j + 1)));
+    }
+  }
+  const int quads = t.outputs / 4;
+  const int at[3] = {r, g, b};
+  t.quad_index.assign(size_t(quads) * 64, 0);
+  for (int q = 0; q < quads; ++q) {
+    const size_t x0 = size_t(4 * q);
+    int steps = 0, reach = t.first[x0];
+    bool fits = true;
+    for (size_t x = x0; x < x0 + 4; ++x) {
+      const int d = t.first[x] - t.first[x0];
+      steps = std::max(steps, (count[x] + 1) / 2);
+      // Each lane reads its output's two taps at d and d + 1 pixels into
+      // the step's 128 bytes.
+      if (d < 0 || (d + 1) * bpp + std::max({r, g, b}) > 127) fits = false;
+      for (int c = 0; c < 3 && fits; ++c) {
+        uint8_t* lane = &t.quad_index[size_t(q) * 64 + (x - x0) * 16];
+        lane[4 * c] = uint8_t(d * bpp + at[c]);
+        lane[4 * c + 2] = uint8_t((d + 1) * bpp + at[c]);
+      }
+    }
+    t.quad_first.push_back(t.first[x0]);
+    t.quad_steps.push_back(steps);
+    t.quad_reach.push_back(fits ? reach + 2 * (steps - 1) : -1);
+    t.quad_offset.push_back(t.quad_vectors.size());
+    auto w = [&](size_t x, int i) { return i < count[x] ? weights[x * size_t(k) + size_t(i)] : 0; };
+    for (int j = 0; j < steps; ++j) {
+      for (size_t x = x0; x < x0 + 4; ++x)
+        t.quad_vectors.insert(t.quad_vectors.end(), 4, low_pair(w(x, 2 * j), w(x, 2 * j + 1)));
+      for (size_t x = x0; x < x0 + 4; ++x)
+        t.quad_vectors.insert(t.quad_vectors.end(), 4, high_pair(w(x, 2 * j), w(x, 2 * j + 1)));
     }
   }
   return t;
@@ -223,20 +356,26 @@ VTable make_vtable(const std::vector<int32_t>& count, const std::vector<int32_t>
   return t;
 }
 
-void hpass(const HTable& t, const uint8_t* src, size_t readable, int bpp, int r, int g, int b, uint8_t* dst) {
+void hpass(const HTable& t, const uint8_t* src, size_t readable, int bpp, int r, int g, int b, uint8_t* dst,
+           Kernels kernels) {
   int from = 0;
+  kernels = std::min(kernels, best_kernels());
 #ifdef PTM_SIMD_X86
-  if (t.vector && available()) from = hpass_avx2(t, src, readable, bpp, r, g, b, dst);
+  if (t.vector && kernels == Kernels::Avx512) from = hpass_avx512(t, src, readable, bpp, r, g, b, dst);
+  else if (t.vector && kernels == Kernels::Avx2) from = hpass_avx2(t, src, readable, bpp, r, g, b, dst);
 #else
   (void)readable;
 #endif
   hpass_scalar(t, src, bpp, r, g, b, from, dst);
 }
 
-void vpass(const VTable& t, int y, const uint8_t* first, size_t stride, size_t bytes, uint8_t* dst) {
+void vpass(const VTable& t, int y, const uint8_t* first, size_t stride, size_t bytes, uint8_t* dst, Kernels kernels) {
   size_t from = 0;
 #ifdef PTM_SIMD_X86
-  if (t.vector && available()) from = vpass_avx2(t, y, first, stride, bytes, dst);
+  if (t.vector && std::min(kernels, best_kernels()) != Kernels::Plain)
+    from = vpass_avx2(t, y, first, stride, bytes, dst);
+#else
+  (void)kernels;
 #endif
   vpass_scalar(t, y, first, stride, from, bytes, dst);
 }
