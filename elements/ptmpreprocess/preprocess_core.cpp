@@ -288,6 +288,7 @@ void Preprocessor::resample_vector(const FrameView& f, const ResamplePlan& p, ui
   const int sx0 = p.x_first.front(), sx1 = p.x_first.back() + p.x_count.back();
   const int sy0 = p.y_first.front(), sy1 = p.y_first.back() + p.y_count.back();
   const size_t sw = size_t(sx1 - sx0), orow = size_t(ow) * 3;
+  const simd::Kernels k = kernels();
   PackedLayout l;
   const bool packed = packed_layout(f.format, &l);
   if (!packed) l = {3, 0, 1, 2};
@@ -313,8 +314,8 @@ void Preprocessor::resample_vector(const FrameView& f, const ResamplePlan& p, ui
       const int top = p.y_first[size_t(y)];
       const uint8_t* first = packed ? f.planes[0] + size_t(top) * stride + size_t(sx0) * bpp
                                     : &src_[size_t(top - sy0) * stride];
-      simd::vpass(vtable_, y, first, stride, sw * bpp, vrow_.data(), kernels());
-      simd::hpass(htable_, vrow_.data(), vrow_.size(), l.bpp, l.r, l.g, l.b, hrow_.data(), kernels());
+      simd::vpass(vtable_, y, first, stride, sw * bpp, vrow_.data(), k);
+      simd::hpass(htable_, vrow_.data(), vrow_.size(), l.bpp, l.r, l.g, l.b, hrow_.data(), k);
       std::copy(hrow_.begin(), hrow_.begin() + long(orow), out_row(y));
     }
     return;
@@ -333,10 +334,10 @@ void Preprocessor::resample_vector(const FrameView& f, const ResamplePlan& p, ui
       src = rgb_row_.data();
       readable = rgb_row_.size();
     }
-    simd::hpass(htable_, src, readable, l.bpp, l.r, l.g, l.b, &hpass_[size_t(y - sy0) * orow], kernels());
+    simd::hpass(htable_, src, readable, l.bpp, l.r, l.g, l.b, &hpass_[size_t(y - sy0) * orow], k);
   }
   for (int y = 0; y < oh; ++y)
-    simd::vpass(vtable_, y, &hpass_[size_t(p.y_first[size_t(y)] - sy0) * orow], orow, orow, out_row(y), kernels());
+    simd::vpass(vtable_, y, &hpass_[size_t(p.y_first[size_t(y)] - sy0) * orow], orow, orow, out_row(y), k);
 }
 
 // The plain loops (the reference the vector kernels are tested against).

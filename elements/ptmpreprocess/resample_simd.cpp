@@ -290,6 +290,8 @@ HTable make_htable(const std::vector<int32_t>& first, const std::vector<int32_t>
   t.weights = weights;
   t.vector = std::all_of(weights.begin(), weights.end(), splits);
   if (!t.vector) return t;
+  // Output x's tap i (0 past its count).
+  auto w = [&](size_t x, int i) { return i < count[x] ? weights[x * size_t(k) + size_t(i)] : 0; };
   const int pairs = t.outputs / 2;
   for (int q = 0; q < pairs; ++q) {
     const size_t a = size_t(2 * q), b = a + 1;
@@ -297,7 +299,6 @@ HTable make_htable(const std::vector<int32_t>& first, const std::vector<int32_t>
     t.steps.push_back(steps);
     t.reach.push_back(std::max(t.first[a], t.first[b]) + 2 * (steps - 1));
     t.offset.push_back(t.vectors.size());
-    auto w = [&](size_t x, int i) { return i < count[x] ? weights[x * size_t(k) + size_t(i)] : 0; };
     for (int j = 0; j < steps; ++j) {
       for (size_t x : {a, b}) t.vectors.insert(t.vectors.end(), 4, low_pair(w(x, 2 * j), w(x, 2 * j + 1)));
       for (size_t x : {a, b}) t.vectors.insert(t.vectors.end(), 4, high_pair(w(x, 2 * j), w(x, 2 * j + 1)));
@@ -326,7 +327,6 @@ HTable make_htable(const std::vector<int32_t>& first, const std::vector<int32_t>
     t.quad_steps.push_back(steps);
     t.quad_reach.push_back(fits ? reach + 2 * (steps - 1) : -1);
     t.quad_offset.push_back(t.quad_vectors.size());
-    auto w = [&](size_t x, int i) { return i < count[x] ? weights[x * size_t(k) + size_t(i)] : 0; };
     for (int j = 0; j < steps; ++j) {
       for (size_t x = x0; x < x0 + 4; ++x)
         t.quad_vectors.insert(t.quad_vectors.end(), 4, low_pair(w(x, 2 * j), w(x, 2 * j + 1)));
