@@ -41,6 +41,7 @@
 #include <set>
 
 #include "architectures.h"
+#include "dnnl_graph.h"
 #include "error.h"
 #include "labels.h"
 #include "model_folder.h"
@@ -319,8 +320,8 @@ double ms_per_image(torch::jit::Module& m, const at::Tensor& x) {
 
 // The optimised graph of `model` at size x size, checked where LibTorch 1.13
 // is known to compute wrongly (see dnnl_eltwise).
-torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
-                             bool channels_last, std::vector<std::string>* notes = nullptr) {
+torch::jit::Module optimised_graph(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
+                                   bool channels_last, std::vector<std::string>* notes) {
   at::Tensor example = torch::rand({1, 3, size, size}, options);
   if (channels_last) example = example.contiguous(at::MemoryFormat::ChannelsLast);
 #if TORCH_VERSION_MAJOR < 2
@@ -385,6 +386,78 @@ torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at
 #endif
 }
 
+
+std::string ms_text(double ms) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f", ms);
+  return b;
+}
+
+#if PTM_HAVE_DNNL
+// The model's graph on ptm's oneDNN executor (models/dnnl_graph.h), kept
+// where it matches the model as LibTorch's graph must (1e-4 of the largest
+// logit) and runs faster than `chosen` on this machine: timed in turns,
+// median of five each. nullptr otherwise, with a note where it differed.
+std::shared_ptr<DnnlGraph> dnnl_graph(ClassifierModuleImpl& model, int64_t size, torch::jit::Module& chosen,
+                                      std::vector<std::string>* notes) {
+  const char* off = std::getenv("PTM_DNNL_GRAPH");
+  if (off && std::string(off) == "0") return nullptr;
+  torch::NoGradGuard no_grad;
+  const at::Tensor example = torch::rand({1, 3, size, size});
+  std::string why;
+  std::shared_ptr<DnnlGraph> g;
+  try {
+    torch::jit::Module frozen = torch::jit::freeze(traced(model, example));
+    g = DnnlGraph::compile(frozen, &why);
+    if (!g) return nullptr;  // an op it does not take: LibTorch's graph runs
+    const at::Tensor want = model.forward(example), got = g->run(example);
+    const double err = (got - want).abs().max().item<double>() / std::max(1.0, want.abs().max().item<double>());
+    if (!(err <= 1e-4)) {
+      if (notes)
+        notes->push_back("oneDNN graph executor not used: it differed from the model by " + std::to_string(err) +
+                         " of the largest logit");
+      return nullptr;
+    }
+    std::vector<double> mine, theirs;
+    for (int i = 0; i < 6; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      g->run(example);
+      auto t1 = std::chrono::steady_clock::now();
+      chosen.forward({example});
+      auto t2 = std::chrono::steady_clock::now();
+      if (i == 0) continue;  // warm-up
+      mine.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      theirs.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+    }
+    std::sort(mine.begin(), mine.end());
+    std::sort(theirs.begin(), theirs.end());
+    if (!(mine[2] < theirs[2])) return nullptr;
+    if (notes)
+      notes->push_back("runs on ptm's oneDNN graph executor (oneDNN " + DnnlGraph::version() + ": " +
+                       std::to_string(g->fused_activations()) + " convolutions with their activation fused, " +
+                       std::to_string(g->fused_adds()) + " with their residual add; " + ms_text(mine[2]) +
+                       " against LibTorch's graph's " + ms_text(theirs[2]) + " ms at load)");
+    return g;
+  } catch (const std::exception& e) {
+    if (notes) notes->push_back("oneDNN graph executor not used: " + error_text(e));
+    return nullptr;
+  }
+}
+#endif
+
+// The optimised graph (optimised_graph) and, for float32 on the CPU, the
+// oneDNN executor where it is faster (`dnnl` null: not wanted).
+torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
+                             bool channels_last, std::vector<std::string>* notes,
+                             std::shared_ptr<DnnlGraph>* dnnl) {
+  torch::jit::Module m = optimised_graph(model, size, options, channels_last, notes);
+  if (dnnl) *dnnl = nullptr;
+#if PTM_HAVE_DNNL
+  if (dnnl && options.device().is_cpu() && options.dtype() == at::kFloat && !channels_last)
+    *dnnl = dnnl_graph(model, size, m, notes);
+#endif
+  return m;
+}
 
 // ---- int8: LibTorch's graph-mode post-training quantization ----
 //
@@ -572,12 +645,6 @@ std::string calibrating_text(int64_t left) {
   return "calibrating (" + std::to_string(left) + (left == 1 ? " image" : " images") + " to go)";
 }
 
-std::string ms_text(double ms) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%.2f", ms);
-  return b;
-}
-
 torch::Device parse_device(const std::string& name) {
   try {
     return torch::Device(name.empty() ? std::string("cpu") : name);
@@ -616,6 +683,9 @@ struct Classifier::Impl {
   ClassifierModulePtr eager;
   torch::jit::Module script;
   bool use_script = false;
+  // The script's graph on ptm's oneDNN executor, where faster (float32 on
+  // the CPU; see dnnl_graph()).
+  std::shared_ptr<DnnlGraph> dnnl;
   // The optimised graph of a built-in model is traced at one image size
   // (oneDNN's adaptive pooling, for one, needs divisible sizes): other
   // sizes run the eager module. 0 = any size (TorchScript files).
@@ -695,6 +765,7 @@ struct Classifier::Impl {
         if ((calibration_left -= x.size(0)) <= 0) finish_int8(x);
         return y;
       }
+      if (dnnl && x.device().is_cpu() && x.scalar_type() == at::kFloat) return dnnl->run(x);
       return script.forward({x}).toTensor();
     }
     return eager->forward(x);
@@ -913,7 +984,7 @@ void Classifier::Impl::build_script() {
   if (!script_pending) return;
   script_pending = false;
   try {
-    script = optimised(*eager, info.crop_size, options(), channels_last, &info.notes);
+    script = optimised(*eager, info.crop_size, options(), channels_last, &info.notes, int8 ? nullptr : &dnnl);
     use_script = true;
     script_size = info.crop_size;
   } catch (const std::exception& e) {  // LibTorch's c10::Error included
@@ -1245,7 +1316,7 @@ std::string Classifier::set_input_size(int size) {
   }
   if (im.eager && im.use_script && im.script_size != 0) {
     try {
-      im.script = optimised(*im.eager, size, im.options(), im.channels_last, &im.info.notes);
+      im.script = optimised(*im.eager, size, im.options(), im.channels_last, &im.info.notes, im.int8 ? nullptr : &im.dnnl);
       im.script_size = size;
     } catch (const std::exception& e) {
       im.use_script = false;
@@ -1491,6 +1562,30 @@ void Classifier::warm_up() {
     throw ModelError("inference failed: " + c10_message(e));
   }
   im.calibration_left = left;
+}
+
+double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector<int64_t>& batches, std::string* why) {
+#if PTM_HAVE_DNNL
+  torch::NoGradGuard no_grad;
+  m.eval();
+  torch::jit::Module frozen = torch::jit::freeze(traced(m, torch::rand({1, 3, size, size})));
+  const std::unique_ptr<DnnlGraph> g = DnnlGraph::compile(frozen, why);
+  if (!g) return -1;
+  double worst = 0;
+  for (const int64_t n : batches) {
+    const at::Tensor x = torch::randn({n, 3, size, size});
+    const at::Tensor want = m.forward(x), got = g->run(x);
+    if (got.sizes() != want.sizes())
+      throw ModelError("the oneDNN graph gave " + shape_str(got.sizes().vec()) + ", the model " +
+                       shape_str(want.sizes().vec()));
+    worst = std::max(worst, (got - want).abs().max().item<double>() / std::max(1.0, want.abs().max().item<double>()));
+  }
+  return worst;
+#else
+  (void)m, (void)size, (void)batches;
+  if (why) *why = "this build has no oneDNN graph executor (libdnnl-dev absent, or a LibTorch of its own oneDNN)";
+  return -1;
+#endif
 }
 
 std::vector<Prediction> top_k(const float* scores, int64_t count, int k) {

@@ -162,4 +162,12 @@ class Classifier {
 std::vector<Prediction> top_k(const float* scores, int64_t count, int k);
 void softmax_inplace(float* scores, int64_t count);
 
+class ClassifierModuleImpl;
+// For tests: the float32 graph of built-in model `m` as a Classifier makes
+// it (traced at size x size, frozen) run on ptm's oneDNN executor against
+// the model itself, on random images at each batch size in `batches`: the
+// largest difference relative to max(1, the largest logit). -1 with `why`
+// set where the executor does not take the graph or this build has none.
+double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector<int64_t>& batches, std::string* why);
+
 }  // namespace ptm

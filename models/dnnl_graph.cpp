@@ -1,0 +1,904 @@
+#include "dnnl_graph.h"
+
+#include <torch/script.h>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "error.h"
+
+#if DNNL_VERSION_MAJOR >= 3
+#define PTM_DNNL3 1
+#else
+#define PTM_DNNL3 0
+#endif
+
+namespace ptm {
+
+namespace {
+
+using dnnl::algorithm;
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+using Dims = memory::dims;
+
+// One elementwise step (an activation may take two: hardsigmoid).
+struct Act {
+  algorithm alg;
+  float alpha = 0, beta = 0;
+};
+
+enum class Kind { Conv, Act, Add, Mul, Scale, MaxPool, AvgPool, AdaptivePool, Flatten, Linear, Cat, Alias };
+
+// An op of the graph, its tensors named by value ids.
+struct Op {
+  Kind kind;
+  std::string name;  // the node's kind, for messages
+  std::vector<int> in;
+  int out = -1;
+  at::Tensor weight, bias;  // Conv, Linear (contiguous float32)
+  std::vector<int64_t> stride, padding, dilation, kernel, out_size;
+  int64_t groups = 1;
+  bool ceil_mode = false, count_include_pad = true;
+  bool keepdim = true;  // AdaptivePool from aten::mean: false drops H and W
+  std::vector<Act> acts;       // Act; Conv: fused before the sum
+  int sum = -1;                // Conv: the value its output is added to
+  std::vector<Act> after_sum;  // Conv: fused after the sum
+  float scale = 1;             // Scale
+  bool dead = false;           // fused into a later op
+};
+
+std::optional<std::vector<int64_t>> ints(torch::jit::Value* v) {
+  torch::jit::Node* n = v->node();
+  std::vector<int64_t> r;
+  if (n->kind() == c10::prim::ListConstruct) {
+    for (torch::jit::Value* i : n->inputs()) {
+      const auto x = torch::jit::toIValue(i);
+      if (!x || !x->isInt()) return std::nullopt;
+      r.push_back(x->toInt());
+    }
+    return r;
+  }
+  const auto x = torch::jit::toIValue(v);
+  if (!x) return std::nullopt;
+  if (x->isInt()) return std::vector<int64_t>{x->toInt()};
+  if (x->isIntList()) return x->toIntVector();
+  return std::nullopt;
+}
+
+std::optional<double> number(torch::jit::Value* v) {
+  const auto x = torch::jit::toIValue(v);
+  if (!x) return std::nullopt;
+  if (x->isDouble()) return x->toDouble();
+  if (x->isInt()) return double(x->toInt());
+  return std::nullopt;
+}
+
+std::optional<bool> boolean(torch::jit::Value* v) {
+  const auto x = torch::jit::toIValue(v);
+  if (!x || !x->isBool()) return std::nullopt;
+  return x->toBool();
+}
+
+bool is_none(torch::jit::Value* v) {
+  const auto x = torch::jit::toIValue(v);
+  return x && x->isNone();
+}
+
+// A constant float tensor input (a frozen weight), contiguous float32;
+// undefined for None.
+std::optional<at::Tensor> constant_tensor(torch::jit::Value* v) {
+  const auto x = torch::jit::toIValue(v);
+  if (!x) return std::nullopt;
+  if (x->isNone()) return at::Tensor();
+  if (!x->isTensor()) return std::nullopt;
+  at::Tensor t = x->toTensor();
+  if (!t.device().is_cpu() || t.scalar_type() != at::kFloat) return std::nullopt;
+  return t.contiguous();
+}
+
+// Two-element spatial parameters (PyTorch takes one for both sides).
+std::optional<std::vector<int64_t>> pair(torch::jit::Value* v) {
+  auto x = ints(v);
+  if (!x) return std::nullopt;
+  if (x->size() == 1) x->push_back(x->front());
+  if (x->size() != 2) return std::nullopt;
+  return x;
+}
+
+std::optional<std::vector<Act>> activation(torch::jit::Node* n) {
+  std::string k = n->kind().toQualString();
+  if (k.size() > 1 && k.back() == '_') k.pop_back();
+  if (k == "aten::relu") return std::vector<Act>{{algorithm::eltwise_relu, 0, 0}};
+  if (k == "aten::relu6") return std::vector<Act>{{algorithm::eltwise_clip, 0, 6}};
+  if (k == "aten::silu") return std::vector<Act>{{algorithm::eltwise_swish, 1, 0}};
+  if (k == "aten::sigmoid") return std::vector<Act>{{algorithm::eltwise_logistic, 0, 0}};
+  if (k == "aten::tanh") return std::vector<Act>{{algorithm::eltwise_tanh, 0, 0}};
+  if (k == "aten::hardswish") return std::vector<Act>{{algorithm::eltwise_hardswish, 1.f / 6, 0.5f}};
+  if (k == "aten::hardsigmoid")
+    return std::vector<Act>{{algorithm::eltwise_linear, 1.f / 6, 0.5f}, {algorithm::eltwise_clip, 0, 1}};
+  if (k == "aten::hardtanh" && n->inputs().size() == 3) {
+    const auto lo = number(n->input(1)), hi = number(n->input(2));
+    if (!lo || !hi) return std::nullopt;
+    return std::vector<Act>{{algorithm::eltwise_clip, float(*lo), float(*hi)}};
+  }
+  if (k == "aten::leaky_relu" && n->inputs().size() == 2) {
+    const auto slope = number(n->input(1));
+    if (!slope) return std::nullopt;
+    return std::vector<Act>{{algorithm::eltwise_relu, float(*slope), 0}};
+  }
+  if (k == "aten::gelu") {
+    if (n->inputs().size() == 1) return std::vector<Act>{{algorithm::eltwise_gelu_erf, 0, 0}};
+    const auto how = torch::jit::toIValue(n->input(1));
+    if (how && how->isString() && how->toStringRef() == "none")
+      return std::vector<Act>{{algorithm::eltwise_gelu_erf, 0, 0}};
+    if (how && how->isString() && how->toStringRef() == "tanh")
+      return std::vector<Act>{{algorithm::eltwise_gelu_tanh, 0, 0}};
+  }
+  return std::nullopt;
+}
+
+struct Parsed {
+  std::vector<Op> ops;
+  int input = -1, output = -1, values = 0;
+};
+
+// The graph as ops, or the reason it cannot be.
+std::optional<Parsed> parse(const std::shared_ptr<torch::jit::Graph>& g, std::string& why) {
+  Parsed p;
+  std::unordered_map<torch::jit::Value*, int> id;
+  if (g->inputs().size() != 2 || g->outputs().size() != 1) {
+    why = "the graph does not take one tensor and return one";
+    return std::nullopt;
+  }
+  id[g->inputs()[1]] = p.input = p.values++;
+  auto tensor_in = [&](torch::jit::Value* v) -> int {
+    const auto it = id.find(v);
+    return it == id.end() ? -1 : it->second;
+  };
+  for (torch::jit::Node* n : g->nodes()) {
+    const std::string k = n->kind().toQualString();
+    if (k == "prim::Constant" || k == "prim::ListConstruct") continue;  // read by their users
+    Op op;
+    op.name = k;
+    const auto fail = [&](const std::string& what) {
+      why = k + ": " + what;
+      return std::nullopt;
+    };
+    if (n->outputs().size() != 1) return fail("more than one output");
+    const int x = n->inputs().empty() ? -1 : tensor_in(n->input(0));
+    if (k == "aten::cat") {
+      torch::jit::Node* list = n->input(0)->node();
+      const auto dim = ints(n->input(1));
+      if (list->kind() != c10::prim::ListConstruct || !dim || dim->size() != 1 || (*dim)[0] != 1)
+        return fail("only a list of tensors joined along channels");
+      op.kind = Kind::Cat;
+      for (torch::jit::Value* v : list->inputs()) {
+        if (tensor_in(v) < 0) return fail("an input this executor did not make");
+        op.in.push_back(tensor_in(v));
+      }
+    } else if (x < 0) {
+      return fail("its input is not a tensor this executor made");
+    } else if (auto acts = activation(n)) {
+      op.kind = Kind::Act;
+      op.acts = *acts;
+      op.in = {x};
+    } else if ((k == "aten::conv2d" && n->inputs().size() == 7) ||
+               (k == "aten::_convolution" && n->inputs().size() >= 9)) {
+      const bool plain = k == "aten::conv2d";
+      const auto w = constant_tensor(n->input(1)), b = constant_tensor(n->input(2));
+      const auto stride = pair(n->input(3)), padding = pair(n->input(4)), dilation = pair(n->input(5));
+      const auto groups = ints(n->input(plain ? 6 : 8));
+      if (!w || !w->defined() || w->dim() != 4 || !b || !stride || !padding || !dilation || !groups ||
+          groups->size() != 1)
+        return fail("weights or parameters that are not constants");
+      if (!plain) {
+        const auto transposed = boolean(n->input(6));
+        if (!transposed || *transposed) return fail("transposed");
+      }
+      op.kind = Kind::Conv;
+      op.weight = *w;
+      op.bias = *b;
+      op.stride = *stride;
+      op.padding = *padding;
+      op.dilation = *dilation;
+      op.groups = (*groups)[0];
+      op.in = {x};
+    } else if (k == "aten::linear") {
+      const auto w = constant_tensor(n->input(1)), b = constant_tensor(n->input(2));
+      if (!w || !w->defined() || w->dim() != 2 || !b) return fail("weights that are not constants");
+      op.kind = Kind::Linear;
+      op.weight = *w;
+      op.bias = *b;
+      op.in = {x};
+    } else if (k == "aten::add" || k == "aten::add_" || k == "aten::mul" || k == "aten::mul_") {
+      const bool add = k.rfind("aten::add", 0) == 0;
+      if (add && (n->inputs().size() != 3 || number(n->input(2)) != std::optional<double>(1.0)))
+        return fail("an alpha other than 1");
+      const int y = tensor_in(n->input(1));
+      if (y >= 0) {
+        op.kind = add ? Kind::Add : Kind::Mul;
+        op.in = {x, y};
+      } else if (!add && number(n->input(1))) {
+        op.kind = Kind::Scale;
+        op.scale = float(*number(n->input(1)));
+        op.in = {x};
+      } else {
+        return fail("an operand that is not a tensor this executor made");
+      }
+    } else if (k == "aten::max_pool2d" || k == "aten::avg_pool2d") {
+      const bool max = k == "aten::max_pool2d";
+      const auto kernel = pair(n->input(1)), padding = pair(n->input(3));
+      auto stride = ints(n->input(2));
+      if (stride && stride->empty()) stride = kernel;
+      if (stride && stride->size() == 1) stride->push_back(stride->front());
+      const auto ceil = boolean(n->input(max ? 5 : 4));
+      if (!kernel || !padding || !stride || stride->size() != 2 || !ceil) return fail("parameters that are not constants");
+      if (max) {
+        const auto dilation = pair(n->input(4));
+        if (!dilation || (*dilation)[0] != 1 || (*dilation)[1] != 1) return fail("dilation");
+      } else {
+        const auto include = boolean(n->input(5));
+        if (!include || n->inputs().size() != 7 || !is_none(n->input(6))) return fail("a divisor override");
+        op.count_include_pad = *include;
+      }
+      op.kind = max ? Kind::MaxPool : Kind::AvgPool;
+      op.kernel = *kernel;
+      op.stride = *stride;
+      op.padding = *padding;
+      op.ceil_mode = *ceil;
+      op.in = {x};
+    } else if (k == "aten::adaptive_avg_pool2d") {
+      const auto size = pair(n->input(1));
+      if (!size) return fail("an output size that is not a constant");
+      op.kind = Kind::AdaptivePool;
+      op.out_size = *size;
+      op.in = {x};
+    } else if (k == "aten::mean" && n->inputs().size() == 4) {
+      // Over height and width: global average pooling.
+      const auto dims = ints(n->input(1));
+      const auto keep = boolean(n->input(2));
+      if (!dims || !keep || !is_none(n->input(3))) return fail("parameters that are not constants");
+      std::vector<int64_t> d = *dims;
+      for (int64_t& i : d)
+        if (i < 0) i += 4;
+      std::sort(d.begin(), d.end());
+      if (d != std::vector<int64_t>{2, 3}) return fail("a mean over other dimensions than height and width");
+      op.kind = Kind::AdaptivePool;
+      op.out_size = {1, 1};
+      op.keepdim = *keep;
+      op.in = {x};
+    } else if (k == "aten::flatten") {
+      const auto from = ints(n->input(1)), to = ints(n->input(2));
+      if (!from || !to || (*from)[0] != 1 || ((*to)[0] != -1 && (*to)[0] != 3)) return fail("dimensions other than 1..-1");
+      op.kind = Kind::Flatten;
+      op.in = {x};
+    } else if (k == "aten::dropout" || k == "aten::dropout_" || k == "aten::contiguous" || k == "aten::detach" ||
+               k == "aten::clone") {
+      if (k.rfind("aten::dropout", 0) == 0 && boolean(n->input(2)) != std::optional<bool>(false))
+        return fail("training mode");
+      op.kind = Kind::Alias;
+      op.in = {x};
+    } else {
+      why = "no " + k;
+      return std::nullopt;
+    }
+    id[n->output()] = op.out = p.values++;
+    p.ops.push_back(std::move(op));
+  }
+  p.output = tensor_in(g->outputs()[0]);
+  if (p.output < 0) {
+    why = "the graph's output is not a tensor this executor made";
+    return std::nullopt;
+  }
+  return p;
+}
+
+// Fuses activations and residual adds into the convolution before them.
+// A fused convolution runs where the last op it took in stood (the add's
+// other operand is made by then).
+void fuse(Parsed& p) {
+  std::vector<int> uses(p.values, 0), consumer(p.values, -1);
+  for (size_t i = 0; i < p.ops.size(); ++i)
+    for (int v : p.ops[i].in) {
+      ++uses[v];
+      consumer[v] = int(i);
+    }
+  ++uses[p.output];
+  for (size_t i = 0; i < p.ops.size(); ++i) {
+    if (p.ops[i].kind != Kind::Conv) continue;
+    size_t at = i;
+    for (;;) {
+      Op& conv = p.ops[at];
+      const int v = conv.out;
+      if (uses[v] != 1 || consumer[v] < 0) break;
+      Op& next = p.ops[size_t(consumer[v])];
+      if (next.kind == Kind::Act) {
+        auto& into = conv.sum >= 0 ? conv.after_sum : conv.acts;
+        into.insert(into.end(), next.acts.begin(), next.acts.end());
+      } else if (next.kind == Kind::Add && conv.sum < 0 && next.in[0] != next.in[1]) {
+        conv.sum = next.in[0] == v ? next.in[1] : next.in[0];
+      } else {
+        break;
+      }
+      const size_t to = size_t(consumer[v]);
+      const int out = next.out;
+      Op merged = std::move(conv);
+      merged.out = out;
+      conv.dead = true;
+      p.ops[to] = std::move(merged);
+      at = to;
+    }
+  }
+}
+
+struct Engine {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{eng};
+};
+
+// ---- primitive descriptors across oneDNN 2.x and 3.x ----
+
+void append(dnnl::post_ops& po, const Act& a) {
+#if PTM_DNNL3
+  po.append_eltwise(a.alg, a.alpha, a.beta);
+#else
+  po.append_eltwise(1.f, a.alg, a.alpha, a.beta);
+#endif
+}
+
+dnnl::convolution_forward::primitive_desc conv_pd(const dnnl::engine& e, const memory::desc& src,
+                                                  const memory::desc& w, const memory::desc* b,
+                                                  const memory::desc& dst, const Dims& strides, const Dims& dil,
+                                                  const Dims& pad_l, const Dims& pad_r, const dnnl::primitive_attr& a) {
+  const auto p = dnnl::prop_kind::forward_inference;
+#if PTM_DNNL3
+  if (b) return {e, p, algorithm::convolution_direct, src, w, *b, dst, strides, dil, pad_l, pad_r, a};
+  return {e, p, algorithm::convolution_direct, src, w, dst, strides, dil, pad_l, pad_r, a};
+#else
+  if (b)
+    return {dnnl::convolution_forward::desc(p, algorithm::convolution_direct, src, w, *b, dst, strides, dil, pad_l,
+                                            pad_r),
+            a, e};
+  return {dnnl::convolution_forward::desc(p, algorithm::convolution_direct, src, w, dst, strides, dil, pad_l, pad_r),
+          a, e};
+#endif
+}
+
+dnnl::inner_product_forward::primitive_desc linear_pd(const dnnl::engine& e, const memory::desc& src,
+                                                      const memory::desc& w, const memory::desc* b,
+                                                      const memory::desc& dst, const dnnl::primitive_attr& a) {
+  const auto p = dnnl::prop_kind::forward_inference;
+#if PTM_DNNL3
+  if (b) return {e, p, src, w, *b, dst, a};
+  return {e, p, src, w, dst, a};
+#else
+  if (b) return {dnnl::inner_product_forward::desc(p, src, w, *b, dst), a, e};
+  return {dnnl::inner_product_forward::desc(p, src, w, dst), a, e};
+#endif
+}
+
+dnnl::pooling_forward::primitive_desc pool_pd(const dnnl::engine& e, algorithm alg, const memory::desc& src,
+                                              const memory::desc& dst, const Dims& strides, const Dims& kernel,
+                                              const Dims& pad_l, const Dims& pad_r, const dnnl::primitive_attr& a) {
+  const auto p = dnnl::prop_kind::forward_inference;
+#if PTM_DNNL3
+  return {e, p, alg, src, dst, strides, kernel, Dims{0, 0}, pad_l, pad_r, a};
+#else
+  return {dnnl::pooling_forward::desc(p, alg, src, dst, strides, kernel, pad_l, pad_r), a, e};
+#endif
+}
+
+dnnl::eltwise_forward::primitive_desc eltwise_pd(const dnnl::engine& e, const Act& act, const memory::desc& md,
+                                                 const dnnl::primitive_attr& a) {
+  const auto p = dnnl::prop_kind::forward_inference;
+#if PTM_DNNL3
+  return {e, p, act.alg, md, md, act.alpha, act.beta, a};
+#else
+  return {dnnl::eltwise_forward::desc(p, act.alg, md, act.alpha, act.beta), a, e};
+#endif
+}
+
+dnnl::binary::primitive_desc binary_pd(const dnnl::engine& e, algorithm alg, const memory::desc& a0,
+                                       const memory::desc& a1, const memory::desc& dst,
+                                       const dnnl::primitive_attr& a) {
+#if PTM_DNNL3
+  return {e, alg, a0, a1, dst, a};
+#else
+  return {dnnl::binary::desc(alg, a0, a1, dst), a, e};
+#endif
+}
+
+dnnl::concat::primitive_desc concat_pd(const dnnl::engine& e, const std::vector<memory::desc>& srcs,
+                                       const dnnl::primitive_attr& a) {
+#if PTM_DNNL3
+  return {e, 1, srcs, a};
+#else
+  return {1, srcs, e, a};
+#endif
+}
+
+memory::desc plain(const Dims& d) {
+  return {d, dt::f32, d.size() == 4 ? tag::abcd : d.size() == 2 ? tag::ab : d.size() == 5 ? tag::abcde : tag::a};
+}
+
+struct Buffer {
+  void* data = nullptr;
+  size_t bytes = 0;
+  int refs = 0;
+  ~Buffer() { std::free(data); }
+};
+
+// The primitives and buffers for one input shape.
+struct Plan {
+  struct Step {
+    dnnl::primitive prim;
+    std::unordered_map<int, memory> args;
+    bool scratch = false;
+  };
+  std::vector<Step> steps;
+  memory input, output;
+  Dims out_dims;
+  std::vector<std::unique_ptr<Buffer>> buffers;
+  std::unique_ptr<Buffer> scratch;
+};
+
+}  // namespace
+
+struct DnnlGraph::Impl {
+  Parsed graph;
+  Engine e;
+  std::mutex lock;
+  std::map<std::vector<int64_t>, std::unique_ptr<Plan>> plans;
+  // Weights in the layout a primitive asked for, by op: shared by plans.
+  std::map<size_t, std::vector<std::pair<memory::desc, memory>>> packed;
+  std::vector<std::unique_ptr<Buffer>> packed_buffers;
+
+  memory pack(size_t op, const at::Tensor& w, const memory::desc& from, const memory::desc& want) {
+    auto& list = packed[op];
+    for (auto& [d, m] : list)
+      if (d == want) return m;
+    auto b = std::make_unique<Buffer>();
+    b->bytes = want.get_size();
+    b->data = std::aligned_alloc(64, (b->bytes + 63) / 64 * 64);
+    if (!b->data) throw ModelError("out of memory packing weights");
+    memory src(from, e.eng, w.data_ptr()), dst(want, e.eng, b->data);
+    dnnl::reorder(src, dst).execute(e.stream, src, dst);
+    e.stream.wait();
+    packed_buffers.push_back(std::move(b));
+    list.emplace_back(want, dst);
+    return dst;
+  }
+
+  std::unique_ptr<Plan> make_plan(const Dims& in_dims);
+};
+
+namespace {
+
+struct Val {
+  memory::desc md;
+  Dims dims;
+  int buf = -1;  // -2: the plan's input
+};
+
+}  // namespace
+
+std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims) {
+  auto plan = std::make_unique<Plan>();
+
+  const Parsed& p = graph;
+  const dnnl::engine& eng = e.eng;
+  std::vector<Val> vals(size_t(p.values));
+  std::vector<int> last(size_t(p.values), -1);
+  for (size_t i = 0; i < p.ops.size(); ++i) {
+    if (p.ops[i].dead) continue;
+    for (int v : p.ops[i].in) last[size_t(v)] = int(i);
+    if (p.ops[i].sum >= 0) last[size_t(p.ops[i].sum)] = int(i);
+  }
+  last[size_t(p.output)] = int(p.ops.size());
+  std::vector<size_t> free_list;  // buffer indices with no value in them
+  size_t scratch_bytes = 0;
+  // A fresh one each primitive: copies of a primitive_attr share its
+  // post-ops.
+  const auto new_attr = [] {
+    dnnl::primitive_attr a;
+    a.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    return a;
+  };
+
+  const auto acquire = [&](size_t bytes) -> int {
+    size_t best = SIZE_MAX;
+    for (size_t k = 0; k < free_list.size(); ++k) {
+      const Buffer& b = *plan->buffers[free_list[k]];
+      if (b.bytes >= bytes && (best == SIZE_MAX || b.bytes < plan->buffers[free_list[best]]->bytes)) best = k;
+    }
+    size_t index;
+    if (best != SIZE_MAX) {
+      index = free_list[best];
+      free_list.erase(free_list.begin() + long(best));
+    } else {
+      auto b = std::make_unique<Buffer>();
+      b->bytes = bytes;
+      plan->buffers.push_back(std::move(b));
+      index = plan->buffers.size() - 1;
+    }
+    plan->buffers[index]->refs = 1;
+    return int(index);
+  };
+  const auto release = [&](int buf) {
+    if (buf < 0) return;
+    if (--plan->buffers[size_t(buf)]->refs == 0) free_list.push_back(size_t(buf));
+  };
+  // Buffers get their memory once the plan is laid out; until then a
+  // memory object is made over a placeholder and rebound after.
+  std::vector<std::pair<memory, int>> bind;
+  const auto mem_of = [&](const memory::desc& md, int buf) -> memory {
+    if (buf == -2) return plan->input;
+    memory m(md, eng, DNNL_MEMORY_NONE);
+    bind.emplace_back(m, buf);
+    return m;
+  };
+  const auto mem = [&](int v) { return mem_of(vals[size_t(v)].md, vals[size_t(v)].buf); };
+  const auto step = [&](dnnl::primitive prim, std::unordered_map<int, memory> args, size_t scratch) {
+    scratch_bytes = std::max(scratch_bytes, scratch);
+    plan->steps.push_back({std::move(prim), std::move(args), scratch > 0});
+  };
+  std::vector<int> temps;
+  // Value v in layout md: itself, or a reordered copy in a temporary buffer.
+  const auto as = [&](int v, const memory::desc& md) -> memory {
+    if (vals[size_t(v)].md == md) return mem(v);
+    const int b = acquire(md.get_size());
+    temps.push_back(b);
+    memory src = mem(v), dst = mem_of(md, b);
+    step(dnnl::reorder(src, dst), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}}, 0);
+    return dst;
+  };
+  const auto define = [&](int v, const memory::desc& md, const Dims& dims, int buf) {
+    vals[size_t(v)] = {md, dims, buf};
+  };
+
+  plan->input = memory(plain(in_dims), eng, DNNL_MEMORY_NONE);
+  define(p.input, plain(in_dims), in_dims, -2);
+
+  for (size_t i = 0; i < p.ops.size(); ++i) {
+    const Op& op = p.ops[i];
+    if (op.dead) continue;
+    const auto fail = [&](const std::string& what) { return ModelError(op.name + ": " + what); };
+    const Val& x = vals[size_t(op.in[0])];
+    if (x.dims.empty()) throw fail("an input with no layout");
+    switch (op.kind) {
+      case Kind::Conv: {
+        if (x.dims.size() != 4) throw fail("a convolution of a tensor that is not N x C x H x W");
+        const at::Tensor& w = op.weight;
+        const int64_t oc = w.size(0), g = op.groups, kh = w.size(2), kw = w.size(3);
+        if (g < 1 || w.size(1) * g != x.dims[1] || oc % g != 0) throw fail("channel counts that do not match");
+        Dims out{x.dims[0], oc, 0, 0};
+        for (int d = 0; d < 2; ++d) {
+          const int64_t k = d == 0 ? kh : kw;
+          out[size_t(2 + d)] =
+              (x.dims[size_t(2 + d)] + 2 * op.padding[size_t(d)] - op.dilation[size_t(d)] * (k - 1) - 1) /
+                  op.stride[size_t(d)] +
+              1;
+          if (out[size_t(2 + d)] < 1) throw fail("an output smaller than one pixel");
+        }
+        const Dims wd = g == 1 ? Dims{oc, w.size(1), kh, kw} : Dims{g, oc / g, w.size(1), kh, kw};
+        const memory::desc w_any(wd, dt::f32, tag::any), w_plain = plain(wd);
+        const memory::desc b_md({oc}, dt::f32, tag::a);
+        dnnl::post_ops po;
+        for (const Act& a : op.acts) append(po, a);
+        if (op.sum >= 0) po.append_sum(1.f);
+        for (const Act& a : op.after_sum) append(po, a);
+        dnnl::primitive_attr a = new_attr();
+        a.set_post_ops(po);
+        const auto pd = conv_pd(eng, memory::desc(x.dims, dt::f32, tag::any), w_any,
+                                op.bias.defined() ? &b_md : nullptr, memory::desc(out, dt::f32, tag::any),
+                                {op.stride[0], op.stride[1]}, {op.dilation[0] - 1, op.dilation[1] - 1},
+                                {op.padding[0], op.padding[1]}, {op.padding[0], op.padding[1]}, a);
+        memory src = as(op.in[0], pd.src_desc());
+        memory wm = pack(i, w, w_plain, pd.weights_desc());
+        int buf;
+        const memory::desc dst_md = pd.dst_desc();
+        if (op.sum >= 0) {
+          const Val& s = vals[size_t(op.sum)];
+          if (s.dims != out) throw fail("a residual add of tensors of different shapes");
+          if (last[size_t(op.sum)] == int(i) && s.buf >= 0 && s.md == dst_md && plan->buffers[size_t(s.buf)]->refs == 1 &&
+              vals[size_t(op.in[0])].buf != s.buf) {
+            buf = s.buf;  // in place: the operand dies here
+            ++plan->buffers[size_t(buf)]->refs;
+          } else {
+            buf = acquire(dst_md.get_size());
+            memory from = mem(op.sum), to = mem_of(dst_md, buf);
+            step(dnnl::reorder(from, to), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, 0);
+          }
+        } else {
+          buf = acquire(dst_md.get_size());
+        }
+        define(op.out, dst_md, out, buf);
+        std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, mem(op.out)}};
+        if (op.bias.defined()) args[DNNL_ARG_BIAS] = memory(b_md, eng, op.bias.data_ptr());
+        step(dnnl::convolution_forward(pd), std::move(args), pd.scratchpad_desc().get_size());
+        break;
+      }
+      case Kind::Linear: {
+        if (x.dims.size() != 2 || x.dims[1] != op.weight.size(1)) throw fail("an input that is not N x in_features");
+        const Dims wd{op.weight.size(0), op.weight.size(1)}, out{x.dims[0], op.weight.size(0)};
+        const memory::desc b_md({wd[0]}, dt::f32, tag::a);
+        const auto pd = linear_pd(eng, plain(x.dims), memory::desc(wd, dt::f32, tag::any),
+                                  op.bias.defined() ? &b_md : nullptr, plain(out), new_attr());
+        memory src = as(op.in[0], pd.src_desc());
+        memory wm = pack(i, op.weight, plain(wd), pd.weights_desc());
+        define(op.out, pd.dst_desc(), out, acquire(pd.dst_desc().get_size()));
+        std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, mem(op.out)}};
+        if (op.bias.defined()) args[DNNL_ARG_BIAS] = memory(b_md, eng, op.bias.data_ptr());
+        step(dnnl::inner_product_forward(pd), std::move(args), pd.scratchpad_desc().get_size());
+        break;
+      }
+      case Kind::Act: {
+        // In place where the input dies here.
+        int buf = x.buf;
+        memory src = mem(op.in[0]);
+        if (last[size_t(op.in[0])] == int(i) && x.buf >= 0 && plan->buffers[size_t(x.buf)]->refs == 1) {
+          ++plan->buffers[size_t(buf)]->refs;
+        } else {
+          buf = acquire(x.md.get_size());
+        }
+        const memory::desc md = x.md;
+        const Dims dims = x.dims;
+        define(op.out, md, dims, buf);
+        memory dst = mem(op.out);
+        for (size_t k = 0; k < op.acts.size(); ++k) {
+          const auto pd = eltwise_pd(eng, op.acts[k], md, new_attr());
+          step(dnnl::eltwise_forward(pd), {{DNNL_ARG_SRC, k == 0 ? src : dst}, {DNNL_ARG_DST, dst}},
+               pd.scratchpad_desc().get_size());
+        }
+        break;
+      }
+      case Kind::Scale: {
+        int buf = x.buf;
+        memory src = mem(op.in[0]);
+        if (last[size_t(op.in[0])] == int(i) && x.buf >= 0 && plan->buffers[size_t(x.buf)]->refs == 1)
+          ++plan->buffers[size_t(buf)]->refs;
+        else
+          buf = acquire(x.md.get_size());
+        const memory::desc md = x.md;
+        define(op.out, md, x.dims, buf);
+        const auto pd = eltwise_pd(eng, {algorithm::eltwise_linear, op.scale, 0}, md, new_attr());
+        step(dnnl::eltwise_forward(pd), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, mem(op.out)}},
+             pd.scratchpad_desc().get_size());
+        break;
+      }
+      case Kind::Add:
+      case Kind::Mul: {
+        // The full-size operand first; the other may broadcast (a
+        // squeeze-and-excitation scale, N x C x 1 x 1).
+        int a0 = op.in[0], a1 = op.in[1];
+        if (vals[size_t(a0)].dims != vals[size_t(a1)].dims) {
+          const auto covers = [&](int big, int small) {
+            const Dims& b = vals[size_t(big)].dims;
+            const Dims& s = vals[size_t(small)].dims;
+            if (b.size() != s.size()) return false;
+            for (size_t d = 0; d < b.size(); ++d)
+              if (s[d] != b[d] && s[d] != 1) return false;
+            return true;
+          };
+          if (covers(a1, a0)) std::swap(a0, a1);
+          if (!covers(a0, a1)) throw fail("operands whose shapes do not broadcast");
+        }
+        const Val& big = vals[size_t(a0)];
+        memory src0 = mem(a0);
+        // A broadcast operand in the plain layout (for N x C x 1 x 1 that
+        // is one value a channel).
+        memory src1 = big.dims == vals[size_t(a1)].dims ? mem(a1) : as(a1, plain(vals[size_t(a1)].dims));
+        int buf = big.buf;
+        if (last[size_t(a0)] == int(i) && big.buf >= 0 && plan->buffers[size_t(big.buf)]->refs == 1 && a0 != a1)
+          ++plan->buffers[size_t(buf)]->refs;
+        else
+          buf = acquire(big.md.get_size());
+        const memory::desc md = big.md;
+        define(op.out, md, big.dims, buf);
+        const auto pd = binary_pd(eng, op.kind == Kind::Add ? algorithm::binary_add : algorithm::binary_mul, md,
+                                  src1.get_desc(), md, new_attr());
+        step(dnnl::binary(pd), {{DNNL_ARG_SRC_0, src0}, {DNNL_ARG_SRC_1, src1}, {DNNL_ARG_DST, mem(op.out)}},
+             pd.scratchpad_desc().get_size());
+        break;
+      }
+      case Kind::MaxPool:
+      case Kind::AvgPool:
+      case Kind::AdaptivePool: {
+        if (x.dims.size() != 4) throw fail("pooling of a tensor that is not N x C x H x W");
+        Dims kernel(2), stride(2), pad_l(2), pad_r(2), out{x.dims[0], x.dims[1], 0, 0};
+        for (size_t d = 0; d < 2; ++d) {
+          const int64_t in = x.dims[2 + d];
+          if (op.kind == Kind::AdaptivePool) {
+            const int64_t o = op.out_size[d] > 0 ? op.out_size[d] : in;
+            if (in % o != 0) throw fail("an adaptive pooling whose input size is not a multiple of its output");
+            kernel[d] = stride[d] = in / o;
+            pad_l[d] = pad_r[d] = 0;
+            out[2 + d] = o;
+            continue;
+          }
+          kernel[d] = op.kernel[d];
+          stride[d] = op.stride[d];
+          pad_l[d] = op.padding[d];
+          const int64_t span = in + 2 * op.padding[d] - op.kernel[d];
+          if (span < 0) throw fail("a window larger than its input");
+          int64_t o = span / op.stride[d] + 1;
+          if (op.ceil_mode) {
+            o = (span + op.stride[d] - 1) / op.stride[d] + 1;
+            if ((o - 1) * op.stride[d] >= in + op.padding[d]) --o;  // the last window starts inside the image
+          }
+          if (op.ceil_mode && op.kind == Kind::AvgPool && o != span / op.stride[d] + 1)
+            throw fail("ceil_mode average pooling");
+          out[2 + d] = o;
+          pad_r[d] = (o - 1) * op.stride[d] + op.kernel[d] - in - op.padding[d];
+        }
+        const algorithm alg = op.kind == Kind::MaxPool ? algorithm::pooling_max
+                              : (op.kind == Kind::AvgPool && op.count_include_pad) ? algorithm::pooling_avg_include_padding
+                                                                                     : algorithm::pooling_avg_exclude_padding;
+        const auto pd = pool_pd(eng, alg, x.md, memory::desc(out, dt::f32, tag::any), stride, kernel, pad_l, pad_r, new_attr());
+        memory src = mem(op.in[0]);
+        define(op.out, pd.dst_desc(), out, acquire(pd.dst_desc().get_size()));
+        step(dnnl::pooling_forward(pd), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, mem(op.out)}},
+             pd.scratchpad_desc().get_size());
+        if (!op.keepdim) {  // N x C: one value a channel, in the plain layout
+          Val& v = vals[size_t(op.out)];
+          const int pooled = v.buf, buf = acquire(plain(out).get_size());
+          memory from = mem(op.out), to = mem_of(plain(out), buf);
+          step(dnnl::reorder(from, to), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, 0);
+          release(pooled);
+          define(op.out, plain({out[0], out[1]}), {out[0], out[1]}, buf);
+        }
+        break;
+      }
+      case Kind::Flatten: {
+        if (x.dims.size() != 4) throw fail("flattening a tensor that is not N x C x H x W");
+        const Dims flat{x.dims[0], x.dims[1] * x.dims[2] * x.dims[3]};
+        int buf;
+        if (x.md == plain(x.dims) && x.buf >= 0) {
+          buf = x.buf;
+          ++plan->buffers[size_t(buf)]->refs;
+        } else {
+          buf = acquire(plain(x.dims).get_size());
+          memory from = mem(op.in[0]), to = mem_of(plain(x.dims), buf);
+          step(dnnl::reorder(from, to), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, 0);
+        }
+        define(op.out, plain(flat), flat, buf);
+        break;
+      }
+      case Kind::Cat: {
+        std::vector<memory::desc> srcs;
+        std::unordered_map<int, memory> args;
+        for (size_t k = 0; k < op.in.size(); ++k) {
+          const Val& v = vals[size_t(op.in[k])];
+          if (v.dims.size() != 4 || v.dims[0] != x.dims[0] || v.dims[2] != x.dims[2] || v.dims[3] != x.dims[3])
+            throw fail("tensors that differ in other dimensions than channels");
+          srcs.push_back(v.md);
+          args[DNNL_ARG_MULTIPLE_SRC + int(k)] = mem(op.in[k]);
+        }
+        const auto pd = concat_pd(eng, srcs, new_attr());
+        Dims out = x.dims;
+        out[1] = 0;
+        for (int v : op.in) out[1] += vals[size_t(v)].dims[1];
+        define(op.out, pd.dst_desc(), out, acquire(pd.dst_desc().get_size()));
+        args[DNNL_ARG_DST] = mem(op.out);
+        step(dnnl::concat(pd), std::move(args), pd.scratchpad_desc().get_size());
+        break;
+      }
+      case Kind::Alias: {
+        if (x.buf == -2) throw fail("an alias of the input");
+        define(op.out, x.md, x.dims, x.buf);
+        ++plan->buffers[size_t(x.buf)]->refs;
+        break;
+      }
+    }
+    for (int b : temps) release(b);
+    temps.clear();
+    std::vector<int> dying;
+    for (int v : op.in)
+      if (last[size_t(v)] == int(i)) dying.push_back(v);
+    if (op.sum >= 0 && last[size_t(op.sum)] == int(i)) dying.push_back(op.sum);
+    std::sort(dying.begin(), dying.end());
+    dying.erase(std::unique(dying.begin(), dying.end()), dying.end());
+    for (int v : dying) release(vals[size_t(v)].buf);
+  }
+
+  const Val& y = vals[size_t(p.output)];
+  if (y.dims.size() != 2) throw ModelError("the graph's output is not N x classes");
+  plan->out_dims = y.dims;
+  plan->output = memory(plain(y.dims), eng, DNNL_MEMORY_NONE);
+  {
+    memory from = mem(p.output);
+    step(dnnl::reorder(from, plan->output), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, plan->output}}, 0);
+  }
+  for (auto& b : plan->buffers) {
+    b->data = std::aligned_alloc(64, (std::max<size_t>(b->bytes, 1) + 63) / 64 * 64);
+    if (!b->data) throw ModelError("out of memory for the graph's activations");
+  }
+  for (auto& [m, buf] : bind) m.set_data_handle(plan->buffers[size_t(buf)]->data);
+  if (scratch_bytes > 0) {
+    plan->scratch = std::make_unique<Buffer>();
+    plan->scratch->bytes = scratch_bytes;
+    plan->scratch->data = std::aligned_alloc(64, (scratch_bytes + 63) / 64 * 64);
+    if (!plan->scratch->data) throw ModelError("out of memory for the graph's scratchpad");
+    const memory s(memory::desc({int64_t(scratch_bytes)}, dt::u8, tag::a), eng, plan->scratch->data);
+    for (auto& st : plan->steps)
+      if (st.scratch) st.args[DNNL_ARG_SCRATCHPAD] = s;
+  }
+  return plan;
+}
+
+DnnlGraph::DnnlGraph() : impl_(std::make_unique<Impl>()) {}
+DnnlGraph::~DnnlGraph() = default;
+
+std::unique_ptr<DnnlGraph> DnnlGraph::compile(torch::jit::Module& frozen, std::string* why) {
+  std::string reason;
+  std::optional<Parsed> p;
+  try {
+    p = parse(frozen.get_method("forward").graph(), reason);
+  } catch (const std::exception& e) {
+    reason = e.what();
+  }
+  if (!p) {
+    if (why) *why = reason;
+    return nullptr;
+  }
+  fuse(*p);
+  std::unique_ptr<DnnlGraph> g(new DnnlGraph());
+  g->impl_->graph = std::move(*p);
+  return g;
+}
+
+int DnnlGraph::fused_activations() const {
+  int n = 0;
+  for (const Op& op : impl_->graph.ops)
+    if (!op.dead && op.kind == Kind::Conv && !(op.acts.empty() && op.after_sum.empty())) ++n;
+  return n;
+}
+
+int DnnlGraph::fused_adds() const {
+  int n = 0;
+  for (const Op& op : impl_->graph.ops)
+    if (!op.dead && op.kind == Kind::Conv && op.sum >= 0) ++n;
+  return n;
+}
+
+std::string DnnlGraph::version() {
+  const dnnl_version_t* v = dnnl_version();
+  return std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+}
+
+at::Tensor DnnlGraph::run(const at::Tensor& input) {
+  if (!input.device().is_cpu() || input.scalar_type() != at::kFloat || input.dim() != 4)
+    throw ModelError("the oneDNN graph takes float32 N x C x H x W on the CPU, not " + input.toString());
+  const at::Tensor x = input.contiguous();
+  const std::vector<int64_t> key = x.sizes().vec();
+  std::lock_guard<std::mutex> g(impl_->lock);
+  auto it = impl_->plans.find(key);
+  try {
+    if (it == impl_->plans.end()) {
+      // A plan holds its activations' buffers: a few shapes are kept (the
+      // batch sizes a pipeline runs), not one per shape ever seen.
+      if (impl_->plans.size() >= 4) impl_->plans.erase(impl_->plans.begin());
+      it = impl_->plans.emplace(key, impl_->make_plan(Dims(key.begin(), key.end()))).first;
+    }
+    Plan& plan = *it->second;
+    at::Tensor y = at::empty(std::vector<int64_t>(plan.out_dims.begin(), plan.out_dims.end()), x.options());
+    plan.input.set_data_handle(x.data_ptr());
+    plan.output.set_data_handle(y.data_ptr());
+    for (auto& s : plan.steps) s.prim.execute(impl_->e.stream, s.args);
+    impl_->e.stream.wait();
+    return y;
+  } catch (const dnnl::error& e) {
+    throw ModelError(std::string("oneDNN: ") + e.what());
+  }
+}
+
+}  // namespace ptm

@@ -1,0 +1,47 @@
+// A frozen classifier graph run on oneDNN primitives directly: every
+// activation kept in the blocked layout oneDNN picks for it from one layer
+// to the next, weights reordered once into the layout their convolution
+// wants, activations and residual adds fused into the convolution before
+// them (eltwise and sum post-ops), buffers reused along the graph.
+// Only built where LibTorch itself runs on the system's oneDNN (Debian's
+// LibTorch does), so that both share one library.
+#pragma once
+
+#include <memory>
+#include <string>
+
+namespace at {
+class Tensor;
+}
+namespace torch::jit {
+struct Module;
+}
+
+namespace ptm {
+
+class DnnlGraph {
+ public:
+  // The graph of a frozen module (weights as constants, BatchNorm folded),
+  // or nullptr with `why` set where it holds an op this executor does not
+  // take (the caller keeps LibTorch's graph then).
+  static std::unique_ptr<DnnlGraph> compile(torch::jit::Module& frozen, std::string* why);
+  ~DnnlGraph();
+
+  // x: float32 N x C x H x W on the CPU. Returns N x classes. Plans (the
+  // primitives and buffers for one input shape) are made on first use of
+  // a shape and kept. Throws ModelError naming what failed.
+  at::Tensor run(const at::Tensor& x);
+
+  // How many convolutions carry a fused activation / residual add.
+  int fused_activations() const;
+  int fused_adds() const;
+  // oneDNN's version, "3.7.2".
+  static std::string version();
+
+ private:
+  DnnlGraph();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ptm

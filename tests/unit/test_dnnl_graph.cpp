@@ -1,0 +1,78 @@
+// ptm's oneDNN graph executor (models/dnnl_graph.cpp) against the models it
+// runs: every built-in architecture it takes, with BatchNorm statistics and
+// affine parameters set at random (so that folding them matters), at batch
+// 1 and 3 and at two input sizes; and a clean refusal of graphs holding an
+// op it does not take.
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "models/architectures.h"
+#include "models/classifier.h"
+
+namespace ptm::test {
+namespace {
+
+ClassifierModulePtr randomised(const std::string& arch) {
+  torch::manual_seed(7);
+  ClassifierModulePtr m = create_architecture(arch, 37);
+  torch::NoGradGuard ng;
+  for (auto& b : m->named_buffers()) {
+    const std::string& k = b.key();
+    if (k.size() >= 12 && k.compare(k.size() - 12, 12, "running_mean") == 0) b.value().uniform_(-0.5, 0.5);
+    if (k.size() >= 11 && k.compare(k.size() - 11, 11, "running_var") == 0) b.value().uniform_(0.5, 2.0);
+  }
+  for (auto& p : m->named_parameters())
+    if (p.value().dim() == 1) p.value().uniform_(-0.5, 1.5);
+  m->eval();
+  return m;
+}
+
+struct Case {
+  std::string arch;
+  int64_t size;
+};
+
+class Taken : public ::testing::TestWithParam<Case> {};
+
+TEST_P(Taken, MatchesTheModel) {
+  const Case& c = GetParam();
+  ClassifierModulePtr m = randomised(c.arch);
+  std::string why;
+  const double err = dnnl_graph_error(*m, c.size, {1, 3}, &why);
+  ASSERT_GE(err, 0) << c.arch << ": not taken: " << why;
+  EXPECT_LE(err, 1e-4) << c.arch << " at " << c.size;
+  std::printf("[ oneDNN  ] %-20s %3lld px, batch 1 and 3: max diff %.2e of the largest logit\n", c.arch.c_str(),
+              static_cast<long long>(c.size), err);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Architectures, Taken,
+    ::testing::Values(Case{"resnet18", 224}, Case{"resnet18", 160}, Case{"resnet50", 224}, Case{"resnext50_32x4d", 128},
+                      Case{"mobilenet_v2", 224}, Case{"mobilenet_v2", 192}, Case{"mobilenet_v3_large", 224},
+                      Case{"mobilenet_v3_small", 160}, Case{"efficientnet_b0", 224}, Case{"efficientnet_b0", 160},
+                      Case{"squeezenet1_1", 224}, Case{"squeezenet1_0", 227}, Case{"regnet_y_400mf", 224},
+                      Case{"regnet_x_400mf", 160}, Case{"mnasnet1_0", 224}, Case{"alexnet", 224}),
+    [](const ::testing::TestParamInfo<Case>& i) { return i.param.arch + "_" + std::to_string(i.param.size); });
+
+// Graphs with ops the executor does not take are refused with the op named
+// (LibTorch's graph runs them), never run wrongly.
+TEST(Refused, NamesTheOp) {
+  for (const std::string arch : {"densenet121", "convnext_tiny", "shufflenet_v2_x1_0"}) {
+    ClassifierModulePtr m = randomised(arch);
+    std::string why;
+    EXPECT_LT(dnnl_graph_error(*m, 64, {1}, &why), 0) << arch << " was taken";
+    EXPECT_NE(why.find("aten::"), std::string::npos) << arch << ": " << why;
+    std::printf("[ refused ] %-20s %s\n", arch.c_str(), why.c_str());
+  }
+}
+
+}  // namespace
+
+void register_dynamic_tests() {}
+
+}  // namespace ptm::test
