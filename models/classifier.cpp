@@ -396,23 +396,26 @@ std::string ms_text(double ms) {
 #if PTM_HAVE_DNNL
 // The model's graph on ptm's oneDNN executor (models/dnnl_graph.h), kept
 // where it matches the model as LibTorch's graph must (1e-4 of the largest
-// logit) and runs faster than `chosen` on this machine: timed in turns,
-// median of five each. nullptr otherwise, with a note where it differed.
-std::shared_ptr<DnnlGraph> dnnl_graph(ClassifierModuleImpl& model, int64_t size, torch::jit::Module& chosen,
-                                      std::vector<std::string>* notes) {
+// logit in float32, 5e-2 in bfloat16) and runs faster than `chosen` on this
+// machine: timed in turns, median of five each. nullptr otherwise, with a
+// note where it differed.
+std::shared_ptr<DnnlGraph> dnnl_graph(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
+                                      bool channels_last, torch::jit::Module& chosen, std::vector<std::string>* notes) {
   const char* off = std::getenv("PTM_DNNL_GRAPH");
   if (off && std::string(off) == "0") return nullptr;
   torch::NoGradGuard no_grad;
-  const at::Tensor example = torch::rand({1, 3, size, size});
+  at::Tensor example = torch::rand({1, 3, size, size}, options);
+  if (channels_last) example = example.contiguous(at::MemoryFormat::ChannelsLast);
+  const double tolerance = options.dtype() == at::kFloat ? 1e-4 : 5e-2;
   std::string why;
   std::shared_ptr<DnnlGraph> g;
   try {
     torch::jit::Module frozen = torch::jit::freeze(traced(model, example));
     g = DnnlGraph::compile(frozen, &why);
     if (!g) return nullptr;  // an op it does not take: LibTorch's graph runs
-    const at::Tensor want = model.forward(example), got = g->run(example);
+    const at::Tensor want = model.forward(example).to(at::kFloat), got = g->run(example);
     const double err = (got - want).abs().max().item<double>() / std::max(1.0, want.abs().max().item<double>());
-    if (!(err <= 1e-4)) {
+    if (!(err <= tolerance)) {
       if (notes)
         notes->push_back("oneDNN graph executor not used: it differed from the model by " + std::to_string(err) +
                          " of the largest logit");
@@ -433,7 +436,8 @@ std::shared_ptr<DnnlGraph> dnnl_graph(ClassifierModuleImpl& model, int64_t size,
     std::sort(theirs.begin(), theirs.end());
     if (!(mine[2] < theirs[2])) return nullptr;
     if (notes)
-      notes->push_back("runs on ptm's oneDNN graph executor (oneDNN " + DnnlGraph::version() + ": " +
+      notes->push_back(std::string("runs on ptm's oneDNN graph executor (") +
+                       (options.dtype() == at::kFloat ? "float32" : "bfloat16") + ", oneDNN " + DnnlGraph::version() + ": " +
                        std::to_string(g->fused_activations()) + " convolutions with their activation fused, " +
                        std::to_string(g->fused_adds()) + " with their residual add; " + ms_text(mine[2]) +
                        " against LibTorch's graph's " + ms_text(theirs[2]) + " ms at load)");
@@ -453,8 +457,9 @@ torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at
   torch::jit::Module m = optimised_graph(model, size, options, channels_last, notes);
   if (dnnl) *dnnl = nullptr;
 #if PTM_HAVE_DNNL
-  if (dnnl && options.device().is_cpu() && options.dtype() == at::kFloat && !channels_last)
-    *dnnl = dnnl_graph(model, size, m, notes);
+  if (dnnl && options.device().is_cpu() &&
+      ((options.dtype() == at::kFloat && !channels_last) || options.dtype() == at::kBFloat16))
+    *dnnl = dnnl_graph(model, size, options, channels_last, m, notes);
 #endif
   return m;
 }
@@ -765,7 +770,8 @@ struct Classifier::Impl {
         if ((calibration_left -= x.size(0)) <= 0) finish_int8(x);
         return y;
       }
-      if (dnnl && x.device().is_cpu() && x.scalar_type() == at::kFloat) return dnnl->run(x);
+      if (dnnl && x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16))
+        return dnnl->run(x);
       return script.forward({x}).toTensor();
     }
     return eager->forward(x);
@@ -1564,17 +1570,27 @@ void Classifier::warm_up() {
   im.calibration_left = left;
 }
 
-double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector<int64_t>& batches, std::string* why) {
+double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector<int64_t>& batches, std::string* why,
+                        bool bf16) {
 #if PTM_HAVE_DNNL
   torch::NoGradGuard no_grad;
   m.eval();
-  torch::jit::Module frozen = torch::jit::freeze(traced(m, torch::rand({1, 3, size, size})));
+  std::vector<at::Tensor> inputs, wants;
+  for (const int64_t n : batches) {
+    inputs.push_back(torch::randn({n, 3, size, size}));
+    wants.push_back(m.forward(inputs.back()));  // float32, before the model turns bfloat16
+  }
+  if (bf16) m.to(at::kBFloat16);
+  const auto as_input = [bf16](const at::Tensor& x) {
+    return bf16 ? x.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast) : x;
+  };
+  torch::jit::Module frozen = torch::jit::freeze(traced(m, as_input(torch::rand({1, 3, size, size}))));
   const std::unique_ptr<DnnlGraph> g = DnnlGraph::compile(frozen, why);
   if (!g) return -1;
   double worst = 0;
-  for (const int64_t n : batches) {
-    const at::Tensor x = torch::randn({n, 3, size, size});
-    const at::Tensor want = m.forward(x), got = g->run(x);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const at::Tensor& want = wants[i];
+    const at::Tensor got = g->run(as_input(inputs[i]));
     if (got.sizes() != want.sizes())
       throw ModelError("the oneDNN graph gave " + shape_str(got.sizes().vec()) + ", the model " +
                        shape_str(want.sizes().vec()));
@@ -1582,7 +1598,7 @@ double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector
   }
   return worst;
 #else
-  (void)m, (void)size, (void)batches;
+  (void)m, (void)size, (void)batches, (void)bf16;
   if (why) *why = "this build has no oneDNN graph executor (libdnnl-dev absent, or a LibTorch of its own oneDNN)";
   return -1;
 #endif

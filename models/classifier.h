@@ -163,11 +163,14 @@ std::vector<Prediction> top_k(const float* scores, int64_t count, int k);
 void softmax_inplace(float* scores, int64_t count);
 
 class ClassifierModuleImpl;
-// For tests: the float32 graph of built-in model `m` as a Classifier makes
-// it (traced at size x size, frozen) run on ptm's oneDNN executor against
-// the model itself, on random images at each batch size in `batches`: the
-// largest difference relative to max(1, the largest logit). -1 with `why`
-// set where the executor does not take the graph or this build has none.
-double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector<int64_t>& batches, std::string* why);
+// For tests: the graph of built-in model `m` as a Classifier makes it
+// (traced at size x size, frozen; `bf16`: the model turned bfloat16 first,
+// its input bfloat16 NHWC) run on ptm's oneDNN executor against the float32
+// model on random images at each batch size in `batches`: the largest
+// difference relative to max(1, the largest logit). -1 with `why` set where
+// the executor does not take the graph or this build has none. `m` stays
+// bfloat16 after a `bf16` call.
+double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector<int64_t>& batches, std::string* why,
+                        bool bf16 = false);
 
 }  // namespace ptm

@@ -101,8 +101,8 @@ std::optional<at::Tensor> constant_tensor(torch::jit::Value* v) {
   if (x->isNone()) return at::Tensor();
   if (!x->isTensor()) return std::nullopt;
   at::Tensor t = x->toTensor();
-  if (!t.device().is_cpu() || t.scalar_type() != at::kFloat) return std::nullopt;
-  return t.contiguous();
+  if (!t.device().is_cpu() || (t.scalar_type() != at::kFloat && t.scalar_type() != at::kBFloat16)) return std::nullopt;
+  return t.to(at::kFloat).contiguous();  // a bfloat16 graph's weights: exact in float32
 }
 
 // Two-element spatial parameters (PyTorch takes one for both sides).
@@ -426,8 +426,8 @@ dnnl::concat::primitive_desc concat_pd(const dnnl::engine& e, const std::vector<
 #endif
 }
 
-memory::desc plain(const Dims& d) {
-  return {d, dt::f32, d.size() == 4 ? tag::abcd : d.size() == 2 ? tag::ab : d.size() == 5 ? tag::abcde : tag::a};
+memory::desc plain(const Dims& d, dt type = dt::f32) {
+  return {d, type, d.size() == 4 ? tag::abcd : d.size() == 2 ? tag::ab : d.size() == 5 ? tag::abcde : tag::a};
 }
 
 struct Buffer {
@@ -478,7 +478,9 @@ struct DnnlGraph::Impl {
     return dst;
   }
 
-  std::unique_ptr<Plan> make_plan(const Dims& in_dims);
+  // Activations in `act` (f32, or bf16 for a bfloat16 input); the input
+  // NCHW, or NHWC where `nhwc`.
+  std::unique_ptr<Plan> make_plan(const Dims& in_dims, dt act, bool nhwc);
 };
 
 namespace {
@@ -491,7 +493,8 @@ struct Val {
 
 }  // namespace
 
-std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims) {
+std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bool nhwc) {
+  const auto plain_act = [act](const Dims& d) { return plain(d, act); };
   auto plan = std::make_unique<Plan>();
 
   const Parsed& p = graph;
@@ -565,8 +568,9 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims) {
     vals[size_t(v)] = {md, dims, buf};
   };
 
-  plan->input = memory(plain(in_dims), eng, DNNL_MEMORY_NONE);
-  define(p.input, plain(in_dims), in_dims, -2);
+  const memory::desc in_md = nhwc ? memory::desc(in_dims, act, tag::acdb) : plain(in_dims, act);
+  plan->input = memory(in_md, eng, DNNL_MEMORY_NONE);
+  define(p.input, in_md, in_dims, -2);
 
   for (size_t i = 0; i < p.ops.size(); ++i) {
     const Op& op = p.ops[i];
@@ -590,7 +594,7 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims) {
           if (out[size_t(2 + d)] < 1) throw fail("an output smaller than one pixel");
         }
         const Dims wd = g == 1 ? Dims{oc, w.size(1), kh, kw} : Dims{g, oc / g, w.size(1), kh, kw};
-        const memory::desc w_any(wd, dt::f32, tag::any), w_plain = plain(wd);
+        const memory::desc w_any(wd, act, tag::any), w_plain = plain(wd);
         const memory::desc b_md({oc}, dt::f32, tag::a);
         dnnl::post_ops po;
         for (const Act& a : op.acts) append(po, a);
@@ -598,8 +602,8 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims) {
         for (const Act& a : op.after_sum) append(po, a);
         dnnl::primitive_attr a = new_attr();
         a.set_post_ops(po);
-        const auto pd = conv_pd(eng, memory::desc(x.dims, dt::f32, tag::any), w_any,
-                                op.bias.defined() ? &b_md : nullptr, memory::desc(out, dt::f32, tag::any),
+        const auto pd = conv_pd(eng, memory::desc(x.dims, act, tag::any), w_any,
+                                op.bias.defined() ? &b_md : nullptr, memory::desc(out, act, tag::any),
                                 {op.stride[0], op.stride[1]}, {op.dilation[0] - 1, op.dilation[1] - 1},
                                 {op.padding[0], op.padding[1]}, {op.padding[0], op.padding[1]}, a);
         memory src = as(op.in[0], pd.src_desc());
@@ -623,7 +627,7 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims) {
         }
         define(op.out, dst_md, out, buf);
         std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, mem(op.out)}};
-        if (op.bias.defined()) args[DNNL_ARG_BIAS] = memory(b_md, eng, op.bias.data_ptr());
+        if (op.bias.defined()) args[DNNL_ARG_BIAS] = pack(i, op.bias, b_md, pd.bias_desc());
         step(dnnl::convolution_forward(pd), std::move(args), pd.scratchpad_desc().get_size());
         break;
       }
@@ -631,13 +635,13 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims) {
         if (x.dims.size() != 2 || x.dims[1] != op.weight.size(1)) throw fail("an input that is not N x in_features");
         const Dims wd{op.weight.size(0), op.weight.size(1)}, out{x.dims[0], op.weight.size(0)};
         const memory::desc b_md({wd[0]}, dt::f32, tag::a);
-        const auto pd = linear_pd(eng, plain(x.dims), memory::desc(wd, dt::f32, tag::any),
-                                  op.bias.defined() ? &b_md : nullptr, plain(out), new_attr());
+        const auto pd = linear_pd(eng, plain_act(x.dims), memory::desc(wd, act, tag::any),
+                                  op.bias.defined() ? &b_md : nullptr, plain_act(out), new_attr());
         memory src = as(op.in[0], pd.src_desc());
         memory wm = pack(i, op.weight, plain(wd), pd.weights_desc());
         define(op.out, pd.dst_desc(), out, acquire(pd.dst_desc().get_size()));
         std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, mem(op.out)}};
-        if (op.bias.defined()) args[DNNL_ARG_BIAS] = memory(b_md, eng, op.bias.data_ptr());
+        if (op.bias.defined()) args[DNNL_ARG_BIAS] = pack(i, op.bias, b_md, pd.bias_desc());
         step(dnnl::inner_product_forward(pd), std::move(args), pd.scratchpad_desc().get_size());
         break;
       }
@@ -696,7 +700,7 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims) {
         memory src0 = mem(a0);
         // A broadcast operand in the plain layout (for N x C x 1 x 1 that
         // is one value a channel).
-        memory src1 = big.dims == vals[size_t(a1)].dims ? mem(a1) : as(a1, plain(vals[size_t(a1)].dims));
+        memory src1 = big.dims == vals[size_t(a1)].dims ? mem(a1) : as(a1, plain_act(vals[size_t(a1)].dims));
         int buf = big.buf;
         if (last[size_t(a0)] == int(i) && big.buf >= 0 && plan->buffers[size_t(big.buf)]->refs == 1 && a0 != a1)
           ++plan->buffers[size_t(buf)]->refs;
@@ -743,18 +747,18 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims) {
         const algorithm alg = op.kind == Kind::MaxPool ? algorithm::pooling_max
                               : (op.kind == Kind::AvgPool && op.count_include_pad) ? algorithm::pooling_avg_include_padding
                                                                                      : algorithm::pooling_avg_exclude_padding;
-        const auto pd = pool_pd(eng, alg, x.md, memory::desc(out, dt::f32, tag::any), stride, kernel, pad_l, pad_r, new_attr());
+        const auto pd = pool_pd(eng, alg, x.md, memory::desc(out, act, tag::any), stride, kernel, pad_l, pad_r, new_attr());
         memory src = mem(op.in[0]);
         define(op.out, pd.dst_desc(), out, acquire(pd.dst_desc().get_size()));
         step(dnnl::pooling_forward(pd), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, mem(op.out)}},
              pd.scratchpad_desc().get_size());
         if (!op.keepdim) {  // N x C: one value a channel, in the plain layout
           Val& v = vals[size_t(op.out)];
-          const int pooled = v.buf, buf = acquire(plain(out).get_size());
-          memory from = mem(op.out), to = mem_of(plain(out), buf);
+          const int pooled = v.buf, buf = acquire(plain_act(out).get_size());
+          memory from = mem(op.out), to = mem_of(plain_act(out), buf);
           step(dnnl::reorder(from, to), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, 0);
           release(pooled);
-          define(op.out, plain({out[0], out[1]}), {out[0], out[1]}, buf);
+          define(op.out, plain_act({out[0], out[1]}), {out[0], out[1]}, buf);
         }
         break;
       }
@@ -762,15 +766,15 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims) {
         if (x.dims.size() != 4) throw fail("flattening a tensor that is not N x C x H x W");
         const Dims flat{x.dims[0], x.dims[1] * x.dims[2] * x.dims[3]};
         int buf;
-        if (x.md == plain(x.dims) && x.buf >= 0) {
+        if (x.md == plain_act(x.dims) && x.buf >= 0) {
           buf = x.buf;
           ++plan->buffers[size_t(buf)]->refs;
         } else {
-          buf = acquire(plain(x.dims).get_size());
-          memory from = mem(op.in[0]), to = mem_of(plain(x.dims), buf);
+          buf = acquire(plain_act(x.dims).get_size());
+          memory from = mem(op.in[0]), to = mem_of(plain_act(x.dims), buf);
           step(dnnl::reorder(from, to), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, 0);
         }
-        define(op.out, plain(flat), flat, buf);
+        define(op.out, plain_act(flat), flat, buf);
         break;
       }
       case Kind::Cat: {
@@ -876,10 +880,15 @@ std::string DnnlGraph::version() {
 }
 
 at::Tensor DnnlGraph::run(const at::Tensor& input) {
-  if (!input.device().is_cpu() || input.scalar_type() != at::kFloat || input.dim() != 4)
-    throw ModelError("the oneDNN graph takes float32 N x C x H x W on the CPU, not " + input.toString());
-  const at::Tensor x = input.contiguous();
-  const std::vector<int64_t> key = x.sizes().vec();
+  if (!input.device().is_cpu() || (input.scalar_type() != at::kFloat && input.scalar_type() != at::kBFloat16) ||
+      input.dim() != 4)
+    throw ModelError("the oneDNN graph takes float32 or bfloat16 N x C x H x W on the CPU, not " + input.toString());
+  const bool bf16 = input.scalar_type() == at::kBFloat16;
+  const bool nhwc = !input.is_contiguous() && input.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor x = nhwc ? input : input.contiguous();
+  std::vector<int64_t> key = x.sizes().vec();
+  key.push_back(bf16);
+  key.push_back(nhwc);
   std::lock_guard<std::mutex> g(impl_->lock);
   auto it = impl_->plans.find(key);
   try {
@@ -887,10 +896,11 @@ at::Tensor DnnlGraph::run(const at::Tensor& input) {
       // A plan holds its activations' buffers: a few shapes are kept (the
       // batch sizes a pipeline runs), not one per shape ever seen.
       if (impl_->plans.size() >= 4) impl_->plans.erase(impl_->plans.begin());
-      it = impl_->plans.emplace(key, impl_->make_plan(Dims(key.begin(), key.end()))).first;
+      it = impl_->plans.emplace(key, impl_->make_plan(Dims(key.begin(), key.begin() + 4), bf16 ? dt::bf16 : dt::f32, nhwc))
+               .first;
     }
     Plan& plan = *it->second;
-    at::Tensor y = at::empty(std::vector<int64_t>(plan.out_dims.begin(), plan.out_dims.end()), x.options());
+    at::Tensor y = at::empty(std::vector<int64_t>(plan.out_dims.begin(), plan.out_dims.end()), x.options().dtype(at::kFloat));
     plan.input.set_data_handle(x.data_ptr());
     plan.output.set_data_handle(y.data_ptr());
     for (auto& s : plan.steps) s.prim.execute(impl_->e.stream, s.args);

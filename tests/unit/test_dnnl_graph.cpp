@@ -13,6 +13,7 @@
 
 #include "models/architectures.h"
 #include "models/classifier.h"
+#include "models/runtime.h"
 
 namespace ptm::test {
 namespace {
@@ -57,6 +58,31 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"mobilenet_v3_small", 160}, Case{"efficientnet_b0", 224}, Case{"efficientnet_b0", 160},
                       Case{"squeezenet1_1", 224}, Case{"squeezenet1_0", 227}, Case{"regnet_y_400mf", 224},
                       Case{"regnet_x_400mf", 160}, Case{"mnasnet1_0", 224}, Case{"alexnet", 224}),
+    [](const ::testing::TestParamInfo<Case>& i) { return i.param.arch + "_" + std::to_string(i.param.size); });
+
+// bfloat16 (precision=bf16): weights and activations in bfloat16, the
+// input NHWC as ptminfer writes it, against the float32 model. The bound
+// is the one ptm holds LibTorch's bfloat16 graph to (5e-2 of the largest
+// logit); what bfloat16 does to top-1 on real frames is measured by the
+// agreement benchmark (tests/bench/bench_agreement.py).
+class TakenBf16 : public ::testing::TestWithParam<Case> {};
+
+TEST_P(TakenBf16, MatchesTheModel) {
+  if (!runtime::cpu_has_bf16()) GTEST_SKIP() << "this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX)";
+  const Case& c = GetParam();
+  ClassifierModulePtr m = randomised(c.arch);
+  std::string why;
+  const double err = dnnl_graph_error(*m, c.size, {1, 2}, &why, true);
+  ASSERT_GE(err, 0) << c.arch << ": not taken: " << why;
+  EXPECT_LE(err, 5e-2) << c.arch << " at " << c.size;
+  std::printf("[ bf16    ] %-20s %3lld px, batch 1 and 2: max diff %.2e of the largest logit\n", c.arch.c_str(),
+              static_cast<long long>(c.size), err);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Architectures, TakenBf16,
+    ::testing::Values(Case{"resnet18", 224}, Case{"resnet50", 160}, Case{"mobilenet_v2", 224},
+                      Case{"mobilenet_v3_large", 160}, Case{"efficientnet_b0", 224}, Case{"squeezenet1_1", 160}),
     [](const ::testing::TestParamInfo<Case>& i) { return i.param.arch + "_" + std::to_string(i.param.size); });
 
 // Graphs with ops the executor does not take are refused with the op named
