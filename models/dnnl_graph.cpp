@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -440,6 +441,7 @@ struct Buffer {
 // The primitives and buffers for one input shape.
 struct Plan {
   struct Step {
+    std::function<dnnl::primitive()> make;  // called once the plan's memory is in place
     dnnl::primitive prim;
     std::unordered_map<int, memory> args;
     bool scratch = false;
@@ -462,20 +464,44 @@ struct DnnlGraph::Impl {
   std::map<size_t, std::vector<std::pair<memory::desc, memory>>> packed;
   std::vector<std::unique_ptr<Buffer>> packed_buffers;
 
-  memory pack(size_t op, const at::Tensor& w, const memory::desc& from, const memory::desc& want) {
-    auto& list = packed[op];
-    for (auto& [d, m] : list)
+  // Weights to be reordered into a layout a plan's primitive asked for.
+  struct Pending {
+    size_t op;
+    at::Tensor w;
+    memory::desc from;
+    memory dst;
+    std::unique_ptr<Buffer> buffer;
+  };
+
+  // `w` in layout `want`: packed by an earlier plan, or added to `pending`
+  // (its memory bound when the plan's memory is allocated: finish_packing).
+  memory pack(size_t op, const at::Tensor& w, const memory::desc& from, const memory::desc& want,
+              std::vector<Pending>& pending) {
+    for (auto& [d, m] : packed[op])
       if (d == want) return m;
+    for (Pending& p : pending)
+      if (p.op == op && p.dst.get_desc() == want) return p.dst;
     auto b = std::make_unique<Buffer>();
     b->bytes = want.get_size();
-    b->data = std::aligned_alloc(64, (b->bytes + 63) / 64 * 64);
-    if (!b->data) throw ModelError("out of memory packing weights");
-    memory src(from, e.eng, w.data_ptr()), dst(want, e.eng, b->data);
-    dnnl::reorder(src, dst).execute(e.stream, src, dst);
+    pending.push_back({op, w, from, memory(want, e.eng, DNNL_MEMORY_NONE), std::move(b)});
+    return pending.back().dst;
+  }
+
+  void finish_packing(std::vector<Pending>& pending) {
+    for (Pending& p : pending) {
+      p.buffer->data = std::aligned_alloc(64, (p.buffer->bytes + 63) / 64 * 64);
+      if (!p.buffer->data) throw ModelError("out of memory packing weights");
+    }
+    for (Pending& p : pending) {
+      p.dst.set_data_handle(p.buffer->data);
+      memory src(p.from, e.eng, p.w.data_ptr());
+      dnnl::reorder(src, p.dst).execute(e.stream, src, p.dst);
+    }
     e.stream.wait();
-    packed_buffers.push_back(std::move(b));
-    list.emplace_back(want, dst);
-    return dst;
+    for (Pending& p : pending) {
+      packed[p.op].emplace_back(p.dst.get_desc(), p.dst);
+      packed_buffers.push_back(std::move(p.buffer));
+    }
   }
 
   // Activations in `act` (f32, or bf16 for a bfloat16 input); the input
@@ -550,10 +576,14 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
     return m;
   };
   const auto mem = [&](int v) { return mem_of(vals[size_t(v)].md, vals[size_t(v)].buf); };
-  const auto step = [&](dnnl::primitive prim, std::unordered_map<int, memory> args, size_t scratch) {
+  // Primitives are made (their code generated) only after every buffer
+  // is allocated: oneDNN does not survive an allocation failing while it
+  // generates code.
+  const auto step = [&](std::function<dnnl::primitive()> make, std::unordered_map<int, memory> args, size_t scratch) {
     scratch_bytes = std::max(scratch_bytes, scratch);
-    plan->steps.push_back({std::move(prim), std::move(args), scratch > 0});
+    plan->steps.push_back({std::move(make), dnnl::primitive(), std::move(args), scratch > 0});
   };
+  std::vector<Pending> pending;
   std::vector<int> temps;
   // Value v in layout md: itself, or a reordered copy in a temporary buffer.
   const auto as = [&](int v, const memory::desc& md) -> memory {
@@ -561,11 +591,21 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
     const int b = acquire(md.get_size());
     temps.push_back(b);
     memory src = mem(v), dst = mem_of(md, b);
-    step(dnnl::reorder(src, dst), {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}}, 0);
+    step([=] { return dnnl::reorder(src, dst); }, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}}, 0);
     return dst;
   };
   const auto define = [&](int v, const memory::desc& md, const Dims& dims, int buf) {
     vals[size_t(v)] = {md, dims, buf};
+  };
+  // The buffer for an elementwise op's output: its input's, where the
+  // input dies at op i and nothing else holds that buffer (in place).
+  const auto in_place_or_new = [&](int v, size_t i) {
+    const Val& x = vals[size_t(v)];
+    if (last[size_t(v)] == int(i) && x.buf >= 0 && plan->buffers[size_t(x.buf)]->refs == 1) {
+      ++plan->buffers[size_t(x.buf)]->refs;
+      return x.buf;
+    }
+    return acquire(x.md.get_size());
   };
 
   const memory::desc in_md = nhwc ? memory::desc(in_dims, act, tag::acdb) : plain(in_dims, act);
@@ -607,7 +647,7 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
                                 {op.stride[0], op.stride[1]}, {op.dilation[0] - 1, op.dilation[1] - 1},
                                 {op.padding[0], op.padding[1]}, {op.padding[0], op.padding[1]}, a);
         memory src = as(op.in[0], pd.src_desc());
-        memory wm = pack(i, w, w_plain, pd.weights_desc());
+        memory wm = pack(i, w, w_plain, pd.weights_desc(), pending);
         int buf;
         const memory::desc dst_md = pd.dst_desc();
         if (op.sum >= 0) {
@@ -620,15 +660,15 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
           } else {
             buf = acquire(dst_md.get_size());
             memory from = mem(op.sum), to = mem_of(dst_md, buf);
-            step(dnnl::reorder(from, to), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, 0);
+            step([=] { return dnnl::reorder(from, to); }, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, 0);
           }
         } else {
           buf = acquire(dst_md.get_size());
         }
         define(op.out, dst_md, out, buf);
         std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, mem(op.out)}};
-        if (op.bias.defined()) args[DNNL_ARG_BIAS] = pack(i, op.bias, b_md, pd.bias_desc());
-        step(dnnl::convolution_forward(pd), std::move(args), pd.scratchpad_desc().get_size());
+        if (op.bias.defined()) args[DNNL_ARG_BIAS] = pack(i, op.bias, b_md, pd.bias_desc(), pending);
+        step([=] { return dnnl::convolution_forward(pd); }, std::move(args), pd.scratchpad_desc().get_size());
         break;
       }
       case Kind::Linear: {
@@ -638,44 +678,34 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
         const auto pd = linear_pd(eng, plain_act(x.dims), memory::desc(wd, act, tag::any),
                                   op.bias.defined() ? &b_md : nullptr, plain_act(out), new_attr());
         memory src = as(op.in[0], pd.src_desc());
-        memory wm = pack(i, op.weight, plain(wd), pd.weights_desc());
+        memory wm = pack(i, op.weight, plain(wd), pd.weights_desc(), pending);
         define(op.out, pd.dst_desc(), out, acquire(pd.dst_desc().get_size()));
         std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, mem(op.out)}};
-        if (op.bias.defined()) args[DNNL_ARG_BIAS] = pack(i, op.bias, b_md, pd.bias_desc());
-        step(dnnl::inner_product_forward(pd), std::move(args), pd.scratchpad_desc().get_size());
+        if (op.bias.defined()) args[DNNL_ARG_BIAS] = pack(i, op.bias, b_md, pd.bias_desc(), pending);
+        step([=] { return dnnl::inner_product_forward(pd); }, std::move(args), pd.scratchpad_desc().get_size());
         break;
       }
       case Kind::Act: {
-        // In place where the input dies here.
-        int buf = x.buf;
         memory src = mem(op.in[0]);
-        if (last[size_t(op.in[0])] == int(i) && x.buf >= 0 && plan->buffers[size_t(x.buf)]->refs == 1) {
-          ++plan->buffers[size_t(buf)]->refs;
-        } else {
-          buf = acquire(x.md.get_size());
-        }
+        const int buf = in_place_or_new(op.in[0], i);
         const memory::desc md = x.md;
         const Dims dims = x.dims;
         define(op.out, md, dims, buf);
         memory dst = mem(op.out);
         for (size_t k = 0; k < op.acts.size(); ++k) {
           const auto pd = eltwise_pd(eng, op.acts[k], md, new_attr());
-          step(dnnl::eltwise_forward(pd), {{DNNL_ARG_SRC, k == 0 ? src : dst}, {DNNL_ARG_DST, dst}},
+          step([=] { return dnnl::eltwise_forward(pd); }, {{DNNL_ARG_SRC, k == 0 ? src : dst}, {DNNL_ARG_DST, dst}},
                pd.scratchpad_desc().get_size());
         }
         break;
       }
       case Kind::Scale: {
-        int buf = x.buf;
         memory src = mem(op.in[0]);
-        if (last[size_t(op.in[0])] == int(i) && x.buf >= 0 && plan->buffers[size_t(x.buf)]->refs == 1)
-          ++plan->buffers[size_t(buf)]->refs;
-        else
-          buf = acquire(x.md.get_size());
+        const int buf = in_place_or_new(op.in[0], i);
         const memory::desc md = x.md;
         define(op.out, md, x.dims, buf);
         const auto pd = eltwise_pd(eng, {algorithm::eltwise_linear, op.scale, 0}, md, new_attr());
-        step(dnnl::eltwise_forward(pd), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, mem(op.out)}},
+        step([=] { return dnnl::eltwise_forward(pd); }, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, mem(op.out)}},
              pd.scratchpad_desc().get_size());
         break;
       }
@@ -701,16 +731,12 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
         // A broadcast operand in the plain layout (for N x C x 1 x 1 that
         // is one value a channel).
         memory src1 = big.dims == vals[size_t(a1)].dims ? mem(a1) : as(a1, plain_act(vals[size_t(a1)].dims));
-        int buf = big.buf;
-        if (last[size_t(a0)] == int(i) && big.buf >= 0 && plan->buffers[size_t(big.buf)]->refs == 1 && a0 != a1)
-          ++plan->buffers[size_t(buf)]->refs;
-        else
-          buf = acquire(big.md.get_size());
+        const int buf = a0 != a1 ? in_place_or_new(a0, i) : acquire(big.md.get_size());
         const memory::desc md = big.md;
         define(op.out, md, big.dims, buf);
         const auto pd = binary_pd(eng, op.kind == Kind::Add ? algorithm::binary_add : algorithm::binary_mul, md,
                                   src1.get_desc(), md, new_attr());
-        step(dnnl::binary(pd), {{DNNL_ARG_SRC_0, src0}, {DNNL_ARG_SRC_1, src1}, {DNNL_ARG_DST, mem(op.out)}},
+        step([=] { return dnnl::binary(pd); }, {{DNNL_ARG_SRC_0, src0}, {DNNL_ARG_SRC_1, src1}, {DNNL_ARG_DST, mem(op.out)}},
              pd.scratchpad_desc().get_size());
         break;
       }
@@ -750,13 +776,13 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
         const auto pd = pool_pd(eng, alg, x.md, memory::desc(out, act, tag::any), stride, kernel, pad_l, pad_r, new_attr());
         memory src = mem(op.in[0]);
         define(op.out, pd.dst_desc(), out, acquire(pd.dst_desc().get_size()));
-        step(dnnl::pooling_forward(pd), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, mem(op.out)}},
+        step([=] { return dnnl::pooling_forward(pd); }, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, mem(op.out)}},
              pd.scratchpad_desc().get_size());
         if (!op.keepdim) {  // N x C: one value a channel, in the plain layout
           Val& v = vals[size_t(op.out)];
           const int pooled = v.buf, buf = acquire(plain_act(out).get_size());
           memory from = mem(op.out), to = mem_of(plain_act(out), buf);
-          step(dnnl::reorder(from, to), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, 0);
+          step([=] { return dnnl::reorder(from, to); }, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, 0);
           release(pooled);
           define(op.out, plain_act({out[0], out[1]}), {out[0], out[1]}, buf);
         }
@@ -772,7 +798,7 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
         } else {
           buf = acquire(plain_act(x.dims).get_size());
           memory from = mem(op.in[0]), to = mem_of(plain_act(x.dims), buf);
-          step(dnnl::reorder(from, to), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, 0);
+          step([=] { return dnnl::reorder(from, to); }, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, 0);
         }
         define(op.out, plain_act(flat), flat, buf);
         break;
@@ -793,7 +819,7 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
         for (int v : op.in) out[1] += vals[size_t(v)].dims[1];
         define(op.out, pd.dst_desc(), out, acquire(pd.dst_desc().get_size()));
         args[DNNL_ARG_DST] = mem(op.out);
-        step(dnnl::concat(pd), std::move(args), pd.scratchpad_desc().get_size());
+        step([=] { return dnnl::concat(pd); }, std::move(args), pd.scratchpad_desc().get_size());
         break;
       }
       case Kind::Alias: {
@@ -820,7 +846,7 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
   plan->output = memory(plain(y.dims), eng, DNNL_MEMORY_NONE);
   {
     memory from = mem(p.output);
-    step(dnnl::reorder(from, plan->output), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, plan->output}}, 0);
+    step([=, out = plan->output] { return dnnl::reorder(from, out); }, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, plan->output}}, 0);
   }
   for (auto& b : plan->buffers) {
     b->data = std::aligned_alloc(64, (std::max<size_t>(b->bytes, 1) + 63) / 64 * 64);
@@ -836,6 +862,15 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
     for (auto& st : plan->steps)
       if (st.scratch) st.args[DNNL_ARG_SCRATCHPAD] = s;
   }
+  // Room for the generated code (a few hundred KB a primitive), checked
+  // before any is made.
+  if (void* room = std::malloc(size_t(64) << 20)) {
+    std::free(room);
+  } else {
+    throw ModelError("out of memory for the graph's code");
+  }
+  finish_packing(pending);
+  for (auto& st : plan->steps) st.prim = st.make();
   return plan;
 }
 
@@ -907,7 +942,12 @@ at::Tensor DnnlGraph::run(const at::Tensor& input) {
     impl_->e.stream.wait();
     return y;
   } catch (const dnnl::error& e) {
+    if (e.status == dnnl_out_of_memory) throw ModelError(std::string("oneDNN: out of memory: ") + e.what());
     throw ModelError(std::string("oneDNN: ") + e.what());
+  } catch (const std::bad_alloc&) {
+    throw ModelError("oneDNN graph: out of memory making the plan for " + x.toString() + " " +
+                     std::to_string(key[0]) + "x" + std::to_string(key[1]) + "x" + std::to_string(key[2]) + "x" +
+                     std::to_string(key[3]));
   }
 }
 

@@ -400,7 +400,7 @@ class MqttPublisher : public Queued {
   }
 
   void run() {
-    bool open = false;
+    bool open = false, tried = false;
     for (;;) {
       bool session;
       Clock::time_point retry_at;
@@ -408,8 +408,13 @@ class MqttPublisher : public Queued {
         std::lock_guard<std::mutex> g(m_);
         session = session_;
         retry_at = retry_at_;
-        // While closing, what is in flight counts too: a drain waits for acknowledgements.
-        if (closing_ && (Clock::now() >= deadline_ || !session || (queue_.empty() && in_flight_.empty()))) break;
+        // While closing, what is in flight counts too: a drain waits for
+        // acknowledgements, and for a connection still being made (a short
+        // stream can end during the TLS handshake) or not yet tried; without
+        // one, what is queued is dropped at once.
+        const bool coming = open || !tried;
+        if (closing_ && (Clock::now() >= deadline_ || (!session && !coming) || (queue_.empty() && in_flight_.empty())))
+          break;
       }
       if (!open) {
         if (Clock::now() < retry_at) {
@@ -417,6 +422,7 @@ class MqttPublisher : public Queued {
           continue;
         }
         open = connect();
+        tried = true;
         continue;
       }
       if (!session && Clock::now() - connecting_since_ > std::chrono::seconds(std::max(5, opt_.keepalive_s))) {

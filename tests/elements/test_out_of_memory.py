@@ -14,9 +14,12 @@ own address space to what it uses plus EXTRA MB (setrlimit(RLIMIT_AS), what
   - load-large-input: resnet18 at input-size=1536 (activations of a few
     hundred MB), failing in the optimised graph's trace or the check that
     the model runs at that size;
-  - forward: the same, but the limit is set once the model is loaded (the
-    pipeline paused, an appsrc holding the frames back): the frames then
-    fail in preprocessing or the forward pass, on the streaming thread.
+  - forward: the same in batches of 3, but the limit is set once the model
+    is loaded (the pipeline paused, an appsrc holding the frames back): the
+    frames then fail in preprocessing or the forward pass, on the streaming
+    thread. Batches of 3 because batch 1's activations may all be held from
+    the load on (the oneDNN executor plans them when it is checked there):
+    a batch size not run before makes the forward pass allocate.
 
 The limits are swept from a little to a lot: each run must end in an EOS
 with every frame classified or in an error message from ptminfer that says
@@ -44,7 +47,7 @@ EXTRA_MB = [64, 192, 384, 640, 1024, 0]  # 0: no limit
 CASES = {
     "load": "ptminfer name=infer model={fx}/alexnet.pth top-k=1",
     "load-large-input": "ptminfer name=infer model={fx}/resnet18.pth input-size=1536 top-k=1",
-    "forward": "ptminfer name=infer model={fx}/resnet18.pth input-size=1536 top-k=1",
+    "forward": "ptminfer name=infer model={fx}/resnet18.pth input-size=1536 batch-size=3 top-k=1",
 }
 CAPS = "video/x-raw,format=RGB,width=320,height=240,framerate=30/1"
 SOURCE = "videotestsrc num-buffers=3 ! " + CAPS + " ! "
