@@ -292,9 +292,12 @@ torch::jit::Module traced(ClassifierModuleImpl& model, const at::Tensor& example
   return m;
 }
 
+// `plain`, when given, gets the traced graph frozen alone (what the oneDNN
+// executor reads), from the same trace.
 torch::jit::Module traced_optimised(ClassifierModuleImpl& model, const at::Tensor& example, bool densified,
-                                    bool convert = true) {
+                                    bool convert = true, torch::jit::Module* plain = nullptr) {
   torch::jit::Module m = traced(model, example);
+  if (plain) *plain = torch::jit::freeze(m);
 #if TORCH_VERSION_MAJOR >= 2
   (void)densified;
   return convert ? torch::jit::optimize_for_inference(m) : torch::jit::freeze(m);
@@ -320,12 +323,13 @@ double ms_per_image(torch::jit::Module& m, const at::Tensor& x) {
 
 // The optimised graph of `model` at size x size, checked where LibTorch 1.13
 // is known to compute wrongly (see dnnl_eltwise).
+// `plain`, when given, gets the traced graph frozen alone.
 torch::jit::Module optimised_graph(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
-                                   bool channels_last, std::vector<std::string>* notes) {
+                                   bool channels_last, std::vector<std::string>* notes, torch::jit::Module* plain) {
   at::Tensor example = torch::rand({1, 3, size, size}, options);
   if (channels_last) example = example.contiguous(at::MemoryFormat::ChannelsLast);
 #if TORCH_VERSION_MAJOR < 2
-  torch::jit::Module m = traced_optimised(model, example, false);
+  torch::jit::Module m = traced_optimised(model, example, false, true, plain);
   if (dnnl_eltwise_nodes(m.get_method("forward").graph()).empty()) return m;
   // float32: what oneDNN got wrong was far off; reduced precision rounds
   // differently along the fused graph by itself.
@@ -354,6 +358,7 @@ torch::jit::Module optimised_graph(ClassifierModuleImpl& model, int64_t size, co
   torch::jit::Module traced_model = traced(model, example);
   const int im2col = im2col_convolutions(traced_model);
   torch::jit::Module frozen = torch::jit::freeze(traced_model);
+  if (plain) *plain = frozen;
   bool direct_convolutions = false;
   if (example.device().is_cpu() && options.dtype() == at::kFloat && !channels_last) {
     // A fresh module for the rewrite (a graph that has run keeps its plan),
@@ -400,9 +405,8 @@ std::string ms_text(double ms) {
 // machine: timed in turns, median of three each. nullptr otherwise, with a
 // note where it differed.
 std::shared_ptr<DnnlGraph> dnnl_graph(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
-                                      bool channels_last, torch::jit::Module& chosen, std::vector<std::string>* notes) {
-  const char* off = std::getenv("PTM_DNNL_GRAPH");
-  if (off && std::string(off) == "0") return nullptr;
+                                      bool channels_last, torch::jit::Module& frozen, torch::jit::Module& chosen,
+                                      std::vector<std::string>* notes) {
   torch::NoGradGuard no_grad;
   at::Tensor example = torch::rand({1, 3, size, size}, options);
   if (channels_last) example = example.contiguous(at::MemoryFormat::ChannelsLast);
@@ -410,7 +414,6 @@ std::shared_ptr<DnnlGraph> dnnl_graph(ClassifierModuleImpl& model, int64_t size,
   std::string why;
   std::shared_ptr<DnnlGraph> g;
   try {
-    torch::jit::Module frozen = torch::jit::freeze(traced(model, example));
     g = DnnlGraph::compile(frozen, &why);
     if (!g) return nullptr;  // an op it does not take: LibTorch's graph runs
     const at::Tensor want = model.forward(example).to(at::kFloat), got = g->run(example);
@@ -454,12 +457,16 @@ std::shared_ptr<DnnlGraph> dnnl_graph(ClassifierModuleImpl& model, int64_t size,
 torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
                              bool channels_last, std::vector<std::string>* notes,
                              std::shared_ptr<DnnlGraph>* dnnl) {
-  torch::jit::Module m = optimised_graph(model, size, options, channels_last, notes);
   if (dnnl) *dnnl = nullptr;
 #if PTM_HAVE_DNNL
-  if (dnnl && options.device().is_cpu() &&
-      ((options.dtype() == at::kFloat && !channels_last) || options.dtype() == at::kBFloat16))
-    *dnnl = dnnl_graph(model, size, options, channels_last, m, notes);
+  const char* off = std::getenv("PTM_DNNL_GRAPH");  // "0": LibTorch's graph only
+  const bool want = dnnl && !(off && std::string(off) == "0") && options.device().is_cpu() &&
+                    ((options.dtype() == at::kFloat && !channels_last) || options.dtype() == at::kBFloat16);
+  torch::jit::Module plain;
+  torch::jit::Module m = optimised_graph(model, size, options, channels_last, notes, want ? &plain : nullptr);
+  if (want) *dnnl = dnnl_graph(model, size, options, channels_last, plain, m, notes);
+#else
+  torch::jit::Module m = optimised_graph(model, size, options, channels_last, notes, nullptr);
 #endif
   return m;
 }
