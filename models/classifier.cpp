@@ -262,12 +262,17 @@ int im2col_convolutions(torch::jit::Module& m) {
 }
 #endif
 
-// Largest difference relative to max(1, max |eager|) on one input.
+// Largest difference of `got` from `want` relative to max(1, max |want|):
+// how every fast path is held to the model.
+double relative_error(const at::Tensor& got, const at::Tensor& want) {
+  const at::Tensor w = want.to(at::kFloat);
+  return (got.to(at::kFloat) - w).abs().max().item<double>() / std::max(1.0, w.abs().max().item<double>());
+}
+
+// relative_error of graph `m` from the model on one input.
 double graph_error(ClassifierModuleImpl& model, torch::jit::Module& m, const at::Tensor& example) {
   torch::NoGradGuard no_grad;
-  const at::Tensor want = model.forward(example), got = m.forward({example}).toTensor();
-  const double scale = std::max(1.0, want.abs().max().item<double>());
-  return (got - want).abs().to(at::kFloat).max().item<double>() / scale;
+  return relative_error(m.forward({example}).toTensor(), model.forward(example));
 }
 
 // The model as a frozen graph: traced from the torch::nn modules (the one
@@ -297,29 +302,47 @@ torch::jit::Module traced(ClassifierModuleImpl& model, const at::Tensor& example
 torch::jit::Module traced_optimised(ClassifierModuleImpl& model, const at::Tensor& example, bool densified,
                                     bool convert = true, torch::jit::Module* plain = nullptr) {
   torch::jit::Module m = traced(model, example);
-  if (plain) *plain = torch::jit::freeze(m);
 #if TORCH_VERSION_MAJOR >= 2
+  if (plain) *plain = torch::jit::freeze(m);
   (void)densified;
   return convert ? torch::jit::optimize_for_inference(m) : torch::jit::freeze(m);
 #else
   (void)convert;
+  // Frozen once: optimize_for_inference takes a frozen module as it is and
+  // rewrites its graph in place, so the executor's copy is a clone (graphs
+  // copied, constants shared and left as they are).
+  if (plain) {
+    m = torch::jit::freeze(m);
+    *plain = m.clone();
+  }
   torch::jit::Module o = torch::jit::optimize_for_inference(m);
   if (densified) densify(o.get_method("forward").graph());
   return o;
 #endif
 }
 
-// Median milliseconds an image of `m` on `x` (after a warm-up run).
-double ms_per_image(torch::jit::Module& m, const at::Tensor& x) {
+// Median milliseconds an image of `run` on `x` (after a warm-up run).
+template <typename Run>
+double ms_per_image_of(const Run& run, const at::Tensor& x) {
   std::vector<double> t;
   for (int i = 0; i < 4; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    m.forward({x});
+    run();
     if (i > 0) t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2] / double(x.size(0));
 }
+
+double ms_per_image(torch::jit::Module& m, const at::Tensor& x) {
+  return ms_per_image_of([&] { m.forward({x}); }, x);
+}
+
+#if PTM_HAVE_DNNL
+double ms_per_image(DnnlGraph& g, const at::Tensor& x) {
+  return ms_per_image_of([&] { g.run(x); }, x);
+}
+#endif
 
 // The optimised graph of `model` at size x size, checked where LibTorch 1.13
 // is known to compute wrongly (see dnnl_eltwise).
@@ -416,8 +439,7 @@ std::shared_ptr<DnnlGraph> dnnl_graph(ClassifierModuleImpl& model, int64_t size,
   try {
     g = DnnlGraph::compile(frozen, &why);
     if (!g) return nullptr;  // an op it does not take: LibTorch's graph runs
-    const at::Tensor want = model.forward(example).to(at::kFloat), got = g->run(example);
-    const double err = (got - want).abs().max().item<double>() / std::max(1.0, want.abs().max().item<double>());
+    const double err = relative_error(g->run(example), model.forward(example));
     if (!(err <= tolerance)) {
       if (notes)
         notes->push_back("oneDNN graph executor not used: it differed from the model by " + std::to_string(err) +
@@ -442,7 +464,11 @@ std::shared_ptr<DnnlGraph> dnnl_graph(ClassifierModuleImpl& model, int64_t size,
       notes->push_back(std::string("runs on ptm's oneDNN graph executor (") +
                        (options.dtype() == at::kFloat ? "float32" : "bfloat16") + ", oneDNN " + DnnlGraph::version() + ": " +
                        std::to_string(g->fused_activations()) + " convolutions with their activation fused, " +
-                       std::to_string(g->fused_adds()) + " with their residual add; " + ms_text(mine[1]) +
+                       std::to_string(g->fused_adds()) + " with their residual add" +
+                       (g->winograd_convolutions() > 0
+                            ? ", " + std::to_string(g->winograd_convolutions()) + " as Winograd"
+                            : std::string()) +
+                       "; " + ms_text(mine[1]) +
                        " against LibTorch's graph's " + ms_text(theirs[1]) + " ms at load)");
     return g;
   } catch (const std::exception& e) {
@@ -452,8 +478,9 @@ std::shared_ptr<DnnlGraph> dnnl_graph(ClassifierModuleImpl& model, int64_t size,
 }
 #endif
 
-// The optimised graph (optimised_graph) and, for float32 on the CPU, the
-// oneDNN executor where it is faster (`dnnl` null: not wanted).
+// The optimised graph (optimised_graph) and, on the CPU in float32 (not
+// channels-last) or bfloat16, the oneDNN executor where it matches the
+// model and is faster (`dnnl` null: not wanted, e.g. int8).
 torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
                              bool channels_last, std::vector<std::string>* notes,
                              std::shared_ptr<DnnlGraph>* dnnl) {
@@ -695,8 +722,10 @@ struct Classifier::Impl {
   ClassifierModulePtr eager;
   torch::jit::Module script;
   bool use_script = false;
-  // The script's graph on ptm's oneDNN executor, where faster (float32 on
-  // the CPU; see dnnl_graph()).
+  // The script's graph on ptm's oneDNN executor, where faster (float32 or
+  // bfloat16 on the CPU; see dnnl_graph()). With precision=int8 it is the
+  // float32 path the quantized graph is timed against, dropped when the
+  // quantized graph is kept.
   std::shared_ptr<DnnlGraph> dnnl;
   // The optimised graph of a built-in model is traced at one image size
   // (oneDNN's adaptive pooling, for one, needs divisible sizes): other
@@ -997,7 +1026,7 @@ void Classifier::Impl::build_script() {
   if (!script_pending) return;
   script_pending = false;
   try {
-    script = optimised(*eager, info.crop_size, options(), channels_last, &info.notes, int8 ? nullptr : &dnnl);
+    script = optimised(*eager, info.crop_size, options(), channels_last, &info.notes, &dnnl);
     use_script = true;
     script_size = info.crop_size;
   } catch (const std::exception& e) {  // LibTorch's c10::Error included
@@ -1038,9 +1067,20 @@ void Classifier::Impl::finish_int8(const at::Tensor& x) {
     // PTM_INT8_ALWAYS=1 keeps it without timing it (tests, comparisons).
     const char* always = std::getenv("PTM_INT8_ALWAYS");
     const bool keep = always && std::string(always) == "1";
-    const double int8_ms = keep ? 0 : ms_per_image(q, x), float_ms = keep ? 1 : ms_per_image(script, x);
+    // Against the float32 path that runs otherwise: the oneDNN executor
+    // where the load kept it, else the optimised graph.
+    const double int8_ms = keep ? 0 : ms_per_image(q, x);
+    double float_ms = 1;
+    if (!keep) {
+#if PTM_HAVE_DNNL
+      float_ms = dnnl ? ms_per_image(*dnnl, x) : ms_per_image(script, x);
+#else
+      float_ms = ms_per_image(script, x);
+#endif
+    }
     if (int8_ms < float_ms) {
       script = q;
+      dnnl = nullptr;
       set_status("int8");
     } else {
       why = "float32: its int8 graph ran slower (" + ms_text(int8_ms) + " against " + ms_text(float_ms) +
@@ -1329,7 +1369,7 @@ std::string Classifier::set_input_size(int size) {
   }
   if (im.eager && im.use_script && im.script_size != 0) {
     try {
-      im.script = optimised(*im.eager, size, im.options(), im.channels_last, &im.info.notes, im.int8 ? nullptr : &im.dnnl);
+      im.script = optimised(*im.eager, size, im.options(), im.channels_last, &im.info.notes, &im.dnnl);
       im.script_size = size;
     } catch (const std::exception& e) {
       im.use_script = false;
@@ -1578,7 +1618,7 @@ void Classifier::warm_up() {
 }
 
 double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector<int64_t>& batches, std::string* why,
-                        bool bf16) {
+                        bool bf16, int* winograd) {
 #if PTM_HAVE_DNNL
   torch::NoGradGuard no_grad;
   m.eval();
@@ -1601,11 +1641,12 @@ double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector
     if (got.sizes() != want.sizes())
       throw ModelError("the oneDNN graph gave " + shape_str(got.sizes().vec()) + ", the model " +
                        shape_str(want.sizes().vec()));
-    worst = std::max(worst, (got - want).abs().max().item<double>() / std::max(1.0, want.abs().max().item<double>()));
+    worst = std::max(worst, relative_error(got, want));
   }
+  if (winograd) *winograd = g->winograd_convolutions();
   return worst;
 #else
-  (void)m, (void)size, (void)batches, (void)bf16;
+  (void)m, (void)size, (void)batches, (void)bf16, (void)winograd;
   if (why) *why = "this build has no oneDNN graph executor (libdnnl-dev absent, or a LibTorch of its own oneDNN)";
   return -1;
 #endif

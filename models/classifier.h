@@ -169,8 +169,9 @@ class ClassifierModuleImpl;
 // model on random images at each batch size in `batches`: the largest
 // difference relative to max(1, the largest logit). -1 with `why` set where
 // the executor does not take the graph or this build has none. `m` stays
-// bfloat16 after a `bf16` call.
+// bfloat16 after a `bf16` call. `winograd`, when given, gets how many
+// convolutions ran as Winograd.
 double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector<int64_t>& batches, std::string* why,
-                        bool bf16 = false);
+                        bool bf16 = false, int* winograd = nullptr);
 
 }  // namespace ptm

@@ -35,6 +35,10 @@ class DnnlGraph {
   // How many convolutions carry a fused activation / residual add.
   int fused_activations() const;
   int fused_adds() const;
+  // How many convolutions run as Winograd (oneDNN 2.x, float32, 3x3
+  // stride 1) in the plans made so far (the most of any one plan).
+  // PTM_DNNL_WINOGRAD=0 keeps every convolution direct.
+  int winograd_convolutions();
   // oneDNN's version, "3.7.2".
   static std::string version();
 

@@ -101,9 +101,9 @@ int main(int argc, char** argv) {
               TORCH_VERSION, torch_version.c_str());
   std::printf("ratio = PyTorch's fastest path / ptm's fastest path (above 1: ptm is faster)\n");
   std::printf("ptm optim: what a loaded model runs (the oneDNN executor where faster); ptm graph: LibTorch's graph "
-              "alone (PTM_DNNL_GRAPH=0)\n");
-  std::printf("%-19s | %9s %9s %9s %9s | %9s %9s %9s %9s %-10s | %7s\n", "model", "ptm eager", "ptm graph",
-              "ptm optim", "ptm .pt2", "py eager", "py frozen", "py compil", "py aoti", "(frozen)", "ratio");
+              "alone (PTM_DNNL_GRAPH=0); ptm direct: as ptm optim, no Winograd convolution (PTM_DNNL_WINOGRAD=0)\n");
+  std::printf("%-19s | %9s %9s %10s %9s %9s | %9s %9s %9s %9s %-10s | %7s\n", "model", "ptm eager", "ptm graph",
+              "ptm direct", "ptm optim", "ptm .pt2", "py eager", "py frozen", "py compil", "py aoti", "(frozen)", "ratio");
   for (const auto& a : archs) {
     ptm::ClassifierOptions o;
     o.model = dir + "/" + a + ".pth";
@@ -114,11 +114,15 @@ int main(int argc, char** argv) {
     setenv("PTM_DNNL_GRAPH", "0", 1);
     ptm::Classifier graph(o);
     unsetenv("PTM_DNNL_GRAPH");
+    setenv("PTM_DNNL_WINOGRAD", "0", 1);
+    ptm::Classifier direct(o);
+    unsetenv("PTM_DNNL_WINOGRAD");
     ptm::Classifier opt(o);
     const int64_t s = eager.info().crop_size;
     at::Tensor x = at::randn({1, 3, s, s});
     const double te = median_ms(runs, [&] { eager.forward(x); });
     const double tg = median_ms(runs, [&] { graph.forward(x); });
+    const double td = median_ms(runs, [&] { direct.forward(x); });
     const double to = median_ms(runs, [&] { opt.forward(x); });
     const auto& m = py[a];
     double tp = 0;
@@ -138,8 +142,8 @@ int main(int argc, char** argv) {
       if (double v = num(m, k); v > 0 && (best_py == 0 || v < best_py)) best_py = v;
     if (tp > 0) best_ptm = std::min(best_ptm, tp);
     const std::string note = m.count("frozen_note") ? m.at("frozen_note") : "n/a";
-    std::printf("%-19s | %9s %9s %9s %9s | %9s %9s %9s %9s %-10s | %6sx\n", a.c_str(), fmt(te).c_str(),
-                fmt(tg).c_str(), fmt(to).c_str(),
+    std::printf("%-19s | %9s %9s %10s %9s %9s | %9s %9s %9s %9s %-10s | %6sx\n", a.c_str(), fmt(te).c_str(),
+                fmt(tg).c_str(), fmt(td).c_str(), fmt(to).c_str(),
                 fmt(tp).c_str(), fmt(num(m, "eager")).c_str(), fmt(num(m, "frozen")).c_str(),
                 fmt(num(m, "compiled")).c_str(), fmt(num(m, "aoti")).c_str(), note.c_str(),
                 best_py > 0 ? fmt(best_py / best_ptm).c_str() : "n/a");
