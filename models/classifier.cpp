@@ -480,7 +480,7 @@ std::shared_ptr<DnnlGraph> dnnl_graph(ClassifierModuleImpl& model, int64_t size,
 
 // The optimised graph (optimised_graph) and, on the CPU in float32 (not
 // channels-last) or bfloat16, the oneDNN executor where it matches the
-// model and is faster (`dnnl` null: not wanted, e.g. int8).
+// model and is faster (`dnnl` null: not wanted).
 torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
                              bool channels_last, std::vector<std::string>* notes,
                              std::shared_ptr<DnnlGraph>* dnnl) {

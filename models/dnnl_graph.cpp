@@ -381,8 +381,8 @@ bool winograd_fits(dt act, int64_t groups, int64_t kh, int64_t kw, const std::ve
                    const std::vector<int64_t>& dilation, const Dims& out) {
   if (PTM_DNNL3 || act != dt::f32) return false;
   const char* off = std::getenv("PTM_DNNL_WINOGRAD");  // "0": direct convolutions only (read as plans are made)
-  return !(off && std::string(off) == "0") && groups == 1 && kh == 3 && kw == 3 && stride[0] == 1 && stride[1] == 1 && dilation[0] == 1 &&
-         dilation[1] == 1 && out[2] * out[3] >= 14 * 14;
+  return !(off && std::string(off) == "0") && groups == 1 && kh == 3 && kw == 3 && stride[0] == 1 &&
+         stride[1] == 1 && dilation[0] == 1 && dilation[1] == 1 && out[2] * out[3] >= 14 * 14;
 }
 
 dnnl::inner_product_forward::primitive_desc linear_pd(const dnnl::engine& e, const memory::desc& src,
