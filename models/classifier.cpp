@@ -298,13 +298,13 @@ torch::jit::Module traced(ClassifierModuleImpl& model, const at::Tensor& example
 }
 
 // `plain`, when given, gets the traced graph frozen alone (what the oneDNN
-// executor reads), from the same trace.
+// executor reads), from the same trace (LibTorch 1.13; on 2.x
+// optimised_graph freezes the trace itself and hands that over).
 torch::jit::Module traced_optimised(ClassifierModuleImpl& model, const at::Tensor& example, bool densified,
                                     bool convert = true, torch::jit::Module* plain = nullptr) {
   torch::jit::Module m = traced(model, example);
 #if TORCH_VERSION_MAJOR >= 2
-  if (plain) *plain = torch::jit::freeze(m);
-  (void)densified;
+  (void)densified, (void)plain;
   return convert ? torch::jit::optimize_for_inference(m) : torch::jit::freeze(m);
 #else
   (void)convert;

@@ -74,10 +74,9 @@ TEST_P(Taken, MatchesTheModel) {
 
 INSTANTIATE_TEST_SUITE_P(
     Architectures, Taken,
-    // Sizes kept small (the float32 reference is LibTorch's eager forward,
-    // slow on Debian 13's reference BLAS), odd ones among them (ceil-mode
-    // pooling, padding at the edges); alexnet at 224, where its 6x6
-    // adaptive pooling divides.
+    // Sizes kept small (the float32 reference is LibTorch's eager forward),
+    // odd ones among them (ceil-mode pooling, padding at the edges); alexnet
+    // at 224, where its 6x6 adaptive pooling divides.
     ::testing::Values(Case{"resnet18", 128}, Case{"resnet18", 97}, Case{"resnet50", 128}, Case{"resnext50_32x4d", 96},
                       Case{"mobilenet_v2", 128}, Case{"mobilenet_v2", 100}, Case{"mobilenet_v3_large", 128},
                       Case{"mobilenet_v3_small", 96}, Case{"efficientnet_b0", 128}, Case{"efficientnet_b0", 99},
