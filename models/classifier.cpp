@@ -285,6 +285,10 @@ torch::jit::Module traced(ClassifierModuleImpl& model, const at::Tensor& example
   auto cu = std::make_shared<torch::jit::CompilationUnit>();
   torch::jit::Module m(c10::QualifiedName("__torch__.ptm.Classifier"), cu, true);
   mirror(model, m, cu);
+  // Without gradients, as the graph runs: ops that decide per call (the
+  // transformers' oneDNN products, models/arch/matmul.cpp) take the path
+  // they take at inference while tracing too.
+  torch::NoGradGuard no_grad;
   auto fn = [&model](torch::jit::Stack in) -> torch::jit::Stack {
     return {model.forward(in.at(0).toTensor())};
   };

@@ -26,6 +26,15 @@ inline at::Tensor activate(Act a, at::Tensor x) {
   return x;
 }
 
+// at::linear (x times w transposed, plus b) and at::matmul, on oneDNN for
+// float32 on the CPU where LibTorch runs on the system's oneDNN (matmul.cpp
+// says why; the transformers' and ConvNeXt's layers). Shapes as at::linear
+// and at::matmul; matmul's operands have the same batch dimensions, or b is
+// one matrix.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
+// GELU(linear(x, w, b)), GELU computed in the product's kernel on oneDNN.
+at::Tensor linear_gelu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
+at::Tensor matmul(const at::Tensor& a, const at::Tensor& b);
 struct Norm {
   double eps = 1e-5;
   double momentum = 0.1;

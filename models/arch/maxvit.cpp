@@ -76,8 +76,8 @@ class RelativeAttention : public torch::nn::Module {
     at::Tensor bias = relative_position_bias_table.index_select(0, relative_position_index.view(-1))
                           .view({table_len, table_len, heads_})
                           .permute({2, 0, 1});
-    at::Tensor attn = torch::softmax(torch::matmul(q, k.transpose(-2, -1)) + bias, -1);
-    at::Tensor out = torch::matmul(attn, v).permute({0, 1, 3, 2, 4}).reshape({-1, groups, len, dim});
+    at::Tensor attn = torch::softmax(arch::matmul(q, k.transpose(-2, -1)) + bias, -1);
+    at::Tensor out = arch::matmul(attn, v).permute({0, 1, 3, 2, 4}).reshape({-1, groups, len, dim});
     return linear(merge, out);
   }
   Linear to_qkv{nullptr}, merge{nullptr};
@@ -113,7 +113,7 @@ class PartitionAttention : public torch::nn::Module {
     at::Tensor x = input.reshape({-1, c, gh, p, gw, p}).permute({0, 2, 4, 3, 5, 1}).reshape({-1, gh * gw, p * p, c});
     if (grid_) x = x.transpose(1, 2);
     x = x + attention_->forward(attn_norm_(x));
-    x = x + linear(fc2_, torch::gelu(linear(fc1_, mlp_norm_(x))));
+    x = x + linear(fc2_, linear_gelu(mlp_norm_(x), fc1_->weight, fc1_->bias));
     if (grid_) x = x.transpose(1, 2);
     return x.reshape({-1, gh, gw, p, p, c}).permute({0, 5, 1, 3, 2, 4}).reshape({-1, c, h, w});
   }

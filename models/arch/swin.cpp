@@ -146,11 +146,11 @@ class WindowAttention : public torch::nn::Module {
     at::Tensor q = t[0], k = t[1], v = t[2], attn;
     if (v2_) {
       namespace F = torch::nn::functional;
-      attn = torch::matmul(F::normalize(q, F::NormalizeFuncOptions().dim(-1)),
+      attn = arch::matmul(F::normalize(q, F::NormalizeFuncOptions().dim(-1)),
                            F::normalize(k, F::NormalizeFuncOptions().dim(-1)).transpose(-2, -1));
       attn = attn * torch::clamp(logit_scale, c10::nullopt, std::log(100.0)).exp();
     } else {
-      attn = torch::matmul(q * std::pow(double(hd), -0.5), k.transpose(-2, -1));
+      attn = arch::matmul(q * std::pow(double(hd), -0.5), k.transpose(-2, -1));
     }
     attn = attn + position_bias();
     if (shifted) {
@@ -158,7 +158,7 @@ class WindowAttention : public torch::nn::Module {
       attn = (attn.view({-1, nh * nw, heads_, len, len}) + mask.unsqueeze(1).unsqueeze(0)).view({-1, heads_, len, len});
     }
     attn = torch::softmax(attn, -1);
-    x = linear(proj, torch::matmul(attn, v).transpose(1, 2).reshape({-1, len, dim}));
+    x = linear(proj, arch::matmul(attn, v).transpose(1, 2).reshape({-1, len, dim}));
 
     x = x.view({-1, nh, nw, win, win, dim}).permute({0, 1, 3, 2, 4, 5}).reshape({-1, ph, pw, dim});
     if (shifted) x = torch::roll(x, {sh, sw}, {1, 2});

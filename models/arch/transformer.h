@@ -19,19 +19,6 @@ inline void trunc_normal_(at::Tensor t, double std) {
   t.normal_(0.0, std).clamp_(-2.0, 2.0);
 }
 
-// at::linear over the last dimension, through oneDNN for float32 on the
-// CPU: at::linear goes to the system BLAS, which on Debian is the reference
-// one (about 2 GFLOP/s here; oneDNN is ~30x faster on these layer sizes).
-// The batch dimension stays -1 so a traced graph serves any batch.
-inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) {
-  if (!x.is_cpu() || x.scalar_type() != at::kFloat || !at::hasMKLDNN()) return at::linear(x, w, b);
-  std::vector<int64_t> shape = x.sizes().vec();
-  shape.front() = -1;
-  shape.back() = w.size(0);
-  c10::optional<at::Tensor> bias;
-  if (b.defined()) bias = b.to_mkldnn();
-  return at::mkldnn_linear(x.reshape({-1, x.size(-1)}).to_mkldnn(), w.to_mkldnn(), bias).to_dense().view(shape);
-}
 inline at::Tensor linear(const Linear& l, const at::Tensor& x) { return linear(x, l->weight, l->bias); }
 
 // torchvision.ops.MLP(in, [hidden, out], activation_layer=nn.GELU):
@@ -43,7 +30,7 @@ class MlpImpl : public torch::nn::Module {
     fc1_ = register_module(fc1, Linear(dim, hidden));
     fc2_ = register_module(fc2, Linear(hidden, dim));
   }
-  at::Tensor forward(const at::Tensor& x) { return linear(fc2_, torch::gelu(linear(fc1_, x))); }
+  at::Tensor forward(const at::Tensor& x) { return linear(fc2_, linear_gelu(x, fc1_->weight, fc1_->bias)); }
   std::vector<Linear> linears() const { return {fc1_, fc2_}; }
 
  private:

@@ -18,8 +18,8 @@ at::Tensor self_attention(const at::Tensor& x, const at::Tensor& qkv_w, const at
   const int64_t len = x.size(1), dim = x.size(2), hd = dim / heads;
   at::Tensor qkv = linear(x, qkv_w, qkv_b).reshape({-1, len, 3, heads, hd}).permute({2, 0, 3, 1, 4});
   at::Tensor q = qkv[0] / std::sqrt(double(hd));
-  at::Tensor attn = torch::softmax(torch::matmul(q, qkv[1].transpose(-2, -1)), -1);
-  return linear(proj, torch::matmul(attn, qkv[2]).transpose(1, 2).reshape({-1, len, dim}));
+  at::Tensor attn = torch::softmax(arch::matmul(q, qkv[1].transpose(-2, -1)), -1);
+  return linear(proj, arch::matmul(attn, qkv[2]).transpose(1, 2).reshape({-1, len, dim}));
 }
 
 std::string size_str(const std::vector<int64_t>& s) {

@@ -13,7 +13,7 @@ download happens. Frames are RGB 1280x720 (rows unpadded, as ModelPipe
 reads them). Prints one JSON line: {"fps": ..., "version": ...}, or
 {"error": ...} (exit status 1).
 
-    modelpipe_e2e.py NAME WEIGHTS FRAMES THREADS TORCH_HOME
+    modelpipe_e2e.py NAME WEIGHTS FRAMES THREADS TORCH_HOME [WARM_FRAMES]
 """
 import importlib.metadata
 import importlib.util
@@ -48,6 +48,7 @@ def main():
 
 def run():
     name, weights, count, threads, home = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    warm_frames = int(sys.argv[6]) if len(sys.argv) > 6 else None
     os.environ["TORCH_HOME"] = home
     import torch
     import torchvision
@@ -79,7 +80,8 @@ def run():
     src, sink, bus = p.get_by_name("src"), p.get_by_name("out"), p.get_bus()
     p.set_state(Gst.State.PLAYING)
 
-    warm, timed = buffers(frames)
+    warm_frames = WARM if warm_frames is None else warm_frames
+    warm, timed = buffers(frames, warm_frames)
 
     def pull(n):
         got = 0
@@ -98,7 +100,7 @@ def run():
 
     for b in warm:  # the model loaded and run once before the clock starts
         src.emit("push-buffer", b)
-    pull(WARM)
+    pull(warm_frames)
     t0 = time.perf_counter()
     for b in timed:
         src.emit("push-buffer", b)

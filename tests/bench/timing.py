@@ -1,15 +1,26 @@
 """What the Python benchmark helpers share: the median time of a call."""
 import time
 
+# A path that takes seconds a call (a transformer on the reference BLAS)
+# stops early: the median of what ran in this many seconds, at least 3 calls.
+BUDGET_S = 30.0
 
-def median_ms(fn, runs, warm=2):
-    """Median milliseconds of `runs` calls of `fn`, after `warm` calls."""
-    for _ in range(warm):
+
+def median_ms(fn, runs, warm=2, budget_s=BUDGET_S):
+    """Median milliseconds of `runs` calls of `fn`, after `warm` calls; fewer
+    (at least 3, one warm-up) where they would take over `budget_s` seconds."""
+    start = time.perf_counter()
+    for i in range(warm):
         fn()
+        if time.perf_counter() - start > budget_s / 4:
+            break
     t = []
+    start = time.perf_counter()
     for _ in range(runs):
         a = time.perf_counter()
         fn()
         t.append((time.perf_counter() - a) * 1000)
+        if len(t) >= 3 and time.perf_counter() - start > budget_s:
+            break
     t.sort()
     return t[len(t) // 2]

@@ -1,17 +1,20 @@
 // ptm's oneDNN graph executor (models/dnnl_graph.cpp) against the models it
 // runs: every built-in architecture it takes, with BatchNorm statistics and
 // affine parameters set at random (so that folding them matters), at batch
-// 1 and 3 and at two input sizes; and a clean refusal of graphs holding an
-// op it does not take.
+// 1 and 3 and at two input sizes; a clean refusal of graphs holding an op
+// it does not take; and the transformers' products on oneDNN
+// (models/arch/matmul.cpp).
 #include <gtest/gtest.h>
 
 #include <torch/torch.h>
+#include <torch/csrc/jit/frontend/tracer.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "models/arch/transformer.h"
 #include "models/architectures.h"
 #include "models/classifier.h"
 #include "models/dnnl_graph.h"
@@ -112,6 +115,106 @@ TEST(Refused, NamesTheOp) {
     EXPECT_NE(why.find("aten::"), std::string::npos) << arch << ": " << why;
     std::printf("[ refused ] %-20s %s\n", arch.c_str(), why.c_str());
   }
+}
+
+
+// The transformers' and ConvNeXt's matrix products on oneDNN
+// (models/arch/matmul.cpp)
+// against LibTorch's in double precision: the layouts attention hands them
+// (a permuted view, a transpose's view), a batch of matrices times one
+// matrix, and the fallbacks (other types, broadcast batches, gradients).
+double product_error(const at::Tensor& got, const at::Tensor& want) {
+  EXPECT_EQ(got.sizes(), want.sizes());
+  if (got.sizes() != want.sizes()) return 1;
+  return (got.to(at::kDouble) - want).abs().max().item<double>() / want.abs().max().item<double>();
+}
+
+TEST(Products, MatmulMatchesLibTorch) {
+  torch::manual_seed(3);
+  torch::NoGradGuard ng;
+  const at::Tensor qkv = torch::randn({2, 197, 3, 12, 64}).permute({2, 0, 3, 1, 4});  // as ViT's
+  const at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+  const at::Tensor attn = torch::softmax(torch::randn({2, 12, 197, 197}), -1);
+  const at::Tensor m = torch::randn({64, 40});
+  struct P {
+    const char* what;
+    at::Tensor a, b;
+  };
+  for (const P& p : {P{"q k^T (permuted, transposed views)", q, k.transpose(-2, -1)},
+                     P{"attn v", attn, v},
+                     P{"batches times one matrix", q, m},
+                     P{"a transposed, one matrix", q.transpose(-2, -1).contiguous().transpose(-2, -1), m},
+                     P{"two matrices", torch::randn({5, 7}), torch::randn({7, 3})},
+                     P{"broadcast batch (fallback)", torch::randn({1, 12, 9, 64}), k.transpose(-2, -1)},
+                     P{"float64 (fallback)", q.to(at::kDouble), k.transpose(-2, -1).to(at::kDouble)}}) {
+    const at::Tensor want = at::matmul(p.a.to(at::kDouble), p.b.to(at::kDouble));
+    const double err = product_error(arch::matmul(p.a, p.b), want);
+    EXPECT_LE(err, 1e-5) << p.what;
+    std::printf("[ matmul  ] %-36s max diff %.2e of the largest\n", p.what, err);
+  }
+}
+
+TEST(Products, LinearMatchesLibTorch) {
+  torch::manual_seed(4);
+  torch::NoGradGuard ng;
+  const at::Tensor w = torch::randn({300, 96}), b = torch::randn({300});
+  const at::Tensor x = torch::randn({3, 50, 96});
+  for (const bool bias : {true, false}) {
+    for (const at::Tensor& in : {x, x.transpose(0, 1), x.select(1, 0)}) {
+      const at::Tensor want = at::linear(in.to(at::kDouble), w.to(at::kDouble), bias ? b.to(at::kDouble) : at::Tensor());
+      const double err = product_error(arch::linear(in, w, bias ? b : at::Tensor()), want);
+      EXPECT_LE(err, 1e-5) << "bias " << bias << ", input " << in.sizes();
+      // GELU (erf) in the product's kernel: oneDNN's erf against LibTorch's.
+      const double gelu = product_error(arch::linear_gelu(in, w, bias ? b : at::Tensor()), at::gelu(want));
+      EXPECT_LE(gelu, 1e-5) << "GELU, bias " << bias << ", input " << in.sizes();
+    }
+  }
+}
+
+// With gradients wanted, the products are LibTorch's (autograd's): the
+// gradient reaches the weights as with at::linear / at::matmul.
+TEST(Products, GradientsFlow) {
+  torch::manual_seed(5);
+  const at::Tensor w = torch::randn({8, 6}).requires_grad_(), b = torch::randn({8}).requires_grad_();
+  const at::Tensor x = torch::randn({4, 6});
+  arch::matmul(arch::linear(x, w, b), w).sum().backward();
+  const at::Tensor gw = w.grad().clone(), gb = b.grad().clone();
+  w.grad().zero_();
+  b.grad().zero_();
+  at::matmul(at::linear(x, w, b), w).sum().backward();
+  EXPECT_TRUE(torch::allclose(gw, w.grad(), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(gb, b.grad(), 1e-5, 1e-5));
+}
+
+// A trace records each product as one op (ptm::linear, ptm::matmul), so
+// the graph takes the same path at run time, at any batch size.
+TEST(Products, TracedAsOneOpAnyBatch) {
+  torch::manual_seed(6);
+  torch::NoGradGuard ng;
+  const at::Tensor w = torch::randn({32, 16}), b = torch::randn({32});
+  auto f = [&](const at::Tensor& x) {
+    const at::Tensor y = arch::linear(x, w, b).reshape({-1, 10, 2, 16}).permute({0, 2, 1, 3});
+    return arch::matmul(y, y.transpose(-2, -1));
+  };
+  auto traced = torch::jit::tracer::trace(
+      {torch::randn({1, 10, 16})}, [&](torch::jit::Stack in) -> torch::jit::Stack { return {f(in.at(0).toTensor())}; },
+      [](const at::Tensor&) { return std::string(); }, true, false);
+  std::shared_ptr<torch::jit::Graph> g = traced.first->graph;
+  int linear = 0, matmul = 0, aten = 0;
+  for (torch::jit::Node* n : g->nodes()) {
+    const std::string k = n->kind().toQualString();
+    linear += k == "ptm::linear";
+    matmul += k == "ptm::matmul";
+    aten += k == "aten::linear" || k == "aten::matmul" || k == "aten::addmm" || k == "aten::bmm";
+  }
+  EXPECT_EQ(linear, 1) << *g;
+  EXPECT_EQ(matmul, 1) << *g;
+  EXPECT_EQ(aten, 0) << *g;
+  torch::jit::GraphExecutor run(g, "products");
+  const at::Tensor x = torch::randn({3, 10, 16});
+  torch::jit::Stack stack{x};
+  run.run(stack);
+  EXPECT_LE(product_error(stack.at(0).toTensor(), f(x).to(at::kDouble)), 1e-6);
 }
 
 }  // namespace
