@@ -1,15 +1,17 @@
-// The transformers' matrix products (transformer.h: matmul, linear) on
-// oneDNN's matmul primitive for float32 on the CPU.
+// The products of the transformers and ConvNeXt (common.h: linear,
+// linear_gelu, matmul) on oneDNN's matmul primitive, for float32 on the CPU.
 //
 // at::matmul and at::linear go to the system BLAS there, which on Debian is
 // the reference one: ViT-B/16's attention products alone took 620 of its
-// 700 ms a frame. They are registered as operators of their own (ptm::matmul,
-// ptm::linear) so that a traced graph records them as one node each, its
-// kernel deciding per call: oneDNN for float32 CPU tensors outside autograd,
-// at::matmul / at::linear for everything else (other types and devices,
-// gradients). Without the system's oneDNN (-Donednn=disabled, PyPI's torch,
-// whose own BLAS is fast) the helpers are at::matmul and at::linear.
-#include "transformer.h"
+// 700 ms a frame; ConvNeXt's GELU, a separate op, a fifth of its time. They
+// are registered as operators of their own (ptm::linear, ptm::linear_gelu
+// with GELU as the primitive's post-op, ptm::matmul) so that a traced graph
+// records each as one node, its kernel deciding per call: oneDNN for float32
+// CPU tensors outside autograd, at::linear / at::gelu / at::matmul for
+// everything else (other types and devices, gradients, broadcast batches,
+// shapes oneDNN refuses). Without the system's oneDNN (-Donednn=disabled,
+// PyPI's torch, whose own BLAS is fast) the helpers are LibTorch's ops.
+#include "common.h"
 
 #if PTM_HAVE_DNNL
 #include <torch/library.h>
@@ -110,9 +112,10 @@ at::Tensor run(const Operand& a, const Operand& b, const at::Tensor& bias, bool 
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC, memory(a.desc(), e, a.t.data_ptr())},
       {DNNL_ARG_WEIGHTS, memory(b.desc(), e, b.t.data_ptr())},
-      {DNNL_ARG_DST, memory({{a.batch, a.rows, b.cols}, memory::data_type::f32, memory::format_tag::abc}, e, y.data_ptr())},
-      {DNNL_ARG_SCRATCHPAD,
-       memory({{int64_t(p->scratch)}, memory::data_type::u8, memory::format_tag::a}, e, scratch.data_ptr())}};
+      {DNNL_ARG_DST, memory({{a.batch, a.rows, b.cols}, memory::data_type::f32, memory::format_tag::abc}, e, y.data_ptr())}};
+  if (p->scratch > 0)
+    args.emplace(DNNL_ARG_SCRATCHPAD,
+                 memory({{int64_t(p->scratch)}, memory::data_type::u8, memory::format_tag::a}, e, scratch.data_ptr()));
   if (bias.defined())
     args.emplace(DNNL_ARG_BIAS,
                  memory({{1, 1, b.cols}, memory::data_type::f32, memory::format_tag::abc}, e, bias.data_ptr()));
