@@ -177,18 +177,42 @@ at::Tensor linear_gelu_kernel(const at::Tensor& x, const at::Tensor& weight, con
   return linear_product(x, weight, bias, true);
 }
 
-}  // namespace
-
-TORCH_LIBRARY(ptm, m) {
-  m.def("matmul(Tensor self, Tensor other) -> Tensor", TORCH_FN(matmul_kernel));
-  m.def("linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor", TORCH_FN(linear_kernel));
-  m.def("linear_gelu(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor", TORCH_FN(linear_gelu_kernel));
+// The operators are registered on first use, once a process: these sources
+// can be linked twice into one process (an application or test linking
+// ptm's libraries and loading the plugin, which holds its own copy), and
+// LibTorch refuses a namespace registered twice (a static TORCH_LIBRARY
+// block threw while the second copy loaded). Where another copy registered
+// them already, its kernels (the same code) serve both.
+bool registered() {
+  return c10::Dispatcher::singleton().findSchema({"ptm::linear_gelu", ""}).has_value();
 }
 
+void register_ops() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (registered()) return;
+    try {
+      // Never destroyed: a kernel may be called until the process ends.
+      auto* m = new torch::Library(torch::Library::FRAGMENT, "ptm", c10::nullopt, __FILE__, __LINE__);
+      m->def("matmul(Tensor self, Tensor other) -> Tensor", TORCH_FN(matmul_kernel));
+      m->def("linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor", TORCH_FN(linear_kernel));
+      m->def("linear_gelu(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor", TORCH_FN(linear_gelu_kernel));
+    } catch (const c10::Error&) {
+      // Another copy registering at the same moment won the race.
+      if (!registered()) throw;
+    }
+  });
+}
+
+c10::OperatorHandle op_handle(const char* name) {
+  register_ops();
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
+}
+
+}  // namespace
+
 at::Tensor matmul(const at::Tensor& a, const at::Tensor& b) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("ptm::matmul", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();
+  static auto op = op_handle("ptm::matmul").typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();
   if (!a.is_cpu()) return at::matmul(a, b);
   return op.call(a, b);
 }
@@ -198,9 +222,7 @@ namespace {
 using LinearOp = c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&)>;
 
 LinearOp linear_op(const char* name) {
-  return c10::Dispatcher::singleton()
-      .findSchemaOrThrow(name, "")
-      .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&)>();
+  return op_handle(name).typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&)>();
 }
 
 c10::optional<at::Tensor> optional(const at::Tensor& b) { return b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt; }
