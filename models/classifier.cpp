@@ -269,16 +269,25 @@ double relative_error(const at::Tensor& got, const at::Tensor& want) {
   return (got.to(at::kFloat) - w).abs().max().item<double>() / std::max(1.0, w.abs().max().item<double>());
 }
 
-// relative_error of graph `m` from the model on one input.
-double graph_error(ClassifierModuleImpl& model, torch::jit::Module& m, const at::Tensor& example) {
+// The input every candidate graph of a load is checked and timed on, with
+// the model's own output for it (computed once a load).
+struct Example {
+  at::Tensor x, want;
+};
+
+Example example_of(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options, bool channels_last) {
   torch::NoGradGuard no_grad;
-  return relative_error(m.forward({example}).toTensor(), model.forward(example));
+  at::Tensor x = torch::rand({1, 3, size, size}, options);
+  if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+  return {x, model.forward(x)};
 }
 
-// The model as a frozen graph: traced from the torch::nn modules (the one
-// definition of each architecture), BatchNorm folded into convolutions,
-// and converted to oneDNN (optimize_for_inference; with LibTorch 2.x only
-// when `convert`, see optimised()).
+// relative_error of graph `m` from the model on the example.
+double graph_error(torch::jit::Module& m, const Example& e) {
+  torch::NoGradGuard no_grad;
+  return relative_error(m.forward({e.x}).toTensor(), e.want);
+}
+
 // The model traced from its torch::nn modules into a graph whose parameters
 // are the module tree's attributes (not yet frozen).
 torch::jit::Module traced(ClassifierModuleImpl& model, const at::Tensor& example) {
@@ -301,17 +310,14 @@ torch::jit::Module traced(ClassifierModuleImpl& model, const at::Tensor& example
   return m;
 }
 
-// `plain`, when given, gets the traced graph frozen alone (what the oneDNN
-// executor reads), from the same trace (LibTorch 1.13; on 2.x
-// optimised_graph freezes the trace itself and hands that over).
+#if TORCH_VERSION_MAJOR < 2
+// LibTorch 1.13: the model as a frozen graph, BatchNorm folded into
+// convolutions and converted to oneDNN (optimize_for_inference). `plain`,
+// when given, gets the traced graph frozen alone (what the oneDNN executor
+// reads), from the same trace.
 torch::jit::Module traced_optimised(ClassifierModuleImpl& model, const at::Tensor& example, bool densified,
-                                    bool convert = true, torch::jit::Module* plain = nullptr) {
+                                    torch::jit::Module* plain = nullptr) {
   torch::jit::Module m = traced(model, example);
-#if TORCH_VERSION_MAJOR >= 2
-  (void)densified, (void)plain;
-  return convert ? torch::jit::optimize_for_inference(m) : torch::jit::freeze(m);
-#else
-  (void)convert;
   // Frozen once: optimize_for_inference takes a frozen module as it is and
   // rewrites its graph in place, so the executor's copy is a clone (graphs
   // copied, constants shared and left as they are).
@@ -322,8 +328,8 @@ torch::jit::Module traced_optimised(ClassifierModuleImpl& model, const at::Tenso
   torch::jit::Module o = torch::jit::optimize_for_inference(m);
   if (densified) densify(o.get_method("forward").graph());
   return o;
-#endif
 }
+#endif
 
 // Median milliseconds an image of `run` on `x` (after a warm-up run).
 template <typename Run>
@@ -348,24 +354,23 @@ double ms_per_image(DnnlGraph& g, const at::Tensor& x) {
 }
 #endif
 
-// The optimised graph of `model` at size x size, checked where LibTorch 1.13
-// is known to compute wrongly (see dnnl_eltwise).
+// The optimised graph of `model`, checked on the example where LibTorch
+// 1.13 is known to compute wrongly (see dnnl_eltwise).
 // `plain`, when given, gets the traced graph frozen alone.
-torch::jit::Module optimised_graph(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
+torch::jit::Module optimised_graph(ClassifierModuleImpl& model, const Example& ex, const at::TensorOptions& options,
                                    bool channels_last, std::vector<std::string>* notes, torch::jit::Module* plain) {
-  at::Tensor example = torch::rand({1, 3, size, size}, options);
-  if (channels_last) example = example.contiguous(at::MemoryFormat::ChannelsLast);
 #if TORCH_VERSION_MAJOR < 2
-  torch::jit::Module m = traced_optimised(model, example, false, true, plain);
+  (void)channels_last;
+  torch::jit::Module m = traced_optimised(model, ex.x, false, plain);
   if (dnnl_eltwise_nodes(m.get_method("forward").graph()).empty()) return m;
   // float32: what oneDNN got wrong was far off; reduced precision rounds
   // differently along the fused graph by itself.
   const double kTolerance = options.dtype() == at::kFloat ? 1e-4 : 5e-2;
-  const double err = graph_error(model, m, example);
+  const double err = graph_error(m, ex);
   if (err <= kTolerance) return m;
   // A fresh module: a graph that has run keeps its executor's plan.
-  torch::jit::Module fixed = traced_optimised(model, example, true);
-  const double fixed_err = graph_error(model, fixed, example);
+  torch::jit::Module fixed = traced_optimised(model, ex.x, true);
+  const double fixed_err = graph_error(fixed, ex);
   if (fixed_err > kTolerance)
     throw ModelError("the optimised graph differs from the model (" + std::to_string(fixed_err) +
                      " of the largest logit)");
@@ -382,33 +387,40 @@ torch::jit::Module optimised_graph(ClassifierModuleImpl& model, int64_t size, co
   // than the frozen graph (BatchNorm folded, constants propagated; its
   // small convolutions sent to oneDNN where that is faster, see
   // mkldnn_convolutions).
-  torch::jit::Module traced_model = traced(model, example);
+  // Every candidate is frozen from the one trace: freezing works on a
+  // clone, so each is a fresh module (a graph that has run keeps its plan)
+  // and the trace itself is never run.
+  torch::jit::Module traced_model = traced(model, ex.x);
   const int im2col = im2col_convolutions(traced_model);
   torch::jit::Module frozen = torch::jit::freeze(traced_model);
   if (plain) *plain = frozen;
+  const bool cpu = ex.x.device().is_cpu();
+  double frozen_ms = 0;  // the frozen graph's time, measured once where a candidate needs it
+  auto frozen_time = [&] {
+    if (frozen_ms == 0) frozen_ms = ms_per_image(frozen, ex.x);
+    return frozen_ms;
+  };
   bool direct_convolutions = false;
-  if (example.device().is_cpu() && options.dtype() == at::kFloat && !channels_last) {
-    // A fresh module for the rewrite (a graph that has run keeps its plan),
-    // made only where a convolution would go to im2col: most models at
-    // their own size have none.
+  // Tried only where a convolution would go to im2col.
+  if (cpu && options.dtype() == at::kFloat && !channels_last && im2col > 0) {
     try {
-      if (im2col > 0) {
-        torch::jit::Module direct = traced_optimised(model, example, false, false);
-        if (mkldnn_convolutions(direct.get_method("forward").graph()) > 0 && graph_error(model, direct, example) <= 1e-4 &&
-            ms_per_image(direct, example) < ms_per_image(frozen, example)) {
+      torch::jit::Module direct = torch::jit::freeze(traced_model);
+      if (mkldnn_convolutions(direct.get_method("forward").graph()) > 0 && graph_error(direct, ex) <= 1e-4) {
+        const double ms = ms_per_image(direct, ex.x);
+        if (ms < frozen_time()) {
           frozen = direct;
+          frozen_ms = ms;
           direct_convolutions = true;
         }
       }
     } catch (const std::exception&) {  // a convolution oneDNN does not take
     }
   }
-  if (example.device().is_cpu()) {
+  if (cpu) {
     const double kTolerance = options.dtype() == at::kFloat ? 1e-4 : 5e-2;
     try {
-      torch::jit::Module o = traced_optimised(model, example, false, true);
-      if (graph_error(model, o, example) <= kTolerance && ms_per_image(o, example) < ms_per_image(frozen, example))
-        return o;
+      torch::jit::Module o = torch::jit::optimize_for_inference(traced_model);
+      if (graph_error(o, ex) <= kTolerance && ms_per_image(o, ex.x) < frozen_time()) return o;
     } catch (const std::exception&) {  // an op that takes no oneDNN tensor
     }
   }
@@ -431,19 +443,17 @@ std::string ms_text(double ms) {
 // logit in float32, 5e-2 in bfloat16) and runs faster than `chosen` on this
 // machine: timed in turns, median of three each. nullptr otherwise, with a
 // note where it differed.
-std::shared_ptr<DnnlGraph> dnnl_graph(ClassifierModuleImpl& model, int64_t size, const at::TensorOptions& options,
-                                      bool channels_last, torch::jit::Module& frozen, torch::jit::Module& chosen,
-                                      std::vector<std::string>* notes) {
+std::shared_ptr<DnnlGraph> dnnl_graph(const Example& ex, const at::TensorOptions& options, torch::jit::Module& frozen,
+                                      torch::jit::Module& chosen, std::vector<std::string>* notes) {
   torch::NoGradGuard no_grad;
-  at::Tensor example = torch::rand({1, 3, size, size}, options);
-  if (channels_last) example = example.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor& example = ex.x;
   const double tolerance = options.dtype() == at::kFloat ? 1e-4 : 5e-2;
   std::string why;
   std::shared_ptr<DnnlGraph> g;
   try {
     g = DnnlGraph::compile(frozen, &why);
     if (!g) return nullptr;  // an op it does not take: LibTorch's graph runs
-    const double err = relative_error(g->run(example), model.forward(example));
+    const double err = relative_error(g->run(example), ex.want);
     if (!(err <= tolerance)) {
       if (notes)
         notes->push_back("oneDNN graph executor not used: it differed from the model by " + std::to_string(err) +
@@ -493,11 +503,13 @@ torch::jit::Module optimised(ClassifierModuleImpl& model, int64_t size, const at
   const char* off = std::getenv("PTM_DNNL_GRAPH");  // "0": LibTorch's graph only
   const bool want = dnnl && !(off && std::string(off) == "0") && options.device().is_cpu() &&
                     ((options.dtype() == at::kFloat && !channels_last) || options.dtype() == at::kBFloat16);
+  const Example ex = example_of(model, size, options, channels_last);
   torch::jit::Module plain;
-  torch::jit::Module m = optimised_graph(model, size, options, channels_last, notes, want ? &plain : nullptr);
-  if (want) *dnnl = dnnl_graph(model, size, options, channels_last, plain, m, notes);
+  torch::jit::Module m = optimised_graph(model, ex, options, channels_last, notes, want ? &plain : nullptr);
+  if (want) *dnnl = dnnl_graph(ex, options, plain, m, notes);
 #else
-  torch::jit::Module m = optimised_graph(model, size, options, channels_last, notes, nullptr);
+  torch::jit::Module m = optimised_graph(model, example_of(model, size, options, channels_last), options, channels_last,
+                                         notes, nullptr);
 #endif
   return m;
 }
@@ -1134,7 +1146,7 @@ void Classifier::Impl::calibrate_from(const ClassifierOptions& o) {
 
 namespace {
 
-int64_t metadata_int(const PackageInfo& p, const std::string& key, int64_t fallback, const std::string& path) {
+[[maybe_unused]] int64_t metadata_int(const PackageInfo& p, const std::string& key, int64_t fallback, const std::string& path) {
   const std::string* v = p.find(key);
   if (!v) return fallback;
   try {
@@ -1146,7 +1158,7 @@ int64_t metadata_int(const PackageInfo& p, const std::string& key, int64_t fallb
   throw ModelError("'" + path + "': package metadata " + key + " = '" + *v + "' is not a count");
 }
 
-std::array<float, 3> metadata_rgb(const PackageInfo& p, const std::string& key, std::array<float, 3> fallback,
+[[maybe_unused]] std::array<float, 3> metadata_rgb(const PackageInfo& p, const std::string& key, std::array<float, 3> fallback,
                                   const std::string& path) {
   const std::string* v = p.find(key);
   if (!v) return fallback;
