@@ -34,6 +34,9 @@ inline at::Tensor activate(Act a, at::Tensor x) {
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
 // GELU(linear(x, w, b)), GELU computed in the product's kernel on oneDNN.
 at::Tensor linear_gelu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {});
+// linear(x, w, b) + other (the result's shape), the sum in the product's
+// kernel on oneDNN (a residual connection with no pass of its own).
+at::Tensor linear_add(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& other);
 at::Tensor matmul(const at::Tensor& a, const at::Tensor& b);
 struct Norm {
   double eps = 1e-5;
@@ -93,6 +96,11 @@ class Conv2dImpl : public torch::nn::Cloneable<Conv2dImpl> {
   at::Tensor weight, bias;
 };
 TORCH_MODULE(Conv2d);
+
+// conv(x), recorded in a trace as ptm::conv2d: LibTorch's oneDNN graph
+// conversion leaves it dense, so a channels-last input gives a
+// channels-last output with no reorder (matmul.cpp says why; ConvNeXt).
+at::Tensor conv2d_dense(const at::Tensor& x, const Conv2d& conv);
 
 inline Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1,
                               int64_t padding = 0, int64_t groups = 1, bool bias = false,

@@ -27,7 +27,7 @@ class Stem : public torch::nn::Module {
     conv_ = register_module("0", conv(3, out, 4, 4, 0, 1, true));
     norm_ = register_module("1", layer_norm(out));
   }
-  at::Tensor forward(const at::Tensor& x) { return channel_norm(conv_(x), norm_); }
+  at::Tensor forward(const at::Tensor& x) { return channel_norm(conv2d_dense(x, conv_), norm_); }
 
  private:
   Conv2d conv_{nullptr};
@@ -41,25 +41,29 @@ class Downsample : public torch::nn::Module {
     norm_ = register_module("0", layer_norm(in));
     conv_ = register_module("1", conv(in, out, 2, 2, 0, 1, true));
   }
-  at::Tensor forward(const at::Tensor& x) { return conv_(channel_norm(x, norm_)); }
+  at::Tensor forward(const at::Tensor& x) { return conv2d_dense(channel_norm(x, norm_), conv_); }
 
  private:
   torch::nn::LayerNorm norm_{nullptr};
   Conv2d conv_{nullptr};
 };
 
-// LayerNorm, then the MLP (Linear, GELU, Linear) on each pixel, its output
-// scaled per channel by `scale` (C): on the channels-last rows (N, H, W, C)
-// the LayerNorm leaves, as products on oneDNN with GELU in the first one's
-// kernel (a separate GELU took a fifth of the model's time, the reference
-// BLAS a Linear on (N, H, W, C) would go to some 40x more), and the scale
-// taken into the second one's weights and bias (scale * (W h + b) =
-// (scale W) h + scale b: a graph's freeze computes those once, leaving no
-// pass over the activations). An NCHW view of the result.
-at::Tensor norm_mlp(const at::Tensor& x, torch::nn::LayerNorm& norm, const Linear& fc1, const Linear& fc2,
-                    const at::Tensor& scale) {
-  at::Tensor y = norm(x.permute({0, 2, 3, 1}));
-  y = linear(linear_gelu(y, fc1->weight, fc1->bias), fc2->weight * scale.unsqueeze(1), fc2->bias * scale);
+// A ConvNeXt block: the depthwise convolution `dw`, then LayerNorm and the
+// MLP (Linear, GELU, Linear) on each pixel, its output scaled per channel
+// by `scale` (C) and added to x. Channels-last from end to end: the
+// convolution kept dense (conv2d_dense: no reorder to oneDNN's blocked
+// layout and back), so the LayerNorm and the products read its rows
+// (N, H, W, C) in place; the products on oneDNN with GELU in the first
+// one's kernel (a separate GELU took a fifth of the model's time, the
+// reference BLAS a Linear on (N, H, W, C) would go to some 40x more), the
+// scale taken into the second one's weights and bias (scale * (W h + b) =
+// (scale W) h + scale b: a graph's freeze computes those once) and the
+// residual added in its kernel. An NCHW view of the result.
+at::Tensor block(const at::Tensor& x, const Conv2d& dw, torch::nn::LayerNorm& norm, const Linear& fc1,
+                 const Linear& fc2, const at::Tensor& scale) {
+  at::Tensor y = norm(conv2d_dense(x, dw).permute({0, 2, 3, 1}));
+  y = linear_gelu(y, fc1->weight, fc1->bias);
+  y = linear_add(y, fc2->weight * scale.unsqueeze(1), fc2->bias * scale, x.permute({0, 2, 3, 1}));
   return y.permute({0, 3, 1, 2});
 }
 
@@ -78,7 +82,7 @@ class CNBlock : public torch::nn::Module {
     layer_scale = register_parameter("layer_scale", torch::full({dim, 1, 1}, 1e-6));
   }
   at::Tensor forward(const at::Tensor& x) {
-    return norm_mlp(dwconv_(x), norm_, fc1_, fc2_, layer_scale.view({-1})) + x;
+    return block(x, dwconv_, norm_, fc1_, fc2_, layer_scale.view({-1}));
   }
   at::Tensor layer_scale;
 
@@ -105,7 +109,7 @@ class TimmBlock : public torch::nn::Module {
     gamma = register_parameter("gamma", torch::full({dim}, 1e-6));
   }
   at::Tensor forward(const at::Tensor& x) {
-    return norm_mlp(conv_dw_(x), norm_, fc1_, fc2_, gamma) + x;
+    return block(x, conv_dw_, norm_, fc1_, fc2_, gamma);
   }
   at::Tensor gamma;
 

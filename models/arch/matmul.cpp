@@ -1,16 +1,28 @@
 // The products of the transformers and ConvNeXt (common.h: linear,
-// linear_gelu, matmul) on oneDNN's matmul primitive, for float32 on the CPU.
+// linear_gelu, linear_add, matmul) on oneDNN's matmul primitive, for
+// float32 on the CPU, and ConvNeXt's convolutions kept dense (conv2d_dense).
 //
 // at::matmul and at::linear go to the system BLAS there, which on Debian is
 // the reference one: ViT-B/16's attention products alone took 620 of its
 // 700 ms a frame; ConvNeXt's GELU, a separate op, a fifth of its time. They
 // are registered as operators of their own (ptm::linear, ptm::linear_gelu
-// with GELU as the primitive's post-op, ptm::matmul) so that a traced graph
+// with GELU as the primitive's post-op, ptm::linear_add with the residual
+// added as its binary post-op, ptm::matmul) so that a traced graph
 // records each as one node, its kernel deciding per call: oneDNN for float32
 // CPU tensors outside autograd, at::linear / at::gelu / at::matmul for
 // everything else (other types and devices, gradients, broadcast batches,
 // shapes oneDNN refuses). Without the system's oneDNN (-Donednn=disabled,
 // PyPI's torch, whose own BLAS is fast) the helpers are LibTorch's ops.
+//
+// ptm::conv2d is at::conv2d under another name: LibTorch's oneDNN graph
+// conversion (optimize_for_inference) leaves it alone. It turns every
+// aten::conv2d into oneDNN's blocked layout with a reorder on each side;
+// ConvNeXt's blocks, channels-last from end to end (depthwise convolution,
+// LayerNorm over the channels, the products on those rows), paid a reorder
+// in, a reorder out and a LayerNorm on a permuted copy for each depthwise
+// convolution: 2.0 against 0.4 ms a block at 56x56x96 (LibTorch 1.13, 2
+// threads). Dense and channels-last, LibTorch runs the same oneDNN kernel
+// with no conversion.
 #include "common.h"
 
 #if PTM_HAVE_DNNL
@@ -20,6 +32,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <variant>
 #endif
 
 namespace ptm::arch {
@@ -69,27 +82,31 @@ dnnl::engine& engine() {
 // running it on these sizes), run concurrently by any thread (each call has
 // its own scratchpad). Held by shared_ptr: a call keeps its primitive
 // while another empties the cache.
-std::shared_ptr<const Primitive> primitive(const Operand& a, const Operand& b, bool bias, bool gelu) {
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, bool, bool>;
+enum class Post { None, Gelu, Add };
+
+std::shared_ptr<const Primitive> primitive(const Operand& a, const Operand& b, bool bias, Post post) {
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, bool, Post>;
   static std::mutex lock;
   static std::map<Key, std::shared_ptr<const Primitive>> made;
-  const Key key{a.batch, b.batch, a.rows, a.cols, b.cols, a.column_major, b.column_major, bias, gelu};
+  const Key key{a.batch, b.batch, a.rows, a.cols, b.cols, a.column_major, b.column_major, bias, post};
   std::lock_guard<std::mutex> g(lock);
   auto it = made.find(key);
   if (it != made.end()) return it->second;
   if (made.size() >= 256) made.clear();  // the shapes a model sees are few; bounded whatever comes
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  if (gelu) {  // GELU (erf) on the result in the product's own kernel
-    dnnl::post_ops po;
+  const memory::desc dst({a.batch, a.rows, b.cols}, memory::data_type::f32, memory::format_tag::abc);
+  dnnl::post_ops po;
+  if (post == Post::Gelu) {  // GELU (erf) on the result in the product's own kernel
 #if DNNL_VERSION_MAJOR >= 3
     po.append_eltwise(dnnl::algorithm::eltwise_gelu_erf, 0.f, 0.f);
 #else
     po.append_eltwise(1.f, dnnl::algorithm::eltwise_gelu_erf, 0.f, 0.f);
 #endif
-    attr.set_post_ops(po);
+  } else if (post == Post::Add) {  // + a tensor of the result's shape, read as the kernel writes
+    po.append_binary(dnnl::algorithm::binary_add, dst);
   }
-  const memory::desc dst({a.batch, a.rows, b.cols}, memory::data_type::f32, memory::format_tag::abc);
+  if (post != Post::None) attr.set_post_ops(po);
   const memory::desc bias_md = bias ? memory::desc({1, 1, b.cols}, memory::data_type::f32, memory::format_tag::abc)
                                     : memory::desc();
 #if DNNL_VERSION_MAJOR >= 3
@@ -103,9 +120,11 @@ std::shared_ptr<const Primitive> primitive(const Operand& a, const Operand& b, b
 }
 
 // a (B x M x K) times b (B x K x N, or 1 x K x N for every a), plus bias
-// (N) on each row, GELU'd where `gelu`: B x M x N.
-at::Tensor run(const Operand& a, const Operand& b, const at::Tensor& bias, bool gelu = false) {
-  const std::shared_ptr<const Primitive> p = primitive(a, b, bias.defined(), gelu);
+// (N) on each row, then GELU'd (Post::Gelu) or `other` (B x M x N,
+// contiguous) added (Post::Add): B x M x N.
+at::Tensor run(const Operand& a, const Operand& b, const at::Tensor& bias, Post post = Post::None,
+               const at::Tensor& other = {}) {
+  const std::shared_ptr<const Primitive> p = primitive(a, b, bias.defined(), post);
   at::Tensor y = at::empty({a.batch, a.rows, b.cols}, a.t.options());
   at::Tensor scratch = at::empty({int64_t(p->scratch)}, a.t.options().dtype(at::kByte));
   dnnl::engine& e = engine();
@@ -119,6 +138,10 @@ at::Tensor run(const Operand& a, const Operand& b, const at::Tensor& bias, bool 
   if (bias.defined())
     args.emplace(DNNL_ARG_BIAS,
                  memory({{1, 1, b.cols}, memory::data_type::f32, memory::format_tag::abc}, e, bias.data_ptr()));
+  if (post == Post::Add)
+    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
+                 memory({{a.batch, a.rows, b.cols}, memory::data_type::f32, memory::format_tag::abc}, e,
+                        other.data_ptr()));
   dnnl::stream s(e);
   p->prim.execute(s, args);
   s.wait();
@@ -146,35 +169,52 @@ at::Tensor matmul_kernel(const at::Tensor& a, const at::Tensor& b) {
   }
 }
 
-// x (..., K) times weight (N x K) transposed, plus bias; GELU'd where `gelu`.
+// x (..., K) times weight (N x K) transposed, plus bias; then GELU'd
+// (Post::Gelu) or `other` (the result's shape) added (Post::Add).
 at::Tensor linear_product(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-                          bool gelu) {
+                          Post post, const at::Tensor& other = {}) {
   const bool with_bias = bias && bias->defined();
   auto fallback = [&] {
     at::Tensor y = at::linear(x, weight, with_bias ? *bias : at::Tensor());
-    return gelu ? at::gelu(y) : y;
+    if (post == Post::Gelu) return at::gelu(y);
+    if (post == Post::Add) return at::add(y, other);
+    return y;
   };
   if (!fits(x) || !fits(weight) || weight.dim() != 2 || x.size(-1) != weight.size(1) ||
       (with_bias && !(bias->dim() == 1 && fits(bias->unsqueeze(0)) && bias->numel() == weight.size(0))))
     return fallback();
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = weight.size(0);
+  // The addend: exactly the result's shape (no broadcast), float32 on the CPU.
+  if (post == Post::Add && !(fits(other) && other.sizes() == at::IntArrayRef(shape))) return fallback();
   const at::Tensor rows = x.contiguous();
   Operand a{rows, 1, rows.numel() / rows.size(-1), rows.size(-1), false};
   Operand w = operand(weight.t());
   try {
-    return run(a, w, with_bias ? bias->contiguous() : at::Tensor(), gelu).view(shape);
+    return run(a, w, with_bias ? bias->contiguous() : at::Tensor(), post,
+               post == Post::Add ? other.contiguous() : at::Tensor())
+        .view(shape);
   } catch (const dnnl::error&) {
     return fallback();
   }
 }
 
 at::Tensor linear_kernel(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
-  return linear_product(x, weight, bias, false);
+  return linear_product(x, weight, bias, Post::None);
 }
 
 at::Tensor linear_gelu_kernel(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
-  return linear_product(x, weight, bias, true);
+  return linear_product(x, weight, bias, Post::Gelu);
+}
+
+at::Tensor linear_add_kernel(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                             const at::Tensor& other) {
+  return linear_product(x, weight, bias, Post::Add, other);
+}
+
+at::Tensor conv2d_kernel(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  return at::conv2d(x, weight, bias && bias->defined() ? *bias : at::Tensor(), stride, padding, dilation, groups);
 }
 
 // The operators are registered on first use, once a process: these sources
@@ -197,6 +237,11 @@ void register_ops() {
       m->def("matmul(Tensor self, Tensor other) -> Tensor", TORCH_FN(matmul_kernel));
       m->def("linear(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor", TORCH_FN(linear_kernel));
       m->def("linear_gelu(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor", TORCH_FN(linear_gelu_kernel));
+      m->def("linear_add(Tensor input, Tensor weight, Tensor? bias, Tensor other) -> Tensor",
+             TORCH_FN(linear_add_kernel));
+      m->def("conv2d(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] dilation, "
+             "int groups) -> Tensor",
+             TORCH_FN(conv2d_kernel));
     } catch (const c10::Error&) {
       // Another copy registering at the same moment won the race.
       if (!registered()) throw;
@@ -241,12 +286,42 @@ at::Tensor linear_gelu(const at::Tensor& x, const at::Tensor& w, const at::Tenso
   return op.call(x, w, optional(b));
 }
 
+at::Tensor linear_add(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& other) {
+  static auto op =
+      op_handle("ptm::linear_add")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&, const at::Tensor&)>();
+  if (!x.is_cpu()) return at::linear(x, w, b) + other;
+  return op.call(x, w, optional(b), other);
+}
+
+at::Tensor conv2d_dense(const at::Tensor& x, const Conv2d& conv) {
+  const auto& o = conv->options;
+  const at::IntArrayRef stride = *o.stride(), dilation = *o.dilation();
+  using std::get_if;  // LibTorch 2.x's padding is a std::variant, 1.13's a c10::variant (found by ADL)
+  const auto* padding = get_if<torch::ExpandingArray<2>>(&o.padding());
+  if (!x.is_cpu() || !padding)
+    return torch::nn::functional::detail::conv2d(x, conv->weight, conv->bias, o.stride(), o.padding(), o.dilation(),
+                                                 o.groups());
+  static auto op = op_handle("ptm::conv2d")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
+                                         at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t)>();
+  return op.call(x, conv->weight, optional(conv->bias), stride, **padding, dilation, o.groups());
+}
+
 #else
 
 at::Tensor matmul(const at::Tensor& a, const at::Tensor& b) { return at::matmul(a, b); }
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) { return at::linear(x, w, b); }
 at::Tensor linear_gelu(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   return at::gelu(at::linear(x, w, b));
+}
+at::Tensor linear_add(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const at::Tensor& other) {
+  return at::linear(x, w, b) + other;
+}
+at::Tensor conv2d_dense(const at::Tensor& x, const Conv2d& conv) {
+  const auto& o = conv->options;
+  return torch::nn::functional::detail::conv2d(x, conv->weight, conv->bias, o.stride(), o.padding(), o.dilation(),
+                                               o.groups());
 }
 
 #endif
