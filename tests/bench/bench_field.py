@@ -313,7 +313,7 @@ def main():
     import torch
     import torchvision
     sys.path.insert(0, HERE)
-    from torch_forward import attempt, frozen_ms, torch_paths
+    from torch_forward import frozen_ms, limited, torch_paths
     Gst.init(None)
     torch.set_num_threads(a.threads)
     out = a.out or os.path.join(os.path.dirname(os.path.abspath(a.csv or a.fixtures + "/x")), "field-out")
@@ -393,7 +393,7 @@ def main():
             r.append(("ptm forward only, .pt2 (ptminfer's own timing)", "forward", ns[len(ns) // 2] / 1e6, "median"))
         r.append(("PyTorch eager", "forward", tp.get("eager"), ""))
         r.append(("PyTorch frozen", "forward", tp.get("frozen"), tp.get("frozen_note", "")))
-        frozen2 = attempt("frozen at batch 2", name, lambda: frozen_ms(model, torch.cat([x, x]), a.runs))
+        frozen2 = limited("frozen at batch 2", name, frozen_ms, model, torch.cat([x, x]), a.runs)
         frozen2 = (frozen2[0] / 2, frozen2[1]) if frozen2 else None
         r.append(("PyTorch frozen, batch 2 (a frame)", "forward-batched", frozen2[0] if frozen2 else None,
                   frozen2[1] if frozen2 else "fails"))

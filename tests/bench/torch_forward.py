@@ -10,12 +10,19 @@ size and thread count, on each of this torch version's CPU paths:
             2.6+) run by torch._inductor.aoti_load_package; the package is
             written to OUT_DIR so ptm can run the same one
 
+Each path but eager runs in a process of its own, stopped after
+PTM_BENCH_PATH_LIMIT_S seconds (default 300) and reported n/a: on Debian
+13's torch 2.6, whose BLAS is the reference one, optimize_for_inference of
+convnext_tiny had not finished after 7.5 minutes.
+
 Prints one line per model: NAME key=value ... (n/a where a path is missing
-on this torch, with the reason on stderr).
+on this torch or ran over the limit, with the reason on stderr).
 
     torch_forward.py THREADS RUNS OUT_DIR NAME:PATH:SIZE:CLASSES ...
 """
+import multiprocessing
 import os
+import queue
 import sys
 
 import torch
@@ -24,13 +31,43 @@ import torchvision
 from timing import median_ms
 
 
-def attempt(what, name, fn):
+LIMIT_S = float(os.environ.get("PTM_BENCH_PATH_LIMIT_S", "300"))
+
+
+def unavailable(what, name, why):
+    print(f"torch_forward: {name}: {what} unavailable: {why}", file=sys.stderr)
+
+
+def _child(results, threads, fn, args):
+    torch.set_num_threads(threads)
     try:
-        return fn()
-    except Exception as e:  # a path this torch lacks or fails on: reported, not fatal
-        print(f"torch_forward: {name}: {what} unavailable: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
-              file=sys.stderr)
+        results.put(("ok", fn(*args)))
+    except Exception as e:
+        results.put(("error", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"))
+
+
+def limited(what, name, fn, *args):
+    """fn(*args) (a module-level function) in a process of its own (spawned:
+    a fresh interpreter and OpenMP pool, the same thread count), stopped
+    after LIMIT_S seconds; its result, or None where it failed or ran over
+    (the reason on stderr): a path this torch lacks or fails on is reported,
+    not fatal."""
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    p = ctx.Process(target=_child, args=(results, torch.get_num_threads(), fn, args), daemon=True)
+    p.start()
+    try:
+        status, value = results.get(timeout=LIMIT_S)
+    except queue.Empty:
+        status, value = "error", (f"did not finish within {LIMIT_S:.0f} s (stopped; PTM_BENCH_PATH_LIMIT_S sets the "
+                                  "limit)" if p.is_alive() else f"its process ended with status {p.exitcode}")
+    if p.is_alive():
+        p.kill()
+    p.join()
+    if status != "ok":
+        unavailable(what, name, value)
         return None
+    return value
 
 
 def frozen_ms(model, x, runs):
@@ -47,40 +84,46 @@ def frozen_ms(model, x, runs):
             return median_ms(lambda: f(x), runs), "freeze"
 
 
+def compiled_ms(model, x, runs):
+    """Median ms of torch.compile (Inductor, freezing) of `model` on `x`."""
+    import torch._inductor.config as cfg
+    cfg.freezing = True
+    with torch.no_grad():
+        c = torch.compile(model)
+        return median_ms(lambda: c(x), runs)
+
+
+def aoti_ms(name, model, x, runs, out):
+    """Median ms of an AOTInductor package of `model` made for `x`'s shape,
+    and the package's path (in `out`)."""
+    with torch.no_grad():
+        ep = torch.export.export(model, (x,))
+        pt2 = os.path.join(out, name + ".pt2")
+        torch._inductor.aoti_compile_and_package(ep, package_path=pt2, inductor_configs={
+            "aot_inductor.metadata": {"ptm.architecture": name, "ptm.input_size": str(x.shape[-1]),
+                                      "ptm.max_batch": "1", "ptm.dynamic_batch": "0"}})
+        runner = torch._inductor.aoti_load_package(pt2)
+        return median_ms(lambda: runner(x), runs), pt2
+
+
 def torch_paths(name, model, x, runs, out=None):
     """Median ms of `model` (eval mode) on `x` along each CPU path this torch
     has: eager, frozen (+ its note), compiled (2.x) and, where `out` is a
-    folder to write the package to, aoti (2.6+, + the package's path)."""
+    folder to write the package to, aoti (2.6+, + the package's path); each
+    but eager in a process of its own, within LIMIT_S seconds."""
     v2 = int(torch.__version__.split(".")[0]) >= 2
-    size = x.shape[-1]
     r = {}
     with torch.no_grad():
         r["eager"] = median_ms(lambda: model(x), runs)
-
-        fr = attempt("frozen", name, lambda: frozen_ms(model, x, runs))
-        if fr:
-            r["frozen"], r["frozen_note"] = fr
-        if v2:
-            def compiled():
-                import torch._inductor.config as cfg
-                cfg.freezing = True
-                c = torch.compile(model)
-                return median_ms(lambda: c(x), runs)
-            r["compiled"] = attempt("torch.compile", name, compiled)
-            torch._dynamo.reset()
-
-            def aoti():
-                ep = torch.export.export(model, (x,))
-                pt2 = os.path.join(out, name + ".pt2")
-                torch._inductor.aoti_compile_and_package(ep, package_path=pt2, inductor_configs={
-                    "aot_inductor.metadata": {"ptm.architecture": name, "ptm.input_size": str(size),
-                                              "ptm.max_batch": "1", "ptm.dynamic_batch": "0"}})
-                runner = torch._inductor.aoti_load_package(pt2)
-                return median_ms(lambda: runner(x), runs), pt2
-            if out is not None:
-                a = attempt("AOTInductor", name, aoti)
-                if a:
-                    r["aoti"], r["pt2"] = a
+    fr = limited("frozen", name, frozen_ms, model, x, runs)
+    if fr:
+        r["frozen"], r["frozen_note"] = fr
+    if v2:
+        r["compiled"] = limited("torch.compile", name, compiled_ms, model, x, runs)
+        if out is not None:
+            a = limited("AOTInductor", name, aoti_ms, name, model, x, runs, out)
+            if a:
+                r["aoti"], r["pt2"] = a
     return r
 
 
