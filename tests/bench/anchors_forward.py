@@ -31,6 +31,12 @@ import numpy as np
 from timing import median_ms
 
 
+def why(e):
+    """An exception as one line: its type and the first line of its message
+    (which may be empty: a bare assert in an exporter's shape inference)."""
+    first = (str(e).splitlines() or [""])[0][:200]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
 def quantized(path, calibration):
     """ONNX Runtime's static int8 quantization of `path` (QDQ); its path."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -67,7 +73,7 @@ def main():
         try:
             int8 = quantized(path, calibration)
         except Exception as e:
-            out["int8_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            out["int8_error"] = why(e)
     try:
         import onnxruntime as ort
         so = ort.SessionOptions()
@@ -85,7 +91,7 @@ def main():
                 out["onnxruntime"]["int8_agree"] = agreement(lambda a: s.run(None, {name: a})[0],
                                                              lambda a: q.run(None, {name: a})[0], check)
     except Exception as e:  # reported in the table, not fatal
-        out["onnxruntime"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+        out["onnxruntime"] = {"error": why(e)}
     try:
         import openvino as ov
         core = ov.Core()
@@ -109,7 +115,7 @@ def main():
                 r["int8_agree"] = agreement(lambda a: f32.infer({0: a})[0], lambda a: req.infer({0: a})[0], check)
         out["openvino"] = r
     except Exception as e:
-        out["openvino"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+        out["openvino"] = {"error": why(e)}
     print(json.dumps(out))
 
 

@@ -38,12 +38,18 @@ def unavailable(what, name, why):
     print(f"torch_forward: {name}: {what} unavailable: {why}", file=sys.stderr)
 
 
+def why(e):
+    """An exception as one line: its type and the first line of its message
+    (which may be empty: a bare assert in an exporter's shape inference)."""
+    first = (str(e).splitlines() or [""])[0][:200]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
 def _child(results, threads, fn, args):
     torch.set_num_threads(threads)
     try:
         results.put(("ok", fn(*args)))
     except Exception as e:
-        results.put(("error", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"))
+        results.put(("error", why(e)))
 
 
 def limited(what, name, fn, *args):
