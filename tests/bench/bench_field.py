@@ -399,11 +399,12 @@ def main():
             ns = sorted(ns4)
             r.append(("ptm forward only, .pt2 (ptminfer's own timing)", "forward", ns[len(ns) // 2] / 1e6, "median"))
         r.append(("PyTorch eager", "forward", tp.get("eager"), ""))
-        r.append(("PyTorch frozen", "forward", tp.get("frozen"), tp.get("frozen_note", "")))
+        r.append(("PyTorch frozen", "forward", tp.get("frozen"),
+                  tp.get("frozen_note", "failed or ran over the limit (the reason on stderr)")))
         frozen2 = limited("frozen at batch 2", name, frozen_ms, model, torch.cat([x, x]), a.runs)
         frozen2 = (frozen2[0] / 2, frozen2[1]) if frozen2 else None
         r.append(("PyTorch frozen, batch 2 (a frame)", "forward-batched", frozen2[0] if frozen2 else None,
-                  frozen2[1] if frozen2 else "fails"))
+                  frozen2[1] if frozen2 else "failed or ran over the limit (the reason on stderr)"))
         if int(torch.__version__.split(".")[0]) >= 2:
             r.append(("PyTorch torch.compile (freezing)", "forward", tp.get("compiled"), ""))
         if aoti:
