@@ -28,14 +28,8 @@ import sys
 
 import numpy as np
 
-from timing import median_ms
+from timing import median_ms, why
 
-
-def why(e):
-    """An exception as one line: its type and the first line of its message
-    (which may be empty: a bare assert in an exporter's shape inference)."""
-    first = (str(e).splitlines() or [""])[0][:200]
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 def quantized(path, calibration):
     """ONNX Runtime's static int8 quantization of `path` (QDQ); its path."""

@@ -1,4 +1,5 @@
-"""What the Python benchmark helpers share: the median time of a call."""
+"""What the Python benchmark helpers share: the median time of a call, an
+exception as one line."""
 import time
 
 # A path that takes seconds a call (a transformer on the reference BLAS)
@@ -24,3 +25,10 @@ def median_ms(fn, runs, warm=2, budget_s=BUDGET_S):
             break
     t.sort()
     return t[len(t) // 2]
+
+
+def why(e):
+    """An exception as one line: its type and the first line of its message
+    (which may be empty: a bare assert in an exporter's shape inference)."""
+    first = (str(e).splitlines() or [""])[0][:200]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__

@@ -24,25 +24,20 @@ import multiprocessing
 import os
 import queue
 import sys
+import time
 
 import torch
 import torchvision
 
-from timing import median_ms
+from timing import median_ms, why
 
 
 LIMIT_S = float(os.environ.get("PTM_BENCH_PATH_LIMIT_S", "300"))
 
 
-def unavailable(what, name, why):
-    print(f"torch_forward: {name}: {what} unavailable: {why}", file=sys.stderr)
+def unavailable(what, name, reason):
+    print(f"torch_forward: {name}: {what} unavailable: {reason}", file=sys.stderr)
 
-
-def why(e):
-    """An exception as one line: its type and the first line of its message
-    (which may be empty: a bare assert in an exporter's shape inference)."""
-    first = (str(e).splitlines() or [""])[0][:200]
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 def _child(results, threads, fn, args):
     torch.set_num_threads(threads)
@@ -62,11 +57,16 @@ def limited(what, name, fn, *args):
     results = ctx.Queue()
     p = ctx.Process(target=_child, args=(results, torch.get_num_threads(), fn, args), daemon=True)
     p.start()
-    try:
-        status, value = results.get(timeout=LIMIT_S)
-    except queue.Empty:
-        status, value = "error", (f"did not finish within {LIMIT_S:.0f} s (stopped; PTM_BENCH_PATH_LIMIT_S sets the "
-                                  "limit)" if p.is_alive() else f"its process ended with status {p.exitcode}")
+    deadline = time.monotonic() + LIMIT_S
+    status, value = "error", f"did not finish within {LIMIT_S:.0f} s (stopped; PTM_BENCH_PATH_LIMIT_S sets the limit)"
+    while time.monotonic() < deadline:
+        try:  # a second at a time: a child that crashed is noticed at once
+            status, value = results.get(timeout=1)
+            break
+        except queue.Empty:
+            if not p.is_alive() and results.empty():
+                status, value = "error", f"its process ended with status {p.exitcode}"
+                break
     if p.is_alive():
         p.kill()
     p.join()
