@@ -1643,7 +1643,7 @@ void Classifier::warm_up() {
 }
 
 double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector<int64_t>& batches, std::string* why,
-                        bool bf16, int* winograd) {
+                        bool bf16, int* winograd, int* scales, int* folded) {
 #if PTM_HAVE_DNNL
   torch::NoGradGuard no_grad;
   m.eval();
@@ -1669,9 +1669,11 @@ double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector
     worst = std::max(worst, relative_error(got, want));
   }
   if (winograd) *winograd = g->winograd_convolutions();
+  if (scales) *scales = g->channel_scales();
+  if (folded) *folded = g->folded_scales();
   return worst;
 #else
-  (void)m, (void)size, (void)batches, (void)bf16, (void)winograd;
+  (void)m, (void)size, (void)batches, (void)bf16, (void)winograd, (void)scales, (void)folded;
   if (why) *why = "this build has no oneDNN graph executor (libdnnl-dev absent, or a LibTorch of its own oneDNN)";
   return -1;
 #endif

@@ -170,8 +170,10 @@ class ClassifierModuleImpl;
 // difference relative to max(1, the largest logit). -1 with `why` set where
 // the executor does not take the graph or this build has none. `m` stays
 // bfloat16 after a `bf16` call. `winograd`, when given, gets how many
-// convolutions ran as Winograd.
+// convolutions ran as Winograd; `scales` and `folded`, how many channel
+// scales ran as ptm's own pass / were folded into the next convolution
+// (DnnlGraph::channel_scales, folded_scales).
 double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector<int64_t>& batches, std::string* why,
-                        bool bf16 = false, int* winograd = nullptr);
+                        bool bf16 = false, int* winograd = nullptr, int* scales = nullptr, int* folded = nullptr);
 
 }  // namespace ptm

@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "channel_scale.h"
 #include "error.h"
 
 #if DNNL_VERSION_MAJOR >= 3
@@ -456,6 +457,7 @@ struct Plan {
     dnnl::primitive prim;
     std::unordered_map<int, memory> args;
     bool scratch = false;
+    std::function<void()> run;  // a step of ptm's own instead of a primitive
   };
   std::vector<Step> steps;
   memory input, output;
@@ -463,7 +465,27 @@ struct Plan {
   std::vector<std::unique_ptr<Buffer>> buffers;
   std::unique_ptr<Buffer> scratch;
   int winograd = 0;  // convolutions run as Winograd
+  int scales = 0;    // channel scales run by scale_channels
+  int folded = 0;    // channel scales folded into the next convolution's weights
 };
+
+// The channel layouts scale_channels reads: per image, `outer` runs of
+// `inner` values, value k of run r in channel channel(r, k).
+struct ChannelLayout {
+  int64_t outer = 0, inner = 0, block = 0;  // block: 0 planar (NCHW), 1 NHWC, else channels in blocks of that many
+};
+
+// x's float32 layout as scale_channels takes it: NCHW, NHWC, or channels
+// in blocks of 8 or 16 with no padding (aBcd8b, aBcd16b).
+std::optional<ChannelLayout> channel_layout(const memory::desc& md, const Dims& d) {
+  if (d.size() != 4) return std::nullopt;
+  const int64_t c = d[1], hw = d[2] * d[3];
+  if (md == memory::desc(d, dt::f32, tag::abcd)) return ChannelLayout{c, hw, 0};
+  if (md == memory::desc(d, dt::f32, tag::acdb)) return ChannelLayout{hw, c, 1};
+  if (c % 16 == 0 && md == memory::desc(d, dt::f32, tag::aBcd16b)) return ChannelLayout{c / 16 * hw, 16, 16};
+  if (c % 8 == 0 && md == memory::desc(d, dt::f32, tag::aBcd8b)) return ChannelLayout{c / 8 * hw, 8, 8};
+  return std::nullopt;
+}
 
 }  // namespace
 
@@ -545,6 +567,24 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
     if (p.ops[i].sum >= 0) last[size_t(p.ops[i].sum)] = int(i);
   }
   last[size_t(p.output)] = int(p.ops.size());
+  // How many ops read each value, and the last of them.
+  std::vector<int> uses(size_t(p.values), 0), consumer(size_t(p.values), -1);
+  for (size_t i = 0; i < p.ops.size(); ++i) {
+    if (p.ops[i].dead) continue;
+    for (int v : p.ops[i].in) {
+      ++uses[size_t(v)];
+      consumer[size_t(v)] = int(i);
+    }
+    if (p.ops[i].sum >= 0) ++uses[size_t(p.ops[i].sum)];
+  }
+  ++uses[size_t(p.output)];
+  // Channel scales folded into the 1x1 convolution after them: the
+  // product's value (the unscaled tensor's buffer) -> the scale's value.
+  std::map<int, int> folded;
+  static const bool fold_scales = [] {
+    const char* off = std::getenv("PTM_DNNL_FOLD_SCALES");
+    return !(off && std::string(off) == "0");
+  }();
   std::vector<size_t> free_list;  // buffer indices with no value in them
   size_t scratch_bytes = 0;
   // A fresh one each primitive: copies of a primitive_attr share its
@@ -593,10 +633,11 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
   // generates code.
   const auto step = [&](std::function<dnnl::primitive()> make, std::unordered_map<int, memory> args, size_t scratch) {
     scratch_bytes = std::max(scratch_bytes, scratch);
-    plan->steps.push_back({std::move(make), dnnl::primitive(), std::move(args), scratch > 0});
+    plan->steps.push_back({std::move(make), dnnl::primitive(), std::move(args), scratch > 0, {}});
   };
   std::vector<Pending> pending;
   std::vector<int> temps;
+  std::vector<int> held;  // buffers an op kept for a later one, released after that one
   // Value v in layout md: itself, or a reordered copy in a temporary buffer.
   const auto as = [&](int v, const memory::desc& md) -> memory {
     if (vals[size_t(v)].md == md) return mem(v);
@@ -670,7 +711,32 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
         }
         const auto pd = wino ? *wino : make_pd(algorithm::convolution_direct);
         memory src = as(op.in[0], pd.src_desc());
-        memory wm = pack(i, w, w_plain, pd.weights_desc(), pending);
+        memory wm;
+        const auto fold = folded.find(op.in[0]);
+        if (fold == folded.end()) {
+          wm = pack(i, w, w_plain, pd.weights_desc(), pending);
+        } else {
+          // The input's channel scale times the weights, into the
+          // convolution's layout, before it (a buffer of this op's).
+          const int wb = acquire(pd.weights_desc().get_size());
+          temps.push_back(wb);
+          wm = mem_of(pd.weights_desc(), wb);
+          const int scale = fold->second;
+          memory sc = mem_of(memory::desc({w.size(1)}, dt::f32, tag::a), vals[size_t(scale)].buf);
+          memory from(w_plain, eng, w.data_ptr());
+          dnnl::primitive_attr ra = new_attr();
+#if PTM_DNNL3
+          ra.set_scales_mask(DNNL_ARG_SRC, 1 << 1);
+          const int scale_arg = DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC;
+#else
+          ra.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
+          const int scale_arg = DNNL_ARG_ATTR_OUTPUT_SCALES;
+#endif
+          const dnnl::reorder::primitive_desc rpd(eng, w_plain, eng, pd.weights_desc(), ra);
+          step([=] { return dnnl::reorder(rpd); }, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, wm}, {scale_arg, sc}},
+               rpd.scratchpad_desc().get_size());
+          held.push_back(vals[size_t(scale)].buf);
+        }
         int buf;
         const memory::desc dst_md = pd.dst_desc();
         if (op.sum >= 0) {
@@ -750,6 +816,33 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
           if (!covers(a0, a1)) throw fail("operands whose shapes do not broadcast");
         }
         const Val& big = vals[size_t(a0)];
+        const Dims& small = vals[size_t(a1)].dims;
+        const bool channel_scale = op.kind == Kind::Mul && act == dt::f32 && small.size() == 4 &&
+                                   big.dims.size() == 4 && small[0] == big.dims[0] && small[1] == big.dims[1] &&
+                                   small[2] == 1 && small[3] == 1 && (big.dims[2] > 1 || big.dims[3] > 1);
+        // One image, and the only reader a 1x1 convolution with at most a
+        // quarter as many output channels as the image has pixels: the
+        // scale goes into that convolution's weights (W[o][c] * s[c],
+        // reordered into its layout each pass) and x is read once, by the
+        // convolution, instead of twice more. oneDNN's scaled reorder
+        // costs ~3x a value what the scale pass does (2.6, AVX-512:
+        // 112x672 weights 55 us, a 14x14x672 scale 29 us), hence the
+        // quarter: EfficientNet's blocks at 112x112 to 28x28 fold, those
+        // at 14x14 and 7x7 keep the pass.
+        if (channel_scale && fold_scales && big.dims[0] == 1 && big.buf >= 0 && uses[size_t(op.out)] == 1 &&
+            consumer[size_t(op.out)] >= 0 && vals[size_t(a1)].buf >= 0 && vals[size_t(a1)].md == plain_act(small)) {
+          const Op& next = p.ops[size_t(consumer[size_t(op.out)])];
+          if (next.kind == Kind::Conv && next.in[0] == op.out && next.groups == 1 && next.weight.size(1) == small[1] &&
+              next.weight.size(2) == 1 && next.weight.size(3) == 1 && next.stride == std::vector<int64_t>{1, 1} &&
+              next.padding == std::vector<int64_t>{0, 0} && 4 * next.weight.size(0) <= big.dims[2] * big.dims[3]) {
+            define(op.out, big.md, big.dims, big.buf);
+            ++plan->buffers[size_t(big.buf)]->refs;
+            ++plan->buffers[size_t(vals[size_t(a1)].buf)]->refs;  // held until the convolution has read it
+            folded[op.out] = a1;
+            ++plan->folded;
+            break;
+          }
+        }
         memory src0 = mem(a0);
         // A broadcast operand in the plain layout (for N x C x 1 x 1 that
         // is one value a channel).
@@ -757,6 +850,20 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
         const int buf = a0 != a1 ? in_place_or_new(a0, i) : acquire(big.md.get_size());
         const memory::desc md = big.md;
         define(op.out, md, big.dims, buf);
+        const std::optional<ChannelLayout> layout = channel_layout(md, big.dims);
+        if (channel_scale && layout) {
+          memory dst = mem(op.out);
+          const Dims d = big.dims;
+          const ChannelLayout l = *layout;
+          step({}, {}, 0);
+          plan->steps.back().run = [src0, src1, dst, d, l] {
+            scale_channels(static_cast<const float*>(src0.get_data_handle()),
+                           static_cast<const float*>(src1.get_data_handle()), static_cast<float*>(dst.get_data_handle()),
+                           d[0], d[1], l.outer, l.inner, l.block, d[2] * d[3]);
+          };
+          ++plan->scales;
+          break;
+        }
         const auto pd = binary_pd(eng, op.kind == Kind::Add ? algorithm::binary_add : algorithm::binary_mul, md,
                                   src1.get_desc(), md, new_attr());
         step([=] { return dnnl::binary(pd); }, {{DNNL_ARG_SRC_0, src0}, {DNNL_ARG_SRC_1, src1}, {DNNL_ARG_DST, mem(op.out)}},
@@ -854,6 +961,8 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
     }
     for (int b : temps) release(b);
     temps.clear();
+    for (int b : held) release(b);
+    held.clear();
     std::vector<int> dying;
     for (int v : op.in)
       if (last[size_t(v)] == int(i)) dying.push_back(v);
@@ -893,7 +1002,8 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
     throw ModelError("out of memory for the graph's code");
   }
   finish_packing(pending);
-  for (auto& st : plan->steps) st.prim = st.make();
+  for (auto& st : plan->steps)
+    if (st.make) st.prim = st.make();
   return plan;
 }
 
@@ -939,6 +1049,20 @@ int DnnlGraph::winograd_convolutions() {
   return n;
 }
 
+int DnnlGraph::channel_scales() {
+  std::lock_guard<std::mutex> g(impl_->lock);
+  int n = 0;
+  for (const auto& [key, plan] : impl_->plans) n = std::max(n, plan->scales);
+  return n;
+}
+
+int DnnlGraph::folded_scales() {
+  std::lock_guard<std::mutex> g(impl_->lock);
+  int n = 0;
+  for (const auto& [key, plan] : impl_->plans) n = std::max(n, plan->folded);
+  return n;
+}
+
 std::string DnnlGraph::version() {
   const dnnl_version_t* v = dnnl_version();
   return std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
@@ -968,7 +1092,13 @@ at::Tensor DnnlGraph::run(const at::Tensor& input) {
     at::Tensor y = at::empty(std::vector<int64_t>(plan.out_dims.begin(), plan.out_dims.end()), x.options().dtype(at::kFloat));
     plan.input.set_data_handle(x.data_ptr());
     plan.output.set_data_handle(y.data_ptr());
-    for (auto& s : plan.steps) s.prim.execute(impl_->e.stream, s.args);
+    for (auto& s : plan.steps) {
+      if (s.run) {
+        s.run();
+      } else {
+        s.prim.execute(impl_->e.stream, s.args);
+      }
+    }
     impl_->e.stream.wait();
     return y;
   } catch (const dnnl::error& e) {

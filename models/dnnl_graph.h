@@ -39,6 +39,15 @@ class DnnlGraph {
   // stride 1) in the plans made so far (the most of any one plan).
   // PTM_DNNL_WINOGRAD=0 keeps every convolution direct.
   int winograd_convolutions();
+  // How many squeeze-and-excitation products (x times one value a channel)
+  // run as ptm's own pass instead of oneDNN's binary primitive, in the
+  // plans made so far (the most of any one plan).
+  int channel_scales();
+  // How many were folded into the 1x1 convolution after them instead (the
+  // weights scaled each pass: one image, fewer weights than values in x),
+  // in the plans made so far (the most of any one plan).
+  // PTM_DNNL_FOLD_SCALES=0 folds none.
+  int folded_scales();
   // oneDNN's version, "3.7.2".
   static std::string version();
 
