@@ -541,6 +541,14 @@ struct DnnlGraph::Impl {
   // Activations in `act` (f32, or bf16 for a bfloat16 input); the input
   // NCHW, or NHWC where `nhwc`.
   std::unique_ptr<Plan> make_plan(const Dims& in_dims, dt act, bool nhwc);
+
+  // The most of a plan's `count` over the plans made so far.
+  int most(int Plan::*count) {
+    std::lock_guard<std::mutex> g(lock);
+    int n = 0;
+    for (const auto& [key, plan] : plans) n = std::max(n, (*plan).*count);
+    return n;
+  }
 };
 
 namespace {
@@ -1042,26 +1050,11 @@ int DnnlGraph::fused_adds() const {
   return n;
 }
 
-int DnnlGraph::winograd_convolutions() {
-  std::lock_guard<std::mutex> g(impl_->lock);
-  int n = 0;
-  for (const auto& [key, plan] : impl_->plans) n = std::max(n, plan->winograd);
-  return n;
-}
+int DnnlGraph::winograd_convolutions() { return impl_->most(&Plan::winograd); }
 
-int DnnlGraph::channel_scales() {
-  std::lock_guard<std::mutex> g(impl_->lock);
-  int n = 0;
-  for (const auto& [key, plan] : impl_->plans) n = std::max(n, plan->scales);
-  return n;
-}
+int DnnlGraph::channel_scales() { return impl_->most(&Plan::scales); }
 
-int DnnlGraph::folded_scales() {
-  std::lock_guard<std::mutex> g(impl_->lock);
-  int n = 0;
-  for (const auto& [key, plan] : impl_->plans) n = std::max(n, plan->folded);
-  return n;
-}
+int DnnlGraph::folded_scales() { return impl_->most(&Plan::folded); }
 
 std::string DnnlGraph::version() {
   const dnnl_version_t* v = dnnl_version();
