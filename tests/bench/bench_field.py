@@ -195,18 +195,8 @@ def ptm_pipeline(a, path, middle, props=""):
     if r.returncode != 0:
         raise RuntimeError(f"the ptm pipeline ({middle or 'appsrc ! ptminfer'} {props}) exited {r.returncode}")
     j = json.loads(r.stdout.strip().splitlines()[-1])
-    all_frames[(path, middle, props)] = j["fps_all"]
-    return j["fps"], j["infer_ns"], j["top"], j.get("int8")
-
-
-# Each pipeline's frames a second over all timed frames, by (model, middle, props).
-all_frames = {}
-
-
-def over_all(path, middle="", props=""):
-    """The note of a pipeline row: its figure over all frames."""
-    fps = all_frames.get((path, middle, props))
-    return f"median of {WINDOW}-frame runs; {1000 / fps:.2f} ms over all frames" if fps else ""
+    over_all = f"median of {WINDOW}-frame runs; {1000 / j['fps_all']:.2f} ms over all frames"
+    return j["fps"], j["infer_ns"], j["top"], j.get("int8"), over_all
 
 
 def python_loop(frames, model, budget_s=60.0):
@@ -396,40 +386,36 @@ def main():
         # PyTorch first: on 2.6+ it also writes the AOTInductor package of
         # these weights that ptm runs too.
         tp = torch_paths(name, model, x, a.runs, out if aoti else None)
-        fps1, ns1, top1, _ = ptm_pipeline(a, path, "")
-        fps2, _, _, _ = ptm_pipeline(a, path, "ptmpreprocess ! queue max-size-buffers=2 !")
-        r.append(("ptm pipeline: appsrc ! ptminfer", "pipeline", 1000 / fps1, over_all(path)))
-        r.append(("ptm pipeline: ptmpreprocess ! queue ! ptminfer", "pipeline", 1000 / fps2,
-                  over_all(path, "ptmpreprocess ! queue max-size-buffers=2 !")))
+        fps1, ns1, top1, _, all1 = ptm_pipeline(a, path, "")
+        fps2, _, _, _, all2 = ptm_pipeline(a, path, "ptmpreprocess ! queue max-size-buffers=2 !")
+        r.append(("ptm pipeline: appsrc ! ptminfer", "pipeline", 1000 / fps1, all1))
+        r.append(("ptm pipeline: ptmpreprocess ! queue ! ptminfer", "pipeline", 1000 / fps2, all2))
         ns4 = None
         if tp.get("pt2"):
             # A package whose products call LibTorch's BLAS (Debian 13's
             # reference one) may take seconds a frame: a row that says so.
             try:
-                fps4, ns4, _, _ = ptm_pipeline(a, tp["pt2"], "")
+                fps4, ns4, _, _, all4 = ptm_pipeline(a, tp["pt2"], "")
                 r.append(("ptm pipeline: appsrc ! ptminfer, AOTInductor .pt2", "pipeline", 1000 / fps4,
-                          "the same weights through torch._inductor.aoti_compile_and_package; " +
-                          over_all(tp["pt2"])))
+                          "the same weights through torch._inductor.aoti_compile_and_package; " + all4))
             except (RuntimeError, subprocess.TimeoutExpired) as e:
                 r.append(("ptm pipeline: appsrc ! ptminfer, AOTInductor .pt2", "pipeline", None,
                           f"did not finish: {e}"))
         if bf16:
-            fps3, _, top3, _ = ptm_pipeline(a, path, "", "precision=bf16")
+            fps3, _, top3, _, all3 = ptm_pipeline(a, path, "", "precision=bf16")
             agree = sum(x == y for x, y in zip(top1, top3))
             r.append(("ptm pipeline: ptminfer precision=bf16", "pipeline-reduced", 1000 / fps3,
-                      f"{fps3 / fps1:.2f}x fp32's; top-1 as fp32 on {agree}/{len(top1)} frames; " +
-                      over_all(path, "", "precision=bf16")))
+                      f"{fps3 / fps1:.2f}x fp32's; top-1 as fp32 on {agree}/{len(top1)} frames; " + all3))
             verdicts.append(f"{name}: bf16 pipeline ÷ fp32 pipeline = {fps3 / fps1:.2f} (criterion >= 2 for "
                             f"resnet18, resnet50), top-1 agreement {agree}/{len(top1)}")
-        fps6, _, top6, _ = ptm_pipeline(a, path, "", "batch-size=2")
+        fps6, _, top6, _, all6 = ptm_pipeline(a, path, "", "batch-size=2")
         agree = sum(x == y for x, y in zip(top1, top6))
         r.append(("ptm pipeline: ptminfer batch-size=2", "pipeline-batched", 1000 / fps6,
-                  f"frames in pairs; top-1 as batch 1 on {agree}/{len(top1)} frames; " + over_all(path, "", "batch-size=2")))
-        fps5, _, top5, status = ptm_pipeline(a, path, "", f"precision=int8 calibration={calibration}")
+                  f"frames in pairs; top-1 as batch 1 on {agree}/{len(top1)} frames; " + all6))
+        fps5, _, top5, status, all5 = ptm_pipeline(a, path, "", f"precision=int8 calibration={calibration}")
         agree = sum(x == y for x, y in zip(top1, top5))
         r.append(("ptm pipeline: ptminfer precision=int8", "pipeline-reduced", 1000 / fps5,
-                  f"{fps5 / fps1:.2f}x fp32's; top-1 as fp32 on {agree}/{len(top1)} frames; {status}; " +
-                  over_all(path, "", f"precision=int8 calibration={calibration}")))
+                  f"{fps5 / fps1:.2f}x fp32's; top-1 as fp32 on {agree}/{len(top1)} frames; {status}; {all5}"))
         verdicts.append(f"{name}: int8 pipeline ÷ fp32 pipeline = {fps5 / fps1:.2f} (criterion >= 2 for resnet18, "
                         f"resnet50), top-1 agreement {agree}/{len(top1)} ({status})")
         ns = sorted(ns1)
