@@ -1,7 +1,11 @@
 // Load-time benchmark: for each model file given, prints side by side the
 // time to read the file's bytes, to parse it into tensors (with and without
 // CRC checks), and to load it into its architecture, as ratios to the read.
-//   bench-load FILE... [--runs N]
+// With --whole, also the whole load of a classifier (ptm::Classifier: file,
+// architecture, optimised graph, oneDNN executor) with the executor tried
+// first against the frozen graph, next to every LibTorch candidate graph
+// built first (PTM_DNNL_FIRST=0, the rule before), in turns.
+//   bench-load FILE... [--runs N] [--whole]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/nn/module.h>
@@ -9,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <thread>
@@ -17,6 +22,7 @@
 #include "models/architectures.h"
 #include "models/bytes.h"
 #include "models/checkpoint.h"
+#include "models/classifier.h"
 #include "models/loader.h"
 
 namespace {
@@ -50,14 +56,16 @@ std::vector<double> interleaved(int runs, const std::vector<std::function<void()
 
 int main(int argc, char** argv) {
   int runs = 9;
+  bool whole = false;
   std::vector<std::string> files;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--runs" && i + 1 < argc) runs = std::stoi(argv[++i]);
+    else if (a == "--whole") whole = true;
     else files.push_back(a);
   }
   if (files.empty()) {
-    std::fprintf(stderr, "usage: bench-load FILE... [--runs N]\n");
+    std::fprintf(stderr, "usage: bench-load FILE... [--runs N] [--whole]\n");
     return 2;
   }
   at::set_num_threads(int(std::max(1u, std::thread::hardware_concurrency())));
@@ -89,6 +97,28 @@ int main(int argc, char** argv) {
     std::printf("%-28s %9.1f %10.1f %12.1f %12.1f %12.1f %7.2fx %8s\n", name.c_str(), mb, read, parse, parse_crc,
                 into, into / read, "<=1.5x");
     std::printf("%-28s building %s itself (random init, not part of the load): %.1f ms\n", "", c.name.c_str(), build);
+  }
+  if (!whole) return 0;
+  std::printf("\nwhole load (ptm::Classifier, optimised, %d threads), median of %d:\n", at::get_num_threads(), runs);
+  std::printf("%-28s %16s %16s %8s  %s\n", "file", "executor first", "all candidates", "ratio", "runs on");
+  for (const auto& f : files) {
+    ptm::ClassifierOptions o;
+    o.model = f;
+    o.threads = at::get_num_threads();
+    o.optimize = true;
+    std::string first_runs, all_runs;
+    auto load = [&](const char* rule, std::string* runs_on) {
+      setenv("PTM_DNNL_FIRST", rule, 1);
+      ptm::Classifier c(o);
+      *runs_on = "LibTorch's graph";
+      for (const auto& n : c.info().notes)
+        if (n.rfind("runs on ptm's oneDNN graph executor", 0) == 0) *runs_on = "executor";
+    };
+    auto t = interleaved(runs, {[&] { load("1", &first_runs); }, [&] { load("0", &all_runs); }});
+    unsetenv("PTM_DNNL_FIRST");
+    const std::string name = f.substr(f.find_last_of('/') + 1);
+    std::printf("%-28s %13.0f ms %13.0f ms %7.2fx  %s / %s\n", name.c_str(), t[0], t[1], t[1] / t[0],
+                first_runs.c_str(), all_runs.c_str());
   }
   return 0;
 }

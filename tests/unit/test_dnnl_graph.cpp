@@ -9,12 +9,14 @@
 #include <torch/torch.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/csrc/jit/passes/freeze_module.h>
+#include <torch/version.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "../common/fixtures.h"
 #include "models/arch/transformer.h"
 #include "models/architectures.h"
 #include "models/classifier.h"
@@ -120,6 +122,40 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{"resnet18", 128}, Case{"resnet50", 96}, Case{"mobilenet_v2", 128},
                       Case{"mobilenet_v3_large", 96}, Case{"efficientnet_b0", 128}, Case{"squeezenet1_1", 96}),
     [](const ::testing::TestParamInfo<Case>& i) { return i.param.arch + "_" + std::to_string(i.param.size); });
+
+// A load's choice (models/classifier.cpp, optimised()): on LibTorch 2.x the
+// executor is raced against the frozen graph before LibTorch's other graphs
+// are built, and where it wins they are not (its note names the frozen
+// graph); PTM_DNNL_FIRST=0, and LibTorch 1.13 always, build LibTorch's
+// fastest graph first and race the executor against that. Either way the
+// loaded classifier's logits are the model's.
+TEST(Load, ExecutorRacedFirstOnLibTorch2) {
+  const std::string file = fixture("mobilenet_v2.pth");
+  ClassifierOptions eager_options;
+  eager_options.model = file;
+  eager_options.optimize = false;
+  Classifier eager(eager_options);
+  const at::Tensor x = torch::rand({2, 3, 224, 224});
+  const at::Tensor want = eager.forward(x);
+  for (const char* rule : {"1", "0"}) {
+    setenv("PTM_DNNL_FIRST", rule, 1);
+    ClassifierOptions o;
+    o.model = file;
+    o.threads = 2;
+    Classifier c(o);
+    unsetenv("PTM_DNNL_FIRST");
+    std::string note;
+    for (const auto& n : c.info().notes)
+      if (n.rfind("runs on ptm's oneDNN graph executor", 0) == 0) note = n;
+    ASSERT_FALSE(note.empty()) << "PTM_DNNL_FIRST=" << rule << ": mobilenet_v2 not on the executor";
+    const bool first = TORCH_VERSION_MAJOR >= 2 && std::string(rule) == "1";
+    EXPECT_EQ(note.find("against LibTorch's frozen graph's") != std::string::npos, first)
+        << "PTM_DNNL_FIRST=" << rule << ", LibTorch " << TORCH_VERSION_MAJOR << "." << TORCH_VERSION_MINOR << ": "
+        << note;
+    const at::Tensor got = c.forward(x);
+    EXPECT_LE((got - want).abs().max().item<double>() / want.abs().max().item<double>(), 1e-4) << note;
+  }
+}
 
 // Graphs with ops the executor does not take are refused with the op named
 // (LibTorch's graph runs them), never run wrongly.
