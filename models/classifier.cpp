@@ -1679,7 +1679,7 @@ void Classifier::warm_up() {
 }
 
 double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector<int64_t>& batches, std::string* why,
-                        bool bf16, int* winograd, int* scales, int* folded) {
+                        bool bf16, DnnlPlanCounts* plan) {
 #if PTM_HAVE_DNNL
   torch::NoGradGuard no_grad;
   m.eval();
@@ -1704,12 +1704,10 @@ double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector
                        shape_str(want.sizes().vec()));
     worst = std::max(worst, relative_error(got, want));
   }
-  if (winograd) *winograd = g->winograd_convolutions();
-  if (scales) *scales = g->channel_scales();
-  if (folded) *folded = g->folded_scales();
+  if (plan) *plan = {g->winograd_convolutions(), g->channel_scales(), g->folded_scales()};
   return worst;
 #else
-  (void)m, (void)size, (void)batches, (void)bf16, (void)winograd, (void)scales, (void)folded;
+  (void)m, (void)size, (void)batches, (void)bf16, (void)plan;
   if (why) *why = "this build has no oneDNN graph executor (libdnnl-dev absent, or a LibTorch of its own oneDNN)";
   return -1;
 #endif

@@ -169,11 +169,14 @@ class ClassifierModuleImpl;
 // model on random images at each batch size in `batches`: the largest
 // difference relative to max(1, the largest logit). -1 with `why` set where
 // the executor does not take the graph or this build has none. `m` stays
-// bfloat16 after a `bf16` call. `winograd`, when given, gets how many
-// convolutions ran as Winograd; `scales` and `folded`, how many channel
-// scales ran as ptm's own pass / were folded into the next convolution
-// (DnnlGraph::channel_scales, folded_scales).
+// bfloat16 after a `bf16` call. `plan`, when given, gets what the
+// executor's plan made of the graph.
+struct DnnlPlanCounts {
+  int winograd = -1;        // convolutions run as Winograd
+  int channel_scales = -1;  // channel scales run as ptm's own pass (DnnlGraph::channel_scales)
+  int folded_scales = -1;   // ... folded into the next convolution (DnnlGraph::folded_scales)
+};
 double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector<int64_t>& batches, std::string* why,
-                        bool bf16 = false, int* winograd = nullptr, int* scales = nullptr, int* folded = nullptr);
+                        bool bf16 = false, DnnlPlanCounts* plan = nullptr);
 
 }  // namespace ptm

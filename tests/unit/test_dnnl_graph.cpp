@@ -46,21 +46,20 @@ struct Case {
   int64_t size;
 };
 
-// The executor's largest difference from the float32 model within `bound`.
-int expect_taken(const Case& c, bool bf16, int64_t batch, double bound, int* scales = nullptr, int* folds = nullptr) {
+// The executor's largest difference from the float32 model within `bound`;
+// returns what its plan made of the graph.
+DnnlPlanCounts expect_taken(const Case& c, bool bf16, int64_t batch, double bound) {
   ClassifierModulePtr m = randomised(c.arch);
   std::string why;
-  int winograd = -1, scaled = -1, folded = -1;
-  const double err = dnnl_graph_error(*m, c.size, {1, batch}, &why, bf16, &winograd, &scaled, &folded);
-  if (scales) *scales = scaled;
-  if (folds) *folds = folded;
+  DnnlPlanCounts plan;
+  const double err = dnnl_graph_error(*m, c.size, {1, batch}, &why, bf16, &plan);
   EXPECT_GE(err, 0) << c.arch << ": not taken: " << why;
   EXPECT_LE(err, bound) << c.arch << " at " << c.size;
   std::printf("[ %-7s ] %-20s %3lld px, batch 1 and %lld: max diff %.2e of the largest logit, %d as Winograd, "
               "%d channel scales of ptm's own, %d folded\n",
               bf16 ? "bf16" : "oneDNN", c.arch.c_str(), static_cast<long long>(c.size), static_cast<long long>(batch),
-              err, winograd, scaled, folded);
-  return winograd;
+              err, plan.winograd, plan.channel_scales, plan.folded_scales);
+  return plan;
 }
 
 // oneDNN 2.x has float32 Winograd convolutions on AVX-512 (3.x has none on
@@ -74,8 +73,7 @@ bool winograd_expected() {
 class Taken : public ::testing::TestWithParam<Case> {};
 
 TEST_P(Taken, MatchesTheModel) {
-  int scales = -1, folded = -1;
-  const int winograd = expect_taken(GetParam(), false, 3, 1e-4, &scales, &folded);
+  const DnnlPlanCounts plan = expect_taken(GetParam(), false, 3, 1e-4);
   const std::string& arch = GetParam().arch;
   // Squeeze-and-excitation products in float32 run as ptm's own pass
   // (models/channel_scale.cpp) at batch 3, and at batch 1 where a 1x1
@@ -83,13 +81,13 @@ TEST_P(Taken, MatchesTheModel) {
   // into its weights (EfficientNet's and MobileNetV3's early blocks),
   // held to the same bound.
   if (arch.rfind("efficientnet", 0) == 0 || arch.rfind("mobilenet_v3", 0) == 0 || arch.rfind("regnet_y", 0) == 0) {
-    EXPECT_GT(scales, 0) << arch << ": no squeeze-and-excitation product ran as ptm's own pass";
+    EXPECT_GT(plan.channel_scales, 0) << arch << ": no squeeze-and-excitation product ran as ptm's own pass";
   }
   if (arch.rfind("efficientnet", 0) == 0 || arch.rfind("mobilenet_v3", 0) == 0) {
-    EXPECT_GT(folded, 0) << arch << ": no squeeze-and-excitation product was folded into a convolution";
+    EXPECT_GT(plan.folded_scales, 0) << arch << ": no squeeze-and-excitation product was folded into a convolution";
   }
   if (winograd_expected() && (arch == "resnet18" || arch == "resnet50")) {
-    EXPECT_GT(winograd, 0) << arch << ": no convolution ran as Winograd on oneDNN " << DnnlGraph::version();
+    EXPECT_GT(plan.winograd, 0) << arch << ": no convolution ran as Winograd on oneDNN " << DnnlGraph::version();
   }
 }
 
