@@ -848,6 +848,12 @@ struct Classifier::Impl {
   void load_package(const ClassifierOptions& o);
   void load_labels(const ClassifierOptions& o);
   void build_script();
+  // precision=bf16 on the CPU, the model kept float32 until build_script
+  // has timed bfloat16 against it (build_bf16_or_float32).
+  bool bf16_race = false;
+  void build_bf16_or_float32();
+  std::vector<at::Tensor> convert_eager(at::ScalarType to, bool nhwc);
+  void restore_eager(const std::vector<at::Tensor>& before);
   void apply_folder(const ModelFolder& f, Classifier& self);
   std::vector<std::string> package_labels;  // carried in the package's metadata or a folder's config
   std::vector<std::string> saved_labels;    // saved inside the weights file (ptmtrainsink)
@@ -1053,17 +1059,17 @@ void Classifier::Impl::load_weights(const ClassifierOptions& o) {
   // Module::to(device, dtype) would turn integer buffers (Swin's position
   // indices) into floats: only floating-point tensors take the dtype.
   eager->to(device);
-  if (dtype != at::kFloat) {
-    torch::NoGradGuard ng;
-    for (auto& t : eager->parameters()) t.set_data(t.to(dtype));
-    for (auto& t : eager->buffers())
-      if (t.is_floating_point()) t.set_data(t.to(dtype));
+  // bfloat16 on the CPU is not faster everywhere (AMX: 2-5x float32; AVX-512
+  // BF16 alone: 1.4x on a Zen 4, 0.55x on a Xeon without AMX): with the
+  // optimised graph wanted, the model stays float32 until build_script
+  // has timed both.
+  const char* always = std::getenv("PTM_BF16_ALWAYS");  // "1": bf16 without timing it (tests, comparisons)
+  if (dtype == at::kBFloat16 && !device.is_cuda() && o.optimize && !(always && std::string(always) == "1")) {
+    bf16_race = true;
+    dtype = at::kFloat;
+    channels_last = false;
   }
-  if (channels_last) {
-    torch::NoGradGuard ng;
-    for (auto& p : eager->parameters())
-      if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
-  }
+  convert_eager(dtype, channels_last);
   info.architecture = arch;
   info.num_classes = classes;
   for (const auto& p : eager->parameters()) info.parameters += p.numel();
@@ -1083,9 +1089,94 @@ void Classifier::Impl::load_weights(const ClassifierOptions& o) {
   script_pending = o.optimize;
 }
 
+// The eager model's floating-point tensors in `to` (and 4-d weights
+// channels-last where `nhwc`); returns their tensors before, to put back.
+std::vector<at::Tensor> Classifier::Impl::convert_eager(at::ScalarType to, bool nhwc) {
+  torch::NoGradGuard ng;
+  std::vector<at::Tensor> before;
+  for (auto& t : eager->parameters()) before.push_back(t.detach());
+  for (auto& t : eager->buffers()) before.push_back(t.detach());
+  if (to != at::kFloat) {
+    for (auto& t : eager->parameters()) t.set_data(t.to(to));
+    for (auto& t : eager->buffers())
+      if (t.is_floating_point()) t.set_data(t.to(to));
+  }
+  if (nhwc) {
+    for (auto& p : eager->parameters())
+      if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+  }
+  return before;
+}
+
+void Classifier::Impl::restore_eager(const std::vector<at::Tensor>& before) {
+  torch::NoGradGuard ng;
+  size_t i = 0;
+  for (auto& t : eager->parameters()) t.set_data(before.at(i++));
+  for (auto& t : eager->buffers()) t.set_data(before.at(i++));
+}
+
+// precision=bf16 on the CPU: the optimised float32 path and the bfloat16
+// one built and timed on the example (median of three passes each, as
+// int8 is); the faster runs, and a warning says so where it is float32.
+void Classifier::Impl::build_bf16_or_float32() {
+  bf16_race = false;
+  const int64_t s = info.crop_size;
+  auto ms_of = [&](const at::Tensor& x) {
+#if PTM_HAVE_DNNL
+    if (dnnl) return ms_per_image(*dnnl, x);
+#endif
+    return ms_per_image(script, x);
+  };
+  torch::NoGradGuard no_grad;
+  std::vector<std::string> float_notes;
+  torch::jit::Module float_script = optimised(*eager, s, options(), false, &float_notes, &dnnl);
+  std::shared_ptr<DnnlGraph> float_dnnl = dnnl;
+  script = float_script;
+  const double float_ms = ms_of(torch::rand({1, 3, s, s}));
+  const std::vector<at::Tensor> float_tensors = convert_eager(at::kBFloat16, true);
+  dtype = at::kBFloat16;
+  channels_last = true;
+  std::vector<std::string> bf16_notes;
+  double bf16_ms = 0;
+  std::string failed;
+  try {
+    script = optimised(*eager, s, options(), true, &bf16_notes, &dnnl);
+    bf16_ms = ms_of(prepare(torch::rand({1, 3, s, s})));
+  } catch (const std::exception& e) {  // LibTorch's c10::Error included
+    failed = error_text(e);
+  }
+  if (failed.empty() && bf16_ms < float_ms) {
+    info.notes.insert(info.notes.end(), bf16_notes.begin(), bf16_notes.end());
+    info.notes.push_back("bfloat16 runs: " + ms_text(bf16_ms) + " against float32's " + ms_text(float_ms) +
+                         " ms an image at load");
+    return;
+  }
+  restore_eager(float_tensors);
+  dtype = at::kFloat;
+  channels_last = false;
+  script = float_script;
+  dnnl = float_dnnl;
+  info.notes.insert(info.notes.end(), float_notes.begin(), float_notes.end());
+  info.warnings.push_back("precision bf16: " +
+                          (failed.empty() ? "float32 ran faster on this CPU (" + ms_text(float_ms) + " against " +
+                                                ms_text(bf16_ms) + " ms an image at load)"
+                                          : "its bfloat16 graph failed: " + failed) +
+                          "; running float32");
+}
+
 void Classifier::Impl::build_script() {
   if (!script_pending) return;
   script_pending = false;
+  if (bf16_race) {
+    try {
+      build_bf16_or_float32();
+      use_script = true;
+      script_size = info.crop_size;
+    } catch (const std::exception& e) {  // LibTorch's c10::Error included
+      info.notes.push_back("optimised graph unavailable, running eagerly: " + error_text(e));
+    }
+    return;
+  }
   try {
     script = optimised(*eager, info.crop_size, options(), channels_last, &info.notes, &dnnl);
     use_script = true;

@@ -168,8 +168,13 @@ def main():
         f32, f32_ms, _ = classify(path, test, a.size, a.threads, "")
         rows = [("fp32", f32, f32_ms, "")]
         if bf16:
-            b, b_ms, _ = classify(path, test, a.size, a.threads, "precision=bf16")
-            rows.append(("bf16", b, b_ms, ""))
+            # bfloat16 itself (a load keeps float32 where that runs faster)
+            os.environ["PTM_BF16_ALWAYS"] = "1"
+            try:
+                b, b_ms, _ = classify(path, test, a.size, a.threads, "precision=bf16")
+            finally:
+                os.environ.pop("PTM_BF16_ALWAYS", None)
+            rows.append(("bf16", b, b_ms, "bfloat16 forced (PTM_BF16_ALWAYS=1)"))
         q, q_ms, status = classify(path, test, a.size, a.threads, f"precision=int8 calibration={calibration}")
         rows.append(("int8", q, q_ms, status))
         scale = [max(abs(x) for x in v) or 1.0 for v in f32]

@@ -194,18 +194,46 @@ TEST(ClassifierInput, DeviceAndPrecisionErrorsNameTheReason) {
       },
       ModelError);
   // bfloat16 on the CPU: run where the CPU has the instructions (in
-  // channels-last layout), else float32 with a warning.
+  // channels-last layout) and runs it faster than float32 at load, else
+  // float32 with a warning saying why; PTM_BF16_ALWAYS=1 runs it untimed.
   o.precision = Precision::BFloat16;
-  Classifier c(o);
-  const Classifier::InputBuffer in = c.input_buffer(1);
-  if (runtime::cpu_has_bf16()) {
-    EXPECT_EQ(in.type, Precision::BFloat16);
-    EXPECT_TRUE(in.channels_last);
-    EXPECT_TRUE(c.info().warnings.empty());
-  } else {
-    EXPECT_EQ(in.type, Precision::Float32);
-    ASSERT_EQ(c.info().warnings.size(), 1u);
-    EXPECT_NE(c.info().warnings[0].find("no bfloat16 instructions"), std::string::npos) << c.info().warnings[0];
+  ClassifierOptions f32 = o;
+  f32.precision = Precision::Float32;
+  Classifier reference(f32);
+  const at::Tensor x = at::rand({1, 3, 224, 224});
+  const at::Tensor want = reference.forward(x);
+  for (const bool always : {true, false}) {
+    if (always) setenv("PTM_BF16_ALWAYS", "1", 1);
+    Classifier c(o);
+    unsetenv("PTM_BF16_ALWAYS");
+    const Classifier::InputBuffer in = c.input_buffer(1);
+    const std::string warning = c.info().warnings.empty() ? "" : c.info().warnings[0];
+    const double err = (c.forward(x) - want).abs().max().item<double>() / want.abs().max().item<double>();
+    if (!runtime::cpu_has_bf16()) {
+      EXPECT_EQ(in.type, Precision::Float32);
+      ASSERT_EQ(c.info().warnings.size(), 1u);
+      EXPECT_NE(warning.find("no bfloat16 instructions"), std::string::npos) << warning;
+      EXPECT_LE(err, 1e-4);
+    } else if (always || in.type == Precision::BFloat16) {
+      EXPECT_EQ(in.type, Precision::BFloat16) << warning;
+      EXPECT_TRUE(in.channels_last);
+      EXPECT_TRUE(c.info().warnings.empty()) << warning;
+      EXPECT_GT(err, 0) << "bfloat16 did not run";
+      EXPECT_LE(err, 5e-2);
+      if (!always) {
+        bool noted = false;
+        for (const auto& n : c.info().notes) noted |= n.rfind("bfloat16 runs: ", 0) == 0;
+        EXPECT_TRUE(noted) << "no note gives the times bfloat16 was kept on";
+      }
+    } else {  // float32 kept: it ran faster at load
+      EXPECT_EQ(in.type, Precision::Float32);
+      EXPECT_FALSE(in.channels_last);
+      ASSERT_EQ(c.info().warnings.size(), 1u);
+      EXPECT_NE(warning.find("float32 ran faster on this CPU"), std::string::npos) << warning;
+      EXPECT_LE(err, 1e-4);
+    }
+    std::printf("bf16%s: %s (%.2e of the largest logit from float32's)\n", always ? " (PTM_BF16_ALWAYS=1)" : "",
+                warning.empty() ? "bfloat16 runs" : warning.c_str(), err);
   }
   EXPECT_EQ(device_unavailable_reason("cpu"), "");
 }
