@@ -1174,6 +1174,8 @@ void Classifier::Impl::build_script() {
       script_size = info.crop_size;
     } catch (const std::exception& e) {  // LibTorch's c10::Error included
       info.notes.push_back("optimised graph unavailable, running eagerly: " + error_text(e));
+      info.warnings.push_back("precision bf16: the optimised graph it is timed on is unavailable (" +
+                              error_text(e) + "); running float32");
     }
     return;
   }
