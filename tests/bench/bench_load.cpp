@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/nn/module.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <chrono>
@@ -100,6 +101,10 @@ int main(int argc, char** argv) {
   }
   if (!whole) return 0;
   std::printf("\nwhole load (ptm::Classifier, optimised, %d threads), median of %d:\n", at::get_num_threads(), runs);
+  if (TORCH_VERSION_MAJOR < 2)
+    std::printf("(LibTorch %d.%d keeps one order, the executor raced against its converted graph: both columns "
+                "are the same rule)\n",
+                TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR);
   std::printf("%-28s %16s %16s %8s  %s\n", "file", "executor first", "all candidates", "ratio", "runs on");
   for (const auto& f : files) {
     ptm::ClassifierOptions o;
