@@ -848,11 +848,19 @@ struct Classifier::Impl {
   void load_package(const ClassifierOptions& o);
   void load_labels(const ClassifierOptions& o);
   void build_script();
+  // Median milliseconds an image of the optimised path (the oneDNN
+  // executor where kept, else the script) on `x`.
+  double optimised_ms(const at::Tensor& x) {
+#if PTM_HAVE_DNNL
+    if (dnnl) return ms_per_image(*dnnl, x);
+#endif
+    return ms_per_image(script, x);
+  }
   // precision=bf16 on the CPU, the model kept float32 until build_script
   // has timed bfloat16 against it (build_bf16_or_float32).
   bool bf16_race = false;
   void build_bf16_or_float32();
-  std::vector<at::Tensor> convert_eager(at::ScalarType to, bool nhwc);
+  void convert_eager(at::ScalarType to, bool nhwc, std::vector<at::Tensor>* before = nullptr);
   void restore_eager(const std::vector<at::Tensor>& before);
   void apply_folder(const ModelFolder& f, Classifier& self);
   std::vector<std::string> package_labels;  // carried in the package's metadata or a folder's config
@@ -1090,12 +1098,15 @@ void Classifier::Impl::load_weights(const ClassifierOptions& o) {
 }
 
 // The eager model's floating-point tensors in `to` (and 4-d weights
-// channels-last where `nhwc`); returns their tensors before, to put back.
-std::vector<at::Tensor> Classifier::Impl::convert_eager(at::ScalarType to, bool nhwc) {
+// channels-last where `nhwc`). `before`, when given, keeps their tensors
+// as they were, to put back (restore_eager); otherwise each is freed as
+// it is converted.
+void Classifier::Impl::convert_eager(at::ScalarType to, bool nhwc, std::vector<at::Tensor>* before) {
   torch::NoGradGuard ng;
-  std::vector<at::Tensor> before;
-  for (auto& t : eager->parameters()) before.push_back(t.detach());
-  for (auto& t : eager->buffers()) before.push_back(t.detach());
+  if (before) {
+    for (auto& t : eager->parameters()) before->push_back(t.detach());
+    for (auto& t : eager->buffers()) before->push_back(t.detach());
+  }
   if (to != at::kFloat) {
     for (auto& t : eager->parameters()) t.set_data(t.to(to));
     for (auto& t : eager->buffers())
@@ -1105,7 +1116,6 @@ std::vector<at::Tensor> Classifier::Impl::convert_eager(at::ScalarType to, bool 
     for (auto& p : eager->parameters())
       if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
   }
-  return before;
 }
 
 void Classifier::Impl::restore_eager(const std::vector<at::Tensor>& before) {
@@ -1121,19 +1131,14 @@ void Classifier::Impl::restore_eager(const std::vector<at::Tensor>& before) {
 void Classifier::Impl::build_bf16_or_float32() {
   bf16_race = false;
   const int64_t s = info.crop_size;
-  auto ms_of = [&](const at::Tensor& x) {
-#if PTM_HAVE_DNNL
-    if (dnnl) return ms_per_image(*dnnl, x);
-#endif
-    return ms_per_image(script, x);
-  };
   torch::NoGradGuard no_grad;
   std::vector<std::string> float_notes;
   torch::jit::Module float_script = optimised(*eager, s, options(), false, &float_notes, &dnnl);
   std::shared_ptr<DnnlGraph> float_dnnl = dnnl;
   script = float_script;
-  const double float_ms = ms_of(torch::rand({1, 3, s, s}));
-  const std::vector<at::Tensor> float_tensors = convert_eager(at::kBFloat16, true);
+  const double float_ms = optimised_ms(torch::rand({1, 3, s, s}));
+  std::vector<at::Tensor> float_tensors;
+  convert_eager(at::kBFloat16, true, &float_tensors);
   dtype = at::kBFloat16;
   channels_last = true;
   std::vector<std::string> bf16_notes;
@@ -1141,7 +1146,7 @@ void Classifier::Impl::build_bf16_or_float32() {
   std::string failed;
   try {
     script = optimised(*eager, s, options(), true, &bf16_notes, &dnnl);
-    bf16_ms = ms_of(prepare(torch::rand({1, 3, s, s})));
+    bf16_ms = optimised_ms(prepare(torch::rand({1, 3, s, s})));
   } catch (const std::exception& e) {  // LibTorch's c10::Error included
     failed = error_text(e);
   }
@@ -1224,14 +1229,7 @@ void Classifier::Impl::finish_int8(const at::Tensor& x) {
     // Against the float32 path that runs otherwise: the oneDNN executor
     // where the load kept it, else the optimised graph.
     const double int8_ms = keep ? 0 : ms_per_image(q, x);
-    double float_ms = 1;
-    if (!keep) {
-#if PTM_HAVE_DNNL
-      float_ms = dnnl ? ms_per_image(*dnnl, x) : ms_per_image(script, x);
-#else
-      float_ms = ms_per_image(script, x);
-#endif
-    }
+    const double float_ms = keep ? 1 : optimised_ms(x);
     if (int8_ms < float_ms) {
       script = q;
       dnnl = nullptr;
