@@ -785,8 +785,9 @@ struct Classifier::Impl {
   bool use_script = false;
   // The script's graph on ptm's oneDNN executor, where faster (float32 or
   // bfloat16 on the CPU; see dnnl_graph()). With precision=int8 it is the
-  // float32 path the quantized graph is timed against, dropped when the
-  // quantized graph is kept.
+  // float32 path the quantized graph is timed against: replaced by its own
+  // int8 graph (DnnlGraph::int8), or dropped for LibTorch's quantized
+  // graph, when that is kept.
   std::shared_ptr<DnnlGraph> dnnl;
   // The optimised graph of a built-in model is traced at one image size
   // (oneDNN's adaptive pooling, for one, needs divisible sizes): other
@@ -826,6 +827,9 @@ struct Classifier::Impl {
   bool int8 = false;
   int calibration_images = 32;
   torch::jit::Module observed;
+  // Calibrating the float32 oneDNN executor for its own int8 graph
+  // (DnnlGraph::int8) instead of LibTorch's observed graph.
+  bool executor_int8 = false;
   std::atomic<int64_t> calibration_left{0};
   mutable std::mutex status_lock;
   std::string status;  // int8_status()
@@ -877,7 +881,11 @@ struct Classifier::Impl {
     const int64_t s = script_size;
     if (use_script && (s == 0 || (x.size(2) == s && x.size(3) == s))) {
       if (calibration_left > 0) {
+#if PTM_HAVE_DNNL
+        at::Tensor y = executor_int8 ? dnnl->calibrate(x) : observed.forward({x}).toTensor();
+#else
         at::Tensor y = observed.forward({x}).toTensor();
+#endif
         if ((calibration_left -= x.size(0)) <= 0) finish_int8(x);
         return y;
       }
@@ -1196,12 +1204,28 @@ void Classifier::Impl::build_script() {
 void Classifier::Impl::setup_int8() {
   if (!int8) return;
   observed = torch::jit::Module();
+  executor_int8 = false;
   calibration_left = 0;
   std::string why;
   if (!eager)
     why = "int8 needs weights for a built-in architecture (.pth, .safetensors, a model folder), not " + info.format;
   else if (!use_script || script_size == 0)
     why = "int8 runs the model's optimised graph, which is off or unavailable";
+#if PTM_HAVE_DNNL
+  // Where the float32 path is ptm's oneDNN executor and the CPU has VNNI,
+  // int8 runs on the executor too (8-bit convolutions with the residual
+  // adds and activations fused, requantized in place: no quantize and
+  // dequantize between LibTorch's quantized ops). PTM_INT8_EXECUTOR=0
+  // takes LibTorch's quantized graph instead.
+  const char* executor = std::getenv("PTM_INT8_EXECUTOR");
+  if (why.empty() && dnnl && runtime::cpu_has_vnni() && !(executor && std::string(executor) == "0")) {
+    dnnl->clear_ranges();
+    executor_int8 = true;
+    calibration_left = calibration_images;
+    set_status(calibrating_text(calibration_images));
+    return;
+  }
+#endif
   if (why.empty()) {
     try {
       torch::NoGradGuard no_grad;
@@ -1220,12 +1244,34 @@ void Classifier::Impl::setup_int8() {
 void Classifier::Impl::finish_int8(const at::Tensor& x) {
   calibration_left = 0;
   std::string why;
+  // PTM_INT8_ALWAYS=1 keeps it without timing it (tests, comparisons).
+  const char* always = std::getenv("PTM_INT8_ALWAYS");
+  const bool keep = always && std::string(always) == "1";
+#if PTM_HAVE_DNNL
+  if (executor_int8) {
+    executor_int8 = false;
+    try {
+      std::string no;
+      std::shared_ptr<DnnlGraph> q = dnnl->int8(&no);
+      if (!q) throw ModelError(no);
+      const double int8_ms = ms_per_image(*q, x);  // also makes its plan: a failure shows here
+      const double float_ms = keep ? 1e30 : ms_per_image(*dnnl, x);
+      if (int8_ms < float_ms) {
+        dnnl = q;
+        set_status("int8");
+      } else {
+        set_status("float32: its int8 graph ran slower (" + ms_text(int8_ms) + " against " + ms_text(float_ms) +
+                   " ms an image)");
+      }
+    } catch (const std::exception& e) {
+      set_status("float32: the int8 conversion failed: " + error_text(e));
+    }
+    return;
+  }
+#endif
   try {
     set_qparams(observed, !runtime::cpu_has_vnni());
     torch::jit::Module q = quantized_graph(observed);
-    // PTM_INT8_ALWAYS=1 keeps it without timing it (tests, comparisons).
-    const char* always = std::getenv("PTM_INT8_ALWAYS");
-    const bool keep = always && std::string(always) == "1";
     // Against the float32 path that runs otherwise: the oneDNN executor
     // where the load kept it, else the optimised graph.
     const double int8_ms = keep ? 0 : ms_per_image(q, x);
@@ -1536,6 +1582,7 @@ std::string Classifier::set_input_size(int size) {
   } catch (const std::exception& e) {
     im.calibration_left = 0;
     im.observed = torch::jit::Module();
+    im.executor_int8 = false;
     im.set_status("float32: calibrating at " + wanted + " failed: " + error_text(e));
   }
   im.input = at::Tensor();  // input_buffer() makes one of the new size
@@ -1799,6 +1846,30 @@ double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector
   return worst;
 #else
   (void)m, (void)size, (void)batches, (void)bf16, (void)plan;
+  if (why) *why = "this build has no oneDNN graph executor (libdnnl-dev absent, or a LibTorch of its own oneDNN)";
+  return -1;
+#endif
+}
+
+double dnnl_int8_error(ClassifierModuleImpl& m, int64_t size, int calibration, std::string* why, int* int8_convolutions) {
+#if PTM_HAVE_DNNL
+  torch::NoGradGuard no_grad;
+  m.eval();
+  torch::jit::Module frozen = torch::jit::freeze(traced(m, torch::rand({1, 3, size, size})));
+  const std::unique_ptr<DnnlGraph> g = DnnlGraph::compile(frozen, why);
+  if (!g) return -1;
+  for (int i = 0; i < calibration; ++i) g->calibrate(torch::randn({1, 3, size, size}));
+  const std::unique_ptr<DnnlGraph> q = g->int8(why);
+  if (!q) return -1;
+  const at::Tensor x = torch::randn({3, 3, size, size});
+  const at::Tensor want = m.forward(x), got = q->run(x);
+  if (got.sizes() != want.sizes())
+    throw ModelError("the int8 graph gave " + shape_str(got.sizes().vec()) + ", the model " +
+                     shape_str(want.sizes().vec()));
+  if (int8_convolutions) *int8_convolutions = q->int8_convolutions();
+  return relative_error(got, want);
+#else
+  (void)m, (void)size, (void)calibration, (void)int8_convolutions;
   if (why) *why = "this build has no oneDNN graph executor (libdnnl-dev absent, or a LibTorch of its own oneDNN)";
   return -1;
 #endif

@@ -178,5 +178,11 @@ struct DnnlPlanCounts {
 };
 double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector<int64_t>& batches, std::string* why,
                         bool bf16 = false, DnnlPlanCounts* plan = nullptr);
+// The executor's int8 graph (DnnlGraph::int8) calibrated on `calibration`
+// random images, against the float32 model on three others: the largest
+// difference relative to the largest logit, and how many convolutions ran
+// in 8 bits; -1 with `why` where the executor does not take the model.
+double dnnl_int8_error(ClassifierModuleImpl& m, int64_t size, int calibration, std::string* why,
+                       int* int8_convolutions = nullptr);
 
 }  // namespace ptm

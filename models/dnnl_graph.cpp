@@ -4,6 +4,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -443,6 +444,39 @@ memory::desc plain(const Dims& d, dt type = dt::f32) {
   return {d, type, d.size() == 4 ? tag::abcd : d.size() == 2 ? tag::ab : d.size() == 5 ? tag::abcde : tag::a};
 }
 
+dt type_of(const memory::desc& md) {
+#if PTM_DNNL3
+  return md.get_data_type();
+#else
+  return md.data_type();
+#endif
+}
+
+bool is_int8(const memory::desc& md) { return type_of(md) == dt::u8 || type_of(md) == dt::s8; }
+
+// md's layout with values of type `to` (of the same size where md is
+// blocked on oneDNN 3.x); nullopt where it cannot be said.
+std::optional<memory::desc> retyped(const memory::desc& md, dt to) {
+#if PTM_DNNL3
+  if (md.get_format_kind() != memory::format_kind::blocked || md.get_inner_nblks() != 0) return std::nullopt;
+  return memory::desc(md.get_dims(), to, md.get_strides());
+#else
+  if (md.data.format_kind != dnnl_blocked) return std::nullopt;
+  memory::desc d = md;
+  d.data.data_type = memory::convert_to_c(to);
+  return d;
+#endif
+}
+
+// An activation a convolution's int8 output can carry: on oneDNN 2.x its
+// post-ops run on the output already divided by the output's scale, which
+// ReLU, clipping and linear steps follow (their bounds divided too);
+// oneDNN 3.x divides after them, so any.
+bool scales_through(const Act& a) {
+  return PTM_DNNL3 || a.alg == algorithm::eltwise_relu || a.alg == algorithm::eltwise_clip ||
+         a.alg == algorithm::eltwise_linear;
+}
+
 struct Buffer {
   void* data = nullptr;
   size_t bytes = 0;
@@ -467,6 +501,8 @@ struct Plan {
   int winograd = 0;  // convolutions run as Winograd
   int scales = 0;    // channel scales run by scale_channels
   int folded = 0;    // channel scales folded into the next convolution's weights
+  int int8 = 0;      // convolutions run in 8 bits
+  std::vector<std::unique_ptr<std::vector<float>>> consts;  // scales passed to primitives as memory
 };
 
 // The channel layouts scale_channels reads: per image, `outer` runs of
@@ -492,6 +528,10 @@ std::optional<ChannelLayout> channel_layout(const memory::desc& md, const Dims& 
 struct DnnlGraph::Impl {
   Parsed graph;
   Engine e;
+  // int8: the range of each value recorded by calibrate() (lo > hi: never
+  // seen), and whether this graph runs convolutions in 8 bits.
+  std::vector<float> lo, hi;
+  bool q = false;
   std::mutex lock;
   std::map<std::vector<int64_t>, std::unique_ptr<Plan>> plans;
   // Weights in the layout a primitive asked for, by op: shared by plans.
@@ -539,8 +579,10 @@ struct DnnlGraph::Impl {
   }
 
   // Activations in `act` (f32, or bf16 for a bfloat16 input); the input
-  // NCHW, or NHWC where `nhwc`.
-  std::unique_ptr<Plan> make_plan(const Dims& in_dims, dt act, bool nhwc);
+  // NCHW, or NHWC where `nhwc`. `record`: each value's range is recorded
+  // after the op that makes it (calibrate()).
+  std::unique_ptr<Plan> make_plan(const Dims& in_dims, dt act, bool nhwc, bool record);
+  at::Tensor run(const at::Tensor& x, bool record);
 
   // The most of a plan's `count` over the plans made so far.
   int most(int Plan::*count) {
@@ -557,11 +599,19 @@ struct Val {
   memory::desc md;
   Dims dims;
   int buf = -1;  // -2: the plan's input
+  float scale = 1;  // int8: the value is scale x what the buffer holds
+};
+
+// An int8 value's type and scale: u8 where it never went below zero, else
+// s8 (symmetric), over the range calibration recorded.
+struct QType {
+  dt type;
+  float scale;
 };
 
 }  // namespace
 
-std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bool nhwc) {
+std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bool nhwc, bool record) {
   const auto plain_act = [act](const Dims& d) { return plain(d, act); };
   auto plan = std::make_unique<Plan>();
 
@@ -655,8 +705,154 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
     step([=] { return dnnl::reorder(src, dst); }, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}}, 0);
     return dst;
   };
-  const auto define = [&](int v, const memory::desc& md, const Dims& dims, int buf) {
-    vals[size_t(v)] = {md, dims, buf};
+  const auto define = [&](int v, const memory::desc& md, const Dims& dims, int buf, float scale = 1) {
+    vals[size_t(v)] = {md, dims, buf, scale};
+  };
+  // ---- int8 ----
+  const auto qtype = [&](int v) -> QType {
+    const float l = lo[size_t(v)], h = hi[size_t(v)];
+    if (!(l <= h) || !std::isfinite(l) || !std::isfinite(h))
+      throw ModelError("int8: a value calibration did not reach or saw as not finite");
+    if (l >= 0) return {dt::u8, std::max(h, 1e-8f) / 255};
+    return {dt::s8, std::max(std::max(-l, h), 1e-8f) / 127};
+  };
+  // Values handed to a primitive as memory (oneDNN 3.x's scales).
+  [[maybe_unused]] const auto constant = [&](std::vector<float> v) {
+    plan->consts.push_back(std::make_unique<std::vector<float>>(std::move(v)));
+    std::vector<float>& c = *plan->consts.back();
+    return memory(memory::desc({int64_t(c.size())}, dt::f32, tag::a), eng, c.data());
+  };
+  // src into `to` (in buffer `buf`), each value times `ratio` (rounded and
+  // saturated into an 8-bit type).
+  const auto rescale = [&](memory src, const memory::desc& to, int buf, float ratio) -> memory {
+    memory dst = mem_of(to, buf);
+    dnnl::primitive_attr ra = new_attr();
+#if PTM_DNNL3
+    ra.set_scales_mask(DNNL_ARG_SRC, 0);
+    const dnnl::reorder::primitive_desc rpd(eng, src.get_desc(), eng, to, ra);
+    step([=] { return dnnl::reorder(rpd); },
+         {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}, {DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, constant({ratio})}},
+         rpd.scratchpad_desc().get_size());
+#else
+    ra.set_output_scales(0, {ratio});
+    const dnnl::reorder::primitive_desc rpd(eng, src.get_desc(), eng, to, ra);
+    step([=] { return dnnl::reorder(rpd); }, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}},
+         rpd.scratchpad_desc().get_size());
+#endif
+    return dst;
+  };
+  // An int8 value made float32 (NHWC, or plain) in a buffer of its own,
+  // for the ops that run in float32.
+  const auto to_float = [&](int v) {
+    Val& x = vals[size_t(v)];
+    if (!is_int8(x.md)) return;
+    const memory::desc f = x.dims.size() == 4 ? memory::desc(x.dims, dt::f32, tag::acdb) : plain(x.dims);
+    const int b = acquire(f.get_size());
+    rescale(mem(v), f, b, x.scale);
+    const int old = x.buf;
+    define(v, f, Dims(x.dims), b);
+    release(old);
+  };
+  // A convolution in 8 bits: its input quantized where float32, s8
+  // weights with one scale an output channel, its output requantized to
+  // the scale calibration found for it (float32 where an activation fused
+  // into it cannot carry a scale), a residual add read in its own type.
+  const auto int8_conv = [&](size_t i, const Op& op, const Dims& out, const Dims& wd, const memory::desc& b_md) {
+    const auto fail = [&](const std::string& what) { return ModelError(op.name + ": " + what); };
+    const Val& x = vals[size_t(op.in[0])];
+    const at::Tensor& w = op.weight;
+    const int64_t oc = w.size(0), g = op.groups;
+    const QType in = is_int8(x.md) ? QType{type_of(x.md), x.scale} : qtype(op.in[0]);
+    bool int8_out = op.out != p.output;
+    for (const Act& a : op.acts) int8_out = int8_out && scales_through(a);
+    for (const Act& a : op.after_sum) int8_out = int8_out && scales_through(a);
+    const QType o = int8_out ? qtype(op.out) : QType{dt::f32, 1.f};
+    const at::Tensor flat = w.reshape({oc, -1});
+    const at::Tensor ws = (std::get<0>(flat.abs().max(1)) / 127).clamp_min(1e-12).contiguous();
+    const at::Tensor wq = (flat / ws.unsqueeze(1)).round().clamp(-127, 127).to(at::kChar).reshape(w.sizes()).contiguous();
+    const std::vector<float> w_scales(ws.data_ptr<float>(), ws.data_ptr<float>() + oc);
+    // The residual as the output's buffer holds it before the sum.
+    QType r{dt::f32, 1.f};
+    if (op.sum >= 0 && int8_out) {
+      const Val& sv = vals[size_t(op.sum)];
+      r = is_int8(sv.md) ? QType{type_of(sv.md), sv.scale} : qtype(op.sum);
+    }
+    const float unit = PTM_DNNL3 ? 1.f : o.scale;  // what the post-ops' values count in
+    dnnl::post_ops po;
+    const auto add_act = [&](const Act& a) {
+      Act b = a;
+      if (a.alg == algorithm::eltwise_clip) {
+        b.alpha /= unit;
+        b.beta /= unit;
+      } else if (a.alg == algorithm::eltwise_linear) {
+        b.beta /= unit;
+      }
+      append(po, b);
+    };
+    for (const Act& a : op.acts) add_act(a);
+    if (op.sum >= 0) po.append_sum(r.scale / unit, 0, r.type != o.type ? r.type : dt::undef);
+    for (const Act& a : op.after_sum) add_act(a);
+    dnnl::primitive_attr attr = new_attr();
+    attr.set_post_ops(po);
+    at::Tensor bias = op.bias;
+#if PTM_DNNL3
+    attr.set_scales_mask(DNNL_ARG_SRC, 0);
+    attr.set_scales_mask(DNNL_ARG_WEIGHTS, g == 1 ? 1 : 3);
+    if (int8_out) attr.set_scales_mask(DNNL_ARG_DST, 0);
+#else
+    // oneDNN 2.x: one output scale a channel, the bias added before it.
+    std::vector<float> oscales(static_cast<size_t>(oc));
+    for (int64_t c = 0; c < oc; ++c) oscales[size_t(c)] = in.scale * w_scales[size_t(c)] / o.scale;
+    attr.set_output_scales(1 << 1, oscales);
+    if (bias.defined()) bias = (bias / (ws * in.scale)).contiguous();
+#endif
+    const auto pd = conv_pd(eng, memory::desc(x.dims, in.type, tag::any), memory::desc(wd, dt::s8, tag::any),
+                            bias.defined() ? &b_md : nullptr, memory::desc(out, o.type, tag::any),
+                            {op.stride[0], op.stride[1]}, {op.dilation[0] - 1, op.dilation[1] - 1},
+                            {op.padding[0], op.padding[1]}, {op.padding[0], op.padding[1]}, attr);
+    memory src;
+    if (is_int8(x.md)) {
+      src = as(op.in[0], pd.src_desc());
+    } else {
+      const int b = acquire(pd.src_desc().get_size());
+      temps.push_back(b);
+      src = rescale(mem(op.in[0]), pd.src_desc(), b, 1 / in.scale);
+    }
+    memory wm = pack(i, wq, plain(wd, dt::s8), pd.weights_desc(), pending);
+    const memory::desc dst_md = pd.dst_desc();
+    int buf;
+    if (op.sum >= 0) {
+      const Val& sv = vals[size_t(op.sum)];
+      if (sv.dims != out) throw fail("a residual add of tensors of different shapes");
+      const std::optional<memory::desc> held = retyped(dst_md, r.type);
+      if (!held || held->get_size() != dst_md.get_size()) throw fail("int8: a residual add in a layout it cannot take");
+      const bool as_is = type_of(sv.md) == r.type && sv.scale == r.scale;
+      if (as_is && sv.md == *held && last[size_t(op.sum)] == int(i) && sv.buf >= 0 &&
+          plan->buffers[size_t(sv.buf)]->refs == 1 && vals[size_t(op.in[0])].buf != sv.buf) {
+        buf = sv.buf;  // in place: the operand dies here
+        ++plan->buffers[size_t(buf)]->refs;
+      } else {
+        buf = acquire(dst_md.get_size());
+        if (as_is) {
+          memory from = mem(op.sum), to = mem_of(*held, buf);
+          step([=] { return dnnl::reorder(from, to); }, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, 0);
+        } else {
+          rescale(mem(op.sum), *held, buf, sv.scale / r.scale);
+        }
+      }
+    } else {
+      buf = acquire(dst_md.get_size());
+    }
+    define(op.out, dst_md, out, buf, o.scale);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, mem(op.out)}};
+    if (bias.defined()) args[DNNL_ARG_BIAS] = pack(i, bias, b_md, pd.bias_desc(), pending);
+#if PTM_DNNL3
+    args[DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC] = constant({in.scale});
+    args[DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS] = constant(w_scales);
+    if (int8_out) args[DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST] = constant({o.scale});
+#endif
+    step([=] { return dnnl::convolution_forward(pd); }, std::move(args), pd.scratchpad_desc().get_size());
+    ++plan->int8;
   };
   // The buffer for an elementwise op's output: its input's, where the
   // input dies at op i and nothing else holds that buffer (in place).
@@ -677,6 +873,10 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
     const Op& op = p.ops[i];
     if (op.dead) continue;
     const auto fail = [&](const std::string& what) { return ModelError(op.name + ": " + what); };
+    // int8: convolutions and max pooling take 8-bit values; the others
+    // float32 ones.
+    if (q && op.kind != Kind::Conv && op.kind != Kind::MaxPool && op.kind != Kind::Alias)
+      for (int v : op.in) to_float(v);
     const Val& x = vals[size_t(op.in[0])];
     if (x.dims.empty()) throw fail("an input with no layout");
     switch (op.kind) {
@@ -695,8 +895,12 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
           if (out[size_t(2 + d)] < 1) throw fail("an output smaller than one pixel");
         }
         const Dims wd = g == 1 ? Dims{oc, w.size(1), kh, kw} : Dims{g, oc / g, w.size(1), kh, kw};
-        const memory::desc w_any(wd, act, tag::any), w_plain = plain(wd);
         const memory::desc b_md({oc}, dt::f32, tag::a);
+        if (q) {
+          int8_conv(i, op, out, wd, b_md);
+          break;
+        }
+        const memory::desc w_any(wd, act, tag::any), w_plain = plain(wd);
         dnnl::post_ops po;
         for (const Act& a : op.acts) append(po, a);
         if (op.sum >= 0) po.append_sum(1.f);
@@ -837,7 +1041,7 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
         // 112x672 weights 55 us, a 14x14x672 scale 29 us), hence the
         // quarter: EfficientNet's blocks at 112x112 to 28x28 fold, those
         // at 14x14 and 7x7 keep the pass.
-        if (channel_scale && fold_scales && big.dims[0] == 1 && big.buf >= 0 && uses[size_t(op.out)] == 1 &&
+        if (channel_scale && fold_scales && !q && big.dims[0] == 1 && big.buf >= 0 && uses[size_t(op.out)] == 1 &&
             consumer[size_t(op.out)] >= 0 && vals[size_t(a1)].buf >= 0 && vals[size_t(a1)].md == plain_act(small)) {
           const Op& next = p.ops[size_t(consumer[size_t(op.out)])];
           if (next.kind == Kind::Conv && next.in[0] == op.out && next.groups == 1 && next.weight.size(1) == small[1] &&
@@ -911,9 +1115,11 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
         const algorithm alg = op.kind == Kind::MaxPool ? algorithm::pooling_max
                               : (op.kind == Kind::AvgPool && op.count_include_pad) ? algorithm::pooling_avg_include_padding
                                                                                      : algorithm::pooling_avg_exclude_padding;
-        const auto pd = pool_pd(eng, alg, x.md, memory::desc(out, act, tag::any), stride, kernel, pad_l, pad_r, new_attr());
+        // int8 max pooling keeps the type and scale of its input.
+        const auto pd = pool_pd(eng, alg, x.md, memory::desc(out, is_int8(x.md) ? type_of(x.md) : act, tag::any), stride,
+                                kernel, pad_l, pad_r, new_attr());
         memory src = mem(op.in[0]);
-        define(op.out, pd.dst_desc(), out, acquire(pd.dst_desc().get_size()));
+        define(op.out, pd.dst_desc(), out, acquire(pd.dst_desc().get_size()), x.scale);
         step([=] { return dnnl::pooling_forward(pd); }, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, mem(op.out)}},
              pd.scratchpad_desc().get_size());
         if (!op.keepdim) {  // N x C: one value a channel, in the plain layout
@@ -962,10 +1168,29 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
       }
       case Kind::Alias: {
         if (x.buf == -2) throw fail("an alias of the input");
-        define(op.out, x.md, x.dims, x.buf);
+        define(op.out, x.md, x.dims, x.buf, x.scale);
         ++plan->buffers[size_t(x.buf)]->refs;
         break;
       }
+    }
+    if (record && vals[size_t(op.out)].buf >= 0 && type_of(vals[size_t(op.out)].md) == dt::f32) {
+      // Calibration: the range of what the op made (padding included,
+      // which holds zeros).
+      const memory m = mem(op.out);
+      const size_t n = vals[size_t(op.out)].md.get_size() / sizeof(float);
+      float* l = &lo[size_t(op.out)];
+      float* h = &hi[size_t(op.out)];
+      step({}, {}, 0);
+      plan->steps.back().run = [m, n, l, h] {
+        const float* d = static_cast<const float*>(m.get_data_handle());
+        float a = *l, b = *h;
+        for (size_t k = 0; k < n; ++k) {
+          a = std::min(a, d[k]);
+          b = std::max(b, d[k]);
+        }
+        *l = a;
+        *h = b;
+      };
     }
     for (int b : temps) release(b);
     temps.clear();
@@ -984,6 +1209,9 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
   if (y.dims.size() != 2) throw ModelError("the graph's output is not N x classes");
   plan->out_dims = y.dims;
   plan->output = memory(plain(y.dims), eng, DNNL_MEMORY_NONE);
+  if (is_int8(y.md)) {
+    to_float(p.output);
+  }
   {
     memory from = mem(p.output);
     step([=, out = plan->output] { return dnnl::reorder(from, out); }, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, plan->output}}, 0);
@@ -1061,24 +1289,64 @@ std::string DnnlGraph::version() {
   return std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
 }
 
-at::Tensor DnnlGraph::run(const at::Tensor& input) {
+at::Tensor DnnlGraph::run(const at::Tensor& input) { return impl_->run(input, false); }
+
+at::Tensor DnnlGraph::calibrate(const at::Tensor& input) { return impl_->run(input, true); }
+
+void DnnlGraph::clear_ranges() {
+  std::lock_guard<std::mutex> g(impl_->lock);
+  std::fill(impl_->lo.begin(), impl_->lo.end(), INFINITY);
+  std::fill(impl_->hi.begin(), impl_->hi.end(), -INFINITY);
+}
+
+std::unique_ptr<DnnlGraph> DnnlGraph::int8(std::string* why) const {
+  std::lock_guard<std::mutex> g(impl_->lock);
+  const auto no = [&](const std::string& what) {
+    if (why) *why = what;
+    return nullptr;
+  };
+  if (impl_->q) return no("the graph is int8 already");
+  if (impl_->lo.empty() || !(impl_->lo[size_t(impl_->graph.input)] <= impl_->hi[size_t(impl_->graph.input)]))
+    return no("no image was calibrated");
+  std::unique_ptr<DnnlGraph> q(new DnnlGraph());
+  q->impl_->graph = impl_->graph;
+  q->impl_->lo = impl_->lo;
+  q->impl_->hi = impl_->hi;
+  q->impl_->q = true;
+  return q;
+}
+
+int DnnlGraph::int8_convolutions() { return impl_->most(&Plan::int8); }
+
+at::Tensor DnnlGraph::Impl::run(const at::Tensor& input, bool record) {
   if (!input.device().is_cpu() || (input.scalar_type() != at::kFloat && input.scalar_type() != at::kBFloat16) ||
       input.dim() != 4)
     throw ModelError("the oneDNN graph takes float32 or bfloat16 N x C x H x W on the CPU, not " + input.toString());
   const bool bf16 = input.scalar_type() == at::kBFloat16;
+  if ((record || q) && bf16) throw ModelError("int8: the oneDNN graph calibrates and runs from float32 input");
   const bool nhwc = !input.is_contiguous() && input.is_contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor x = nhwc ? input : input.contiguous();
   std::vector<int64_t> key = x.sizes().vec();
   key.push_back(bf16);
   key.push_back(nhwc);
-  std::lock_guard<std::mutex> g(impl_->lock);
-  auto it = impl_->plans.find(key);
+  key.push_back(record);
+  std::lock_guard<std::mutex> g(lock);
+  if (record) {
+    if (lo.empty()) {
+      lo.assign(size_t(graph.values), INFINITY);
+      hi.assign(size_t(graph.values), -INFINITY);
+    }
+    const auto [l, h] = at::aminmax(x);
+    lo[size_t(graph.input)] = std::min(lo[size_t(graph.input)], l.item<float>());
+    hi[size_t(graph.input)] = std::max(hi[size_t(graph.input)], h.item<float>());
+  }
+  auto it = plans.find(key);
   try {
-    if (it == impl_->plans.end()) {
+    if (it == plans.end()) {
       // A plan holds its activations' buffers: a few shapes are kept (the
       // batch sizes a pipeline runs), not one per shape ever seen.
-      if (impl_->plans.size() >= 4) impl_->plans.erase(impl_->plans.begin());
-      it = impl_->plans.emplace(key, impl_->make_plan(Dims(key.begin(), key.begin() + 4), bf16 ? dt::bf16 : dt::f32, nhwc))
+      if (plans.size() >= 4) plans.erase(plans.begin());
+      it = plans.emplace(key, make_plan(Dims(key.begin(), key.begin() + 4), bf16 ? dt::bf16 : dt::f32, nhwc, record))
                .first;
     }
     Plan& plan = *it->second;
@@ -1089,10 +1357,10 @@ at::Tensor DnnlGraph::run(const at::Tensor& input) {
       if (s.run) {
         s.run();
       } else {
-        s.prim.execute(impl_->e.stream, s.args);
+        s.prim.execute(e.stream, s.args);
       }
     }
-    impl_->e.stream.wait();
+    e.stream.wait();
     return y;
   } catch (const dnnl::error& e) {
     if (e.status == dnnl_out_of_memory) throw ModelError(std::string("oneDNN: out of memory: ") + e.what());

@@ -32,6 +32,23 @@ class DnnlGraph {
   // a shape and kept. Throws ModelError naming what failed.
   at::Tensor run(const at::Tensor& x);
 
+  // int8 (precision=int8 on ptm's own executor). calibrate() runs x
+  // (float32) as run() does and records the range of every value the graph
+  // makes; int8() is then a copy of this graph whose convolutions take
+  // 8-bit activations (u8 where a value never went below zero, else s8,
+  // one scale a value from its recorded range) and s8 weights (one scale an
+  // output channel), requantize their outputs in place of writing float32
+  // (activations and residual adds fused as before), max pooling staying in
+  // 8 bits; the other ops run float32 on dequantized values, the head
+  // included. It needs a CPU with VNNI (8-bit products summed in 32 bits);
+  // nullptr with `why` set where nothing was recorded.
+  at::Tensor calibrate(const at::Tensor& x);
+  void clear_ranges();
+  std::unique_ptr<DnnlGraph> int8(std::string* why) const;
+  // How many convolutions run in 8 bits in the plans made so far (the
+  // most of any one plan); 0 for a float graph.
+  int int8_convolutions();
+
   // How many convolutions carry a fused activation / residual add.
   int fused_activations() const;
   int fused_adds() const;

@@ -121,6 +121,40 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"mobilenet_v3_large", 96}, Case{"efficientnet_b0", 128}, Case{"squeezenet1_1", 96}),
     [](const ::testing::TestParamInfo<Case>& i) { return i.param.arch + "_" + std::to_string(i.param.size); });
 
+// int8 on the executor (precision=int8 where the CPU has VNNI): calibrated
+// on random images, its convolutions in 8 bits (u8 or s8 activations, s8
+// weights per output channel, requantized in place, residual adds read in
+// their own type and scale), against the float32 model. ReLU (ResNets),
+// ReLU6 clipped in the output's scale (MobileNetV2, on oneDNN 2.x), SiLU
+// with a float32 output (EfficientNet on 2.x), grouped and depthwise
+// convolutions. The bound (8% of the largest logit on these random
+// weights, 37 classes) says the scales are right: a wrong one is off by
+// the whole logit; what int8 does to top-1 on real frames is measured by
+// tests/bench/bench_agreement.py.
+class TakenInt8 : public ::testing::TestWithParam<Case> {};
+
+TEST_P(TakenInt8, MatchesTheModel) {
+  if (!runtime::cpu_has_vnni()) GTEST_SKIP() << "this CPU has no VNNI: ptm's int8 executor is not used on it";
+  const Case& c = GetParam();
+  ClassifierModulePtr m = randomised(c.arch);
+  std::string why;
+  int convs = 0;
+  const double err = dnnl_int8_error(*m, c.size, 8, &why, &convs);
+  ASSERT_GE(err, 0) << c.arch << ": not taken: " << why;
+  EXPECT_LE(err, 0.08) << c.arch << " at " << c.size;
+  EXPECT_GT(err, 1e-5) << c.arch << ": the int8 graph gave float32's logits";
+  EXPECT_GT(convs, 0) << c.arch << ": no convolution ran in 8 bits";
+  std::printf("[ int8    ] %-20s %3lld px: max diff %.2e of the largest logit, %d convolutions in 8 bits\n",
+              c.arch.c_str(), static_cast<long long>(c.size), err, convs);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Architectures, TakenInt8,
+    ::testing::Values(Case{"resnet18", 128}, Case{"resnet50", 96}, Case{"resnext50_32x4d", 96},
+                      Case{"mobilenet_v2", 128}, Case{"efficientnet_b0", 128}, Case{"squeezenet1_1", 113},
+                      Case{"regnet_x_400mf", 96}),
+    [](const ::testing::TestParamInfo<Case>& i) { return i.param.arch + "_" + std::to_string(i.param.size); });
+
 // A load's choice (models/classifier.cpp, optimised()): on LibTorch 2.x the
 // executor is raced against the frozen graph before LibTorch's other graphs
 // are built, and where it wins they are not (its note names the frozen

@@ -545,6 +545,46 @@ TEST(ClassifierInt8, CalibratesOnTheFirstImagesThenRunsQuantized) {
   unsetenv("PTM_INT8_ALWAYS");
 }
 
+// Where the float32 path runs on ptm's oneDNN executor and the CPU has VNNI,
+// int8 is the executor's own int8 graph; PTM_INT8_EXECUTOR=0 takes
+// LibTorch's quantized graph. Both stay near fp32, and they are two
+// different quantizations (their logits differ).
+TEST(ClassifierInt8, ExecutorOrLibTorchQuantizedGraph) {
+  setenv("PTM_INT8_ALWAYS", "1", 1);
+  ClassifierOptions o;
+  o.model = fixture("resnet18_10.pth");
+  Classifier f32(o);
+  bool executor = false;
+  for (const auto& n : f32.info().notes) executor |= n.find("runs on ptm's oneDNN graph executor") != std::string::npos;
+  o.precision = Precision::Int8;
+  o.calibration_images = 2;
+  const int s = f32.info().crop_size;
+  const std::vector<float> x = pattern_images(3, s);
+  std::vector<float> want;
+  f32.forward(x.data(), 3, s, s, want);
+  std::vector<std::vector<float>> got;
+  for (const char* env : {"1", "0"}) {
+    setenv("PTM_INT8_EXECUTOR", env, 1);
+    Classifier q(o);
+    std::vector<float> y;
+    q.forward(x.data(), 2, s, s, y);  // calibration
+    EXPECT_EQ(q.int8_status(), "int8") << "PTM_INT8_EXECUTOR=" << env;
+    q.forward(x.data(), 3, s, s, y);
+    ASSERT_EQ(y.size(), want.size());
+    const double err = worst_relative(y, want);
+    EXPECT_LT(err, 0.05) << "PTM_INT8_EXECUTOR=" << env << ": " << err;
+    EXPECT_GT(err, 1e-5) << "PTM_INT8_EXECUTOR=" << env << ": float32's logits";
+    got.push_back(y);
+  }
+  unsetenv("PTM_INT8_EXECUTOR");
+  unsetenv("PTM_INT8_ALWAYS");
+  if (!executor || !runtime::cpu_has_vnni()) {
+    GTEST_SKIP() << "float32 does not run on ptm's oneDNN executor in this build or this CPU lacks VNNI: one int8 "
+                    "path only";
+  }
+  EXPECT_GT(worst_relative(got[0], got[1]), 1e-5) << "the executor's int8 and LibTorch's gave the same logits";
+}
+
 TEST(ClassifierInt8, CalibrationFolderAndFallbacksNameTheReason) {
   setenv("PTM_INT8_ALWAYS", "1", 1);
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / ("ptm-int8-" + std::to_string(getpid()));
