@@ -1296,8 +1296,11 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
    * outcome: "int8", or why fp32 runs on (also a warning) — the int8 graph
    * is kept only where it runs faster than fp32 (convolutional networks
    * with ReLU: resnets, mobilenet_v2; not SiLU networks such as
-   * efficientnet on LibTorch's kernels). Agreement with fp32:
-   * docs/performance.md.
+   * efficientnet on LibTorch's kernels). On a CPU with VNNI whose fp32
+   * path is ptm's oneDNN executor, int8 runs on that executor (8-bit
+   * convolutions requantized in place; resnets about 2.5-3.5x fp32), else
+   * on LibTorch's quantized graph (PTM_INT8_EXECUTOR=0 asks for the
+   * latter). Agreement with fp32: docs/performance.md.
    */
   g_object_class_install_property(
       gobject_class, PROP_PRECISION,
