@@ -712,7 +712,7 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
   const auto qtype = [&](int v) -> QType {
     const float l = lo[size_t(v)], h = hi[size_t(v)];
     if (!(l <= h) || !std::isfinite(l) || !std::isfinite(h))
-      throw ModelError("int8: a value calibration did not reach or saw as not finite");
+      throw ModelError("int8: calibration recorded no finite range for one of the graph's values");
     if (l >= 0) return {dt::u8, std::max(h, 1e-8f) / 255};
     return {dt::s8, std::max(std::max(-l, h), 1e-8f) / 127};
   };
