@@ -753,6 +753,29 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
     define(v, f, Dims(x.dims), b);
     release(old);
   };
+  // The output buffer of convolution op i whose residual add (op.sum)
+  // accumulates into it: the residual itself where it dies here and is
+  // already in the layout, type and scale the add reads (`held`, `scale`;
+  // float32 values have scale 1), else a new buffer it is copied into
+  // (rescaled where its type or scale differs).
+  const auto residual_output = [&](size_t i, const Op& op, const Dims& out, const memory::desc& held, float scale) {
+    const Val& s = vals[size_t(op.sum)];
+    if (s.dims != out) throw ModelError(op.name + ": a residual add of tensors of different shapes");
+    const bool as_is = type_of(s.md) == type_of(held) && s.scale == scale;
+    if (as_is && s.md == held && last[size_t(op.sum)] == int(i) && s.buf >= 0 &&
+        plan->buffers[size_t(s.buf)]->refs == 1 && vals[size_t(op.in[0])].buf != s.buf) {
+      ++plan->buffers[size_t(s.buf)]->refs;  // in place: the operand dies here
+      return s.buf;
+    }
+    const int buf = acquire(held.get_size());
+    if (as_is) {
+      memory from = mem(op.sum), to = mem_of(held, buf);
+      step([=] { return dnnl::reorder(from, to); }, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, 0);
+    } else {
+      rescale(mem(op.sum), held, buf, s.scale / scale);
+    }
+    return buf;
+  };
   // A convolution in 8 bits: its input quantized where float32, s8
   // weights with one scale an output channel, its output requantized to
   // the scale calibration found for it (float32 where an activation fused
@@ -761,7 +784,8 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
     const auto fail = [&](const std::string& what) { return ModelError(op.name + ": " + what); };
     const Val& x = vals[size_t(op.in[0])];
     const at::Tensor& w = op.weight;
-    const int64_t oc = w.size(0), g = op.groups;
+    const int64_t oc = w.size(0);
+    [[maybe_unused]] const int64_t g = op.groups;  // oneDNN 3.x's weight scales mask
     const QType in = is_int8(x.md) ? QType{type_of(x.md), x.scale} : qtype(op.in[0]);
     bool int8_out = op.out != p.output;
     for (const Act& a : op.acts) int8_out = int8_out && scales_through(a);
@@ -822,24 +846,9 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
     const memory::desc dst_md = pd.dst_desc();
     int buf;
     if (op.sum >= 0) {
-      const Val& sv = vals[size_t(op.sum)];
-      if (sv.dims != out) throw fail("a residual add of tensors of different shapes");
       const std::optional<memory::desc> held = retyped(dst_md, r.type);
       if (!held || held->get_size() != dst_md.get_size()) throw fail("int8: a residual add in a layout it cannot take");
-      const bool as_is = type_of(sv.md) == r.type && sv.scale == r.scale;
-      if (as_is && sv.md == *held && last[size_t(op.sum)] == int(i) && sv.buf >= 0 &&
-          plan->buffers[size_t(sv.buf)]->refs == 1 && vals[size_t(op.in[0])].buf != sv.buf) {
-        buf = sv.buf;  // in place: the operand dies here
-        ++plan->buffers[size_t(buf)]->refs;
-      } else {
-        buf = acquire(dst_md.get_size());
-        if (as_is) {
-          memory from = mem(op.sum), to = mem_of(*held, buf);
-          step([=] { return dnnl::reorder(from, to); }, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, 0);
-        } else {
-          rescale(mem(op.sum), *held, buf, sv.scale / r.scale);
-        }
-      }
+      buf = residual_output(i, op, out, *held, r.scale);
     } else {
       buf = acquire(dst_md.get_size());
     }
@@ -949,23 +958,8 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
                rpd.scratchpad_desc().get_size());
           held.push_back(vals[size_t(scale)].buf);
         }
-        int buf;
         const memory::desc dst_md = pd.dst_desc();
-        if (op.sum >= 0) {
-          const Val& s = vals[size_t(op.sum)];
-          if (s.dims != out) throw fail("a residual add of tensors of different shapes");
-          if (last[size_t(op.sum)] == int(i) && s.buf >= 0 && s.md == dst_md && plan->buffers[size_t(s.buf)]->refs == 1 &&
-              vals[size_t(op.in[0])].buf != s.buf) {
-            buf = s.buf;  // in place: the operand dies here
-            ++plan->buffers[size_t(buf)]->refs;
-          } else {
-            buf = acquire(dst_md.get_size());
-            memory from = mem(op.sum), to = mem_of(dst_md, buf);
-            step([=] { return dnnl::reorder(from, to); }, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}, 0);
-          }
-        } else {
-          buf = acquire(dst_md.get_size());
-        }
+        const int buf = op.sum >= 0 ? residual_output(i, op, out, dst_md, 1.f) : acquire(dst_md.get_size());
         define(op.out, dst_md, out, buf);
         std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, mem(op.out)}};
         if (op.bias.defined()) args[DNNL_ARG_BIAS] = pack(i, op.bias, b_md, pd.bias_desc(), pending);
