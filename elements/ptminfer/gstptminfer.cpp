@@ -922,9 +922,21 @@ static bool follow_upstream_size(GstPtmInfer* self, State& st, const Settings& s
   return true;
 }
 
+// Runs the queued frames while the last one is still mapped (see
+// queue_buffer).
+static bool flush_mapped(GstPtmInfer* self, State& st, std::vector<ptm::FrameResult>* results) {
+  return timed(self, [&] {
+    return ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
+                        [&] { *results = st.core->flush(); });
+  });
+}
+
 // Maps the frame and queues it in the core (preprocessed, or its tensor
-// meta copied when it fits the model).
-static bool queue_buffer(GstPtmInfer* self, State& st, const Settings& s, GstBuffer* buf) {
+// meta copied when it fits the model). With `results` (batch size 1) the
+// model runs on it before it is unmapped, which lets a shared model's
+// thread preprocess it on the model's threads.
+static bool queue_buffer(GstPtmInfer* self, State& st, const Settings& s, GstBuffer* buf,
+                         std::vector<ptm::FrameResult>* results = nullptr) {
   st.core->update_scoring(scoring_of(s));  // interval decides what is queued
   const int size = st.core->info().crop_size;
   bool unfit = false;
@@ -947,8 +959,9 @@ static bool queue_buffer(GstPtmInfer* self, State& st, const Settings& s, GstBuf
     }
     const float* tensor = ptm::fitting_tensor(buf, size, &unfit, &tensor_device);
     if (tensor && tensor_device != device) tensor = nullptr;
-    const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Preprocessing failed",
-                                 [&] { st.core->queue_device(view, tensor); });
+    bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Preprocessing failed",
+                           [&] { st.core->queue_device(view, tensor); });
+    if (ok && results) ok = flush_mapped(self, st, results);
     gst_video_frame_unmap(&frame);
     std::lock_guard<std::mutex> g(self->priv->stats_lock);
     ++self->priv->counters.frames;
@@ -966,8 +979,9 @@ static bool queue_buffer(GstPtmInfer* self, State& st, const Settings& s, GstBuf
     return false;
   }
   const float* tensor = ptm::fitting_tensor(buf, size, &unfit);
-  const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Preprocessing failed",
-                               [&] { st.core->queue(ptm::frame_view(frame), tensor); });
+  bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Preprocessing failed",
+                         [&] { st.core->queue(ptm::frame_view(frame), tensor, results != nullptr); });
+  if (ok && results) ok = flush_mapped(self, st, results);
   gst_video_frame_unmap(&frame);
   return ok;
 }
@@ -1077,13 +1091,8 @@ static GstFlowReturn gst_ptm_infer_transform_ip(GstBaseTransform* trans, GstBuff
   const Settings s = settings_copy(self);
   maybe_swap(self, st, s);
   if (st.regions) return classify_regions(self, st, s, buf);
-  if (!follow_upstream_size(self, st, s, buf) || !queue_buffer(self, st, s, buf)) return GST_FLOW_ERROR;
   std::vector<ptm::FrameResult> r;
-  if (!timed(self, [&] {
-        return ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
-                            [&] { r = st.core->flush(); });
-      }))
-    return GST_FLOW_ERROR;
+  if (!follow_upstream_size(self, st, s, buf) || !queue_buffer(self, st, s, buf, &r)) return GST_FLOW_ERROR;
   return publish(self, st, s, buf, r.front()) ? GST_FLOW_OK : GST_FLOW_ERROR;
 }
 
@@ -1223,7 +1232,9 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
       g_param_spec_enum("device", "Device", "Where the model runs", GST_TYPE_PTM_DEVICE, d.device, ready));
   g_object_class_install_property(
       gobject_class, PROP_NUM_THREADS,
-      g_param_spec_int("num-threads", "Threads", "CPU threads for inference; 0: every core", 0, 1024, d.num_threads, ready));
+      g_param_spec_int("num-threads", "Threads",
+                       "CPU threads for inference and for preprocessing the frames before it; 0: every core", 0,
+                       1024, d.num_threads, ready));
   g_object_class_install_property(
       gobject_class, PROP_INTERVAL,
       g_param_spec_uint("interval", "Interval",

@@ -6,8 +6,11 @@
 #include <chrono>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+
+#include "models/runtime.h"
 
 #if PTM_HAVE_CUDA
 #include "ptmcuda.h"
@@ -71,10 +74,26 @@ InferCore::InferCore(const InferSettings& s)
     : settings_(s),
       shared_(shares(s) ? SharedModel::get(with_calibration_reader(s.model), &took_loaded_) : nullptr),
       classifier_(shares(s) ? nullptr : std::make_unique<Classifier>(with_calibration_reader(s.model))),
-      preprocessor_(preprocess_config_for(info())),
+      preprocessor_(make_preprocessor()),
       scorer_(s) {
   static_cast<ScoringSettings&>(settings_) = scorer_.settings();
   settings_.interval = std::max(1, settings_.interval);
+}
+
+// A frame is preprocessed on the thread that then runs the CPU model,
+// whose OpenMP team (num-threads) would wait meanwhile: the preprocessing is
+// split across that team — the caller's own thread and team, or the shared
+// model's thread and team for frames queued until_flush (frames queued
+// otherwise are preprocessed by the caller's thread alone). Frames for a
+// model on the GPU: one thread. PTM_PREPROCESS_THREADS=1 in the environment
+// keeps every frame's preprocessing on one thread (for comparisons).
+Preprocessor InferCore::make_preprocessor() {
+  Preprocessor p(preprocess_config_for(info()));
+  const char* one = std::getenv("PTM_PREPROCESS_THREADS");
+  const bool alone = one && std::string(one) == "1";
+  preprocess_threads_ = alone || on_cuda() ? 1 : runtime::resolve_threads(settings_.model.threads);
+  if (!shared_) p.set_threads(preprocess_threads_);
+  return p;
 }
 
 void InferCore::update_scoring(const InferSettings& s) {
@@ -103,7 +122,7 @@ std::string InferCore::set_input_size(int size) {
     const std::string why = classifier_->set_input_size(size);
     if (!why.empty()) return why;
   }
-  preprocessor_ = Preprocessor(preprocess_config_for(info()));
+  preprocessor_ = make_preprocessor();
   gpu_.reset();  // its kernel tables are for the old size
   return "";
 }
@@ -116,7 +135,7 @@ void InferCore::reset() {
 }
 
 FrameResult InferCore::process(const FrameView& frame, const float* tensor) {
-  queue(frame, tensor);
+  queue(frame, tensor, true);
   return flush().front();
 }
 
@@ -129,22 +148,31 @@ int64_t InferCore::next_slot(bool* infer) {
   return *infer ? int64_t(batched_) : -1;
 }
 
-void InferCore::queue(const FrameView& frame, const float* tensor) {
+void InferCore::queue(const FrameView& frame, const float* tensor, bool until_flush) {
   bool infer = false;
   const int64_t slot = next_slot(&infer);
   if (!infer) return;
-  write_image(slot, frame, tensor);
+  write_image(slot, frame, tensor, until_flush);
   ++batched_;
 }
 
-void InferCore::write_image(int64_t slot, const FrameView& frame, const float* tensor) {
+void InferCore::write_image(int64_t slot, const FrameView& frame, const float* tensor, bool until_flush) {
   const size_t plane = size_t(3) * size_t(info().crop_size) * size_t(info().crop_size);
   if (shared_) {
-    // Queued here; the shared model's thread copies them into its input.
+    // Left for the shared model's thread (until_flush), else preprocessed
+    // here, on this thread alone (an OpenMP team here would be a second
+    // one beside the model's), and copied into its input there.
+    deferred_.resize(size_t(slot + 1));
+    deferred_[size_t(slot)] = {frame, tensor, until_flush};
+    if (until_flush) return;
     staging_.resize(size_t(slot + 1) * plane);
     float* dst = staging_.data() + size_t(slot) * plane;
-    if (tensor) std::copy(tensor, tensor + plane, dst);
-    else preprocessor_.run(frame, dst);
+    if (tensor) {
+      std::copy(tensor, tensor + plane, dst);
+    } else {
+      preprocessor_.set_threads(1);
+      preprocessor_.run(frame, dst);
+    }
     return;
   }
   const Classifier::InputBuffer in = classifier_->input_buffer(slot + 1);
@@ -163,9 +191,35 @@ void InferCore::write_image(int64_t slot, const FrameView& frame, const float* t
   }
 }
 
-void InferCore::run_queued(int64_t n, int k, int fn, std::vector<float>& scores, std::vector<int64_t>& indices) {
-  if (shared_) shared_->run(staging_.data(), n, scores);
-  else classifier_->run_input(n, k, fn, scores, indices);
+uint64_t InferCore::run_queued(int64_t n, int k, int fn, std::vector<float>& scores, std::vector<int64_t>& indices) {
+  if (!shared_) {
+    classifier_->run_input(n, k, fn, scores, indices);
+    return 0;
+  }
+  uint64_t preprocessing = 0;
+  const size_t plane = size_t(3) * size_t(info().crop_size) * size_t(info().crop_size);
+  std::exception_ptr failed;
+  const SharedModel::Fill fill = [&](int64_t i, float* dst) {
+    const Deferred& d = deferred_[size_t(i)];
+    if (!d.deferred) {
+      std::copy(staging_.data() + size_t(i) * plane, staging_.data() + size_t(i + 1) * plane, dst);
+    } else if (d.tensor) {
+      std::copy(d.tensor, d.tensor + plane, dst);
+    } else {
+      const auto t0 = std::chrono::steady_clock::now();
+      try {
+        preprocessor_.set_threads(preprocess_threads_);  // the model's team: this runs on its thread
+        preprocessor_.run(d.frame, dst);
+      } catch (...) {
+        if (!failed) failed = std::current_exception();
+      }
+      preprocessing += uint64_t(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+    }
+  };
+  shared_->run(fill, n, scores);
+  if (failed) std::rethrow_exception(failed);
+  return preprocessing;
 }
 
 std::vector<FrameResult> InferCore::classify_regions(const FrameView& frame, const std::vector<Region>& regions,
@@ -186,12 +240,12 @@ std::vector<FrameResult> InferCore::classify_regions(const FrameView& frame, con
     for (size_t i = 0; i < n; ++i) {
       const FrameView crop = crop_view(frame, regions[first + i]);
       if (crop.width == 0) throw std::invalid_argument("region outside the frame");
-      write_image(int64_t(i), crop, nullptr);
+      write_image(int64_t(i), crop, nullptr, true);
     }
     const auto t0 = std::chrono::steady_clock::now();
-    run_queued(int64_t(n), 0, 0, logits, indices);
+    const uint64_t preprocessing = run_queued(int64_t(n), 0, 0, logits, indices);
     const uint64_t ns = uint64_t(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count()) - preprocessing;
     const size_t classes = logits.size() / n;
     for (size_t i = 0; i < n; ++i) {
       out.push_back(labelled(scorer.score(std::vector<float>(logits.begin() + long(i * classes),
@@ -237,6 +291,7 @@ void InferCore::queue_device(const FrameView& frame, const float* device_tensor)
 
 void InferCore::drop_queued() {
   pending_.clear();
+  deferred_.clear();
   batched_ = 0;
 }
 
@@ -252,8 +307,9 @@ std::vector<FrameResult> InferCore::flush() {
   if (batched_ > 0) {
     const auto t0 = std::chrono::steady_clock::now();
     const int fn = settings_.output == ScoreOutput::Softmax ? 1 : settings_.output == ScoreOutput::Sigmoid ? 2 : 0;
-    run_queued(int64_t(batched_), device_top ? settings_.top_k : 0, fn, logits, indices);
-    ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+    const uint64_t preprocessing = run_queued(int64_t(batched_), device_top ? settings_.top_k : 0, fn, logits, indices);
+    ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count()) -
+         preprocessing;
   }
   const size_t classes = batched_ ? logits.size() / batched_ : 0;
   size_t k = 0;

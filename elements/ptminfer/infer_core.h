@@ -77,7 +77,11 @@ class InferCore {
   // Batching in time: queue() takes frames (preprocessed at once, so the
   // frame need not outlive the call); flush() runs the model once on every
   // queued frame that needs inference and returns all results in order.
-  void queue(const FrameView& frame, const float* tensor);
+  // `until_flush`: the frame's memory (and `tensor`) stay valid until the
+  // next flush() returns; a shared model's thread then preprocesses it
+  // within its pass, split across the model's threads, instead of this
+  // thread alone (process() does so).
+  void queue(const FrameView& frame, const float* tensor, bool until_flush = false);
   // The same for a frame in CUDA memory (device pointers) and a model on
   // that device: the fused kernel writes it straight into the model input.
   // `device_tensor`: a fitting tensor already in device memory, or nullptr.
@@ -125,13 +129,19 @@ class InferCore {
     void operator()(Gpu* g) const;
   };
 
-  // Image `slot` of the model input from a frame (or a fitting tensor).
-  void write_image(int64_t slot, const FrameView& frame, const float* tensor);
+  // Image `slot` of the model input from a frame (or a fitting tensor);
+  // `until_flush` as queue()'s.
+  void write_image(int64_t slot, const FrameView& frame, const float* tensor, bool until_flush = false);
   // Runs images [0, n) of the model input (Classifier::run_input), or the
-  // n queued in staging_ through the shared model (all logits).
-  void run_queued(int64_t n, int k, int fn, std::vector<float>& scores, std::vector<int64_t>& indices);
+  // n queued (staging_, deferred_) through the shared model (all logits);
+  // returns the nanoseconds the shared model's thread spent preprocessing
+  // them (not the model's time).
+  uint64_t run_queued(int64_t n, int k, int fn, std::vector<float>& scores, std::vector<int64_t>& indices);
   // The next model input slot; returns its index.
   int64_t next_slot(bool* infer);
+  // A preprocessor for the model's input size, on the model's threads
+  // (sets preprocess_threads_).
+  Preprocessor make_preprocessor();
 
   InferSettings settings_;
   bool took_loaded_ = false;  // before shared_: its initialiser sets it
@@ -139,11 +149,20 @@ class InferCore {
   std::shared_ptr<SharedModel> shared_;
   std::unique_ptr<Classifier> classifier_;
   std::unique_ptr<Gpu, GpuDeleter> gpu_;
+  int preprocess_threads_ = 1;  // before preprocessor_: make_preprocessor sets it
   Preprocessor preprocessor_;
   Scorer scorer_;
   // One image on its way to a model on the GPU; the queued images for a
   // shared model.
   std::vector<float> staging_;
+  // A shared model's queued images that its thread preprocesses (frame
+  // set) or copies (tensor set) in its pass; the others are in staging_.
+  struct Deferred {
+    FrameView frame;
+    const float* tensor = nullptr;
+    bool deferred = false;
+  };
+  std::vector<Deferred> deferred_;
   std::vector<Pending> pending_;
   size_t batched_ = 0;  // images written into the model input
   FrameResult last_;

@@ -118,11 +118,12 @@ struct SharedModel::Impl {
   }
 
   struct Job {
-    const float* images;  // nullptr: the warm-up pass (Classifier::warm_up)
+    const float* images;  // nullptr, and no fill: the warm-up pass (Classifier::warm_up)
     int64_t n;
     std::vector<float>* logits;
     bool finished = false;
     std::exception_ptr error;
+    const Fill* fill = nullptr;  // writes the images instead (run with a Fill)
   };
 
   // Runs `jobs` (total images `total`) in one forward pass. Only one
@@ -130,7 +131,7 @@ struct SharedModel::Impl {
   // no thread could be started.
   void execute(const std::vector<Job*>& jobs, int64_t total) {
     try {
-      if (jobs.size() == 1 && !jobs[0]->images) {
+      if (jobs.size() == 1 && !jobs[0]->images && !jobs[0]->fill) {
         classifier.warm_up();
         return;
       }
@@ -139,8 +140,19 @@ struct SharedModel::Impl {
       int64_t slot = 0;
       for (Job* j : jobs)
         for (int64_t i = 0; i < j->n; ++i, ++slot) {
+          float* dst = static_cast<float*>(in.data) + size_t(slot) * plane;
+          if (j->fill) {
+            if (in_place) {
+              (*j->fill)(i, dst);
+              continue;
+            }
+            staging.resize(plane);
+            (*j->fill)(i, staging.data());
+            classifier.write_input(slot, staging.data(), false);
+            continue;
+          }
           const float* image = j->images + size_t(i) * plane;
-          if (in_place) std::memcpy(static_cast<float*>(in.data) + size_t(slot) * plane, image, plane * sizeof(float));
+          if (in_place) std::memcpy(dst, image, plane * sizeof(float));
           else classifier.write_input(slot, image, false);
         }
       classifier.run_input(total, 0, 0, scores, indices);
@@ -186,7 +198,7 @@ struct SharedModel::Impl {
   Classifier classifier;
   size_t plane = 0;
   int64_t cap = kMaxImages;
-  std::vector<float> scores;
+  std::vector<float> scores, staging;
   std::vector<int64_t> indices;
 
   std::mutex lock;
@@ -303,13 +315,17 @@ SharedModel::Counts SharedModel::counts() const {
   return impl_->counts;
 }
 
-void SharedModel::run(const float* images, int64_t n, std::vector<float>& logits) {
+void SharedModel::run(const float* images, int64_t n, std::vector<float>& logits) { submit(images, nullptr, n, logits); }
+
+void SharedModel::run(const Fill& fill, int64_t n, std::vector<float>& logits) { submit(nullptr, &fill, n, logits); }
+
+void SharedModel::submit(const float* images, const Fill* fill, int64_t n, std::vector<float>& logits) {
   if (n <= 0) {
     logits.clear();
     return;
   }
   Impl& im = *impl_;
-  Impl::Job job{images, n, &logits, false, nullptr};
+  Impl::Job job{images, n, &logits, false, nullptr, fill};
   std::unique_lock<std::mutex> g(im.lock);
   if (!im.worker.joinable()) {
     // No thread could be started (thread or address-space limits): each

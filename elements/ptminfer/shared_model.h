@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +45,12 @@ class SharedModel {
   // callers waiting at the same time go through the same forward pass.
   // Thread-safe. Throws what the forward pass throws (ModelError, ...).
   void run(const float* images, int64_t n, std::vector<float>& logits);
+  // The same with the images written by `fill(i, dst)` (image i, 3 x size x
+  // size floats, into the model input) on the instance's thread, within
+  // its pass: the caller's preprocessing runs there, on the model's own
+  // OpenMP team, while the caller waits. `fill` must not throw.
+  using Fill = std::function<void(int64_t i, float* dst)>;
+  void run(const Fill& fill, int64_t n, std::vector<float>& logits);
 
   // Forward passes run and images classified so far (tests, diagnostics).
   struct Counts {
@@ -57,6 +64,7 @@ class SharedModel {
   explicit SharedModel(const ClassifierOptions& options);
   static std::shared_ptr<SharedModel> load(const ClassifierOptions& options);  // not registered
   void stop_worker();
+  void submit(const float* images, const Fill* fill, int64_t n, std::vector<float>& logits);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -4,6 +4,10 @@
 #include <cmath>
 #include <stdexcept>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace ptm {
 
 namespace {
@@ -278,9 +282,28 @@ void Preprocessor::run_u8(const FrameView& f, uint8_t* out) {
   else resample_plain(f, p, out);
 }
 
+template <class Fn>
+void Preprocessor::split(int n, Fn&& fn) {
+  // Under ~16 rows a thread, waking the others costs more than it saves.
+  const int t = std::min(threads_, n / 16);
+  if (rows_.size() < size_t(std::max(t, 1))) rows_.resize(size_t(std::max(t, 1)));
+#ifdef _OPENMP
+  if (t > 1) {
+#pragma omp parallel num_threads(t)
+    {
+      const int i = omp_get_thread_num(), m = omp_get_num_threads();
+      fn(int(int64_t(n) * i / m), int(int64_t(n) * (i + 1) / m), i);
+    }
+    return;
+  }
+#endif
+  fn(0, n, 0);
+}
+
 // The same passes through the kernels of resample_simd.h. Packed frames are
 // read in place (the kernels pick R, G and B out of each pixel); others are
-// converted to RGB rows first, as the plain loops do.
+// converted to RGB rows first, as the plain loops do. Rows are split across
+// threads_ threads; each has its own scratch rows.
 void Preprocessor::resample_vector(const FrameView& f, const ResamplePlan& p, uint8_t* out) {
   const int cw = p.out_width;
   const Geometry& g = p.geometry;
@@ -296,48 +319,59 @@ void Preprocessor::resample_vector(const FrameView& f, const ResamplePlan& p, ui
   auto out_row = [&](int y) {
     return out + (size_t(y + p.ry0 - g.crop_top) * size_t(cw) + size_t(p.rx0 - g.crop_left)) * 3;
   };
-  // Converted RGB rows of the block (formats that are not packed).
-  if (!packed) {
-    rgb_row_.resize(sw * 3 + 32);  // room for the kernels' 16-byte reads
-    if (p.vertical_first) {
-      src_.resize(size_t(sy1 - sy0) * sw * 3 + 32);
-      for (int y = sy0; y < sy1; ++y) fetch_row(f, y, sx0, sx1, &src_[size_t(y - sy0) * sw * 3]);
-    }
-  }
   if (p.vertical_first) {
+    // Converted RGB rows of the block (formats that are not packed).
+    if (!packed) {
+      src_.resize(size_t(sy1 - sy0) * sw * 3 + 32);  // room for the kernels' 16-byte reads
+      split(sy1 - sy0, [&](int b, int e, int) {
+        for (int y = sy0 + b; y < sy0 + e; ++y) fetch_row(f, y, sx0, sx1, &src_[size_t(y - sy0) * sw * 3]);
+      });
+    }
     // Vertical pass over the block's bytes (alpha included: it is never
     // read again), then the horizontal one into the output window.
-    vrow_.resize(sw * bpp + 32);
-    hrow_.resize(orow + 4);
     const size_t stride = packed ? size_t(f.strides[0]) : sw * 3;
-    for (int y = 0; y < oh; ++y) {
-      const int top = p.y_first[size_t(y)];
-      const uint8_t* first = packed ? f.planes[0] + size_t(top) * stride + size_t(sx0) * bpp
-                                    : &src_[size_t(top - sy0) * stride];
-      simd::vpass(vtable_, y, first, stride, sw * bpp, vrow_.data(), k);
-      simd::hpass(htable_, vrow_.data(), vrow_.size(), l.bpp, l.r, l.g, l.b, hrow_.data(), k);
-      std::copy(hrow_.begin(), hrow_.begin() + long(orow), out_row(y));
-    }
+    split(oh, [&](int b, int e, int t) {
+      Rows& r = rows_[size_t(t)];
+      r.v.resize(sw * bpp + 32);
+      r.h.resize(orow + 4);
+      for (int y = b; y < e; ++y) {
+        const int top = p.y_first[size_t(y)];
+        const uint8_t* first = packed ? f.planes[0] + size_t(top) * stride + size_t(sx0) * bpp
+                                      : &src_[size_t(top - sy0) * stride];
+        simd::vpass(vtable_, y, first, stride, sw * bpp, r.v.data(), k);
+        simd::hpass(htable_, r.v.data(), r.v.size(), l.bpp, l.r, l.g, l.b, r.h.data(), k);
+        std::copy(r.h.begin(), r.h.begin() + long(orow), out_row(y));
+      }
+    });
     return;
   }
   // Horizontal pass of every row the window reads (rounded to 8 bits), then
-  // the vertical pass straight into the output window.
-  hpass_.resize(size_t(sy1 - sy0) * orow + 4);
-  for (int y = sy0; y < sy1; ++y) {
-    const uint8_t* src;
-    size_t readable;
-    if (packed) {
-      src = f.planes[0] + size_t(y) * size_t(f.strides[0]) + size_t(sx0) * bpp;
-      readable = size_t(f.width - sx0) * bpp;  // the row's own pixels
-    } else {
-      fetch_row(f, y, sx0, sx1, rgb_row_.data());
-      src = rgb_row_.data();
-      readable = rgb_row_.size();
+  // the vertical pass straight into the output window. Rows hstride bytes
+  // apart: the byte hpass may write after a row is its own, not the first
+  // of the next row (which another thread may have written already).
+  const size_t hstride = orow + 1;
+  hpass_.resize(size_t(sy1 - sy0) * hstride + 4);
+  split(sy1 - sy0, [&](int b, int e, int t) {
+    Rows& r = rows_[size_t(t)];
+    if (!packed) r.rgb.resize(sw * 3 + 32);  // room for the kernels' 16-byte reads
+    for (int y = sy0 + b; y < sy0 + e; ++y) {
+      const uint8_t* src;
+      size_t readable;
+      if (packed) {
+        src = f.planes[0] + size_t(y) * size_t(f.strides[0]) + size_t(sx0) * bpp;
+        readable = size_t(f.width - sx0) * bpp;  // the row's own pixels
+      } else {
+        fetch_row(f, y, sx0, sx1, r.rgb.data());
+        src = r.rgb.data();
+        readable = r.rgb.size();
+      }
+      simd::hpass(htable_, src, readable, l.bpp, l.r, l.g, l.b, &hpass_[size_t(y - sy0) * hstride], k);
     }
-    simd::hpass(htable_, src, readable, l.bpp, l.r, l.g, l.b, &hpass_[size_t(y - sy0) * orow], k);
-  }
-  for (int y = 0; y < oh; ++y)
-    simd::vpass(vtable_, y, &hpass_[size_t(p.y_first[size_t(y)] - sy0) * orow], orow, orow, out_row(y), k);
+  });
+  split(oh, [&](int b, int e, int) {
+    for (int y = b; y < e; ++y)
+      simd::vpass(vtable_, y, &hpass_[size_t(p.y_first[size_t(y)] - sy0) * hstride], hstride, orow, out_row(y), k);
+  });
 }
 
 // The plain loops (the reference the vector kernels are tested against).
@@ -349,7 +383,9 @@ void Preprocessor::resample_plain(const FrameView& f, const ResamplePlan& p, uin
   const int sx0 = p.x_first.front(), sx1 = p.x_first.back() + p.x_count.back();
   const int sy0 = p.y_first.front(), sy1 = p.y_first.back() + p.y_count.back();
   const int sw = sx1 - sx0;
-  rgb_row_.resize(size_t(sw) * 3);
+  if (rows_.empty()) rows_.resize(1);
+  std::vector<uint8_t>& rgb_row = rows_[0].rgb;
+  rgb_row.resize(size_t(sw) * 3);
   // One tap loop for both passes: `src` steps by `step` bytes a tap.
   auto tap3 = [](const uint8_t* src, size_t step, const int32_t* k, int n, uint8_t* dst) {
     int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
@@ -386,10 +422,10 @@ void Preprocessor::resample_plain(const FrameView& f, const ResamplePlan& p, uin
   // Horizontal pass (rounded to 8 bits), then the vertical pass straight into
   // the output window.
   for (int y = sy0; y < sy1; ++y) {
-    fetch_row(f, y, sx0, sx1, rgb_row_.data());
+    fetch_row(f, y, sx0, sx1, rgb_row.data());
     uint8_t* dst = &hpass_[size_t(y - sy0) * size_t(ow) * 3];
     for (int x = 0; x < ow; ++x, dst += 3)
-      tap3(&rgb_row_[size_t(p.x_first[size_t(x)] - sx0) * 3], 3, &p.x_weights[size_t(x) * size_t(p.kx)],
+      tap3(&rgb_row[size_t(p.x_first[size_t(x)] - sx0) * 3], 3, &p.x_weights[size_t(x) * size_t(p.kx)],
            p.x_count[size_t(x)], dst);
   }
   for (int y = 0; y < oh; ++y) {
@@ -404,13 +440,16 @@ void Preprocessor::run(const FrameView& f, float* out) {
   const size_t plane = size_t(config_.crop_width) * size_t(config_.crop_height);
   u8_.resize(plane * 3);
   run_u8(f, u8_.data());
-  for (int c = 0; c < 3; ++c) {
-    const int src_c = config_.bgr ? 2 - c : c;
-    const auto& lut = lut_[size_t(c)];  // mean and std are given in output order
-    float* dst = out + size_t(c) * plane;
-    const uint8_t* src = u8_.data() + src_c;
-    for (size_t i = 0; i < plane; ++i) dst[i] = lut[src[i * 3]];
-  }
+  split(config_.crop_height, [&](int b, int e, int) {
+    const size_t from = size_t(b) * size_t(config_.crop_width), to = size_t(e) * size_t(config_.crop_width);
+    for (int c = 0; c < 3; ++c) {
+      const int src_c = config_.bgr ? 2 - c : c;
+      const auto& lut = lut_[size_t(c)];  // mean and std are given in output order
+      float* dst = out + size_t(c) * plane;
+      const uint8_t* src = u8_.data() + src_c;
+      for (size_t i = from; i < to; ++i) dst[i] = lut[src[i * 3]];
+    }
+  });
 }
 
 }  // namespace ptm

@@ -131,22 +131,40 @@ class Preprocessor {
   void set_kernels(simd::Kernels k) { kernels_ = k; }
   simd::Kernels kernels() const { return std::min(kernels_, simd::best_kernels()); }
 
+  // Rows split across `n` threads of the calling thread's OpenMP team (the
+  // one LibTorch runs the model on, when called from the model's thread):
+  // the vector kernels' passes and the normalisation (the plain loops stay
+  // on one). 1, the default: the calling thread alone. The same bytes for
+  // every n.
+  void set_threads(int n) { threads_ = n < 1 ? 1 : n; }
+  int threads() const { return threads_; }
+
  private:
   // The plan and kernel tables of the last frame layout seen (a stream's
   // frames share one).
   const ResamplePlan& cached_plan(const FrameView& f);
   void resample_plain(const FrameView& f, const ResamplePlan& p, uint8_t* out);
   void resample_vector(const FrameView& f, const ResamplePlan& p, uint8_t* out);
+  // fn(begin, end, thread) over contiguous parts of [0, n), one a thread.
+  template <class Fn>
+  void split(int n, Fn&& fn);
 
   PreprocessConfig config_;
   std::array<std::array<float, 256>, 3> lut_{};
   simd::Kernels kernels_ = simd::best_kernels();
+  int threads_ = 1;
   bool have_plan_ = false;
   FrameView plan_key_;
   ResamplePlan plan_;
   simd::HTable htable_;
   simd::VTable vtable_;
-  std::vector<uint8_t> rgb_row_, hpass_, src_, u8_, vrow_, hrow_;
+  std::vector<uint8_t> hpass_, src_, u8_;
+  // One a thread: a converted RGB row, the vertical pass's row, the
+  // horizontal pass's row.
+  struct Rows {
+    std::vector<uint8_t> rgb, v, h;
+  };
+  std::vector<Rows> rows_;
 };
 
 }  // namespace ptm

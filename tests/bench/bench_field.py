@@ -412,6 +412,11 @@ def main():
                       f"it runs faster); top-1 as fp32 on {agree}/{len(top1)} frames; " + all3))
             verdicts.append(f"{name}: bf16 pipeline ÷ fp32 pipeline = {fps3 / fps1:.2f} (criterion >= 2 for "
                             f"resnet18, resnet50), top-1 agreement {agree}/{len(top1)}")
+        # Preprocessing on the streaming thread alone, as before it was
+        # split across the model's threads (2026-12-07).
+        fps7, _, _, _, all7 = ptm_pipeline(a, path, "", "", {"PTM_PREPROCESS_THREADS": "1"})
+        r.append(("ptm pipeline: appsrc ! ptminfer, preprocessing on 1 thread", "pipeline-variant", 1000 / fps7,
+                  f"PTM_PREPROCESS_THREADS=1; {fps7 / fps1:.2f}x the fp32 pipeline's rate; " + all7))
         fps6, _, top6, _, all6 = ptm_pipeline(a, path, "", "batch-size=2")
         agree = sum(x == y for x, y in zip(top1, top6))
         r.append(("ptm pipeline: ptminfer batch-size=2", "pipeline-batched", 1000 / fps6,

@@ -432,6 +432,21 @@ TEST(SharedModel, InferCoreGivesTheResultsOfItsOwnModel) {
   for (int i = 0; i < 3; ++i) shared2.queue(f, nullptr);
   const auto three = shared2.flush();
   ASSERT_EQ(three.size(), 3u);
+  // Frames left for the model's thread to preprocess (until_flush) and
+  // frames preprocessed at once, in one batch.
+  shared2.queue(f, nullptr, true);
+  shared2.queue(f, nullptr);
+  shared2.queue(f, nullptr, true);
+  const auto mixed = shared2.flush();
+  ASSERT_EQ(mixed.size(), 3u);
+  // A frame it cannot read, left for the model's thread: flush() throws
+  // what preprocessing threw, and the next frame runs.
+  FrameView bad = f;
+  bad.planes[0] = nullptr;
+  shared2.queue(bad, nullptr, true);
+  EXPECT_THROW(shared2.flush(), std::invalid_argument);
+  shared2.drop_queued();
+  const FrameResult after_bad = shared2.process(f, nullptr);
   const auto regions = shared.classify_regions(f, {{0, 0, 97, 61}, {10, 5, 40, 30}}, 16);
   const auto own_regions = own.classify_regions(f, {{0, 0, 97, 61}, {10, 5, 40, 30}}, 16);
   ASSERT_EQ(regions.size(), 2u);
@@ -439,6 +454,8 @@ TEST(SharedModel, InferCoreGivesTheResultsOfItsOwnModel) {
     EXPECT_EQ(one.top[k].index, want.top[k].index);
     EXPECT_NEAR(one.top[k].score, want.top[k].score, 1e-4);
     for (const auto& r : three) EXPECT_NEAR(r.top[k].score, want.top[k].score, 1e-4);
+    for (const auto& r : mixed) EXPECT_NEAR(r.top[k].score, want.top[k].score, 1e-4);
+    EXPECT_NEAR(after_bad.top[k].score, want.top[k].score, 1e-4);
     for (size_t g = 0; g < 2; ++g) EXPECT_NEAR(regions[g].top[k].score, own_regions[g].top[k].score, 1e-4);
   }
   EXPECT_EQ(one.labels, want.labels);

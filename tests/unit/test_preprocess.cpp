@@ -3,7 +3,9 @@
 // layout, odd sizes and padded strides.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
+#include <map>
 #include <random>
 
 #include "../common/fixtures.h"
@@ -387,6 +389,66 @@ TEST(Preprocess, VectorKernelsGiveThePlainLoopsBytes) {
   EXPECT_GT(cases, 500u);
   EXPECT_GT(vertical_first, 50u);
   EXPECT_GT(padded, 50u);
+}
+
+// Rows split across an OpenMP team (ptminfer's model threads) against one
+// thread: the same bytes and floats for every format, both pass orders,
+// crops and team sizes, and with frames of another size in between (the
+// per-thread scratch rows resized).
+TEST(Preprocess, ThreadsGiveOneThreadsBytes) {
+  std::mt19937 rng(20261207);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const PixelFormat formats[] = {PixelFormat::RGB, PixelFormat::BGRx, PixelFormat::RGBA, PixelFormat::GRAY8,
+                                 PixelFormat::I420, PixelFormat::NV12};
+  size_t cases = 0, vertical_first = 0;
+  std::map<int, Preprocessor> teams;
+  for (int n = 0; n < 120; ++n) {
+    const PixelFormat fmt = formats[size_t(n) % std::size(formats)];
+    int w = uniform(32, 900), h = uniform(32, 900);
+    if (n % 4 == 1) {  // tall: Pillow's vertical pass first
+      w = uniform(260, 400);
+      h = uniform(2 * w + 10, 900);
+    }
+    std::vector<uint8_t> rgb(size_t(w) * size_t(h) * 3);
+    for (auto& v : rgb) v = uint8_t(uniform(0, 255));
+    Packed pk = pack(rgb, w, h, fmt, uniform(0, 1) ? 0 : uniform(1, 9));
+    FrameView view = pk.view;
+    if (n % 3 == 0) {
+      view = crop_view(pk.view, Region{uniform(0, w / 2), uniform(0, h / 2), uniform(w / 4, w), uniform(h / 4, h)});
+      if (view.width == 0) continue;
+    }
+    PreprocessConfig c;
+    c.crop_width = c.crop_height = 224;
+    c.resize_size = n % 4 == 0 ? 224 : 256;
+    c.filter = n % 5 == 0 ? Filter::Bicubic : Filter::Bilinear;
+    Preprocessor one(c);
+    ASSERT_EQ(one.threads(), 1);
+    const size_t plane = size_t(c.crop_width) * size_t(c.crop_height);
+    std::vector<float> a(plane * 3, -1.f), b(plane * 3, -2.f);
+    one.run(view, a.data());
+    std::vector<uint8_t> ua(plane * 3, 1), ub(plane * 3, 2);
+    one.run_u8(view, ua.data());
+    // Teams of 2, 3 and 4 threads, each Preprocessor kept across frames of
+    // every size (a stream whose caps change).
+    const int threads = 2 + n % 3;
+    const int key = threads * 4 + (c.filter == Filter::Bicubic) * 2 + (c.resize_size == 224);
+    Preprocessor& team = teams.emplace(key, Preprocessor(c)).first->second;
+    team.set_threads(threads);
+    ASSERT_EQ(team.threads(), threads);
+    team.run(view, b.data());
+    team.run_u8(view, ub.data());
+    ASSERT_EQ(ua, ub) << "case " << n << ": " << view.width << "x" << view.height << " format " << int(fmt) << ", "
+                      << threads << " threads";
+    ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)))
+        << "case " << n << ": " << view.width << "x" << view.height << " format " << int(fmt) << ", " << threads
+        << " threads";
+    ++cases;
+    vertical_first += one.plan(view).vertical_first;
+  }
+  std::printf("[ threads ] %zu cases (%zu vertical pass first) on teams of 2-4 threads, all equal\n", cases,
+              vertical_first);
+  EXPECT_GT(cases, 100u);
+  EXPECT_GT(vertical_first, 10u);
 }
 
 }  // namespace
