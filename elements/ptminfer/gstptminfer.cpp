@@ -922,9 +922,8 @@ static bool follow_upstream_size(GstPtmInfer* self, State& st, const Settings& s
   return true;
 }
 
-// Runs the queued frames while the last one is still mapped (see
-// queue_buffer).
-static bool flush_mapped(GstPtmInfer* self, State& st, std::vector<ptm::FrameResult>* results) {
+// Runs the model on the queued frames (timed; an element error on failure).
+static bool flush_core(GstPtmInfer* self, State& st, std::vector<ptm::FrameResult>* results) {
   return timed(self, [&] {
     return ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
                         [&] { *results = st.core->flush(); });
@@ -961,7 +960,7 @@ static bool queue_buffer(GstPtmInfer* self, State& st, const Settings& s, GstBuf
     if (tensor && tensor_device != device) tensor = nullptr;
     bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Preprocessing failed",
                            [&] { st.core->queue_device(view, tensor); });
-    if (ok && results) ok = flush_mapped(self, st, results);
+    if (ok && results) ok = flush_core(self, st, results);  // still mapped
     gst_video_frame_unmap(&frame);
     std::lock_guard<std::mutex> g(self->priv->stats_lock);
     ++self->priv->counters.frames;
@@ -981,7 +980,7 @@ static bool queue_buffer(GstPtmInfer* self, State& st, const Settings& s, GstBuf
   const float* tensor = ptm::fitting_tensor(buf, size, &unfit);
   bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Preprocessing failed",
                          [&] { st.core->queue(ptm::frame_view(frame), tensor, results != nullptr); });
-  if (ok && results) ok = flush_mapped(self, st, results);
+  if (ok && results) ok = flush_core(self, st, results);  // still mapped
   gst_video_frame_unmap(&frame);
   return ok;
 }
@@ -1004,11 +1003,7 @@ static bool classify_pending(GstPtmInfer* self, State& st) {
   const Settings s = settings_copy(self);
   st.core->update_scoring(scoring_of(s));
   std::vector<ptm::FrameResult> results;
-  if (!timed(self, [&] {
-        return ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Inference failed",
-                            [&] { results = st.core->flush(); });
-      }))
-    return false;
+  if (!flush_core(self, st, &results)) return false;
   for (size_t i = 0; i < st.pending.size(); ++i) {
     GstBuffer* buf = gst_buffer_make_writable(st.pending[i]);
     st.pending[i] = nullptr;

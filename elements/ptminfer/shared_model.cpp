@@ -141,17 +141,16 @@ struct SharedModel::Impl {
       for (Job* j : jobs)
         for (int64_t i = 0; i < j->n; ++i, ++slot) {
           float* dst = static_cast<float*>(in.data) + size_t(slot) * plane;
-          if (j->fill) {
-            if (in_place) {
-              (*j->fill)(i, dst);
-              continue;
-            }
-            staging.resize(plane);
-            (*j->fill)(i, staging.data());
-            classifier.write_input(slot, staging.data(), false);
+          if (j->fill && in_place) {
+            (*j->fill)(i, dst);  // straight into the model input
             continue;
           }
-          const float* image = j->images + size_t(i) * plane;
+          const float* image = j->images ? j->images + size_t(i) * plane : nullptr;
+          if (j->fill) {
+            staging.resize(plane);
+            (*j->fill)(i, staging.data());
+            image = staging.data();
+          }
           if (in_place) std::memcpy(dst, image, plane * sizeof(float));
           else classifier.write_input(slot, image, false);
         }
