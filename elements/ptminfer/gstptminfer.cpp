@@ -191,7 +191,16 @@ struct State {
   std::shared_ptr<ptm::InferCore> core;
   std::deque<GstBuffer*> pending;  // queued for the current batch, owned
   std::deque<GstBuffer*> ready;    // classified, waiting to be pushed, owned
+  // The current batch's frames kept mapped until it runs, where a shared
+  // model's thread preprocesses them (queue_buffer).
+  std::vector<GstVideoFrame> mapped;
+  void unmap() {
+    for (GstVideoFrame& f : mapped) gst_video_frame_unmap(&f);
+    mapped.clear();
+  }
   ~State() {
+    if (core) core->drop_queued();
+    unmap();
     for (GstBuffer* b : pending) gst_buffer_unref(b);
     for (GstBuffer* b : ready) gst_buffer_unref(b);
   }
@@ -808,11 +817,12 @@ static gboolean gst_ptm_infer_sink_event(GstBaseTransform* trans, GstEvent* even
       reset_qos(*self->priv);
       if (self->priv->state) {
         State& st = *self->priv->state;
+        st.core->reset();
+        st.unmap();
         for (GstBuffer* b : st.pending) gst_buffer_unref(b);
         for (GstBuffer* b : st.ready) gst_buffer_unref(b);
         st.pending.clear();
         st.ready.clear();
-        st.core->reset();
         st.region_frames = 0;
         st.tracks.clear();
       }
@@ -933,9 +943,11 @@ static bool flush_core(GstPtmInfer* self, State& st, std::vector<ptm::FrameResul
 // Maps the frame and queues it in the core (preprocessed, or its tensor
 // meta copied when it fits the model). With `results` (batch size 1) the
 // model runs on it before it is unmapped, which lets a shared model's
-// thread preprocess it on the model's threads.
+// thread preprocess it on the model's threads; `hold` (a batch) keeps a
+// frame in system memory mapped until classify_pending() for the same
+// where the model is shared.
 static bool queue_buffer(GstPtmInfer* self, State& st, const Settings& s, GstBuffer* buf,
-                         std::vector<ptm::FrameResult>* results = nullptr) {
+                         std::vector<ptm::FrameResult>* results = nullptr, bool hold = false) {
   st.core->update_scoring(scoring_of(s));  // interval decides what is queued
   const int size = st.core->info().crop_size;
   bool unfit = false;
@@ -978,10 +990,15 @@ static bool queue_buffer(GstPtmInfer* self, State& st, const Settings& s, GstBuf
     return false;
   }
   const float* tensor = ptm::fitting_tensor(buf, size, &unfit);
+  hold = hold && !results && st.core->shared();
   bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Preprocessing failed",
-                         [&] { st.core->queue(ptm::frame_view(frame), tensor, results != nullptr); });
+                         [&] { st.core->queue(ptm::frame_view(frame), tensor, results != nullptr || hold); });
   if (ok && results) ok = flush_core(self, st, results);  // still mapped
-  gst_video_frame_unmap(&frame);
+  if (hold) {
+    st.mapped.push_back(frame);  // the core may hold it whether or not queue() threw
+  } else {
+    gst_video_frame_unmap(&frame);
+  }
   return ok;
 }
 
@@ -1003,7 +1020,13 @@ static bool classify_pending(GstPtmInfer* self, State& st) {
   const Settings s = settings_copy(self);
   st.core->update_scoring(scoring_of(s));
   std::vector<ptm::FrameResult> results;
-  if (!flush_core(self, st, &results)) return false;
+  const bool ok = flush_core(self, st, &results);
+  st.unmap();  // the core is done with the frames either way
+  if (!ok) {  // the batch is lost (the error says why), not run again
+    for (GstBuffer* b : st.pending) gst_buffer_unref(b);
+    st.pending.clear();
+    return false;
+  }
   for (size_t i = 0; i < st.pending.size(); ++i) {
     GstBuffer* buf = gst_buffer_make_writable(st.pending[i]);
     st.pending[i] = nullptr;
@@ -1114,7 +1137,7 @@ static GstFlowReturn gst_ptm_infer_submit_input_buffer(GstBaseTransform* trans, 
     return GST_FLOW_ERROR;
   }
   st.pending.push_back(buf);
-  if (!queue_buffer(self, st, s, buf)) return GST_FLOW_ERROR;
+  if (!queue_buffer(self, st, s, buf, nullptr, true)) return GST_FLOW_ERROR;
   if (st.pending.size() >= st.batch && !classify_pending(self, st)) return GST_FLOW_ERROR;
   return GST_FLOW_OK;
 }

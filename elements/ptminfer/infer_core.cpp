@@ -307,7 +307,13 @@ std::vector<FrameResult> InferCore::flush() {
   if (batched_ > 0) {
     const auto t0 = std::chrono::steady_clock::now();
     const int fn = settings_.output == ScoreOutput::Softmax ? 1 : settings_.output == ScoreOutput::Sigmoid ? 2 : 0;
-    const uint64_t preprocessing = run_queued(int64_t(batched_), device_top ? settings_.top_k : 0, fn, logits, indices);
+    uint64_t preprocessing = 0;
+    try {
+      preprocessing = run_queued(int64_t(batched_), device_top ? settings_.top_k : 0, fn, logits, indices);
+    } catch (...) {
+      drop_queued();  // the batch is lost, not run again with the next one (its frames may be gone)
+      throw;
+    }
     ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count()) -
          preprocessing;
   }
