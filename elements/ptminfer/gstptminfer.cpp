@@ -943,9 +943,9 @@ static bool flush_core(GstPtmInfer* self, State& st, std::vector<ptm::FrameResul
 // Maps the frame and queues it in the core (preprocessed, or its tensor
 // meta copied when it fits the model). With `results` (batch size 1) the
 // model runs on it before it is unmapped, which lets a shared model's
-// thread preprocess it on the model's threads; `hold` (a batch) keeps a
-// frame in system memory mapped until classify_pending() for the same
-// where the model is shared.
+// thread preprocess it on the model's threads. `hold` (batch size > 1):
+// where the model is shared, a frame in system memory stays mapped (in
+// st.mapped) until classify_pending() runs the batch, for the same reason.
 static bool queue_buffer(GstPtmInfer* self, State& st, const Settings& s, GstBuffer* buf,
                          std::vector<ptm::FrameResult>* results = nullptr, bool hold = false) {
   st.core->update_scoring(scoring_of(s));  // interval decides what is queued

@@ -77,7 +77,8 @@ class InferCore {
   // Batching in time: queue() takes frames (preprocessed at once, so the
   // frame need not outlive the call); flush() runs the model once on every
   // queued frame that needs inference and returns all results in order;
-  // where it throws, the queued frames are dropped with it. `until_flush`: the frame's memory (and `tensor`) stay valid until the
+  // where it throws, the queued frames are dropped with it.
+  // `until_flush`: the frame's memory (and `tensor`) stay valid until the
   // next flush() returns; a shared model's thread then preprocesses it
   // within its pass, split across the model's threads, instead of this
   // thread alone (process() does so).
