@@ -7,7 +7,6 @@
 // LibTorch does), so that both share one library.
 #pragma once
 
-#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -29,15 +28,9 @@ class DnnlGraph {
   ~DnnlGraph();
 
   // x: float32 N x C x H x W on the CPU. Returns N x classes. Plans (the
-  // primitives for one input shape, and where in the graph's arena each
-  // activation lives) are made on first use of a shape; the 8 shapes run
-  // last are kept. Throws ModelError naming what failed.
+  // primitives and buffers for one input shape) are made on first use of
+  // a shape and kept. Throws ModelError naming what failed.
   at::Tensor run(const at::Tensor& x);
-  // Bytes held for activations, and for oneDNN's scratchpad: each one
-  // block shared by every plan (one runs at a time), as large as the
-  // plans made so far need at most.
-  size_t activation_bytes();
-  size_t scratchpad_bytes();
 
   // int8 (precision=int8 on ptm's own executor). calibrate() runs x
   // (float32) as run() does and records the range of every value the graph
