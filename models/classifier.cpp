@@ -1842,7 +1842,8 @@ double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector
                        shape_str(want.sizes().vec()));
     worst = std::max(worst, relative_error(got, want));
   }
-  if (plan) *plan = {g->winograd_convolutions(), g->channel_scales(), g->folded_scales()};
+  if (plan) *plan = {g->winograd_convolutions(), g->channel_scales(), g->folded_scales(), g->activation_bytes(),
+                     g->scratchpad_bytes()};
   return worst;
 #else
   (void)m, (void)size, (void)batches, (void)bf16, (void)plan;

@@ -175,6 +175,8 @@ struct DnnlPlanCounts {
   int winograd = -1;        // convolutions run as Winograd
   int channel_scales = -1;  // channel scales run as ptm's own pass (DnnlGraph::channel_scales)
   int folded_scales = -1;   // ... folded into the next convolution (DnnlGraph::folded_scales)
+  size_t activation_bytes = 0;  // the arena held (DnnlGraph::activation_bytes)
+  size_t scratchpad_bytes = 0;  // DnnlGraph::scratchpad_bytes
 };
 double dnnl_graph_error(ClassifierModuleImpl& m, int64_t size, const std::vector<int64_t>& batches, std::string* why,
                         bool bf16 = false, DnnlPlanCounts* plan = nullptr);

@@ -4,6 +4,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -484,6 +485,13 @@ struct Buffer {
   ~Buffer() { std::free(data); }
 };
 
+// One of a plan's activation buffers: a place in the graph's arena.
+struct Slot {
+  size_t bytes = 0;
+  size_t offset = 0;
+  int refs = 0;
+};
+
 // The primitives and buffers for one input shape.
 struct Plan {
   struct Step {
@@ -496,8 +504,16 @@ struct Plan {
   std::vector<Step> steps;
   memory input, output;
   Dims out_dims;
-  std::vector<std::unique_ptr<Buffer>> buffers;
-  std::unique_ptr<Buffer> scratch;
+  // The activations live in the graph's arena, shared by its plans (one
+  // runs at a time): each plan's memory objects over it, by offset, and
+  // the arena (and scratchpad) sizes it needs.
+  std::vector<Slot> buffers;
+  std::vector<std::pair<memory, size_t>> bind;
+  size_t bytes = 0;
+  memory scratch;
+  size_t scratch_bytes = 0;
+  uint64_t used = 0;  // when it last ran (the graph's count of passes)
+  bool guarded = false;  // DnnlGraph::check_bounds: a guard band after each buffer
   int winograd = 0;  // convolutions run as Winograd
   int scales = 0;    // channel scales run by scale_channels
   int folded = 0;    // channel scales folded into the next convolution's weights
@@ -534,6 +550,11 @@ struct DnnlGraph::Impl {
   bool q = false;
   std::mutex lock;
   std::map<std::vector<int64_t>, std::unique_ptr<Plan>> plans;
+  uint64_t passes = 0;
+  static constexpr size_t kPlans = 8;
+  // The plans' activations and scratchpad: as large as the largest plan
+  // made needs, rebound when a new one needs more.
+  Buffer arena, scratch;
   // Weights in the layout a primitive asked for, by op: shared by plans.
   std::map<size_t, std::vector<std::pair<memory::desc, memory>>> packed;
   std::vector<std::unique_ptr<Buffer>> packed_buffers;
@@ -583,6 +604,16 @@ struct DnnlGraph::Impl {
   // after the op that makes it (calibrate()).
   std::unique_ptr<Plan> make_plan(const Dims& in_dims, dt act, bool nhwc, bool record);
   at::Tensor run(const at::Tensor& x, bool record);
+
+  // Arena and scratchpad of at least these sizes, every plan kept bound
+  // to them.
+  void reserve(size_t bytes, size_t scratch_bytes);
+  void bind(Plan& plan);
+  // DnnlGraph::check_bounds: fill the plan's guard bands (step -1), or
+  // throw where step `step` wrote into one.
+  void guard_bands(const Plan& plan, int step);
+  static std::atomic<bool> bounds_checks;
+  static constexpr size_t kGuardBytes = 1024;
 
   // The most of a plan's `count` over the plans made so far.
   int most(int Plan::*count) {
@@ -656,33 +687,33 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
   const auto acquire = [&](size_t bytes) -> int {
     size_t best = SIZE_MAX;
     for (size_t k = 0; k < free_list.size(); ++k) {
-      const Buffer& b = *plan->buffers[free_list[k]];
-      if (b.bytes >= bytes && (best == SIZE_MAX || b.bytes < plan->buffers[free_list[best]]->bytes)) best = k;
+      const Slot& b = plan->buffers[free_list[k]];
+      if (b.bytes >= bytes && (best == SIZE_MAX || b.bytes < plan->buffers[free_list[best]].bytes)) best = k;
     }
     size_t index;
     if (best != SIZE_MAX) {
       index = free_list[best];
       free_list.erase(free_list.begin() + long(best));
     } else {
-      auto b = std::make_unique<Buffer>();
-      b->bytes = bytes;
-      plan->buffers.push_back(std::move(b));
+      plan->buffers.push_back({bytes, 0, 0});
       index = plan->buffers.size() - 1;
     }
-    plan->buffers[index]->refs = 1;
+    plan->buffers[index].refs = 1;
     return int(index);
   };
   const auto release = [&](int buf) {
     if (buf < 0) return;
-    if (--plan->buffers[size_t(buf)]->refs == 0) free_list.push_back(size_t(buf));
+    if (--plan->buffers[size_t(buf)].refs == 0) free_list.push_back(size_t(buf));
   };
-  // Buffers get their memory once the plan is laid out; until then a
-  // memory object is made over a placeholder and rebound after.
-  std::vector<std::pair<memory, int>> bind;
+  // Buffers get their place once the plan is laid out; until then a
+  // memory object is made over a placeholder (its buffer in `bound`) and
+  // bound after.
+  std::vector<int> bound;
   const auto mem_of = [&](const memory::desc& md, int buf) -> memory {
     if (buf == -2) return plan->input;
     memory m(md, eng, DNNL_MEMORY_NONE);
-    bind.emplace_back(m, buf);
+    plan->bind.emplace_back(m, 0);
+    bound.push_back(buf);
     return m;
   };
   const auto mem = [&](int v) { return mem_of(vals[size_t(v)].md, vals[size_t(v)].buf); };
@@ -763,8 +794,8 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
     if (s.dims != out) throw ModelError(op.name + ": a residual add of tensors of different shapes");
     const bool as_is = type_of(s.md) == type_of(held) && s.scale == scale;
     if (as_is && s.md == held && last[size_t(op.sum)] == int(i) && s.buf >= 0 &&
-        plan->buffers[size_t(s.buf)]->refs == 1 && vals[size_t(op.in[0])].buf != s.buf) {
-      ++plan->buffers[size_t(s.buf)]->refs;  // in place: the operand dies here
+        plan->buffers[size_t(s.buf)].refs == 1 && vals[size_t(op.in[0])].buf != s.buf) {
+      ++plan->buffers[size_t(s.buf)].refs;  // in place: the operand dies here
       return s.buf;
     }
     const int buf = acquire(held.get_size());
@@ -867,8 +898,8 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
   // input dies at op i and nothing else holds that buffer (in place).
   const auto in_place_or_new = [&](int v, size_t i) {
     const Val& x = vals[size_t(v)];
-    if (last[size_t(v)] == int(i) && x.buf >= 0 && plan->buffers[size_t(x.buf)]->refs == 1) {
-      ++plan->buffers[size_t(x.buf)]->refs;
+    if (last[size_t(v)] == int(i) && x.buf >= 0 && plan->buffers[size_t(x.buf)].refs == 1) {
+      ++plan->buffers[size_t(x.buf)].refs;
       return x.buf;
     }
     return acquire(x.md.get_size());
@@ -1042,8 +1073,8 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
               next.weight.size(2) == 1 && next.weight.size(3) == 1 && next.stride == std::vector<int64_t>{1, 1} &&
               next.padding == std::vector<int64_t>{0, 0} && 4 * next.weight.size(0) <= big.dims[2] * big.dims[3]) {
             define(op.out, big.md, big.dims, big.buf);
-            ++plan->buffers[size_t(big.buf)]->refs;
-            ++plan->buffers[size_t(vals[size_t(a1)].buf)]->refs;  // held until the convolution has read it
+            ++plan->buffers[size_t(big.buf)].refs;
+            ++plan->buffers[size_t(vals[size_t(a1)].buf)].refs;  // held until the convolution has read it
             folded[op.out] = a1;
             ++plan->folded;
             break;
@@ -1132,7 +1163,7 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
         int buf;
         if (x.md == plain_act(x.dims) && x.buf >= 0) {
           buf = x.buf;
-          ++plan->buffers[size_t(buf)]->refs;
+          ++plan->buffers[size_t(buf)].refs;
         } else {
           buf = acquire(plain_act(x.dims).get_size());
           memory from = mem(op.in[0]), to = mem_of(plain_act(x.dims), buf);
@@ -1163,7 +1194,7 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
       case Kind::Alias: {
         if (x.buf == -2) throw fail("an alias of the input");
         define(op.out, x.md, x.dims, x.buf, x.scale);
-        ++plan->buffers[size_t(x.buf)]->refs;
+        ++plan->buffers[size_t(x.buf)].refs;
         break;
       }
     }
@@ -1210,20 +1241,21 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
     memory from = mem(p.output);
     step([=, out = plan->output] { return dnnl::reorder(from, out); }, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, plan->output}}, 0);
   }
-  for (auto& b : plan->buffers) {
-    b->data = std::aligned_alloc(64, (std::max<size_t>(b->bytes, 1) + 63) / 64 * 64);
-    if (!b->data) throw ModelError("out of memory for the graph's activations");
+  plan->guarded = bounds_checks.load();
+  const size_t guard = plan->guarded ? kGuardBytes : 0;
+  for (Slot& b : plan->buffers) {
+    b.offset = plan->bytes;
+    plan->bytes += (std::max<size_t>(b.bytes, 1) + 63) / 64 * 64 + guard;
   }
-  for (auto& [m, buf] : bind) m.set_data_handle(plan->buffers[size_t(buf)]->data);
+  for (size_t k = 0; k < bound.size(); ++k) plan->bind[k].second = plan->buffers[size_t(bound[k])].offset;
+  plan->scratch_bytes = scratch_bytes;
   if (scratch_bytes > 0) {
-    plan->scratch = std::make_unique<Buffer>();
-    plan->scratch->bytes = scratch_bytes;
-    plan->scratch->data = std::aligned_alloc(64, (scratch_bytes + 63) / 64 * 64);
-    if (!plan->scratch->data) throw ModelError("out of memory for the graph's scratchpad");
-    const memory s(memory::desc({int64_t(scratch_bytes)}, dt::u8, tag::a), eng, plan->scratch->data);
+    plan->scratch = memory(memory::desc({int64_t(scratch_bytes)}, dt::u8, tag::a), eng, DNNL_MEMORY_NONE);
     for (auto& st : plan->steps)
-      if (st.scratch) st.args[DNNL_ARG_SCRATCHPAD] = s;
+      if (st.scratch) st.args[DNNL_ARG_SCRATCHPAD] = plan->scratch;
   }
+  reserve(plan->bytes, plan->scratch_bytes + (scratch_bytes > 0 ? guard : 0));
+  bind(*plan);
   // Room for the generated code (a few hundred KB a primitive), checked
   // before any is made.
   if (void* room = std::malloc(size_t(64) << 20)) {
@@ -1235,6 +1267,63 @@ std::unique_ptr<Plan> DnnlGraph::Impl::make_plan(const Dims& in_dims, dt act, bo
   for (auto& st : plan->steps)
     if (st.make) st.prim = st.make();
   return plan;
+}
+
+void DnnlGraph::Impl::reserve(size_t bytes, size_t scratch_bytes) {
+  const auto grow = [&](Buffer& b, size_t need, const char* what) {
+    if (need <= b.bytes) return;
+    // The old memory goes first (the plans bound to it are rebound or
+    // dropped below): a shape larger than any before costs its own size,
+    // not its size and the last.
+    std::free(b.data);
+    b.bytes = 0;
+    b.data = std::aligned_alloc(64, (need + 63) / 64 * 64);
+    if (!b.data) {
+      plans.clear();
+      throw ModelError(std::string("out of memory for the graph's ") + what);
+    }
+    b.bytes = need;
+  };
+  const bool moved = bytes > arena.bytes || scratch_bytes > scratch.bytes;
+  grow(arena, bytes, "activations");
+  grow(scratch, scratch_bytes, "scratchpad");
+  if (moved)
+    for (auto& [key, plan] : plans) bind(*plan);
+}
+
+// What a guard band holds: kGuardBytes of it after each buffer's rounding
+// up to 64 bytes (which a primitive may write).
+constexpr unsigned char kGuardByte = 0xA5;
+
+void DnnlGraph::Impl::guard_bands(const Plan& plan, int step) {
+  unsigned char* const a = static_cast<unsigned char*>(arena.data);
+  const auto band = [&](unsigned char* from, size_t bytes, const std::string& what) {
+    if (step < 0) {
+      std::memset(from, kGuardByte, bytes);
+      return;
+    }
+    for (size_t k = 0; k < bytes; ++k)
+      if (from[k] != kGuardByte)
+        throw ModelError("oneDNN graph: step " + std::to_string(step) + " of " + std::to_string(plan.steps.size()) +
+                         " wrote past the end of " + what + " (" + std::to_string(k) + " bytes into its guard band)");
+  };
+  for (size_t k = 0; k < plan.buffers.size(); ++k) {
+    const Slot& b = plan.buffers[k];
+    const size_t end = b.offset + (std::max<size_t>(b.bytes, 1) + 63) / 64 * 64;
+    band(a + end, kGuardBytes, "activation buffer " + std::to_string(k) + " (" + std::to_string(b.bytes) + " bytes)");
+  }
+  if (plan.scratch_bytes > 0)
+    band(static_cast<unsigned char*>(scratch.data) + plan.scratch_bytes, kGuardBytes,
+         "the scratchpad (" + std::to_string(plan.scratch_bytes) + " bytes)");
+}
+
+std::atomic<bool> DnnlGraph::Impl::bounds_checks{false};
+
+void DnnlGraph::check_bounds(bool on) { Impl::bounds_checks = on; }
+
+void DnnlGraph::Impl::bind(Plan& plan) {
+  for (auto& [m, offset] : plan.bind) m.set_data_handle(static_cast<char*>(arena.data) + offset);
+  if (plan.scratch_bytes > 0) plan.scratch.set_data_handle(scratch.data);
 }
 
 DnnlGraph::DnnlGraph() : impl_(std::make_unique<Impl>()) {}
@@ -1312,6 +1401,16 @@ std::unique_ptr<DnnlGraph> DnnlGraph::int8(std::string* why) const {
 
 int DnnlGraph::int8_convolutions() { return impl_->most(&Plan::int8); }
 
+size_t DnnlGraph::activation_bytes() {
+  std::lock_guard<std::mutex> g(impl_->lock);
+  return impl_->arena.bytes;
+}
+
+size_t DnnlGraph::scratchpad_bytes() {
+  std::lock_guard<std::mutex> g(impl_->lock);
+  return impl_->scratch.bytes;
+}
+
 at::Tensor DnnlGraph::Impl::run(const at::Tensor& input, bool record) {
   if (!input.device().is_cpu() || (input.scalar_type() != at::kFloat && input.scalar_type() != at::kBFloat16) ||
       input.dim() != 4)
@@ -1337,21 +1436,35 @@ at::Tensor DnnlGraph::Impl::run(const at::Tensor& input, bool record) {
   auto it = plans.find(key);
   try {
     if (it == plans.end()) {
-      // A plan holds its activations' buffers: a few shapes are kept (the
-      // batch sizes a pipeline runs), not one per shape ever seen.
-      if (plans.size() >= 4) plans.erase(plans.begin());
+      // A plan holds its primitives (their generated code): the shapes
+      // run last are kept (the batch sizes a pipeline runs, 1 to 8 for a
+      // shared model), not one per shape ever seen. Their activations
+      // share the arena.
+      if (plans.size() >= kPlans) {
+        auto oldest = plans.begin();
+        for (auto k = plans.begin(); k != plans.end(); ++k)
+          if (k->second->used < oldest->second->used) oldest = k;
+        plans.erase(oldest);
+      }
       it = plans.emplace(key, make_plan(Dims(key.begin(), key.begin() + 4), bf16 ? dt::bf16 : dt::f32, nhwc, record))
                .first;
     }
     Plan& plan = *it->second;
+    plan.used = ++passes;
     at::Tensor y = at::empty(std::vector<int64_t>(plan.out_dims.begin(), plan.out_dims.end()), x.options().dtype(at::kFloat));
     plan.input.set_data_handle(x.data_ptr());
     plan.output.set_data_handle(y.data_ptr());
-    for (auto& s : plan.steps) {
+    if (plan.guarded) guard_bands(plan, -1);
+    for (size_t i = 0; i < plan.steps.size(); ++i) {
+      Plan::Step& s = plan.steps[i];
       if (s.run) {
         s.run();
       } else {
         s.prim.execute(e.stream, s.args);
+      }
+      if (plan.guarded) {
+        e.stream.wait();
+        guard_bands(plan, int(i));
       }
     }
     e.stream.wait();

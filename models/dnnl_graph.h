@@ -7,6 +7,7 @@
 // LibTorch does), so that both share one library.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -28,9 +29,15 @@ class DnnlGraph {
   ~DnnlGraph();
 
   // x: float32 N x C x H x W on the CPU. Returns N x classes. Plans (the
-  // primitives and buffers for one input shape) are made on first use of
-  // a shape and kept. Throws ModelError naming what failed.
+  // primitives for one input shape, and where in the graph's arena each
+  // activation lives) are made on first use of a shape; the 8 shapes run
+  // last are kept. Throws ModelError naming what failed.
   at::Tensor run(const at::Tensor& x);
+  // Bytes held for activations, and for oneDNN's scratchpad: each one
+  // block shared by every plan (one runs at a time), as large as the
+  // plans made so far need at most.
+  size_t activation_bytes();
+  size_t scratchpad_bytes();
 
   // int8 (precision=int8 on ptm's own executor). calibrate() runs x
   // (float32) as run() does and records the range of every value the graph
@@ -67,6 +74,13 @@ class DnnlGraph {
   int folded_scales();
   // oneDNN's version, "3.7.2".
   static std::string version();
+
+  // Tests: plans made from now on (by any graph) leave a guard band after
+  // each activation buffer and after the scratchpad they use, filled with
+  // a pattern before each pass and checked after every step; a step that
+  // wrote into one throws ModelError naming it. Off by default (each step
+  // then waits for the last).
+  static void check_bounds(bool on);
 
  private:
   DnnlGraph();

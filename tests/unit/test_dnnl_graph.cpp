@@ -26,6 +26,14 @@
 namespace ptm::test {
 namespace {
 
+// Every plan made in these tests checks, after each step, that the step
+// wrote nothing past its buffers (DnnlGraph::check_bounds): a step that did
+// fails the test that ran it with the step named.
+class BoundsChecked : public ::testing::Environment {
+  void SetUp() override { DnnlGraph::check_bounds(true); }
+};
+const ::testing::Environment* const bounds_checked = ::testing::AddGlobalTestEnvironment(new BoundsChecked);
+
 ClassifierModulePtr randomised(const std::string& arch) {
   torch::manual_seed(7);
   ClassifierModulePtr m = create_architecture(arch, 37);
@@ -102,6 +110,38 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"squeezenet1_1", 113}, Case{"squeezenet1_0", 227}, Case{"regnet_y_400mf", 128},
                       Case{"regnet_x_400mf", 96}, Case{"mnasnet1_0", 128}, Case{"alexnet", 224}),
     [](const ::testing::TestParamInfo<Case>& i) { return i.param.arch + "_" + std::to_string(i.param.size); });
+
+// A graph's plans share one arena for their activations: shapes run in any
+// order (each smaller plan after the arena has grown and moved, more
+// shapes than the graph keeps plans for, so that the least recently run
+// are dropped and made again) give the model's logits, no step writes past
+// its buffers (bounds checked, above), and the arena is what the largest
+// plan needs, not the sum of the plans'. mobilenet_v3_small: channel counts
+// that blocked layouts pad (72, 88, 120), squeeze-and-excitation.
+TEST(Plans, ShareOneArena) {
+  for (const std::string arch : {"resnet18", "efficientnet_b0", "mobilenet_v3_small"}) {
+    ClassifierModulePtr m = randomised(arch);
+    std::string why;
+    size_t activations = 0, scratchpad = 0;  // the most any one batch size's plan needs
+    for (int64_t n = 1; n <= 10; ++n) {
+      DnnlPlanCounts one;
+      ASSERT_GE(dnnl_graph_error(*m, 64, {n}, &why, false, &one), 0) << arch << ": not taken: " << why;
+      activations = std::max(activations, one.activation_bytes);
+      scratchpad = std::max(scratchpad, one.scratchpad_bytes);
+    }
+    const std::vector<int64_t> batches{1, 4, 1, 2, 4, 3, 1, 5, 6, 7, 8, 9, 10, 2, 1, 10};
+    DnnlPlanCounts all;
+    const double err = dnnl_graph_error(*m, 64, batches, &why, false, &all);
+    EXPECT_GE(err, 0) << arch << ": not taken: " << why;
+    EXPECT_LE(err, 1e-4) << arch << ": a plan run after the arena moved, or made again, gave other logits";
+    EXPECT_GT(activations, 0u) << arch;
+    EXPECT_EQ(all.activation_bytes, activations) << arch << ": the arena is not what the largest plan needs";
+    EXPECT_EQ(all.scratchpad_bytes, scratchpad) << arch << ": the scratchpad is not what the largest plan needs";
+    std::printf("[ arena   ] %-20s batches 1 to 10 in %zu runs: max diff %.2e, activations %.1f MB, scratchpad %.1f MB\n",
+                arch.c_str(), batches.size(), err, double(all.activation_bytes) / (1 << 20),
+                double(all.scratchpad_bytes) / (1 << 20));
+  }
+}
 
 // bfloat16 (precision=bf16): weights and activations in bfloat16, the
 // input NHWC as ptminfer writes it, against the float32 model. The bound
