@@ -78,8 +78,8 @@ class DnnlGraph {
   // Tests: plans made from now on (by any graph) leave a guard band after
   // each activation buffer and after the scratchpad they use, filled with
   // a pattern before each pass and checked after every step; a step that
-  // wrote into one throws ModelError naming it. Off by default (each step
-  // then waits for the last).
+  // wrote into one throws ModelError naming it. Off by default: with it on,
+  // every step is waited for before the next starts.
   static void check_bounds(bool on);
 
  private:
