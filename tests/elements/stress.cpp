@@ -419,7 +419,18 @@ int main(int argc, char** argv) {
                      }}},
                    true,
                    1000000});
-  for (const auto& c : cases) run_case(c, seconds);
+  // PTM_STRESS_CASE=NAME: only the case of that name (a long run of one).
+  const char* only = g_getenv("PTM_STRESS_CASE");
+  bool ran = false;
+  for (const auto& c : cases)
+    if (!only || c.name == only) {
+      run_case(c, seconds);
+      ran = true;
+    }
+  if (!ran) {
+    std::fprintf(stderr, "test-stress: no case named \"%s\"\n", only);
+    return 2;
+  }
   std::printf("[ stress ] done\n");
   return 0;
 }
