@@ -860,6 +860,16 @@ struct Classifier::Impl {
 #endif
     return ms_per_image(script, x);
   }
+  // Where the executor runs the model, LibTorch's optimised graph never
+  // runs again (run(): every CPU float32/bfloat16 input goes to the
+  // executor; other sizes run the eager module; int8's timing takes the
+  // executor): its constants (BatchNorm folded weights, oneDNN's packed
+  // copies) are let go. A rebuild (set_input_size) makes a new one.
+  void drop_unused_script() {
+#if PTM_HAVE_DNNL
+    if (dnnl && eager) script = torch::jit::Module();
+#endif
+  }
   // precision=bf16 on the CPU, the model kept float32 until build_script
   // has timed bfloat16 against it (build_bf16_or_float32).
   bool bf16_race = false;
@@ -1185,6 +1195,7 @@ void Classifier::Impl::build_script() {
       build_bf16_or_float32();
       use_script = true;
       script_size = info.crop_size;
+      drop_unused_script();
     } catch (const std::exception& e) {  // LibTorch's c10::Error included
       info.notes.push_back("optimised graph unavailable, running eagerly: " + error_text(e));
       info.warnings.push_back("precision bf16: the optimised graph it is timed on is unavailable (" +
@@ -1196,6 +1207,7 @@ void Classifier::Impl::build_script() {
     script = optimised(*eager, info.crop_size, options(), channels_last, &info.notes, &dnnl);
     use_script = true;
     script_size = info.crop_size;
+    drop_unused_script();
   } catch (const std::exception& e) {  // LibTorch's c10::Error included
     info.notes.push_back("optimised graph unavailable, running eagerly: " + error_text(e));
   }
@@ -1515,6 +1527,7 @@ Classifier::Classifier(const ClassifierOptions& options) : impl_(std::make_uniqu
   im.build_script();
   im.setup_int8();
   im.calibrate_from(o);
+  runtime::release_cached_memory();  // what the load freed (traces, candidates, timing passes)
 }
 
 // The folder's transform and labels where its configs give them (explicit
@@ -1569,6 +1582,7 @@ std::string Classifier::set_input_size(int size) {
     try {
       im.script = optimised(*im.eager, size, im.options(), im.channels_last, &im.info.notes, &im.dnnl);
       im.script_size = size;
+      im.drop_unused_script();
     } catch (const std::exception& e) {
       im.use_script = false;
       im.info.notes.push_back("optimised graph unavailable at " + wanted + ", running eagerly: " + error_text(e));
@@ -1589,6 +1603,7 @@ std::string Classifier::set_input_size(int size) {
 #if PTM_TORCH_CUDA
   im.graphs.clear();
 #endif
+  runtime::release_cached_memory();  // the old size's graphs and the new ones' making
   return "";
 }
 

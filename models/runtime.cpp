@@ -19,6 +19,10 @@
 #include <string>
 #include <thread>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 namespace ptm::runtime {
 
 namespace {
@@ -85,6 +89,8 @@ class ReuseAllocator final : public c10::Allocator {
   c10::DeleterFnPtr raw_deleter() const override { return &release; }
 
   static ReuseAllocator* instance;
+
+  void release() const { drop_cached(); }
 
   size_t cached() const {
     std::lock_guard<std::mutex> g(lock_);
@@ -215,6 +221,13 @@ void init_cuda() {
 }
 
 size_t cpu_cache_bytes() { return ReuseAllocator::instance ? ReuseAllocator::instance->cached() : 0; }
+
+void release_cached_memory() {
+  if (ReuseAllocator::instance) ReuseAllocator::instance->release();
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+}
 
 bool cpu_cache_installed() {
   return ReuseAllocator::instance && c10::GetCPUAllocator() == ReuseAllocator::instance;
