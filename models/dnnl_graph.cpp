@@ -1297,7 +1297,8 @@ constexpr unsigned char kGuardByte = 0xA5;
 
 void DnnlGraph::Impl::guard_bands(const Plan& plan, int step) {
   unsigned char* const a = static_cast<unsigned char*>(arena.data);
-  const auto band = [&](unsigned char* from, size_t bytes, const std::string& what) {
+  // `what` names the buffer, called only where its band was written.
+  const auto band = [&](unsigned char* from, size_t bytes, const auto& what) {
     if (step < 0) {
       std::memset(from, kGuardByte, bytes);
       return;
@@ -1305,16 +1306,18 @@ void DnnlGraph::Impl::guard_bands(const Plan& plan, int step) {
     for (size_t k = 0; k < bytes; ++k)
       if (from[k] != kGuardByte)
         throw ModelError("oneDNN graph: step " + std::to_string(step) + " of " + std::to_string(plan.steps.size()) +
-                         " wrote past the end of " + what + " (" + std::to_string(k) + " bytes into its guard band)");
+                         " wrote past the end of " + what() + " (" + std::to_string(k) + " bytes into its guard band)");
   };
   for (size_t k = 0; k < plan.buffers.size(); ++k) {
     const Slot& b = plan.buffers[k];
     const size_t end = b.offset + (std::max<size_t>(b.bytes, 1) + 63) / 64 * 64;
-    band(a + end, kGuardBytes, "activation buffer " + std::to_string(k) + " (" + std::to_string(b.bytes) + " bytes)");
+    band(a + end, kGuardBytes, [&] {
+      return "activation buffer " + std::to_string(k) + " (" + std::to_string(b.bytes) + " bytes)";
+    });
   }
   if (plan.scratch_bytes > 0)
     band(static_cast<unsigned char*>(scratch.data) + plan.scratch_bytes, kGuardBytes,
-         "the scratchpad (" + std::to_string(plan.scratch_bytes) + " bytes)");
+         [&] { return "the scratchpad (" + std::to_string(plan.scratch_bytes) + " bytes)"; });
 }
 
 std::atomic<bool> DnnlGraph::Impl::bounds_checks{false};
