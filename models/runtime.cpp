@@ -90,7 +90,18 @@ class ReuseAllocator final : public c10::Allocator {
 
   static ReuseAllocator* instance;
 
-  void release() const { drop_cached(); }
+  // Gives every kept block back (memory short; after a model load).
+  void drop_cached() const {
+    std::vector<void*> gone;
+    {
+      std::lock_guard<std::mutex> g(lock_);
+      for (const Free& f : lru_) gone.push_back(f.data);
+      lru_.clear();
+      by_size_.clear();
+      cached_ = 0;
+    }
+    for (void* p : gone) c10::free_cpu(p);
+  }
 
   size_t cached() const {
     std::lock_guard<std::mutex> g(lock_);
@@ -175,18 +186,6 @@ class ReuseAllocator final : public c10::Allocator {
     for (void* q : gone) c10::free_cpu(q);
   }
 
-  void drop_cached() const {
-    std::vector<void*> gone;
-    {
-      std::lock_guard<std::mutex> g(lock_);
-      for (const Free& f : lru_) gone.push_back(f.data);
-      lru_.clear();
-      by_size_.clear();
-      cached_ = 0;
-    }
-    for (void* p : gone) c10::free_cpu(p);
-  }
-
   c10::Allocator* base_;
   mutable std::mutex lock_;
   mutable std::unordered_map<void*, size_t> live_;  // handed out, by address
@@ -223,7 +222,7 @@ void init_cuda() {
 size_t cpu_cache_bytes() { return ReuseAllocator::instance ? ReuseAllocator::instance->cached() : 0; }
 
 void release_cached_memory() {
-  if (ReuseAllocator::instance) ReuseAllocator::instance->release();
+  if (ReuseAllocator::instance) ReuseAllocator::instance->drop_cached();
 #ifdef __GLIBC__
   malloc_trim(0);
 #endif
