@@ -101,6 +101,18 @@ void draw_lines(cv::Mat& img, const Placement& p, cv::Point origin, const cv::Sc
   }
 }
 
+// roi = a x colour + (1 - a) x roi. The fill comes from a buffer each
+// streaming thread keeps, grown to the largest box it has drawn, so a
+// frame in steady state allocates nothing.
+void blend_fill(cv::Mat roi, const cv::Scalar& colour, double a) {
+  thread_local cv::Mat scratch;
+  if (scratch.type() != roi.type() || scratch.rows < roi.rows || scratch.cols < roi.cols)
+    scratch.create(std::max(scratch.rows, roi.rows), std::max(scratch.cols, roi.cols), roi.type());
+  cv::Mat fill = scratch(cv::Rect(0, 0, roi.cols, roi.rows));
+  fill.setTo(colour);
+  cv::addWeighted(fill, a, roi, 1 - a, 0, roi);
+}
+
 cv::Scalar rgba(uint32_t argb, double alpha) {
   return cv::Scalar((argb >> 16) & 0xFF, (argb >> 8) & 0xFF, argb & 0xFF, alpha);
 }
@@ -113,11 +125,7 @@ void draw_overlay(const MutableFrame& f, const OverlayText& text, const OverlayS
   if (!place(f.width, f.height, text, st, &p)) return;
   const Layout l = layout_of(f.format);
   cv::Mat img(f.height, f.width, CV_8UC(l.channels), f.planes[0], size_t(f.strides[0]));
-  if (alpha_of(st.box_color) > 0) {
-    cv::Mat roi = img(p.box);
-    cv::Mat fill(roi.size(), roi.type(), colour(st.box_color, l));
-    cv::addWeighted(fill, alpha_of(st.box_color), roi, 1 - alpha_of(st.box_color), 0, roi);
-  }
+  if (alpha_of(st.box_color) > 0) blend_fill(img(p.box), colour(st.box_color, l), alpha_of(st.box_color));
   draw_lines(img, p, p.box.tl(), colour(st.text_color, l), colour(st.bar_color, l), st.show_bars);
 }
 
@@ -142,11 +150,7 @@ void draw_regions(const MutableFrame& f, const std::vector<OverlayRegion>& regio
     const int ty = box.y >= th ? box.y - th : box.y;  // above the box, or inside at the top edge
     const cv::Rect label = cv::Rect(box.x, ty, size.width + 6, th) & frame;
     if (label.empty()) continue;
-    if (alpha_of(st.box_color) > 0) {
-      cv::Mat roi = img(label);
-      cv::Mat fill(roi.size(), roi.type(), colour(st.box_color, l));
-      cv::addWeighted(fill, alpha_of(st.box_color), roi, 1 - alpha_of(st.box_color), 0, roi);
-    }
+    if (alpha_of(st.box_color) > 0) blend_fill(img(label), colour(st.box_color, l), alpha_of(st.box_color));
     cv::putText(img, text, cv::Point(label.x + 3, label.y + size.height + 2), cv::FONT_HERSHEY_SIMPLEX, scale,
                 colour(st.text_color, l), thickness, cv::LINE_AA);
   }

@@ -27,6 +27,7 @@
 #include <mutex>
 #include <optional>
 #include <sstream>
+#include <vector>
 
 #include "gst/ptm/ptmmeta.h"
 #include "gstptmcuda.h"
@@ -106,8 +107,66 @@ struct Gpu {
 };
 #endif
 
+// Host tensor buffers of one size, recycled as the CUDA side's are: a
+// tensor travelling downstream (a queue may hold several) returns its
+// block here when its last reference goes, so a frame in steady state
+// allocates none. The pool outlives the element while tensors of it are
+// out; it keeps at most kKeep free blocks (a burst held downstream is
+// given back beyond that).
+class HostPool : public std::enable_shared_from_this<HostPool> {
+ public:
+  explicit HostPool(size_t bytes) : bytes_(bytes) {}
+  ~HostPool() {
+    for (void* p : free_) g_free(p);
+  }
+  HostPool(const HostPool&) = delete;
+  HostPool& operator=(const HostPool&) = delete;
+  size_t bytes() const { return bytes_; }
+  // A block of bytes() (nullptr where the memory cannot be had), as a
+  // GBytes that hands it back when freed.
+  GBytes* acquire() {
+    void* p = nullptr;
+    {
+      std::lock_guard<std::mutex> g(lock_);
+      if (!free_.empty()) {
+        p = free_.back();
+        free_.pop_back();
+      }
+    }
+    if (!p) p = g_try_malloc(bytes_);
+    if (!p) return nullptr;
+    auto* h = new Held{shared_from_this(), p};
+    return g_bytes_new_with_free_func(p, bytes_, [](gpointer d) {
+      auto* held = static_cast<Held*>(d);
+      held->pool->release(held->data);
+      delete held;
+    }, h);
+  }
+
+ private:
+  struct Held {
+    std::shared_ptr<HostPool> pool;
+    void* data;
+  };
+  static constexpr size_t kKeep = 16;
+  void release(void* p) {
+    {
+      std::lock_guard<std::mutex> g(lock_);
+      if (free_.size() < kKeep) {
+        free_.push_back(p);
+        return;
+      }
+    }
+    g_free(p);
+  }
+  size_t bytes_;
+  std::mutex lock_;
+  std::vector<void*> free_;
+};
+
 struct State {
   std::optional<ptm::Preprocessor> pre;
+  std::shared_ptr<HostPool> host;  // the CPU path's tensor buffers
   GstVideoInfo info{};
   std::string description;
   bool cuda_memory = false;
@@ -378,15 +437,24 @@ static GstFlowReturn gst_ptm_preprocess_transform_ip(GstBaseTransform* trans, Gs
     return GST_FLOW_ERROR;
   }
   const gsize n = gsize(3) * gsize(c.crop_width) * gsize(c.crop_height);
-  float* data = static_cast<float*>(g_malloc(n * sizeof(float)));
+  if (!st.host || st.host->bytes() != n * sizeof(float)) st.host = std::make_shared<HostPool>(n * sizeof(float));
+  GBytes* bytes = st.host->acquire();
+  if (!bytes) {
+    gst_video_frame_unmap(&frame);
+    GST_ELEMENT_ERROR(self, RESOURCE, NO_SPACE_LEFT,
+                      ("Out of memory for a %dx%d input tensor (%zu bytes)", c.crop_width, c.crop_height,
+                       size_t(n * sizeof(float))),
+                      (nullptr));
+    return GST_FLOW_ERROR;
+  }
+  float* data = static_cast<float*>(const_cast<void*>(g_bytes_get_data(bytes, nullptr)));
   const bool ok = ptm::guarded(GST_ELEMENT(self), GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Preprocessing failed",
                                [&] { st.pre->run(ptm::frame_view(frame), data); });
   gst_video_frame_unmap(&frame);
   if (!ok) {
-    g_free(data);
+    g_bytes_unref(bytes);
     return GST_FLOW_ERROR;
   }
-  GBytes* bytes = g_bytes_new_take(data, n * sizeof(float));
   gst_buffer_add_ptm_tensor_meta(buf, bytes, 3, guint(c.crop_height), guint(c.crop_width), c.mean.data(),
                                  c.std.data(), c.bgr, st.description.c_str());
   g_bytes_unref(bytes);
