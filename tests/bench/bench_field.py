@@ -38,6 +38,12 @@ side by side in one run, on the same decoded frames (vtest.avi scaled to
   Python    the canonical torchvision loop end to end (PIL Resize/CenterCrop/
             ToTensor/Normalize + eager forward under no_grad).
 
+Paired rounds: after the table's own figures, ptm's pipeline and the two
+engines' fp32 forward passes are measured again in turns (--pairs rounds,
+3 by default), each round's ratio from figures taken within a minute of
+each other; their median is printed beside the single figures' ratio (on a
+shared machine the hour moves both sides by tens of per cent).
+
 Prints a table a model with each path's ms a frame, fps and how many times
 ptm's pipeline is as fast (pipeline fps / that path's fps), the issue's
 criteria underneath, and writes all figures to a CSV (tests/bench/
@@ -45,7 +51,7 @@ plot_field.py draws it).
 
     bench_field.py FIXTURES_DIR [--models resnet18,...] [--frames 120]
                    [--threads 2] [--runs 30] [--csv OUT.csv]
-                   [--anchors PYTHON | --no-anchors] [--out DIR]
+                   [--anchors PYTHON | --no-anchors] [--out DIR] [--pairs 3]
 """
 import argparse
 import csv
@@ -275,12 +281,35 @@ def anchors(python, name, weights, classes, threads, runs, out, int8_sets=()):
     e = subprocess.run([python, "-c", export, name, weights, str(classes), path], timeout=1800)
     if e.returncode != 0:
         return {"error": f"the ONNX export exited {e.returncode}"}
+    return anchors_forward(python, path, threads, runs, int8_sets)
+
+
+def anchors_forward(python, onnx, threads, runs, int8_sets=()):
+    """anchors_forward.py on an ONNX export made by anchors(): its figures."""
     r = subprocess.run([python, os.path.join(HERE, "anchors_forward.py"),
-                        path, "224", str(threads), str(runs), *int8_sets], stdout=subprocess.PIPE, text=True,
+                        onnx, "224", str(threads), str(runs), *int8_sets], stdout=subprocess.PIPE, text=True,
                        timeout=1800)
     if r.returncode != 0:
         return {"error": f"anchors_forward.py exited {r.returncode}"}
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def paired_rounds(a, anchor_python, path, onnx, rounds):
+    """ptm's pipeline (appsrc ! ptminfer) and ONNX Runtime's and OpenVINO's
+    fp32 forward passes measured in turns, `rounds` times: on a shared
+    machine the load from other tenants moves every figure by tens of per
+    cent over minutes, so a ratio of two figures taken minutes apart says
+    as much about the hour as about the engines. Each round's ratio (the
+    better engine's ms / ptm's pipeline ms) compares figures taken within a
+    minute of each other. Returns [(pipeline ms, engine ms, ratio)]."""
+    out = []
+    for _ in range(rounds):
+        fps = ptm_pipeline(a, path, "")[0]
+        an = anchors_forward(anchor_python, onnx, a.threads, a.runs)
+        best = [v for v in (an.get("onnxruntime", {}).get("fp32"), an.get("openvino", {}).get("fp32")) if v]
+        if best:
+            out.append((1000 / fps, min(best), min(best) * fps / 1000))
+    return out
 
 
 def modelpipe(python, name, model, threads, count, out, eager_ms=None):
@@ -331,6 +360,8 @@ def main():
     ap.add_argument("--anchors", default=None, help="the Python of scripts/pypi-anchors")
     ap.add_argument("--no-anchors", action="store_true")
     ap.add_argument("--out", default=None, help="where ONNX exports go (default: beside the CSV)")
+    ap.add_argument("--pairs", type=int, default=3,
+                    help="rounds of ptm's pipeline and the engines' fp32 forward measured in turns (0: none)")
     ap.add_argument("--ptm", nargs=3, metavar=("MODEL", "MIDDLE", "PROPS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.ptm:
@@ -464,6 +495,13 @@ def main():
                       1000 / mp["fps"] if "fps" in mp else None,
                       mp.get("error", "end to end, 1000-class head")))
         r.append(("Python torchvision loop (PIL + eager)", "end-to-end", 1000 / python_loop(frames, model), ""))
+        pairs = []
+        onnx = os.path.join(out, name + ".onnx")
+        if anchor_python and a.pairs > 0 and os.path.exists(onnx):
+            pairs = paired_rounds(a, anchor_python, path, onnx, a.pairs)
+            for k, (pm, em, q) in enumerate(pairs):
+                r.append((f"ptm pipeline, paired round {k + 1} of {len(pairs)}", "pipeline-paired", pm,
+                          f"the better of ONNX Runtime and OpenVINO fp32 {em:.2f} ms right after it: {q:.2f}"))
 
         pipeline_ms = min(m for p, k, m, _ in r if k == "pipeline" and m)  # fp32
         print(f"\n{name}: {'ms/frame':>9s} {'fps':>8s}  ptm pipeline ÷ it", flush=True)
@@ -488,6 +526,10 @@ def main():
         if fp32:
             verdicts.append(f"{name}: pipeline ÷ the better of ONNX Runtime and OpenVINO fp32 = "
                             f"{min(fp32) / pipeline_ms:.2f} (criterion >= 0.8, goal 1.0)")
+        if pairs:
+            qs = sorted(q for _, _, q in pairs)
+            verdicts.append(f"{name}: the same in {len(qs)} paired rounds (ptm, then the engines, in turns) = "
+                            f"{qs[len(qs) // 2]:.2f} median, rounds " + ", ".join(f"{q:.2f}" for _, _, q in pairs))
     print("\n" + "\n".join(verdicts))
     if a.csv:
         tmp = a.csv + ".tmp"
