@@ -22,6 +22,7 @@ object: {"onnxruntime": {...}, "openvino": {...}}, each path's ms or an
     fp32 on TOP1.npy's images (when given).
 
     anchors_forward.py MODEL.onnx SIZE THREADS RUNS [CALIBRATION.npy [TOP1.npy]]
+    anchors_forward.py --serve MODEL.onnx SIZE THREADS   (fp32 only, blocks of runs on request)
 """
 import json
 import sys
@@ -56,7 +57,39 @@ def agreement(f32, int8, images):
     return f"{same}/{len(images)}"
 
 
+def serve(path, size, threads):
+    """--serve: both engines' fp32 sessions loaded once; each stdin line N
+    runs N forward passes on each and prints their medians (ms), "ready"
+    answers once loaded, "quit" ends (the field benchmark's paired rounds)."""
+    import onnxruntime as ort
+    import openvino as ov
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    core = ov.Core()
+    req = core.compile_model(core.read_model(path), "CPU", {
+        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    engines = {"onnxruntime": lambda: s.run(None, {name: x}), "openvino": lambda: req.infer({0: x})}
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "quit":
+            break
+        if cmd == "ready":
+            print(json.dumps({"ready": True}), flush=True)
+            continue
+        n = int(cmd)
+        print(json.dumps({k: median_ms(f, n, 3) for k, f in engines.items()}), flush=True)
+
+
 def main():
+    if sys.argv[1] == "--serve":
+        return serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     path, size, threads, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     calibration = np.load(sys.argv[5]) if len(sys.argv) > 5 else None
     check = np.load(sys.argv[6]) if len(sys.argv) > 6 else None

@@ -39,10 +39,11 @@ side by side in one run, on the same decoded frames (vtest.avi scaled to
             ToTensor/Normalize + eager forward under no_grad).
 
 Paired rounds: after the table's own figures, ptm's pipeline and the two
-engines' fp32 forward passes are measured again in turns (--pairs rounds,
-3 by default), each round's ratio from figures taken within a minute of
-each other; their median is printed beside the single figures' ratio (on a
-shared machine the hour moves both sides by tens of per cent).
+engines' fp32 forward passes are measured again in turns, in two processes
+that stay loaded (--pairs rounds, 10 by default, of 64 frames / forward
+passes each), each round's ratio from figures taken within a second of each
+other; their median is printed beside the single figures' ratio (on a
+shared machine the minute moves both sides by tens of per cent).
 
 Prints a table a model with each path's ms a frame, fps and how many times
 ptm's pipeline is as fast (pipeline fps / that path's fps), the issue's
@@ -51,7 +52,7 @@ plot_field.py draws it).
 
     bench_field.py FIXTURES_DIR [--models resnet18,...] [--frames 120]
                    [--threads 2] [--runs 30] [--csv OUT.csv]
-                   [--anchors PYTHON | --no-anchors] [--out DIR] [--pairs 3]
+                   [--anchors PYTHON | --no-anchors] [--out DIR] [--pairs 10]
 """
 import argparse
 import csv
@@ -60,6 +61,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 
 import gi
@@ -294,22 +296,115 @@ def anchors_forward(python, onnx, threads, runs, int8_sets=()):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def paired_rounds(a, anchor_python, path, onnx, rounds):
+def paired_rounds(a, anchor_python, path, onnx, rounds, block=64):
     """ptm's pipeline (appsrc ! ptminfer) and ONNX Runtime's and OpenVINO's
-    fp32 forward passes measured in turns, `rounds` times: on a shared
+    fp32 forward passes in turns, in two processes that stay loaded: each
+    round ptm's pipeline classifies `block` frames, then each engine runs
+    `block` forward passes, the other process idle meanwhile. On a shared
     machine the load from other tenants moves every figure by tens of per
-    cent over minutes, so a ratio of two figures taken minutes apart says
-    as much about the hour as about the engines. Each round's ratio (the
-    better engine's ms / ptm's pipeline ms) compares figures taken within a
-    minute of each other. Returns [(pipeline ms, engine ms, ratio)]."""
-    out = []
-    for _ in range(rounds):
-        fps = ptm_pipeline(a, path, "")[0]
-        an = anchors_forward(anchor_python, onnx, a.threads, a.runs)
-        best = [v for v in (an.get("onnxruntime", {}).get("fp32"), an.get("openvino", {}).get("fp32")) if v]
-        if best:
-            out.append((1000 / fps, min(best), min(best) * fps / 1000))
-    return out
+    cent from one minute to the next; a round's figures are taken within a
+    second of each other, so its ratio (the better engine's ms / ptm's
+    pipeline ms) compares the two under the same conditions. Returns
+    [(pipeline ms, engine ms, ratio)]."""
+    me = [sys.executable, os.path.abspath(__file__), a.fixtures, "--frames", str(a.frames),
+          "--threads", str(a.threads), "--ptm-serve", path]
+    them = [anchor_python, os.path.join(HERE, "anchors_forward.py"), "--serve", onnx, "224", str(a.threads)]
+    procs = []
+    try:
+        for cmd in (me, them):
+            procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1))
+
+        def ask(proc, line):
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+            reply = proc.stdout.readline()
+            if not reply:
+                raise RuntimeError(f"{os.path.basename(proc.args[1])} --serve ended")
+            return json.loads(reply)
+
+        for proc in procs:
+            ask(proc, "ready")
+        out = []
+        for _ in range(rounds):
+            pm = ask(procs[0], str(block))["ms"]
+            en = ask(procs[1], str(block))
+            best = [v for v in (en.get("onnxruntime"), en.get("openvino")) if v]
+            if best:
+                out.append((pm, min(best), min(best) / pm))
+        return out
+    except (RuntimeError, OSError, ValueError) as e:
+        print(f"paired rounds: {e}", file=sys.stderr)
+        return []
+    finally:
+        for proc in procs:
+            try:
+                proc.stdin.write("quit\n")
+                proc.stdin.close()
+                proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+
+
+def ptm_serve(a):
+    """--ptm-serve MODEL: appsrc ! ptminfer ! fakesink, loaded and warm,
+    classifying blocks of frames on request: each stdin line N pushes N
+    frames and prints the block's steady-state ms a frame; "ready" answers
+    once warm; "quit" ends."""
+    import tempfile
+    Gst.init(None)
+    frames = decode(a.frames)
+    # A results file as the table's pipeline writes one (the JSON line a
+    # frame is part of the pipeline's work).
+    results = tempfile.NamedTemporaryFile(prefix="ptm-field-", suffix=".jsonl", delete=False).name
+    p = Gst.parse_launch(f"appsrc name=src format=time caps=video/x-raw,format=RGB,width={W},height={H},"
+                         f"framerate=30/1 ! ptminfer name=infer model=\"{a.ptm_serve}\" num-threads={a.threads} "
+                         f"results-file={results} ! fakesink name=sink sync=false")
+    src = p.get_by_name("src")
+    stamps = []
+    done = threading.Event()
+    target = [0]
+
+    def left(pad, info):
+        stamps.append(time.perf_counter())
+        if len(stamps) >= target[0]:
+            done.set()
+        return Gst.PadProbeReturn.OK
+    p.get_by_name("sink").get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, left)
+    p.set_state(Gst.State.PLAYING)
+    pushed = [0]
+
+    def block(n):
+        """Pushes n frames (every buffer made first) and waits for them."""
+        bufs = []
+        for i in range(n):
+            b = Gst.Buffer.new_wrapped(frames[(pushed[0] + i) % len(frames)])
+            b.pts = (pushed[0] + i) * Gst.SECOND // 30
+            b.duration = Gst.SECOND // 30
+            bufs.append(b)
+        pushed[0] += n
+        first = len(stamps)
+        target[0] = first + n
+        done.clear()
+        for b in bufs:
+            src.emit("push-buffer", b)
+        if not done.wait(120):
+            raise RuntimeError("frames did not come out of the pipeline in 120 s")
+        return stamps[first:first + n]
+
+    block(WARM)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "quit":
+            break
+        if cmd == "ready":
+            print(json.dumps({"ready": True}), flush=True)
+            continue
+        print(json.dumps({"ms": 1000 / steady_fps(block(int(cmd)))}), flush=True)
+    src.emit("end-of-stream")
+    p.get_bus().timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    p.set_state(Gst.State.NULL)
+    os.unlink(results)
+    return 0
 
 
 def modelpipe(python, name, model, threads, count, out, eager_ms=None):
@@ -360,12 +455,15 @@ def main():
     ap.add_argument("--anchors", default=None, help="the Python of scripts/pypi-anchors")
     ap.add_argument("--no-anchors", action="store_true")
     ap.add_argument("--out", default=None, help="where ONNX exports go (default: beside the CSV)")
-    ap.add_argument("--pairs", type=int, default=3,
+    ap.add_argument("--pairs", type=int, default=10,
                     help="rounds of ptm's pipeline and the engines' fp32 forward measured in turns (0: none)")
+    ap.add_argument("--ptm-serve", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--ptm", nargs=3, metavar=("MODEL", "MIDDLE", "PROPS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.ptm:
         return ptm_child(a)
+    if a.ptm_serve:
+        return ptm_serve(a)
     import torch
     import torchvision
     sys.path.insert(0, HERE)

@@ -29,7 +29,8 @@ def main():
     models = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(len(models), 1, figsize=(9, 2.6 * len(models)), squeeze=False)
     for ax, model in zip(axes[:, 0], models):
-        rs = [r for r in rows if r["model"] == model and r["fps"]]
+        # The paired rounds' rows repeat the pipeline (their ratios are in the CSV).
+        rs = [r for r in rows if r["model"] == model and r["fps"] and r["kind"] != "pipeline-paired"]
         labels = [r["path"] for r in rs][::-1]
         fps = [float(r["fps"]) for r in rs][::-1]
         kinds = [r["kind"] for r in rs][::-1]
