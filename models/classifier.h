@@ -142,9 +142,10 @@ class Classifier {
 
   // precision=int8: where the model stands. "" when not asked for int8;
   // else "calibrating (N images to go)", "int8", or why float32 runs
-  // instead ("float32: its int8 graph ran slower (...)"). The int8 graph
-  // is kept only where it runs faster than the float32 one (timed on the
-  // last calibration batch; PTM_INT8_ALWAYS=1 keeps it regardless).
+  // instead ("float32: its int8 graph was not 1.1x as fast (...)"). The
+  // int8 graph is kept only where it runs at least 1.1x as fast as the
+  // float32 one (the two timed in turns on the last calibration batch;
+  // PTM_INT8_ALWAYS=1 keeps it regardless).
   // Safe from any thread.
   std::string int8_status() const;
   std::string head_prefix() const;  // e.g. "fc", "classifier.1"

@@ -1323,7 +1323,9 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
    * run that ends calibration converts the model (a fraction of a second
    * to seconds); an "int8-calibrated" element message then gives the
    * outcome: "int8", or why fp32 runs on (also a warning) — the int8 graph
-   * is kept only where it runs faster than fp32 (convolutional networks
+   * is kept only where it runs at least 1.1x as fast as fp32 (timed in
+   * turns with it; where the two are as fast fp32 keeps its own accuracy)
+   * (convolutional networks
    * with ReLU: resnets, mobilenet_v2; not SiLU networks such as
    * efficientnet on LibTorch's kernels). On a CPU with VNNI whose fp32
    * path is ptm's oneDNN executor, int8 runs on that executor (8-bit
