@@ -59,6 +59,7 @@ import csv
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import threading
@@ -391,19 +392,21 @@ def ptm_serve(a):
             raise RuntimeError("frames did not come out of the pipeline in 120 s")
         return stamps[first:first + n]
 
-    block(WARM)
-    for line in sys.stdin:
-        cmd = line.strip()
-        if cmd == "quit":
-            break
-        if cmd == "ready":
-            print(json.dumps({"ready": True}), flush=True)
-            continue
-        print(json.dumps({"ms": 1000 / steady_fps(block(int(cmd)))}), flush=True)
-    src.emit("end-of-stream")
-    p.get_bus().timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
-    p.set_state(Gst.State.NULL)
-    os.unlink(results)
+    try:
+        block(WARM)
+        for line in sys.stdin:
+            cmd = line.strip()
+            if cmd == "quit":
+                break
+            if cmd == "ready":
+                print(json.dumps({"ready": True}), flush=True)
+                continue
+            print(json.dumps({"ms": 1000 / steady_fps(block(int(cmd)))}), flush=True)
+        src.emit("end-of-stream")
+        p.get_bus().timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    finally:
+        p.set_state(Gst.State.NULL)
+        os.unlink(results)
     return 0
 
 
@@ -625,9 +628,9 @@ def main():
             verdicts.append(f"{name}: pipeline ÷ the better of ONNX Runtime and OpenVINO fp32 = "
                             f"{min(fp32) / pipeline_ms:.2f} (criterion >= 0.8, goal 1.0)")
         if pairs:
-            qs = sorted(q for _, _, q in pairs)
-            verdicts.append(f"{name}: the same in {len(qs)} paired rounds (ptm, then the engines, in turns) = "
-                            f"{qs[len(qs) // 2]:.2f} median, rounds " + ", ".join(f"{q:.2f}" for _, _, q in pairs))
+            verdicts.append(f"{name}: the same in {len(pairs)} paired rounds (ptm, then the engines, in turns) = "
+                            f"{statistics.median(q for _, _, q in pairs):.2f} median, rounds " +
+                            ", ".join(f"{q:.2f}" for _, _, q in pairs))
     print("\n" + "\n".join(verdicts))
     if a.csv:
         tmp = a.csv + ".tmp"
