@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from timing import median_ms, why
+from timing import median_ms, serve_blocks, why
 
 
 def quantized(path, calibration):
@@ -64,27 +64,32 @@ def serve(path, size, threads):
     import onnxruntime as ort
     import openvino as ov
     x = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
+    so = ort_options(ort, threads)
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    core = ov.Core()
+    req = core.compile_model(core.read_model(path), "CPU", ov_config(threads, fp32=True)).create_infer_request()
+    engines = {"onnxruntime": lambda: s.run(None, {name: x}), "openvino": lambda: req.infer({0: x})}
+    serve_blocks(lambda n: {k: median_ms(f, n, 3) for k, f in engines.items()})
+
+
+def ort_options(ort, threads):
+    """ONNX Runtime's documented low-latency CPU set-up."""
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    core = ov.Core()
-    req = core.compile_model(core.read_model(path), "CPU", {
-        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
-        "INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
-    engines = {"onnxruntime": lambda: s.run(None, {name: x}), "openvino": lambda: req.infer({0: x})}
-    for line in sys.stdin:
-        cmd = line.strip()
-        if cmd == "quit":
-            break
-        if cmd == "ready":
-            print(json.dumps({"ready": True}), flush=True)
-            continue
-        n = int(cmd)
-        print(json.dumps({k: median_ms(f, n, 3) for k, f in engines.items()}), flush=True)
+    return so
+
+
+def ov_config(threads, fp32):
+    """OpenVINO's CPU plugin for latency; fp32: float32 inference forced
+    (else its default precision, bf16 on CPUs that have it)."""
+    cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    if fp32:
+        cfg["INFERENCE_PRECISION_HINT"] = "f32"
+    return cfg
 
 
 def main():
@@ -103,11 +108,7 @@ def main():
             out["int8_error"] = why(e)
     try:
         import onnxruntime as ort
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so = ort_options(ort, threads)
         s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         name = s.get_inputs()[0].name
         out["onnxruntime"] = {"version": ort.__version__, "fp32": median_ms(lambda: s.run(None, {name: x}), runs, 3)}
@@ -124,21 +125,19 @@ def main():
         core = ov.Core()
         model = core.read_model(path)
         r = {"version": ov.get_version().split("-")[0]}
-        for key, extra in (("fp32", {"INFERENCE_PRECISION_HINT": "f32"}), ("default", {})):
-            cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, **extra}
-            compiled = core.compile_model(model, "CPU", cfg)
+        for key, fp32 in (("fp32", True), ("default", False)):
+            compiled = core.compile_model(model, "CPU", ov_config(threads, fp32))
             req = compiled.create_infer_request()
             r[key] = median_ms(lambda: req.infer({0: x}), runs, 3)
             if key == "default":
                 t = compiled.get_property("INFERENCE_PRECISION_HINT")
                 r["default_precision"] = t.to_string() if hasattr(t, "to_string") else str(t)
         if int8:
-            cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
-            compiled = core.compile_model(core.read_model(int8), "CPU", cfg)
+            compiled = core.compile_model(core.read_model(int8), "CPU", ov_config(threads, False))
             req = compiled.create_infer_request()
             r["int8"] = median_ms(lambda: req.infer({0: x}), runs, 3)
             if check is not None:
-                f32 = core.compile_model(model, "CPU", {**cfg, "INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+                f32 = core.compile_model(model, "CPU", ov_config(threads, True)).create_infer_request()
                 r["int8_agree"] = agreement(lambda a: f32.infer({0: a})[0], lambda a: req.infer({0: a})[0], check)
         out["openvino"] = r
     except Exception as e:

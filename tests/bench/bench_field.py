@@ -301,7 +301,8 @@ def paired_rounds(a, anchor_python, path, onnx, rounds, block=64):
     """ptm's pipeline (appsrc ! ptminfer) and ONNX Runtime's and OpenVINO's
     fp32 forward passes in turns, in two processes that stay loaded: each
     round ptm's pipeline classifies `block` frames, then each engine runs
-    `block` forward passes, the other process idle meanwhile. On a shared
+    `block` forward passes, the other process idle meanwhile (after one
+    round not counted). On a shared
     machine the load from other tenants moves every figure by tens of per
     cent from one minute to the next; a round's figures are taken within a
     second of each other, so its ratio (the better engine's ms / ptm's
@@ -325,6 +326,11 @@ def paired_rounds(a, anchor_python, path, onnx, rounds, block=64):
 
         for proc in procs:
             ask(proc, "ready")
+        # A round not counted: each side's first block after the other
+        # process loaded (its threads asleep, the caches the other's) ran
+        # slow, by as much as a third.
+        ask(procs[0], str(block))
+        ask(procs[1], str(block))
         out = []
         for _ in range(rounds):
             pm = ask(procs[0], str(block))["ms"]
@@ -392,16 +398,10 @@ def ptm_serve(a):
             raise RuntimeError("frames did not come out of the pipeline in 120 s")
         return stamps[first:first + n]
 
+    from timing import serve_blocks
     try:
         block(WARM)
-        for line in sys.stdin:
-            cmd = line.strip()
-            if cmd == "quit":
-                break
-            if cmd == "ready":
-                print(json.dumps({"ready": True}), flush=True)
-                continue
-            print(json.dumps({"ms": 1000 / steady_fps(block(int(cmd)))}), flush=True)
+        serve_blocks(lambda n: {"ms": 1000 / steady_fps(block(n))})
         src.emit("end-of-stream")
         p.get_bus().timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
     finally:

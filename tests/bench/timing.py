@@ -1,5 +1,7 @@
 """What the Python benchmark helpers share: the median time of a call, an
-exception as one line."""
+exception as one line, the loop of a process serving blocks of runs."""
+import json
+import sys
 import time
 
 # A path that takes seconds a call (a transformer on the reference BLAS)
@@ -32,3 +34,19 @@ def why(e):
     (which may be empty: a bare assert in an exporter's shape inference)."""
     first = (str(e).splitlines() or [""])[0][:200]
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def serve_blocks(run_block):
+    """The loop of a process that stays loaded and runs blocks on request
+    (the field benchmark's paired rounds): each stdin line N runs
+    `run_block(N)` and prints what it returns (a dict) as one JSON line;
+    "ready" answers once the caller is loaded; "quit" or the end of stdin
+    ends the loop."""
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "quit":
+            break
+        if cmd == "ready":
+            print(json.dumps({"ready": True}), flush=True)
+            continue
+        print(json.dumps(run_block(int(cmd))), flush=True)
