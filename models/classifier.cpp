@@ -354,9 +354,12 @@ double ms_per_image_of(const Run& run, const at::Tensor& x) {
   return t[t.size() / 2] / double(x.size(0));
 }
 
+#if TORCH_VERSION_MAJOR >= 2
+// LibTorch 2.x's candidate graphs, timed at load (optimised_graph).
 double ms_per_image(torch::jit::Module& m, const at::Tensor& x) {
   return ms_per_image_of([&] { m.forward({x}); }, x);
 }
+#endif
 
 // Median milliseconds an image of `a` and of `b` on `x`, timed in turns
 // (a, b, a, b, ...; one warm-up run each): a slow moment of a shared
@@ -385,12 +388,6 @@ std::pair<double, double> ms_per_image_in_turns(const A& a, const B& b, const at
 // accuracy (a model whose float ops between convolutions outweigh the
 // 8-bit products, e.g. EfficientNet's squeeze-and-excitation and SiLU).
 constexpr double kInt8Gain = 1.1;
-
-#if PTM_HAVE_DNNL
-double ms_per_image(DnnlGraph& g, const at::Tensor& x) {
-  return ms_per_image_of([&] { g.run(x); }, x);
-}
-#endif
 
 // The optimised graph of `model`, checked on the example where LibTorch
 // 1.13 is known to compute wrongly (see dnnl_eltwise).
@@ -882,11 +879,19 @@ struct Classifier::Impl {
   void build_script();
   // Median milliseconds an image of the optimised path (the oneDNN
   // executor where kept, else the script) on `x`.
-  double optimised_ms(const at::Tensor& x) {
+  // One pass of the optimised path: the oneDNN executor where the load
+  // kept it, else the optimised graph.
+  void run_optimised(const at::Tensor& x) {
 #if PTM_HAVE_DNNL
-    if (dnnl) return ms_per_image(*dnnl, x);
+    if (dnnl) {
+      dnnl->run(x);
+      return;
+    }
 #endif
-    return ms_per_image(script, x);
+    script.forward({x});
+  }
+  double optimised_ms(const at::Tensor& x) {
+    return ms_per_image_of([&] { run_optimised(x); }, x);
   }
   // Where the executor runs the model, LibTorch's optimised graph never
   // runs again (run(): every CPU float32/bfloat16 input goes to the
@@ -1294,7 +1299,9 @@ void Classifier::Impl::finish_int8(const at::Tensor& x) {
       std::string no;
       std::shared_ptr<DnnlGraph> q = dnnl->int8(&no);
       if (!q) throw ModelError(no);
-      q->run(x);  // makes its plan: a failure shows here
+      // The first pass (timing's warm-up, or this one untimed) makes its
+      // plan: a failure shows here.
+      if (keep) q->run(x);
       const auto [int8_ms, float_ms] =
           keep ? std::pair<double, double>{0, 1}
                : ms_per_image_in_turns([&] { q->run(x); }, [&] { dnnl->run(x); }, x);
@@ -1316,17 +1323,9 @@ void Classifier::Impl::finish_int8(const at::Tensor& x) {
     torch::jit::Module q = quantized_graph(observed);
     // Against the float32 path that runs otherwise: the oneDNN executor
     // where the load kept it, else the optimised graph.
-    const auto float_run = [&] {
-#if PTM_HAVE_DNNL
-      if (dnnl) {
-        dnnl->run(x);
-        return;
-      }
-#endif
-      script.forward({x});
-    };
-    const auto [int8_ms, float_ms] =
-        keep ? std::pair<double, double>{0, 1} : ms_per_image_in_turns([&] { q.forward({x}); }, float_run, x);
+    const auto [int8_ms, float_ms] = keep ? std::pair<double, double>{0, 1}
+                                          : ms_per_image_in_turns([&] { q.forward({x}); },
+                                                                  [&] { run_optimised(x); }, x);
     if (int8_ms * kInt8Gain <= float_ms) {
       script = q;
       dnnl = nullptr;

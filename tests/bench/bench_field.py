@@ -284,13 +284,8 @@ def anchors(python, name, weights, classes, threads, runs, out, int8_sets=()):
     e = subprocess.run([python, "-c", export, name, weights, str(classes), path], timeout=1800)
     if e.returncode != 0:
         return {"error": f"the ONNX export exited {e.returncode}"}
-    return anchors_forward(python, path, threads, runs, int8_sets)
-
-
-def anchors_forward(python, onnx, threads, runs, int8_sets=()):
-    """anchors_forward.py on an ONNX export made by anchors(): its figures."""
     r = subprocess.run([python, os.path.join(HERE, "anchors_forward.py"),
-                        onnx, "224", str(threads), str(runs), *int8_sets], stdout=subprocess.PIPE, text=True,
+                        path, "224", str(threads), str(runs), *int8_sets], stdout=subprocess.PIPE, text=True,
                        timeout=1800)
     if r.returncode != 0:
         return {"error": f"anchors_forward.py exited {r.returncode}"}
