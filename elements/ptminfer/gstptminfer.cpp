@@ -222,6 +222,12 @@ struct State {
   std::string stream;  // the current stream's stream-id (publish-topic's {stream})
 };
 
+// What the "model-loaded" message tells of a model, read from it before
+// the streaming thread can take it (and change it: its input size).
+struct Loaded {
+  ptm::ModelInfo info;
+  bool shared = false;  // an already loaded shared model was taken
+};
 }  // namespace
 
 struct Private {
@@ -233,7 +239,7 @@ struct Private {
 
   // Live reload: models requested while running load in the background
   // (model_slot.h); the streaming thread takes one between two buffers.
-  ptm::ModelSlot<ptm::InferCore, Settings> slot;
+  ptm::ModelSlot<ptm::InferCore, Settings, Loaded> slot;
   ptm::FileWatch watch;  // reload-on-change: the model file's last version read
 
   ptm::CudaLink cuda;  // the CUDA context shared with neighbours
@@ -319,8 +325,8 @@ static void post_reload(GstPtmInfer* self, const std::string& model, bool ok, co
 // What was loaded, with the load report (what was unwrapped, stripped, kept
 // inert or left out of the checkpoint): a "model-loaded" element message at
 // start and after each reload, and the debug log.
-static void post_loaded(GstPtmInfer* self, const std::string& model, const ptm::InferCore& core) {
-  const ptm::ModelInfo& m = core.info();
+static void post_loaded(GstPtmInfer* self, const std::string& model, const Loaded& loaded) {
+  const ptm::ModelInfo& m = loaded.info;
   for (const auto& w : m.warnings)
     GST_ELEMENT_WARNING(self, RESOURCE, SETTINGS, ("%s", w.c_str()), ("model '%s'", model.c_str()));
   std::string report;
@@ -335,7 +341,7 @@ static void post_loaded(GstPtmInfer* self, const std::string& model, const ptm::
           gst_structure_new("model-loaded", "model", G_TYPE_STRING, model.c_str(), "architecture", G_TYPE_STRING,
                             m.architecture.c_str(), "num-classes", G_TYPE_INT64, gint64(m.num_classes), "format",
                             G_TYPE_STRING, m.format.c_str(), "input-size", G_TYPE_INT, m.crop_size, "report",
-                            G_TYPE_STRING, report.c_str(), "shared", G_TYPE_BOOLEAN, gboolean(core.took_loaded_model()),
+                            G_TYPE_STRING, report.c_str(), "shared", G_TYPE_BOOLEAN, gboolean(loaded.shared),
                             nullptr)));
 }
 
@@ -350,10 +356,11 @@ Private::Private(GstPtmInfer* self)
             // are followed again after the swap.
             return std::make_unique<ptm::InferCore>(model_settings(s));
           },
-          [self](const Settings& s, const std::shared_ptr<const ptm::InferCore>& core, const std::string& error) {
-            if (core) {
+          [](const ptm::InferCore& core) { return Loaded{core.info(), core.took_loaded_model()}; },
+          [self](const Settings& s, const Loaded* loaded, const std::string& error) {
+            if (loaded) {
               GST_INFO_OBJECT(self, "loaded %s; it takes over at the next frame", s.model.c_str());
-              post_loaded(self, s.model, *core);
+              post_loaded(self, s.model, *loaded);
             } else {
               GST_ELEMENT_WARNING(self, RESOURCE, OPEN_READ,
                                   ("Could not reload model '%s'; the previous model keeps running", s.model.c_str()),
@@ -744,7 +751,7 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
   GST_INFO_OBJECT(self, "loaded %s: %s, %" G_GINT64_FORMAT " classes, %s, input %dx%d, on %s", s.model.c_str(),
                   m.architecture.c_str(), m.num_classes, m.format.c_str(), m.crop_size, m.crop_size,
                   st.core->on_cuda() ? "CUDA" : "CPU");
-  post_loaded(self, s.model, *st.core);
+  post_loaded(self, s.model, Loaded{st.core->info(), st.core->took_loaded_model()});
   {
     std::lock_guard<std::mutex> g(self->priv->stats_lock);
     self->priv->publisher = out.publisher;

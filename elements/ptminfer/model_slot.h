@@ -56,16 +56,21 @@ class FileWatch {
 };
 
 // `Load` makes a Model from a Request (throwing std::exception on failure);
-// `Report` hears of each finished load on the loader thread, without the
-// slot's lock (the model loaded, or nullptr and the error), unless the slot
-// is stopping.
-template <typename Model, typename Request>
+// `Describe` reads what the report tells of a model just loaded, on the
+// loader thread, before the model can be taken (once taken, the streaming
+// side changes it: the report never sees the model itself); `Report` hears
+// of each finished load on the loader thread, without the slot's lock,
+// once the model can be taken (its Note, or nullptr and the error), unless
+// the slot is stopping.
+template <typename Model, typename Request, typename Note>
 class ModelSlot {
  public:
   using Load = std::function<std::unique_ptr<Model>(const Request&)>;
-  using Report = std::function<void(const Request&, const std::shared_ptr<const Model>& loaded, const std::string& error)>;
+  using Describe = std::function<Note(const Model&)>;
+  using Report = std::function<void(const Request&, const Note* loaded, const std::string& error)>;
 
-  ModelSlot(Load load, Report report) : load_(std::move(load)), report_(std::move(report)) {}
+  ModelSlot(Load load, Describe describe, Report report)
+      : load_(std::move(load)), describe_(std::move(describe)), report_(std::move(report)) {}
   ~ModelSlot() { stop(); }
   ModelSlot(const ModelSlot&) = delete;
   ModelSlot& operator=(const ModelSlot&) = delete;
@@ -144,33 +149,35 @@ class ModelSlot {
       loading_ = true;
       g.unlock();
       std::unique_ptr<Model> model;
+      std::optional<Note> note;
       std::string error;
       try {
         model = load_(r);
         if (!model) error = "the loader returned no model";
+        else note.emplace(describe_(*model));
       } catch (const std::exception& e) {
         error = error_text(e);
       } catch (...) {
         error = "unknown exception";
       }
+      if (!error.empty()) model.reset();
       g.lock();
       loading_ = false;
       if (quit_) {  // stopping: the result is not wanted
         running_ = false;
         return;
       }
-      std::shared_ptr<Model> loaded = std::move(model);
-      if (loaded) loaded_ = loaded;  // replaces one loaded but not yet taken
+      if (model) loaded_ = std::move(model);  // replaces one loaded but not yet taken
       // Reported without the lock (the report may call back, e.g. through a
       // synchronous bus handler), once the model can be taken.
       g.unlock();
-      report_(r, loaded, error);
-      loaded.reset();
+      report_(r, note ? &*note : nullptr, error);
       g.lock();
     }
   }
 
   Load load_;
+  Describe describe_;
   Report report_;
   std::mutex lock_;
   std::thread thread_;

@@ -179,19 +179,25 @@ struct Reports {
   }
 };
 
-using Slot = ModelSlot<Fake, int>;
+// The note of a loaded Fake: its number.
+using Slot = ModelSlot<Fake, int, int>;
 
-Slot make_slot(Gate& gate, Reports& reports) {
+// `describing`, when given, holds each note being made.
+Slot make_slot(Gate& gate, Reports& reports, Gate* describing = nullptr) {
   return Slot(
       [&](const int& id) {
         gate.enter(id);
         if (id < 0) throw std::runtime_error("no such model " + std::to_string(id));
         return std::make_unique<Fake>(Fake{id});
       },
-      [&](const int& id, const std::shared_ptr<const Fake>& m, const std::string& e) {
-        EXPECT_EQ(bool(m), e.empty());
-        if (m) {
-          EXPECT_EQ(m->id, id);
+      [describing](const Fake& m) {
+        if (describing) describing->enter(m.id);
+        return m.id;
+      },
+      [&](const int& id, const int* note, const std::string& e) {
+        EXPECT_EQ(note != nullptr, e.empty());
+        if (note) {
+          EXPECT_EQ(*note, id);
         }
         reports.add(id, e);
       });
@@ -215,6 +221,26 @@ TEST(ModelSlot, LoadsInTheBackgroundAndHandsOverOnce) {
   EXPECT_EQ(m->id, 1);
   EXPECT_EQ(slot.take(), nullptr);  // handed over once
   EXPECT_FALSE(slot.busy());
+}
+
+// What the report tells is read from the model before the streaming side
+// can take it (and change it): while the note is being made, nothing can
+// be taken; the report comes once the model can be.
+TEST(ModelSlot, TheNoteIsMadeBeforeTheModelCanBeTaken) {
+  Gate gate, describing;
+  Reports reports;
+  Slot slot = make_slot(gate, reports, &describing);
+  describing.hold();
+  slot.request(7);
+  describing.wait_started(1);
+  EXPECT_EQ(slot.take(), nullptr);
+  EXPECT_TRUE(reports.seen.empty());
+  describing.release();
+  reports.wait(1);
+  EXPECT_EQ(reports.seen[0], std::make_pair(7, std::string()));
+  std::shared_ptr<Fake> m = slot.take();
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(m->id, 7);
 }
 
 TEST(ModelSlot, TheNewestRequestReplacesOneNotYetLoading) {
