@@ -228,6 +228,8 @@ struct Loaded {
   ptm::ModelInfo info;
   bool shared = false;  // an already loaded shared model was taken
 };
+
+Loaded loaded_of(const ptm::InferCore& core) { return Loaded{core.info(), core.took_loaded_model()}; }
 }  // namespace
 
 struct Private {
@@ -356,7 +358,7 @@ Private::Private(GstPtmInfer* self)
             // are followed again after the swap.
             return std::make_unique<ptm::InferCore>(model_settings(s));
           },
-          [](const ptm::InferCore& core) { return Loaded{core.info(), core.took_loaded_model()}; },
+          loaded_of,
           [self](const Settings& s, const Loaded* loaded, const std::string& error) {
             if (loaded) {
               GST_INFO_OBJECT(self, "loaded %s; it takes over at the next frame", s.model.c_str());
@@ -751,7 +753,7 @@ static gboolean gst_ptm_infer_start(GstBaseTransform* trans) {
   GST_INFO_OBJECT(self, "loaded %s: %s, %" G_GINT64_FORMAT " classes, %s, input %dx%d, on %s", s.model.c_str(),
                   m.architecture.c_str(), m.num_classes, m.format.c_str(), m.crop_size, m.crop_size,
                   st.core->on_cuda() ? "CUDA" : "CPU");
-  post_loaded(self, s.model, Loaded{st.core->info(), st.core->took_loaded_model()});
+  post_loaded(self, s.model, loaded_of(*st.core));
   {
     std::lock_guard<std::mutex> g(self->priv->stats_lock);
     self->priv->publisher = out.publisher;
