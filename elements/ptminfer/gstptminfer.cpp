@@ -1319,8 +1319,9 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
    * instructions (AVX-512 BF16 or AMX: Cooper Lake, Sapphire Rapids and
    * later Xeons, AMD Zen 4 and later), in channels-last layout, and runs
    * the model faster than fp32: a built-in architecture's load times both
-   * and keeps the faster (AMX: 2-5x fp32; AVX-512 BF16 alone may lose), a
-   * warning giving both times where fp32 stays. Without the instructions
+   * in turns and keeps bf16 where it runs at least 1.1x as fast, as for
+   * int8 (AMX: 2-5x fp32; AVX-512 BF16 alone may lose), a warning giving
+   * both times where fp32 stays. Without the instructions
    * the model runs in fp32 and a warning says so. fp16 on the CPU is an
    * error.
    *
@@ -1346,7 +1347,7 @@ static void gst_ptm_infer_class_init(GstPtmInferClass* klass) {
       gobject_class, PROP_PRECISION,
       g_param_spec_enum("precision", "Precision",
                         "Number format of the model: fp16 on CUDA; bf16 on CUDA and on CPUs with bfloat16 "
-                        "instructions (AVX-512 BF16, AMX) where it runs faster than fp32, timed at load (AMX: "
+                        "instructions (AVX-512 BF16, AMX) where it runs 1.1x as fast as fp32, timed at load (AMX: "
                         "2-5x fp32 for convolutional networks; elsewhere fp32 runs, with a warning); int8 on the "
                         "CPU, calibrated on frames (calibration, calibration-images)",
                         GST_TYPE_PTM_PRECISION, int(d.precision), ready));
