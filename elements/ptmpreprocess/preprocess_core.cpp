@@ -339,7 +339,9 @@ void Preprocessor::resample_vector(const FrameView& f, const ResamplePlan& p, ui
         const uint8_t* first = packed ? f.planes[0] + size_t(top) * stride + size_t(sx0) * bpp
                                       : &src_[size_t(top - sy0) * stride];
         simd::vpass(vtable_, y, first, stride, sw * bpp, r.v.data(), k);
-        simd::hpass(htable_, r.v.data(), r.v.size(), l.bpp, l.r, l.g, l.b, r.h.data(), k);
+        const uint8_t* v = r.v.data();
+        uint8_t* h = r.h.data();
+        simd::hpass(htable_, &v, 1, r.v.size(), l.bpp, l.r, l.g, l.b, &h, k);
         std::copy(r.h.begin(), r.h.begin() + long(orow), out_row(y));
       }
     });
@@ -351,21 +353,27 @@ void Preprocessor::resample_vector(const FrameView& f, const ResamplePlan& p, ui
   // of the next row (which another thread may have written already).
   const size_t hstride = orow + 1;
   hpass_.resize(size_t(sy1 - sy0) * hstride + 4);
+  // Two rows a call: the kernels share a step's weights between them.
+  const size_t rgb_row = sw * 3 + 32;  // room for the kernels' 16-byte reads
   split(sy1 - sy0, [&](int b, int e, int t) {
     Rows& r = rows_[size_t(t)];
-    if (!packed) r.rgb.resize(sw * 3 + 32);  // room for the kernels' 16-byte reads
-    for (int y = sy0 + b; y < sy0 + e; ++y) {
-      const uint8_t* src;
-      size_t readable;
-      if (packed) {
-        src = f.planes[0] + size_t(y) * size_t(f.strides[0]) + size_t(sx0) * bpp;
-        readable = size_t(f.width - sx0) * bpp;  // the row's own pixels
-      } else {
-        fetch_row(f, y, sx0, sx1, r.rgb.data());
-        src = r.rgb.data();
-        readable = r.rgb.size();
+    if (!packed) r.rgb.resize(2 * rgb_row);
+    for (int y = sy0 + b; y < sy0 + e; y += 2) {
+      const int n = std::min(2, sy0 + e - y);
+      const uint8_t* src[2];
+      uint8_t* dst[2];
+      for (int i = 0; i < n; ++i) {
+        if (packed) {
+          src[i] = f.planes[0] + size_t(y + i) * size_t(f.strides[0]) + size_t(sx0) * bpp;
+        } else {
+          fetch_row(f, y + i, sx0, sx1, &r.rgb[size_t(i) * rgb_row]);
+          src[i] = &r.rgb[size_t(i) * rgb_row];
+        }
+        dst[i] = &hpass_[size_t(y + i - sy0) * hstride];
       }
-      simd::hpass(htable_, src, readable, l.bpp, l.r, l.g, l.b, &hpass_[size_t(y - sy0) * hstride], k);
+      // Packed: each row's own pixels.
+      const size_t readable = packed ? size_t(f.width - sx0) * bpp : rgb_row;
+      simd::hpass(htable_, src, n, readable, l.bpp, l.r, l.g, l.b, dst, k);
     }
   });
   split(oh, [&](int b, int e, int) {

@@ -59,27 +59,33 @@ void vpass_scalar(const VTable& t, int y, const uint8_t* first, size_t stride, s
 
 #ifdef PTM_SIMD_X86
 
-// One output pair, one per 128-bit lane: a step loads 16 bytes at each
-// output's next two taps, spreads their R, G and B over int16 pairs
-// (tap, tap + 1) and multiply-adds them with the pair's low and high
-// weights. STEPS > 0: that many steps, unrolled; 0: `n` of them.
-template <int STEPS>
-__attribute__((target("avx2"), always_inline)) inline __m256i hpair_avx2(const uint8_t* pa, const uint8_t* pb,
-                                                                         size_t step, const __m256i* w, int n,
-                                                                         __m256i mask) {
-  __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+// One output pair, one per 128-bit lane, in each of R rows: a step loads
+// 16 bytes at each output's next two taps (byte offsets `a` and `b` of the
+// row, then a step further each step), spreads their R, G and B over int16
+// pairs (tap, tap + 1) and multiply-adds them with the pair's low and high
+// weights, loaded once a step for all the rows. STEPS > 0: that many steps,
+// unrolled; 0: `n` of them.
+template <int STEPS, int R>
+__attribute__((target("avx2"), always_inline)) inline void hpair_avx2(const uint8_t* const* src, size_t a, size_t b,
+                                                                      size_t step, const __m256i* w, int n,
+                                                                      __m256i mask, __m256i* out) {
+  __m256i lo[R], hi[R];
+  for (int i = 0; i < R; ++i) lo[i] = hi[i] = _mm256_setzero_si256();
   const int steps = STEPS > 0 ? STEPS : n;
 #pragma GCC unroll 8
   for (int j = 0; j < steps; ++j) {
     const size_t o = size_t(j) * step;
-    __m256i d = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pa + o))),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + o)), 1);
-    d = _mm256_shuffle_epi8(d, mask);
-    lo = _mm256_add_epi32(lo, _mm256_madd_epi16(d, _mm256_loadu_si256(w + 2 * j)));
-    hi = _mm256_add_epi32(hi, _mm256_madd_epi16(d, _mm256_loadu_si256(w + 2 * j + 1)));
+    const __m256i wl = _mm256_loadu_si256(w + 2 * j), wh = _mm256_loadu_si256(w + 2 * j + 1);
+    for (int i = 0; i < R; ++i) {
+      __m256i d = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src[i] + a + o))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[i] + b + o)), 1);
+      d = _mm256_shuffle_epi8(d, mask);
+      lo[i] = _mm256_add_epi32(lo[i], _mm256_madd_epi16(d, wl));
+      hi[i] = _mm256_add_epi32(hi[i], _mm256_madd_epi16(d, wh));
+    }
   }
-  return _mm256_add_epi32(_mm256_slli_epi32(hi, kSplit), lo);
+  for (int i = 0; i < R; ++i) out[i] = _mm256_add_epi32(_mm256_slli_epi32(hi[i], kSplit), lo[i]);
 }
 
 // The byte shuffle of hpair_avx2 for pixels of `bpp` bytes with R, G and B
@@ -100,43 +106,48 @@ __attribute__((target("avx2"), always_inline)) inline __m256i pair_mask(int bpp,
   return _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
 }
 
-// Output pair q (outputs 2q and 2q + 1) into dst, and one byte after it;
-// false (nothing written) where its reads would pass `readable`.
-__attribute__((target("avx2"), always_inline)) inline bool hpair_out(const HTable& t, int q, const uint8_t* src,
-                                                                     size_t readable, int bpp, __m256i mask,
-                                                                     uint8_t* dst) {
+// Output pair q (outputs 2q and 2q + 1) of R rows into each dst[i], and
+// one byte after it; false (nothing written) where its reads would pass
+// `readable` (the same in every row).
+template <int R>
+__attribute__((target("avx2"), always_inline)) inline bool hpair_out(const HTable& t, int q,
+                                                                     const uint8_t* const* src, size_t readable,
+                                                                     int bpp, __m256i mask, uint8_t* const* dst) {
   if (size_t(t.reach[size_t(q)]) * size_t(bpp) + 16 > readable) return false;
   const size_t step = size_t(2 * bpp);
-  const uint8_t* pa = src + size_t(t.first[size_t(2 * q)]) * size_t(bpp);
-  const uint8_t* pb = src + size_t(t.first[size_t(2 * q + 1)]) * size_t(bpp);
+  const size_t a = size_t(t.first[size_t(2 * q)]) * size_t(bpp), b = size_t(t.first[size_t(2 * q + 1)]) * size_t(bpp);
   const __m256i* w = reinterpret_cast<const __m256i*>(&t.vectors[t.offset[size_t(q)]]);
   const int n = t.steps[size_t(q)];
-  __m256i v;
+  __m256i v[R];
   switch (n) {  // the usual tap counts, unrolled (2x to 4x shrinks: 5 to 9 taps)
-    case 2: v = hpair_avx2<2>(pa, pb, step, w, n, mask); break;
-    case 3: v = hpair_avx2<3>(pa, pb, step, w, n, mask); break;
-    case 4: v = hpair_avx2<4>(pa, pb, step, w, n, mask); break;
-    case 5: v = hpair_avx2<5>(pa, pb, step, w, n, mask); break;
-    case 6: v = hpair_avx2<6>(pa, pb, step, w, n, mask); break;
-    default: v = hpair_avx2<0>(pa, pb, step, w, n, mask); break;
+    case 2: hpair_avx2<2, R>(src, a, b, step, w, n, mask, v); break;
+    case 3: hpair_avx2<3, R>(src, a, b, step, w, n, mask, v); break;
+    case 4: hpair_avx2<4, R>(src, a, b, step, w, n, mask, v); break;
+    case 5: hpair_avx2<5, R>(src, a, b, step, w, n, mask, v); break;
+    case 6: hpair_avx2<6, R>(src, a, b, step, w, n, mask, v); break;
+    default: hpair_avx2<0, R>(src, a, b, step, w, n, mask, v); break;
   }
-  v = _mm256_srai_epi32(_mm256_add_epi32(v, _mm256_set1_epi32(1 << (kBits - 1))), kBits);
-  v = _mm256_packs_epi32(v, v);
-  v = _mm256_packus_epi16(v, v);  // lane 0: A's R, G, B, 0; lane 1: B's
-  const int32_t a = _mm256_cvtsi256_si32(v), c = _mm_cvtsi128_si32(_mm256_extracti128_si256(v, 1));
-  std::memcpy(dst + size_t(q) * 6, &a, 4);
-  std::memcpy(dst + size_t(q) * 6 + 3, &c, 4);  // over A's fourth byte
+  for (int i = 0; i < R; ++i) {
+    __m256i c = _mm256_srai_epi32(_mm256_add_epi32(v[i], _mm256_set1_epi32(1 << (kBits - 1))), kBits);
+    c = _mm256_packs_epi32(c, c);
+    c = _mm256_packus_epi16(c, c);  // lane 0: A's R, G, B, 0; lane 1: B's
+    const int32_t x = _mm256_cvtsi256_si32(c), y = _mm_cvtsi128_si32(_mm256_extracti128_si256(c, 1));
+    std::memcpy(dst[i] + size_t(q) * 6, &x, 4);
+    std::memcpy(dst[i] + size_t(q) * 6 + 3, &y, 4);  // over A's fourth byte
+  }
   return true;
 }
 
-// Two outputs a loop (hpair_avx2). Returns the first output it left to the
-// scalar loop (source bytes it may not read, or an odd one out).
-__attribute__((target("avx2"))) int hpass_avx2(const HTable& t, const uint8_t* src, size_t readable, int bpp, int r,
-                                               int g, int b, uint8_t* dst) {
+// Two outputs a loop (hpair_avx2) in R rows at once. Returns the first
+// output it left to the scalar loop (source bytes it may not read, or an
+// odd one out; the same in every row).
+template <int R>
+__attribute__((target("avx2"))) int hpass_avx2(const HTable& t, const uint8_t* const* src, size_t readable, int bpp,
+                                               int r, int g, int b, uint8_t* const* dst) {
   const __m256i mask = pair_mask(bpp, r, g, b);
   const int pairs = t.outputs / 2;
   int q = 0;
-  while (q < pairs && hpair_out(t, q, src, readable, bpp, mask, dst)) ++q;
+  while (q < pairs && hpair_out<R>(t, q, src, readable, bpp, mask, dst)) ++q;
   return 2 * q;
 }
 
@@ -145,35 +156,41 @@ __attribute__((target("avx2"))) int hpass_avx2(const HTable& t, const uint8_t* s
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-// One output quad, one per 128-bit lane: a step loads the 128 bytes from
-// the quad's next two taps on, and one two-source byte permute (VBMI)
-// spreads each output's R, G and B at its two taps over int16 pairs (the
-// quad's `index`; the int16s' high bytes zeroed by the mask), multiply-added
-// with the low and high weights as in hpair_avx2.
-template <int STEPS>
-__attribute__((target("avx2,avx512f,avx512bw,avx512vbmi"), always_inline)) inline __m512i hquad_avx512(
-    const uint8_t* p, size_t step, const __m512i* w, int n, __m512i index) {
+// One output quad, one per 128-bit lane, in each of R rows: a step loads
+// the 128 bytes from the quad's next two taps on, and one two-source byte
+// permute (VBMI) spreads each output's R, G and B at its two taps over
+// int16 pairs (the quad's `index`; the int16s' high bytes zeroed by the
+// mask), multiply-added with the low and high weights as in hpair_avx2.
+// The rows share the step's weights (loaded once) and their sums are
+// independent chains.
+template <int STEPS, int R>
+__attribute__((target("avx2,avx512f,avx512bw,avx512vbmi"), always_inline)) inline void hquad_avx512(
+    const uint8_t* const* p, size_t at, size_t step, const __m512i* w, int n, __m512i index, __m512i* out) {
   constexpr __mmask64 kLowBytes = 0x0555055505550555ull;  // per lane: bytes 0, 2, ..., 10
-  __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+  __m512i lo[R], hi[R];
+  for (int i = 0; i < R; ++i) lo[i] = hi[i] = _mm512_setzero_si512();
   const int steps = STEPS > 0 ? STEPS : n;
 #pragma GCC unroll 8
   for (int j = 0; j < steps; ++j) {
-    const uint8_t* at = p + size_t(j) * step;
-    const __m512i d =
-        _mm512_maskz_permutex2var_epi8(kLowBytes, _mm512_loadu_si512(at), index, _mm512_loadu_si512(at + 64));
-    lo = _mm512_add_epi32(lo, _mm512_madd_epi16(d, _mm512_loadu_si512(w + 2 * j)));
-    hi = _mm512_add_epi32(hi, _mm512_madd_epi16(d, _mm512_loadu_si512(w + 2 * j + 1)));
+    const __m512i wl = _mm512_loadu_si512(w + 2 * j), wh = _mm512_loadu_si512(w + 2 * j + 1);
+    for (int i = 0; i < R; ++i) {
+      const uint8_t* q = p[i] + at + size_t(j) * step;
+      const __m512i d =
+          _mm512_maskz_permutex2var_epi8(kLowBytes, _mm512_loadu_si512(q), index, _mm512_loadu_si512(q + 64));
+      lo[i] = _mm512_add_epi32(lo[i], _mm512_madd_epi16(d, wl));
+      hi[i] = _mm512_add_epi32(hi[i], _mm512_madd_epi16(d, wh));
+    }
   }
-  return _mm512_add_epi32(_mm512_slli_epi32(hi, kSplit), lo);
+  for (int i = 0; i < R; ++i) out[i] = _mm512_add_epi32(_mm512_slli_epi32(hi[i], kSplit), lo[i]);
 }
 
-// Four outputs a loop (hquad_avx512); a quad whose pixels lie too far apart
-// for its loads, or whose loads would pass `readable`, runs as two pairs.
-// Returns the first output it left to the scalar loop.
-__attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vbmi"))) int hpass_avx512(const HTable& t,
-                                                                                     const uint8_t* src,
-                                                                                     size_t readable, int bpp, int r,
-                                                                                     int g, int b, uint8_t* dst) {
+// Four outputs a loop (hquad_avx512) in R rows at once; a quad whose pixels
+// lie too far apart for its loads, or whose loads would pass `readable`
+// (the same in every row), runs as two pairs. Returns the first output it
+// left to the scalar loop (the same in every row).
+template <int R>
+__attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vbmi"))) int hpass_avx512(
+    const HTable& t, const uint8_t* const* src, size_t readable, int bpp, int r, int g, int b, uint8_t* const* dst) {
   const __m256i mask = pair_mask(bpp, r, g, b);
   const __m512i round = _mm512_set1_epi32(1 << (kBits - 1));
   const __m128i compact = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
@@ -182,31 +199,34 @@ __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vbmi"))) int hpass_a
   for (int q = 0; q < quads; ++q) {
     const int reach = t.quad_reach[size_t(q)];
     if (reach < 0 || size_t(reach) * size_t(bpp) + 128 > readable) {
-      if (!hpair_out(t, 2 * q, src, readable, bpp, mask, dst)) return 4 * q;
-      if (!hpair_out(t, 2 * q + 1, src, readable, bpp, mask, dst)) return 4 * q + 2;
+      if (!hpair_out<R>(t, 2 * q, src, readable, bpp, mask, dst)) return 4 * q;
+      if (!hpair_out<R>(t, 2 * q + 1, src, readable, bpp, mask, dst)) return 4 * q + 2;
       continue;
     }
-    const uint8_t* p = src + size_t(t.quad_first[size_t(q)]) * size_t(bpp);
+    const size_t at = size_t(t.quad_first[size_t(q)]) * size_t(bpp);
     const __m512i* w = reinterpret_cast<const __m512i*>(&t.quad_vectors[t.quad_offset[size_t(q)]]);
     const __m512i index = _mm512_loadu_si512(&t.quad_index[size_t(q) * 64]);
     const int n = t.quad_steps[size_t(q)];
-    __m512i v;
+    __m512i v[R];
     switch (n) {
-      case 2: v = hquad_avx512<2>(p, step, w, n, index); break;
-      case 3: v = hquad_avx512<3>(p, step, w, n, index); break;
-      case 4: v = hquad_avx512<4>(p, step, w, n, index); break;
-      case 5: v = hquad_avx512<5>(p, step, w, n, index); break;
-      case 6: v = hquad_avx512<6>(p, step, w, n, index); break;
-      default: v = hquad_avx512<0>(p, step, w, n, index); break;
+      case 2: hquad_avx512<2, R>(src, at, step, w, n, index, v); break;
+      case 3: hquad_avx512<3, R>(src, at, step, w, n, index, v); break;
+      case 4: hquad_avx512<4, R>(src, at, step, w, n, index, v); break;
+      case 5: hquad_avx512<5, R>(src, at, step, w, n, index, v); break;
+      case 6: hquad_avx512<6, R>(src, at, step, w, n, index, v); break;
+      default: hquad_avx512<0, R>(src, at, step, w, n, index, v); break;
     }
-    v = _mm512_max_epi32(_mm512_srai_epi32(_mm512_add_epi32(v, round), kBits), _mm512_setzero_si512());
-    // Unsigned saturation clips above 255; R, G, B, 0 a lane -> 12 bytes.
-    const __m128i bytes = _mm_shuffle_epi8(_mm512_cvtusepi32_epi8(v), compact);
-    _mm_mask_storeu_epi8(dst + size_t(q) * 12, __mmask16(0x0FFF), bytes);
+    for (int i = 0; i < R; ++i) {
+      const __m512i c =
+          _mm512_max_epi32(_mm512_srai_epi32(_mm512_add_epi32(v[i], round), kBits), _mm512_setzero_si512());
+      // Unsigned saturation clips above 255; R, G, B, 0 a lane -> 12 bytes.
+      const __m128i bytes = _mm_shuffle_epi8(_mm512_cvtusepi32_epi8(c), compact);
+      _mm_mask_storeu_epi8(dst[i] + size_t(q) * 12, __mmask16(0x0FFF), bytes);
+    }
   }
   const int pairs = t.outputs / 2;
   int q = 2 * quads;
-  while (q < pairs && hpair_out(t, q, src, readable, bpp, mask, dst)) ++q;
+  while (q < pairs && hpair_out<R>(t, q, src, readable, bpp, mask, dst)) ++q;
   return 2 * q;
 }
 
@@ -356,17 +376,33 @@ VTable make_vtable(const std::vector<int32_t>& count, const std::vector<int32_t>
   return t;
 }
 
-void hpass(const HTable& t, const uint8_t* src, size_t readable, int bpp, int r, int g, int b, uint8_t* dst,
-           Kernels kernels) {
-  int from = 0;
+void hpass(const HTable& t, const uint8_t* const* src, int rows, size_t readable, int bpp, int r, int g, int b,
+           uint8_t* const* dst, Kernels kernels) {
   kernels = std::min(kernels, best_kernels());
+  int i = 0;
 #ifdef PTM_SIMD_X86
-  if (t.vector && kernels == Kernels::Avx512) from = hpass_avx512(t, src, readable, bpp, r, g, b, dst);
-  else if (t.vector && kernels == Kernels::Avx2) from = hpass_avx2(t, src, readable, bpp, r, g, b, dst);
+  // Two rows a call (a step's weights loaded once for both, twice the
+  // independent sums), an odd last row alone; the scalar loop finishes each.
+  const auto rows_of = [&](auto kernel2, auto kernel1) {
+    for (; i + 2 <= rows; i += 2) {
+      const int from = kernel2(src + i, dst + i);
+      hpass_scalar(t, src[i], bpp, r, g, b, from, dst[i]);
+      hpass_scalar(t, src[i + 1], bpp, r, g, b, from, dst[i + 1]);
+    }
+    for (; i < rows; ++i) hpass_scalar(t, src[i], bpp, r, g, b, kernel1(src + i, dst + i), dst[i]);
+  };
+  using Rows = const uint8_t* const*;
+  using Out = uint8_t* const*;
+  if (t.vector && kernels == Kernels::Avx512)
+    rows_of([&](Rows s, Out d) { return hpass_avx512<2>(t, s, readable, bpp, r, g, b, d); },
+            [&](Rows s, Out d) { return hpass_avx512<1>(t, s, readable, bpp, r, g, b, d); });
+  else if (t.vector && kernels == Kernels::Avx2)
+    rows_of([&](Rows s, Out d) { return hpass_avx2<2>(t, s, readable, bpp, r, g, b, d); },
+            [&](Rows s, Out d) { return hpass_avx2<1>(t, s, readable, bpp, r, g, b, d); });
 #else
   (void)readable;
 #endif
-  hpass_scalar(t, src, bpp, r, g, b, from, dst);
+  for (; i < rows; ++i) hpass_scalar(t, src[i], bpp, r, g, b, 0, dst[i]);
 }
 
 void vpass(const VTable& t, int y, const uint8_t* first, size_t stride, size_t bytes, uint8_t* dst, Kernels kernels) {

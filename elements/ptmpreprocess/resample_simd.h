@@ -61,13 +61,14 @@ HTable make_htable(const std::vector<int32_t>& first, const std::vector<int32_t>
                    const std::vector<int32_t>& weights, int k, int origin, int bpp, int r, int g, int b);
 VTable make_vtable(const std::vector<int32_t>& count, const std::vector<int32_t>& weights, int k);
 
-// One row: `src` holds source pixels of `bpp` bytes (3 or 4) from the
-// block's origin, with R, G and B at byte offsets r, g, b; `readable` bytes
-// may be read from it. Writes t.outputs RGB triplets to `dst`, and may write
-// one byte after them. `kernels` above what the CPU runs counts as the
-// best it does.
-void hpass(const HTable& t, const uint8_t* src, size_t readable, int bpp, int r, int g, int b, uint8_t* dst,
-           Kernels kernels);
+// `rows` rows: src[i] holds row i's source pixels of `bpp` bytes (3 or 4)
+// from the block's origin, with R, G and B at byte offsets r, g, b;
+// `readable` bytes may be read from each. Writes t.outputs RGB triplets to
+// dst[i], and may write one byte after them. `kernels` above what the CPU
+// runs counts as the best it does. (AVX-512 runs two rows at a time: the
+// weights of a step are loaded once for both.)
+void hpass(const HTable& t, const uint8_t* const* src, int rows, size_t readable, int bpp, int r, int g, int b,
+           uint8_t* const* dst, Kernels kernels);
 
 // Output row `y`: its taps are the rows first, first + stride, ... (as many
 // as the row's count); dst[i] for i < bytes is their weighted sum (any
