@@ -8,9 +8,17 @@ to stdout.
   twice: with the default queue all 1000 arrive; with a queue of 100
   every document offered is delivered, dropped or queued, and the count
   of frames the subscriber never received equals stats' publish-dropped
-  exactly; every frame from the reconnect on arrives; the pipeline's frame
-  rate while the broker is down is that of before (>= 0.9x, no gap between
-  buffers over 250 ms); a warning says results are being dropped.
+  exactly; every frame from the reconnect on arrives; a warning says
+  results are being dropped (the frame rate while the broker is down and
+  the longest gap between buffers are printed, not asserted: timings of a
+  shared machine).
+- No buffer waits on the broker: with the broker frozen (SIGSTOP: its
+  connections stay open and nothing answers) from frame 50 of 600 run as
+  fast as they go, the stream reaches its end while the broker is still
+  frozen (a publisher the streaming thread waited on would hang there;
+  the deadline only catches that hang), every document is counted as
+  delivered, dropped or queued, and after the broker resumes and the
+  pipeline stops nothing is left queued.
 - TLS (mqtts://, a CA and server certificate made here with openssl).
 - file:// and stdout, one document per frame or per region; the topic
   template; bad destinations fail at start with a message naming them.
@@ -20,6 +28,7 @@ to stdout.
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -306,7 +315,8 @@ def test_broker_restart(fixtures, work, queue):
     if dropped:
         check(any("Results are being dropped" in w for w in warnings), "a warning says results are being dropped")
 
-    # The frame rate while the broker was down equals that before.
+    # The frame rate while the broker was down and that before (printed: a
+    # shared machine's timings; test_broker_frozen checks no buffer waits).
     def fps(a, b):
         return (b - a) / (times[b] - times[a])
     up_fps = fps(20, kill_at - 1)
@@ -314,9 +324,6 @@ def test_broker_restart(fixtures, work, queue):
     gaps = max(times[i + 1] - times[i] for i in range(reconnected.get("down", 1), min(rf, len(times) - 1)))
     print(f"     frame rate: {up_fps:.1f} fps with the broker up, {down_fps:.1f} fps while it was down; "
           f"longest gap while down {gaps * 1000:.0f} ms")
-    check(down_fps >= 0.9 * up_fps, f"the frame rate while the broker is down ({down_fps:.1f}) >= 0.9 x before "
-          f"({up_fps:.1f})")
-    check(gaps < 0.25, f"no buffer waited on the broker (longest gap {gaps * 1000:.0f} ms)")
     # The document.
     with sub.lock:
         topic, payload = sub.messages[0]
@@ -326,6 +333,61 @@ def test_broker_restart(fixtures, work, queue):
           and isinstance(doc.get("pts"), int) and len(doc.get("results", [])) == 5
           and {"class", "label", "score"} <= set(doc["results"][0]),
           f"the document: element, stream, model, pts, frame, results ({payload[:120]}...)")
+
+
+def test_broker_frozen(fixtures, work):
+    """The broker frozen from frame 50 to the end of a stream run as fast as
+    it goes: the stream must end while the broker is still frozen."""
+    print("-- the broker frozen mid-stream", flush=True)
+    port = free_port()
+    bwork = os.path.join(work, "broker-frozen")
+    os.makedirs(bwork)
+    broker = Broker(bwork, port)
+    broker.start()
+    frames, freeze_at = 600, 50
+    count = [0]
+
+    def probe(pad, info):
+        count[0] += 1
+        if count[0] == freeze_at:
+            os.kill(broker.proc.pid, signal.SIGSTOP)
+        return Gst.PadProbeReturn.OK
+
+    desc = (f"videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,width=64,height=64 ! "
+            f"ptminfer name=infer model={fixtures}/mobilenet_v3_small.pth input-size=64 post-messages=false "
+            f"publish=mqtt://127.0.0.1:{port} publish-qos=1 publish-queue-size=100 ! fakesink name=sink sync=false")
+    p = Gst.parse_launch(desc)
+    p.get_by_name("sink").get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, probe)
+    bus = p.get_bus()
+    p.set_state(Gst.State.PLAYING)
+    ended, error = False, None
+    try:
+        # Seconds of frames; the deadline only catches a stream held by the broker.
+        msg = bus.timed_pop_filtered(120 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+        if msg is None:
+            error = "no EOS within 120 s"
+        elif msg.type == Gst.MessageType.ERROR:
+            error = msg.parse_error()[0].message
+        else:
+            ended = True
+        passed = count[0]
+        state = open(f"/proc/{broker.proc.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+    p.set_state(Gst.State.NULL)  # stop: what is queued drains to the broker, running again
+    s = stats_of(p)
+    broker.stop()
+    offered, delivered, dropped, queued = (s.get_value(k) for k in (
+        "publish-offered", "published", "publish-dropped", "publish-queued"))
+    print(f"     {passed} of {frames} frames passed; broker state at the end '{state}'; stats: offered {offered}, "
+          f"delivered {delivered}, dropped {dropped}, queued {queued}")
+    check(ended and error is None and passed == frames,
+          f"the stream reached its end while the broker was frozen: no buffer waited on it ({passed} of {frames} "
+          f"frames; {error})")
+    check(state == "T", f"the broker was still frozen at the end (process state '{state}')")
+    check(offered == frames, f"one document per frame offered ({offered} of {frames})")
+    check(offered == delivered + dropped + queued and queued == 0,
+          "every document delivered or dropped, none left queued after the broker resumed")
 
 
 def make_tls(work):
@@ -447,6 +509,7 @@ def main():
     Gst.init(None)
     test_broker_restart(fixtures, work, 1000)  # the default queue: nothing lost
     test_broker_restart(fixtures, work, 100)   # a short queue: losses, counted exactly
+    test_broker_frozen(fixtures, work)
     test_tls(fixtures, work)
     test_file_and_stdout(fixtures, work)
     test_bad_destinations(fixtures)
