@@ -123,7 +123,7 @@ class Preprocessor {
   // or format it cannot take.
   ResamplePlan plan(const FrameView& frame) const;
 
-  // The vector kernels (on where the CPU has them: AVX2, AVX-512 VBMI) or
+  // The vector kernels (on where the CPU has them: AVX2, AVX-512 VBMI/VNNI) or
   // the plain loops they are tested against; all give the same bytes.
   void set_vector_kernels(bool on) { kernels_ = on ? simd::best_kernels() : simd::Kernels::Plain; }
   bool vector_kernels() const { return kernels() != simd::Kernels::Plain; }

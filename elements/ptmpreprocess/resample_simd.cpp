@@ -160,11 +160,12 @@ __attribute__((target("avx2"))) int hpass_avx2(const HTable& t, const uint8_t* c
 // the 128 bytes from the quad's next two taps on, and one two-source byte
 // permute (VBMI) spreads each output's R, G and B at its two taps over
 // int16 pairs (the quad's `index`; the int16s' high bytes zeroed by the
-// mask), multiply-added with the low and high weights as in hpair_avx2.
-// The rows share the step's weights (loaded once) and their sums are
-// independent chains.
+// mask), multiply-added into the sums with the low and high weights (VNNI:
+// one instruction each, the same wrapping 32-bit sums as hpair_avx2's
+// multiply-add then add). The rows share the step's weights (loaded once)
+// and their sums are independent chains.
 template <int STEPS, int R>
-__attribute__((target("avx2,avx512f,avx512bw,avx512vbmi"), always_inline)) inline void hquad_avx512(
+__attribute__((target("avx2,avx512f,avx512bw,avx512vbmi,avx512vnni"), always_inline)) inline void hquad_avx512(
     const uint8_t* const* p, size_t at, size_t step, const __m512i* w, int n, __m512i index, __m512i* out) {
   constexpr __mmask64 kLowBytes = 0x0555055505550555ull;  // per lane: bytes 0, 2, ..., 10
   __m512i lo[R], hi[R];
@@ -177,8 +178,8 @@ __attribute__((target("avx2,avx512f,avx512bw,avx512vbmi"), always_inline)) inlin
       const uint8_t* q = p[i] + at + size_t(j) * step;
       const __m512i d =
           _mm512_maskz_permutex2var_epi8(kLowBytes, _mm512_loadu_si512(q), index, _mm512_loadu_si512(q + 64));
-      lo[i] = _mm512_add_epi32(lo[i], _mm512_madd_epi16(d, wl));
-      hi[i] = _mm512_add_epi32(hi[i], _mm512_madd_epi16(d, wh));
+      lo[i] = _mm512_dpwssd_epi32(lo[i], d, wl);
+      hi[i] = _mm512_dpwssd_epi32(hi[i], d, wh);
     }
   }
   for (int i = 0; i < R; ++i) out[i] = _mm512_add_epi32(_mm512_slli_epi32(hi[i], kSplit), lo[i]);
@@ -189,7 +190,7 @@ __attribute__((target("avx2,avx512f,avx512bw,avx512vbmi"), always_inline)) inlin
 // (the same in every row), runs as two pairs. Returns the first output it
 // left to the scalar loop (the same in every row).
 template <int R>
-__attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vbmi"))) int hpass_avx512(
+__attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni"))) int hpass_avx512(
     const HTable& t, const uint8_t* const* src, size_t readable, int bpp, int r, int g, int b, uint8_t* const* dst) {
   const __m256i mask = pair_mask(bpp, r, g, b);
   const __m512i round = _mm512_set1_epi32(1 << (kBits - 1));
@@ -232,14 +233,14 @@ __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vbmi"))) int hpass_a
 
 #pragma GCC diagnostic pop
 
-// 16 bytes a loop: each step interleaves two tap rows' bytes into int16
-// pairs and multiply-adds them with the pair's weights. Returns the bytes done.
+// 16 bytes a loop from byte `i` on: each step interleaves two tap rows'
+// bytes into int16 pairs and multiply-adds them with the pair's weights.
+// Returns the bytes done.
 __attribute__((target("avx2"))) size_t vpass_avx2(const VTable& t, int y, const uint8_t* first, size_t stride,
-                                                  size_t bytes, uint8_t* dst) {
+                                                  size_t i, size_t bytes, uint8_t* dst) {
   const int n = t.count[size_t(y)], steps = (n + 1) / 2;
   const int32_t* halves = &t.halves[size_t(y) * size_t(t.steps) * 2];
   const __m256i round = _mm256_set1_epi32(1 << (kBits - 1));
-  size_t i = 0;
   for (; i + 16 <= bytes; i += 16) {
     __m256i lo0 = _mm256_setzero_si256(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
     for (int j = 0; j < steps; ++j) {
@@ -268,6 +269,53 @@ __attribute__((target("avx2"))) size_t vpass_avx2(const VTable& t, int y, const 
   return i;
 }
 
+// (GCC 12's placeholder for unused merge sources again.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// Sixteen sums (high and low parts) rounded, shifted and clipped to bytes
+// (unsigned saturation clips above 255 once negatives are 0).
+__attribute__((target("avx2,avx512f,avx512bw,avx512vl"), always_inline)) inline __m128i vbytes_avx512(
+    __m512i lo, __m512i hi, __m512i round) {
+  const __m512i v =
+      _mm512_srai_epi32(_mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32(hi, kSplit), lo), round), kBits);
+  return _mm512_cvtusepi32_epi8(_mm512_max_epi32(v, _mm512_setzero_si512()));
+}
+
+// As vpass_avx2, 32 bytes a loop, the sums multiply-added in one
+// instruction (VNNI). Returns the bytes done.
+__attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni"))) size_t vpass_avx512(
+    const VTable& t, int y, const uint8_t* first, size_t stride, size_t bytes, uint8_t* dst) {
+  const int n = t.count[size_t(y)], steps = (n + 1) / 2;
+  const int32_t* halves = &t.halves[size_t(y) * size_t(t.steps) * 2];
+  const __m512i round = _mm512_set1_epi32(1 << (kBits - 1));
+  size_t i = 0;
+  for (; i + 32 <= bytes; i += 32) {
+    __m512i lo0 = _mm512_setzero_si512(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
+    for (int j = 0; j < steps; ++j) {
+      const uint8_t* row = first + i + size_t(2 * j) * stride;
+      // An odd count's last step pairs its row with itself at weight 0.
+      const uint8_t* next = 2 * j + 1 < n ? row + stride : row;
+      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row));
+      const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(next));
+      // Within 128-bit halves: d0 holds bytes 0-7 and 16-23, d1 8-15 and 24-31.
+      const __m512i d0 = _mm512_cvtepu8_epi16(_mm256_unpacklo_epi8(a, c));
+      const __m512i d1 = _mm512_cvtepu8_epi16(_mm256_unpackhi_epi8(a, c));
+      const __m512i wl = _mm512_set1_epi32(halves[2 * j]), wh = _mm512_set1_epi32(halves[2 * j + 1]);
+      lo0 = _mm512_dpwssd_epi32(lo0, d0, wl);
+      hi0 = _mm512_dpwssd_epi32(hi0, d0, wh);
+      lo1 = _mm512_dpwssd_epi32(lo1, d1, wl);
+      hi1 = _mm512_dpwssd_epi32(hi1, d1, wh);
+    }
+    const __m128i b0 = vbytes_avx512(lo0, hi0, round), b1 = vbytes_avx512(lo1, hi1, round);  // 0-7, 16-23 | 8-15, 24-31
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_unpacklo_epi64(b0, b1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i + 16), _mm_unpackhi_epi64(b0, b1));
+  }
+  return i;
+}
+
+#pragma GCC diagnostic pop
+
 #endif
 
 }  // namespace
@@ -284,7 +332,8 @@ bool available() {
 Kernels best_kernels() {
 #ifdef PTM_SIMD_X86
   static const bool avx512 = available() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi");
+                             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi") &&
+                             __builtin_cpu_supports("avx512vnni");
   return avx512 ? Kernels::Avx512 : available() ? Kernels::Avx2 : Kernels::Plain;
 #else
   return Kernels::Plain;
@@ -293,7 +342,7 @@ Kernels best_kernels() {
 
 const char* kernels_name(Kernels k) {
   switch (k) {
-    case Kernels::Avx512: return "AVX-512 VBMI";
+    case Kernels::Avx512: return "AVX-512 VBMI/VNNI";
     case Kernels::Avx2: return "AVX2";
     default: return "plain loops";
   }
@@ -408,8 +457,9 @@ void hpass(const HTable& t, const uint8_t* const* src, int rows, size_t readable
 void vpass(const VTable& t, int y, const uint8_t* first, size_t stride, size_t bytes, uint8_t* dst, Kernels kernels) {
   size_t from = 0;
 #ifdef PTM_SIMD_X86
-  if (t.vector && std::min(kernels, best_kernels()) != Kernels::Plain)
-    from = vpass_avx2(t, y, first, stride, bytes, dst);
+  kernels = std::min(kernels, best_kernels());
+  if (t.vector && kernels == Kernels::Avx512) from = vpass_avx512(t, y, first, stride, bytes, dst);
+  if (t.vector && kernels != Kernels::Plain) from = vpass_avx2(t, y, first, stride, from, bytes, dst);
 #else
   (void)kernels;
 #endif

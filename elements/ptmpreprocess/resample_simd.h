@@ -17,9 +17,10 @@ namespace ptm::simd {
 bool available();
 
 // Which kernels a pass runs: the plain loops, AVX2 (outputs two at a time)
-// or AVX-512 with VBMI (the horizontal pass four outputs at a time, byte
-// permutes in place of AVX2's loads and shuffles; Ice Lake and later,
-// AMD Zen 4). All give the same bytes.
+// or AVX-512 with VBMI and VNNI (the horizontal pass four outputs at a
+// time, byte permutes in place of AVX2's loads and shuffles; the vertical
+// pass 32 bytes at a time; multiply-adds into the sums in one instruction;
+// Ice Lake and later, AMD Zen 4). All give the same bytes.
 enum class Kernels { Plain, Avx2, Avx512 };
 // The fastest this CPU runs.
 Kernels best_kernels();

@@ -313,11 +313,12 @@ TEST(Preprocess, TinyFramesAreUpscaled) {
 // (caught under AddressSanitizer or valgrind).
 TEST(Preprocess, VectorKernelsGiveThePlainLoopsBytes) {
   if (!simd::available()) GTEST_SKIP() << "this CPU has no AVX2: the vector kernels are not used on it";
-  // Each set of kernels this CPU runs (AVX2; AVX-512 VBMI, whose quads
-  // fall back to AVX2's pairs near a row's end or past 30-pixel spans).
+  // Each set of kernels this CPU runs (AVX2; AVX-512 VBMI/VNNI, whose quads
+  // fall back to AVX2's pairs near a row's end or past 30-pixel spans, and
+  // whose vertical pass leaves AVX2 a last 16 bytes).
   std::vector<simd::Kernels> kernels{simd::Kernels::Avx2};
   if (simd::best_kernels() == simd::Kernels::Avx512) kernels.push_back(simd::Kernels::Avx512);
-  else std::printf("[ vector ] this CPU has no AVX-512 VBMI: its kernels are not tested here\n");
+  else std::printf("[ vector ] this CPU has no AVX-512 VBMI/VNNI: its kernels are not tested here\n");
   std::mt19937 rng(20261204);
   auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   const PixelFormat formats[] = {PixelFormat::RGB,  PixelFormat::BGR,  PixelFormat::RGBA, PixelFormat::BGRx,
@@ -385,7 +386,7 @@ TEST(Preprocess, VectorKernelsGiveThePlainLoopsBytes) {
   }
   std::printf("[ vector ] %zu cases (%zu vertical pass first, %zu padded), %zu output bytes, all equal (%s%s)\n",
               cases, vertical_first, padded, bytes, simd::kernels_name(kernels.front()),
-              kernels.size() > 1 ? ", AVX-512 VBMI" : "");
+              kernels.size() > 1 ? ", AVX-512 VBMI/VNNI" : "");
   EXPECT_GT(cases, 500u);
   EXPECT_GT(vertical_first, 50u);
   EXPECT_GT(padded, 50u);
