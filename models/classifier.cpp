@@ -803,6 +803,7 @@ std::string device_unavailable_reason(const std::string& name) {
 
 struct Classifier::Impl {
   ModelInfo info;
+  bool loading = false;  // in the constructor: its end releases what the load freed, once
   ClassifierModulePtr eager;
   torch::jit::Module script;
   bool use_script = false;
@@ -1566,6 +1567,7 @@ Classifier::Classifier(const ClassifierOptions& options) : impl_(std::make_uniqu
     im.preferred = folder->architecture.substr(0, folder->architecture.find('.'));  // timm's name.tag
     im.info.notes.insert(im.info.notes.end(), folder->notes.begin(), folder->notes.end());
   }
+  im.loading = true;
   im.threads = runtime::resolve_threads(o.threads);
   runtime::init();
   runtime::use_threads(im.threads);
@@ -1588,6 +1590,7 @@ Classifier::Classifier(const ClassifierOptions& options) : impl_(std::make_uniqu
   im.build_script();
   im.setup_int8();
   im.calibrate_from(o);
+  im.loading = false;
   runtime::release_cached_memory();  // what the load freed (traces, candidates, timing passes)
 }
 
@@ -1664,7 +1667,8 @@ std::string Classifier::set_input_size(int size) {
 #if PTM_TORCH_CUDA
   im.graphs.clear();
 #endif
-  runtime::release_cached_memory();  // the old size's graphs and the new ones' making
+  // The old size's graphs and the new ones' making (a load does it once, at its end).
+  if (!im.loading) runtime::release_cached_memory();
   return "";
 }
 

@@ -472,38 +472,37 @@ static void gst_ptm_infer_set_property(GObject* object, guint id, const GValue* 
 static void gst_ptm_infer_get_property(GObject* object, guint id, GValue* value, GParamSpec* pspec) {
   auto* self = GST_PTM_INFER(object);
   if (id == PROP_STATS) {
+    // Everything is read under the element's locks, no reference kept: a
+    // getter holding the last one to a shared model or publisher would
+    // release it here, on the application's thread (joining their threads).
     Counters c;
-    std::shared_ptr<ptm::Publisher> pub;
+    std::optional<ptm::PublishStats> p;
     {
       std::lock_guard<std::mutex> g(self->priv->stats_lock);
       c = self->priv->counters;
-      pub = self->priv->publisher;
+      if (self->priv->publisher) p = self->priv->publisher->stats();
     }
     GstStructure* st = gst_structure_new("ptm-infer-stats", "frames", G_TYPE_UINT64, c.frames, "cuda-in-place",
                                          G_TYPE_UINT64, c.cuda_in_place, "cuda-via-host", G_TYPE_UINT64,
                                          c.cuda_via_host, "system-memory", G_TYPE_UINT64, c.system_memory, nullptr);
-    std::shared_ptr<ptm::SharedModel> shared;
+    std::optional<ptm::SharedModel::Counts> shared;
     std::string int8;
     {
       std::lock_guard<std::mutex> g(self->priv->state_lock);
       if (self->priv->state && self->priv->state->core) {
-        shared = self->priv->state->core->shared();
+        if (const auto& model = self->priv->state->core->shared()) shared = model->counts();
         int8 = self->priv->state->core->int8_status();
       }
     }
     if (!int8.empty()) gst_structure_set(st, "int8", G_TYPE_STRING, int8.c_str(), nullptr);
-    if (shared) {
-      const ptm::SharedModel::Counts n = shared->counts();
-      gst_structure_set(st, "shared-passes", G_TYPE_UINT64, guint64(n.passes), "shared-images", G_TYPE_UINT64,
-                        guint64(n.images), nullptr);
-    }
-    if (pub) {
-      const ptm::PublishStats p = pub->stats();
-      gst_structure_set(st, "published", G_TYPE_UINT64, p.delivered, "publish-dropped", G_TYPE_UINT64, p.dropped,
-                        "publish-queued", G_TYPE_UINT64, p.queued, "publish-offered", G_TYPE_UINT64, p.offered,
-                        "publish-connected", G_TYPE_BOOLEAN, p.connected, "publish-connects", G_TYPE_UINT64,
-                        p.connects, "publish-error", G_TYPE_STRING, p.last_error.c_str(), nullptr);
-    }
+    if (shared)
+      gst_structure_set(st, "shared-passes", G_TYPE_UINT64, guint64(shared->passes), "shared-images", G_TYPE_UINT64,
+                        guint64(shared->images), nullptr);
+    if (p)
+      gst_structure_set(st, "published", G_TYPE_UINT64, p->delivered, "publish-dropped", G_TYPE_UINT64, p->dropped,
+                        "publish-queued", G_TYPE_UINT64, p->queued, "publish-offered", G_TYPE_UINT64, p->offered,
+                        "publish-connected", G_TYPE_BOOLEAN, p->connected, "publish-connects", G_TYPE_UINT64,
+                        p->connects, "publish-error", G_TYPE_STRING, p->last_error.c_str(), nullptr);
     g_value_take_boxed(value, st);
     return;
   }
