@@ -38,12 +38,13 @@ side by side in one run, on the same decoded frames (vtest.avi scaled to
   Python    the canonical torchvision loop end to end (PIL Resize/CenterCrop/
             ToTensor/Normalize + eager forward under no_grad).
 
-Paired rounds: after the table's own figures, ptm's pipeline and the two
-engines' fp32 forward passes are measured again in turns, in two processes
-that stay loaded (--pairs rounds, 10 by default, of 64 frames / forward
-passes each), each round's ratio from figures taken within a second of each
-other; their median is printed beside the single figures' ratio (on a
-shared machine the minute moves both sides by tens of per cent).
+Paired rounds: after the table's own figures, ptm's pipeline, the two
+engines' fp32 forward passes and PyTorch's paths (those within 1.5x of its
+best figure above) are measured again in turns, in processes that stay
+loaded (--pairs rounds, 10 by default, of 64 frames / forward passes each),
+each round's ratios from figures taken within seconds of each other; their
+medians are printed beside the single figures' ratios (on a shared machine
+the minute moves every side by tens of per cent).
 
 Prints a table a model with each path's ms a frame, fps and how many times
 ptm's pipeline is as fast (pipeline fps / that path's fps), the issue's
@@ -292,23 +293,23 @@ def anchors(python, name, weights, classes, threads, runs, out, int8_sets=()):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def paired_rounds(a, anchor_python, path, onnx, rounds, block=64):
-    """ptm's pipeline (appsrc ! ptminfer) and ONNX Runtime's and OpenVINO's
-    fp32 forward passes in turns, in two processes that stay loaded: each
-    round ptm's pipeline classifies `block` frames, then each engine runs
-    `block` forward passes, the other process idle meanwhile (after one
-    round not counted). On a shared
-    machine the load from other tenants moves every figure by tens of per
-    cent from one minute to the next; a round's figures are taken within a
-    second of each other, so its ratio (the better engine's ms / ptm's
-    pipeline ms) compares the two under the same conditions. Returns
-    [(pipeline ms, engine ms, ratio)]."""
+def paired_rounds(a, path, others, rounds, block=64):
+    """ptm's pipeline (appsrc ! ptminfer) and the other paths in turns, each
+    side a process that stays loaded: each round ptm's pipeline classifies
+    `block` frames, then each of `others` (a command serving blocks of
+    forward passes: anchors_forward.py --serve for ONNX Runtime's and
+    OpenVINO's fp32, torch_forward.py --serve for PyTorch's paths) runs
+    `block` calls of each of its paths, the other processes idle meanwhile
+    (after one round not counted). On a shared machine the load from other
+    tenants moves every figure by tens of per cent from one minute to the
+    next; a round's figures are taken within seconds of each other, so its
+    ratios compare ptm with the others under the same conditions. Returns
+    [(pipeline ms, [each other's {path: ms}])]."""
     me = [sys.executable, os.path.abspath(__file__), a.fixtures, "--frames", str(a.frames),
           "--threads", str(a.threads), "--ptm-serve", path]
-    them = [anchor_python, os.path.join(HERE, "anchors_forward.py"), "--serve", onnx, "224", str(a.threads)]
     procs = []
     try:
-        for cmd in (me, them):
+        for cmd in [me] + others:
             procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1))
 
         def ask(proc, line):
@@ -324,15 +325,12 @@ def paired_rounds(a, anchor_python, path, onnx, rounds, block=64):
         # A round not counted: each side's first block after the other
         # process loaded (its threads asleep, the caches the other's) ran
         # slow, by as much as a third.
-        ask(procs[0], str(block))
-        ask(procs[1], str(block))
+        for proc in procs:
+            ask(proc, str(block))
         out = []
         for _ in range(rounds):
             pm = ask(procs[0], str(block))["ms"]
-            en = ask(procs[1], str(block))
-            best = [v for v in (en.get("onnxruntime"), en.get("openvino")) if v]
-            if best:
-                out.append((pm, min(best), min(best) / pm))
+            out.append((pm, [ask(proc, str(block)) for proc in procs[1:]]))
         return out
     except (RuntimeError, OSError, ValueError) as e:
         print(f"paired rounds: {e}", file=sys.stderr)
@@ -454,7 +452,8 @@ def main():
     ap.add_argument("--no-anchors", action="store_true")
     ap.add_argument("--out", default=None, help="where ONNX exports go (default: beside the CSV)")
     ap.add_argument("--pairs", type=int, default=10,
-                    help="rounds of ptm's pipeline and the engines' fp32 forward measured in turns (0: none)")
+                    help="rounds of ptm's pipeline, the engines' fp32 forward and PyTorch's paths measured in turns "
+                         "(0: none)")
     ap.add_argument("--ptm-serve", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--ptm", nargs=3, metavar=("MODEL", "MIDDLE", "PROPS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -591,13 +590,40 @@ def main():
                       1000 / mp["fps"] if "fps" in mp else None,
                       mp.get("error", "end to end, 1000-class head")))
         r.append(("Python torchvision loop (PIL + eager)", "end-to-end", 1000 / python_loop(frames, model), ""))
-        pairs = []
+        # Paired rounds: ptm's pipeline in turns with the engines' fp32
+        # forward passes and with PyTorch's paths (those within 1.5x of the
+        # best in the figures above: a path slower than that is not the
+        # best in any round).
         onnx = os.path.join(out, name + ".onnx")
-        if anchor_python and a.pairs > 0 and os.path.exists(onnx):
-            pairs = paired_rounds(a, anchor_python, path, onnx, a.pairs)
-            for k, (pm, em, q) in enumerate(pairs):
-                r.append((f"ptm pipeline, paired round {k + 1} of {len(pairs)}", "pipeline-paired", pm,
-                          f"the better of ONNX Runtime and OpenVINO fp32 {em:.2f} ms right after it: {q:.2f}"))
+        others, labels = [], []
+        if anchor_python and os.path.exists(onnx):
+            others.append([anchor_python, os.path.join(HERE, "anchors_forward.py"), "--serve", onnx, "224",
+                           str(a.threads)])
+            labels.append("engines")
+        kept = [k for k in ("frozen", "compiled", "aoti") if best and tp.get(k) and tp[k] <= 1.5 * best
+                and (k != "aoti" or tp.get("pt2"))]
+        if kept:
+            others.append([sys.executable, os.path.join(HERE, "torch_forward.py"), "--serve",
+                           f"{name}:{path}:224:{classes[name]}", str(a.threads), ",".join(kept)]
+                          + ([tp["pt2"]] if "aoti" in kept else []))
+            labels.append("torch")
+        rounds = paired_rounds(a, path, others, a.pairs) if a.pairs > 0 and others else []
+        pairs, torch_pairs = [], []  # (pipeline ms, the other's best ms, ratio)
+        for k, (pm, got) in enumerate(rounds):
+            notes = []
+            for label, g in zip(labels, got):
+                if label == "engines":
+                    em = min((v for v in (g.get("onnxruntime"), g.get("openvino")) if v), default=None)
+                    if em:
+                        pairs.append((pm, em, em / pm))
+                        notes.append(f"the better of ONNX Runtime and OpenVINO fp32 {em:.2f} ms right after it: "
+                                     f"{em / pm:.2f}")
+                elif g:
+                    which = min(g, key=g.get)
+                    torch_pairs.append((pm, g[which], g[which] / pm))
+                    notes.append(f"PyTorch's best ({which} of {', '.join(sorted(g))}) {g[which]:.2f} ms: "
+                                 f"{g[which] / pm:.2f}")
+            r.append((f"ptm pipeline, paired round {k + 1} of {len(rounds)}", "pipeline-paired", pm, "; ".join(notes)))
 
         pipeline_ms = min(m for p, k, m, _ in r if k == "pipeline" and m)  # fp32
         print(f"\n{name}: {'ms/frame':>9s} {'fps':>8s}  ptm pipeline ÷ it", flush=True)
@@ -622,6 +648,10 @@ def main():
         if fp32:
             verdicts.append(f"{name}: pipeline ÷ the better of ONNX Runtime and OpenVINO fp32 = "
                             f"{min(fp32) / pipeline_ms:.2f} (criterion >= 0.8, goal 1.0)")
+        if torch_pairs:
+            verdicts.append(f"{name}: the same in {len(torch_pairs)} paired rounds (ptm, then PyTorch's paths, in "
+                            f"turns) = {statistics.median(q for _, _, q in torch_pairs):.2f} median, rounds " +
+                            ", ".join(f"{q:.2f}" for _, _, q in torch_pairs))
         if pairs:
             verdicts.append(f"{name}: the same in {len(pairs)} paired rounds (ptm, then the engines, in turns) = "
                             f"{statistics.median(q for _, _, q in pairs):.2f} median, rounds " +

@@ -19,6 +19,12 @@ Prints one line per model: NAME key=value ... (n/a where a path is missing
 on this torch or ran over the limit, with the reason on stderr).
 
     torch_forward.py THREADS RUNS OUT_DIR NAME:PATH:SIZE:CLASSES ...
+    torch_forward.py --serve NAME:PATH:SIZE:CLASSES THREADS PATHS [PT2]
+
+--serve (the field benchmark's paired rounds): the paths named in PATHS
+(comma-separated: frozen, compiled, aoti, the last from the package PT2)
+made once and kept; each stdin line N answers one JSON line with each
+path's median ms over N calls (see timing.serve_blocks).
 """
 import multiprocessing
 import os
@@ -29,7 +35,7 @@ import time
 import torch
 import torchvision
 
-from timing import median_ms, why
+from timing import median_ms, serve_blocks, why
 
 
 LIMIT_S = float(os.environ.get("PTM_BENCH_PATH_LIMIT_S", "300"))
@@ -133,7 +139,51 @@ def torch_paths(name, model, x, runs, out=None):
     return r
 
 
+def serve(spec, threads, paths, pt2=None):
+    """--serve: PyTorch's paths of one model loaded once, blocks of calls on
+    request. A path that fails to build is left out (the reason on stderr)."""
+    torch.set_num_threads(threads)
+    name, path, size, classes = spec.split(":")
+    model = getattr(torchvision.models, name)(weights=None, num_classes=int(classes))
+    model.load_state_dict(torch.load(path))
+    model.eval()
+    x = torch.randn(1, 3, int(size), int(size))
+    calls = {}
+    with torch.no_grad():
+        for what in paths:
+            try:
+                if what == "frozen":
+                    f = torch.jit.freeze(torch.jit.trace(model, x))
+                    try:
+                        g = torch.jit.optimize_for_inference(f)
+                        g(x)
+                        f = g
+                    except Exception:
+                        pass  # freeze alone, as frozen_ms falls back
+                    calls[what] = f
+                elif what == "compiled":
+                    import torch._inductor.config as cfg
+                    cfg.freezing = True
+                    calls[what] = torch.compile(model)
+                elif what == "aoti" and pt2:
+                    calls[what] = torch._inductor.aoti_load_package(pt2)
+                else:
+                    continue
+                calls[what](x)  # built (compiled) now, not in the first block
+            except Exception as e:
+                calls.pop(what, None)
+                unavailable(what, name, why(e))
+
+    def block(n):
+        with torch.no_grad():
+            return {k: median_ms(lambda: f(x), n, 1) for k, f in calls.items()}
+    serve_blocks(block)
+    return 0
+
+
 def main():
+    if sys.argv[1] == "--serve":
+        return serve(sys.argv[2], int(sys.argv[3]), sys.argv[4].split(","), sys.argv[5] if len(sys.argv) > 5 else None)
     threads, runs, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     os.makedirs(out, exist_ok=True)
     torch.set_num_threads(threads)
@@ -153,4 +203,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
