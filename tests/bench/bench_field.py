@@ -309,9 +309,6 @@ def paired_rounds(a, path, others, rounds, block=64):
           "--threads", str(a.threads), "--ptm-serve", path]
     procs = []
     try:
-        for cmd in [me] + others:
-            procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1))
-
         def ask(proc, line):
             proc.stdin.write(line + "\n")
             proc.stdin.flush()
@@ -320,8 +317,15 @@ def paired_rounds(a, path, others, rounds, block=64):
                 raise RuntimeError(f"{os.path.basename(proc.args[1])} --serve ended")
             return json.loads(reply)
 
-        for proc in procs:
-            ask(proc, "ready")
+        # One at a time, each loaded before the next starts: ptminfer times
+        # its candidate graphs at load, and a load beside torch.compile's
+        # compilation (both cores busy, in bursts) times that instead. (One
+        # run whose processes started together had every ptm round at 26-32
+        # ms against 17.6 in the table: the speed of LibTorch's graph, not
+        # the executor's.)
+        for cmd in [me] + others:
+            procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1))
+            ask(procs[-1], "ready")
         # A round not counted: each side's first block after the other
         # process loaded (its threads asleep, the caches the other's) ran
         # slow, by as much as a third.
@@ -394,6 +398,17 @@ def ptm_serve(a):
     from timing import serve_blocks
     try:
         block(WARM)
+        # Which graph this process runs, as the load chose it (on stderr:
+        # rounds that come out slow can be told apart from a slow machine).
+        while True:
+            m = p.get_bus().pop_filtered(Gst.MessageType.ELEMENT)
+            if m is None:
+                break
+            st = m.get_structure()
+            if st.get_name() == "model-loaded":
+                chosen = [n for n in (st.get_value("report") or "").splitlines() if "executor" in n]
+                print(f"ptm --ptm-serve: {chosen[0] if chosen else 'no oneDNN executor note in the load report'}",
+                      file=sys.stderr, flush=True)
         serve_blocks(lambda n: {"ms": 1000 / steady_fps(block(n))})
         src.emit("end-of-stream")
         p.get_bus().timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
