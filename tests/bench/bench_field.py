@@ -39,8 +39,8 @@ side by side in one run, on the same decoded frames (vtest.avi scaled to
             ToTensor/Normalize + eager forward under no_grad).
 
 Paired rounds: after the table's own figures, ptm's pipeline, the two
-engines' fp32 forward passes and PyTorch's paths (those within 1.5x of its
-best figure above) are measured again in turns, in processes that stay
+engines' fp32 forward passes, PyTorch's paths (those within 1.5x of its
+best figure above) and ptm's int8 pipeline are measured again in turns, in processes that stay
 loaded (--pairs rounds, 10 by default, of 64 frames / forward passes each),
 each round's ratios from figures taken within seconds of each other; their
 medians are printed beside the single figures' ratios (on a shared machine
@@ -350,7 +350,7 @@ def paired_rounds(a, path, others, rounds, block=64):
 
 
 def ptm_serve(a):
-    """--ptm-serve MODEL: appsrc ! ptminfer ! fakesink, loaded and warm,
+    """--ptm-serve MODEL [--ptm-serve-props PROPS]: appsrc ! ptminfer PROPS ! fakesink, loaded and warm,
     classifying blocks of frames on request: each stdin line N pushes N
     frames and prints the block's steady-state ms a frame; "ready" answers
     once warm; "quit" ends."""
@@ -362,7 +362,7 @@ def ptm_serve(a):
     results = tempfile.NamedTemporaryFile(prefix="ptm-field-", suffix=".jsonl", delete=False).name
     p = Gst.parse_launch(f"appsrc name=src format=time caps=video/x-raw,format=RGB,width={W},height={H},"
                          f"framerate=30/1 ! ptminfer name=infer model=\"{a.ptm_serve}\" num-threads={a.threads} "
-                         f"results-file={results} ! fakesink name=sink sync=false")
+                         f"results-file={results} {a.ptm_serve_props} ! fakesink name=sink sync=false")
     src = p.get_by_name("src")
     stamps = []
     done = threading.Event()
@@ -470,6 +470,7 @@ def main():
                     help="rounds of ptm's pipeline, the engines' fp32 forward and PyTorch's paths measured in turns "
                          "(0: none)")
     ap.add_argument("--ptm-serve", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--ptm-serve-props", default="", help=argparse.SUPPRESS)
     ap.add_argument("--ptm", nargs=3, metavar=("MODEL", "MIDDLE", "PROPS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.ptm:
@@ -622,8 +623,14 @@ def main():
                            f"{name}:{path}:224:{classes[name]}", str(a.threads), ",".join(kept)]
                           + ([tp["pt2"]] if "aoti" in kept else []))
             labels.append("torch")
+        # int8 against fp32 (the reduced-precision criterion) in the same
+        # rounds: a second ptm process with precision=int8.
+        others.append([sys.executable, os.path.abspath(__file__), a.fixtures, "--frames", str(a.frames),
+                       "--threads", str(a.threads), "--ptm-serve", path, "--ptm-serve-props",
+                       f"precision=int8 calibration={calibration}"])
+        labels.append("int8")
         rounds = paired_rounds(a, path, others, a.pairs) if a.pairs > 0 and others else []
-        pairs, torch_pairs = [], []  # (pipeline ms, the other's best ms, ratio)
+        pairs, torch_pairs, int8_pairs = [], [], []  # (pipeline ms, the other's best ms, ratio)
         for k, (pm, got) in enumerate(rounds):
             notes = []
             for label, g in zip(labels, got):
@@ -633,6 +640,9 @@ def main():
                         pairs.append((pm, em, em / pm))
                         notes.append(f"the better of ONNX Runtime and OpenVINO fp32 {em:.2f} ms right after it: "
                                      f"{em / pm:.2f}")
+                elif label == "int8":
+                    int8_pairs.append((pm, g["ms"], pm / g["ms"]))
+                    notes.append(f"ptm's int8 pipeline {g['ms']:.2f} ms: {pm / g['ms']:.2f}x as fast")
                 elif g:
                     which = min(g, key=g.get)
                     torch_pairs.append((pm, g[which], g[which] / pm))
@@ -667,6 +677,10 @@ def main():
             verdicts.append(f"{name}: the same in {len(torch_pairs)} paired rounds (ptm, then PyTorch's paths, in "
                             f"turns) = {statistics.median(q for _, _, q in torch_pairs):.2f} median, rounds " +
                             ", ".join(f"{q:.2f}" for _, _, q in torch_pairs))
+        if int8_pairs:
+            verdicts.append(f"{name}: int8 pipeline ÷ fp32 pipeline in {len(int8_pairs)} paired rounds = "
+                            f"{statistics.median(q for _, _, q in int8_pairs):.2f} median, rounds " +
+                            ", ".join(f"{q:.2f}" for _, _, q in int8_pairs))
         if pairs:
             verdicts.append(f"{name}: the same in {len(pairs)} paired rounds (ptm, then the engines, in turns) = "
                             f"{statistics.median(q for _, _, q in pairs):.2f} median, rounds " +
